@@ -1,0 +1,208 @@
+//! The `textgate` binary: command-line parsing and wiring (DESIGN.md §3). Each subcommand
+//! lives in its own module; the work is done by the library crates.
+//!
+//! - [`serve`]: the central server (HTTP API, dispatcher, devices).
+//! - [`admin`]: `user add` and `apikey create`, straight on the database.
+//! - [`client`]: `send`, through a running server's HTTP API.
+//! - `check`: validates a config file.
+
+mod admin;
+mod client;
+mod serve;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use textgate_core::config::Config;
+
+#[derive(Parser)]
+#[command(
+    name = "textgate",
+    version,
+    about = "A self-hosted enterprise SMS gateway"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the central server: HTTP API, dispatcher and devices.
+    Serve {
+        /// The config file; without one, the embedded defaults (SQLite in ./textgate-data,
+        /// HTTP on 127.0.0.1:8080, one loopback device).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Manage users.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+    /// Manage API keys.
+    Apikey {
+        #[command(subcommand)]
+        command: ApikeyCommand,
+    },
+    /// Send a text through a running server.
+    Send {
+        /// The destination number.
+        #[arg(long)]
+        to: String,
+        /// The text.
+        #[arg(long)]
+        body: String,
+        /// The sender id.
+        #[arg(long)]
+        from: Option<String>,
+        /// The server's base URL (default: $TEXTGATE_SERVER or http://127.0.0.1:8080).
+        #[arg(long)]
+        server: Option<String>,
+        /// An API key (default: $TEXTGATE_API_KEY).
+        #[arg(long)]
+        api_key: Option<String>,
+        /// Follow the message until it reaches a final status, printing each change.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Check a config file and exit non-zero with the reason if it is not valid.
+    Check {
+        /// The config file.
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Create a user.
+    Add {
+        /// The login name.
+        name: String,
+        /// admin or user.
+        #[arg(long, default_value = "user")]
+        role: String,
+        /// The user's e-mail address.
+        #[arg(long)]
+        email: Option<String>,
+        /// Read the password from standard input instead of generating one.
+        #[arg(long)]
+        password_stdin: bool,
+        /// The config file (for the database).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ApikeyCommand {
+    /// Create an API key for a user; prints the key once, on its own line.
+    Create {
+        /// The user.
+        #[arg(long)]
+        user: String,
+        /// The config file (for the database).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+/// The config from a file, or the embedded defaults; checked either way.
+fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<Config> {
+    let cfg = match path {
+        Some(p) => Config::load(p)?,
+        None => {
+            let mut c = Config::embedded_defaults();
+            c.apply_env(&|k| std::env::var(k).ok());
+            c
+        }
+    };
+    cfg.check()?;
+    Ok(cfg)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Check { config } => match Config::load(&config).and_then(|c| c.check().map(|_| c))
+        {
+            Ok(c) => {
+                println!(
+                    "{}: valid ({} device(s), {} route(s), database {})",
+                    config.display(),
+                    c.devices.len(),
+                    c.routes.len(),
+                    textgate_core::config::redact_url(&c.server.database_url)
+                );
+                Ok(())
+            }
+            Err(e) => {
+                eprintln!("{}: {e}", config.display());
+                return ExitCode::from(2);
+            }
+        },
+        command => runtime().and_then(|rt| rt.block_on(run(command))),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("textgate: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Serve { config } => serve::run(load_config(config.as_deref())?).await,
+        Command::User {
+            command:
+                UserCommand::Add {
+                    name,
+                    role,
+                    email,
+                    password_stdin,
+                    config,
+                },
+        } => {
+            admin::user_add(
+                load_config(config.as_deref())?,
+                &name,
+                &role,
+                email,
+                password_stdin,
+            )
+            .await
+        }
+        Command::Apikey {
+            command: ApikeyCommand::Create { user, config },
+        } => admin::apikey_create(load_config(config.as_deref())?, &user).await,
+        Command::Send {
+            to,
+            body,
+            from,
+            server,
+            api_key,
+            wait,
+        } => {
+            client::send(client::SendArgs {
+                to,
+                body,
+                from,
+                server,
+                api_key,
+                wait,
+            })
+            .await
+        }
+        Command::Check { .. } => Ok(()),
+    }
+}

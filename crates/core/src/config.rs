@@ -1,0 +1,680 @@
+//! The configuration file (DESIGN.md §4): TOML, layered as embedded defaults ← file ←
+//! environment (for secrets), then checked as a whole so that `textgate check` can name the
+//! bad key and say why before anything starts.
+//!
+//! Sections that belong to features not in this build (`[smtp]`, `[mailer]`, `[spool]`,
+//! `[[port_server]]`, `[[inbound_rule]]`, device kinds other than `loopback`) are refused by
+//! [`Config::check`] with a message saying so, rather than accepted and silently ignored.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::address::Country;
+
+/// A problem with the configuration: which key, and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key}: {message}")]
+pub struct ConfigError {
+    /// The key, as a path (`server.claim_lease`, `device[2].kind`), or the file for syntax errors.
+    pub key: String,
+    /// What is wrong and what to do.
+    pub message: String,
+}
+
+impl ConfigError {
+    fn new(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// A duration written like `30s`, `5m`, `1h 30m`, `250ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dur(pub Duration);
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s).map(Dur).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "\"{s}\" is not a duration ({e}): write it like \"30s\", \"5m\" or \"250ms\""
+            ))
+        })
+    }
+}
+
+/// A size written like `1MiB`, `512KiB`, `10MB` or a plain number of bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bytes(pub u64);
+
+impl Bytes {
+    /// Parses `1MiB`, `1 MiB`, `500kB`, `1024`.
+    pub fn parse(s: &str) -> Result<Bytes, String> {
+        let t = s.trim();
+        let split = t
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(t.len());
+        let (num, unit) = t.split_at(split);
+        let value: f64 = num
+            .parse()
+            .map_err(|_| format!("\"{s}\" is not a size: write it like \"1MiB\" or \"512KiB\""))?;
+        let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 1,
+            "k" | "kb" => 1_000,
+            "kib" => 1 << 10,
+            "m" | "mb" => 1_000_000,
+            "mib" => 1 << 20,
+            "g" | "gb" => 1_000_000_000,
+            "gib" => 1 << 30,
+            other => {
+                return Err(format!(
+                    "\"{s}\": unknown size unit \"{other}\" (use B, KiB, MiB, GiB, kB, MB or GB)"
+                ))
+            }
+        };
+        Ok(Bytes((value * mult as f64) as u64))
+    }
+}
+
+impl<'de> Deserialize<'de> for Bytes {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            N(u64),
+            S(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::N(n) => Ok(Bytes(n)),
+            Raw::S(s) => Bytes::parse(&s).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// `[server]`
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// `[[device]]`: the SMS devices.
+    #[serde(default, rename = "device")]
+    pub devices: Vec<DeviceConfig>,
+    /// `[[route]]`: outbound routes, first match wins.
+    #[serde(default, rename = "route")]
+    pub routes: Vec<RouteConfig>,
+    /// `[smtp]` (not in this build).
+    pub smtp: Option<toml::Table>,
+    /// `[mailer]` (not in this build).
+    pub mailer: Option<toml::Table>,
+    /// `[spool]` (not in this build).
+    pub spool: Option<toml::Table>,
+    /// `[[port_server]]` (not in this build).
+    #[serde(default, rename = "port_server")]
+    pub port_servers: Vec<toml::Table>,
+    /// `[[inbound_rule]]` (not in this build).
+    #[serde(default, rename = "inbound_rule")]
+    pub inbound_rules: Vec<toml::Table>,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Where the HTTP API listens.
+    pub http_listen: String,
+    /// `sqlite://PATH` or `postgres://user@host/db`.
+    pub database_url: String,
+    /// ISO country for numbers written without +country.
+    pub default_country: Option<String>,
+    /// The externally visible base URL (links in e-mails and webhooks).
+    pub public_url: Option<String>,
+    /// A message held by a dead worker is retried after this.
+    pub claim_lease: Dur,
+    /// Larger HTTP bodies get 413.
+    pub max_request_bytes: Bytes,
+    /// The limit for CSV job uploads.
+    pub max_upload_bytes: Bytes,
+    /// Recipients per `POST /api/v1/messages`.
+    pub max_recipients: usize,
+    /// The most SMS parts one text may take.
+    pub max_parts: u16,
+    /// Signs webhooks and status callbacks unless a rule has its own.
+    pub webhook_secret: Option<String>,
+    /// How many times a message is handed to devices before it fails.
+    pub max_attempts: u32,
+    /// The first retry delay after a transient device error; doubles each attempt.
+    pub retry_backoff: Dur,
+    /// The longest retry delay.
+    pub retry_backoff_max: Dur,
+    /// How long a message may wait to be sent before it expires.
+    pub default_validity: Dur,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            http_listen: "127.0.0.1:8080".into(),
+            database_url: "sqlite://textgate-data/textgate.db".into(),
+            default_country: None,
+            public_url: None,
+            claim_lease: Dur(Duration::from_secs(30)),
+            max_request_bytes: Bytes(1 << 20),
+            max_upload_bytes: Bytes(1 << 30),
+            max_recipients: 1000,
+            max_parts: 10,
+            webhook_secret: None,
+            max_attempts: 10,
+            retry_backoff: Dur(Duration::from_secs(1)),
+            retry_backoff_max: Dur(Duration::from_secs(600)),
+            default_validity: Dur(Duration::from_secs(48 * 3600)),
+        }
+    }
+}
+
+/// One `[[device]]`. Its kind-specific keys are checked by [`DeviceConfig::settings`].
+#[derive(Debug, Clone)]
+pub struct DeviceConfig {
+    /// Its unique name, used in routes and the API.
+    pub name: String,
+    /// `smpp`, `modem`, `remote` or `loopback`.
+    pub kind: String,
+    /// A disabled device is shown but never used.
+    pub enabled: bool,
+    /// Messages per second at most, 0 = unlimited.
+    pub max_rate: u32,
+    /// The kind-specific keys, kept raw until checked.
+    pub rest: toml::Table,
+}
+
+impl<'de> Deserialize<'de> for DeviceConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let mut t = toml::Table::deserialize(d)?;
+        let name = match t.remove("name") {
+            Some(toml::Value::String(s)) => s,
+            Some(_) => return Err(D::Error::custom("device name must be a string")),
+            None => return Err(D::Error::custom("every [[device]] needs a `name`")),
+        };
+        let kind = match t.remove("kind") {
+            Some(toml::Value::String(s)) => s,
+            Some(_) => {
+                return Err(D::Error::custom(format!(
+                    "device \"{name}\": `kind` must be a string"
+                )))
+            }
+            None => {
+                return Err(D::Error::custom(format!(
+                    "device \"{name}\" needs a `kind`: smpp, modem, remote or loopback"
+                )))
+            }
+        };
+        let enabled = match t.remove("enabled") {
+            Some(toml::Value::Boolean(b)) => b,
+            Some(_) => {
+                return Err(D::Error::custom(format!(
+                    "device \"{name}\": `enabled` must be true or false"
+                )))
+            }
+            None => true,
+        };
+        let max_rate = match t.remove("max_rate") {
+            Some(toml::Value::Integer(n)) if (0..=1_000_000).contains(&n) => n as u32,
+            Some(_) => {
+                return Err(D::Error::custom(format!(
+                    "device \"{name}\": `max_rate` must be a whole number of messages per second (0 = unlimited)"
+                )))
+            }
+            None => 0,
+        };
+        Ok(DeviceConfig {
+            name,
+            kind,
+            enabled,
+            max_rate,
+            rest: t,
+        })
+    }
+}
+
+/// The kind-specific settings of a device.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DeviceSettings {
+    /// The built-in loopback device.
+    Loopback(LoopbackConfig),
+}
+
+/// `kind = "loopback"`: accepts every message and reports it delivered, with knobs for
+/// tests and demos.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoopbackConfig {
+    /// Time the device takes to accept a message.
+    pub delay: Dur,
+    /// Time between accepting a message and reporting it delivered.
+    pub report_delay: Dur,
+    /// Fraction (0–1) of messages refused for good.
+    pub failure_rate: f64,
+    /// Fraction (0–1) of sends that fail transiently (retried).
+    pub transient_failure_rate: f64,
+    /// Fraction (0–1) of accepted messages reported undelivered.
+    pub undelivered_rate: f64,
+    /// Messages handled at once.
+    pub window: u32,
+}
+
+impl Default for LoopbackConfig {
+    fn default() -> Self {
+        LoopbackConfig {
+            delay: Dur(Duration::ZERO),
+            report_delay: Dur(Duration::ZERO),
+            failure_rate: 0.0,
+            transient_failure_rate: 0.0,
+            undelivered_rate: 0.0,
+            window: 256,
+        }
+    }
+}
+
+impl DeviceConfig {
+    /// The kind-specific settings, checked.
+    pub fn settings(&self) -> Result<DeviceSettings, ConfigError> {
+        let key = format!("device \"{}\"", self.name);
+        match self.kind.as_str() {
+            "loopback" => {
+                let cfg: LoopbackConfig = toml::Value::Table(self.rest.clone())
+                    .try_into()
+                    .map_err(|e: toml::de::Error| ConfigError::new(&key, e.message().to_string()))?;
+                for (field, v) in [
+                    ("failure_rate", cfg.failure_rate),
+                    ("transient_failure_rate", cfg.transient_failure_rate),
+                    ("undelivered_rate", cfg.undelivered_rate),
+                ] {
+                    if !(0.0..=1.0).contains(&v) {
+                        return Err(ConfigError::new(
+                            format!("{key}.{field}"),
+                            format!("{v} is not a fraction: use a number from 0 to 1"),
+                        ));
+                    }
+                }
+                if cfg.window == 0 {
+                    return Err(ConfigError::new(format!("{key}.window"), "must be at least 1"));
+                }
+                Ok(DeviceSettings::Loopback(cfg))
+            }
+            "smpp" | "modem" | "remote" => Err(ConfigError::new(
+                format!("{key}.kind"),
+                format!(
+                    "device kind \"{}\" is not available in this build of textgate yet; use \"loopback\"",
+                    self.kind
+                ),
+            )),
+            other => Err(ConfigError::new(
+                format!("{key}.kind"),
+                format!("unknown device kind \"{other}\": use smpp, modem, remote or loopback"),
+            )),
+        }
+    }
+}
+
+/// One `[[route]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// E.164 prefix such as `+1` or `+4420`; none = every number.
+    pub prefix: Option<String>,
+    /// Devices in failover order.
+    pub devices: Vec<String>,
+    /// Only messages of these users (by name); none = everyone's.
+    #[serde(default)]
+    pub users: Vec<String>,
+}
+
+/// Values that may come from the environment instead of the file, so secrets stay out of it.
+/// `TEXTGATE_DATABASE_URL`, `TEXTGATE_HTTP_LISTEN`, `TEXTGATE_WEBHOOK_SECRET` and, per device,
+/// `TEXTGATE_DEVICE_<NAME>_PASSWORD` (name upper-cased, other characters as `_`).
+pub fn env_var_for_device(name: &str, key: &str) -> String {
+    let norm: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("TEXTGATE_DEVICE_{norm}_{}", key.to_ascii_uppercase())
+}
+
+impl Config {
+    /// The embedded defaults: SQLite under `./textgate-data/`, HTTP on 127.0.0.1:8080, one
+    /// `loopback` device that every message is routed to.
+    pub fn embedded_defaults() -> Config {
+        Config {
+            server: ServerConfig::default(),
+            devices: vec![DeviceConfig {
+                name: "loopback".into(),
+                kind: "loopback".into(),
+                enabled: true,
+                max_rate: 0,
+                rest: toml::Table::new(),
+            }],
+            routes: Vec::new(),
+            smtp: None,
+            mailer: None,
+            spool: None,
+            port_servers: Vec::new(),
+            inbound_rules: Vec::new(),
+        }
+    }
+
+    /// Parses a file's text and applies the environment (`env` looks a variable up). The
+    /// result is not yet checked: call [`Config::check`].
+    pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let mut cfg: Config = toml::from_str(text).map_err(|e| {
+            let span = e
+                .span()
+                .map(|s| {
+                    let line = text[..s.start.min(text.len())].matches('\n').count() + 1;
+                    format!("line {line}")
+                })
+                .unwrap_or_else(|| "config".to_string());
+            ConfigError::new(span, e.message().to_string())
+        })?;
+        cfg.apply_env(env);
+        Ok(cfg)
+    }
+
+    /// Reads and parses a file.
+    pub fn load(path: &std::path::Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::new(
+                path.display().to_string(),
+                format!("cannot read the config file: {e}"),
+            )
+        })?;
+        let env = |k: &str| std::env::var(k).ok();
+        Config::parse(&text, &env)
+    }
+
+    /// Overrides secrets and deployment-specific values from the environment.
+    pub fn apply_env(&mut self, env: &dyn Fn(&str) -> Option<String>) {
+        if let Some(v) = env("TEXTGATE_DATABASE_URL") {
+            self.server.database_url = v;
+        }
+        if let Some(v) = env("TEXTGATE_HTTP_LISTEN") {
+            self.server.http_listen = v;
+        }
+        if let Some(v) = env("TEXTGATE_WEBHOOK_SECRET") {
+            self.server.webhook_secret = Some(v);
+        }
+        for d in &mut self.devices {
+            if let Some(v) = env(&env_var_for_device(&d.name, "password")) {
+                d.rest.insert("password".into(), toml::Value::String(v));
+            }
+        }
+    }
+
+    /// The default country, parsed.
+    pub fn default_country(&self) -> Option<Country> {
+        self.server
+            .default_country
+            .as_deref()
+            .and_then(|c| c.parse().ok())
+    }
+
+    /// Checks the whole configuration; the first problem found is returned.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        let s = &self.server;
+        s.http_listen.parse::<SocketAddr>().map_err(|_| {
+            ConfigError::new(
+                "server.http_listen",
+                format!(
+                    "\"{}\" is not an address: write it like \"127.0.0.1:8080\"",
+                    s.http_listen
+                ),
+            )
+        })?;
+        let url = s.database_url.as_str();
+        if !(url.starts_with("sqlite://")
+            || url.starts_with("postgres://")
+            || url.starts_with("postgresql://"))
+        {
+            return Err(ConfigError::new(
+                "server.database_url",
+                format!(
+                    "\"{}\" is not a database URL: use sqlite://PATH or postgres://user@host/db",
+                    redact_url(url)
+                ),
+            ));
+        }
+        if let Some(c) = &s.default_country {
+            c.parse::<Country>()
+                .map_err(|e| ConfigError::new("server.default_country", e.to_string()))?;
+        }
+        if s.claim_lease.0 < Duration::from_secs(1) {
+            return Err(ConfigError::new(
+                "server.claim_lease",
+                "must be at least 1s",
+            ));
+        }
+        if s.max_parts == 0 || s.max_parts > 255 {
+            return Err(ConfigError::new(
+                "server.max_parts",
+                "must be from 1 to 255 (the UDH part counter is one byte)",
+            ));
+        }
+        if s.max_recipients == 0 {
+            return Err(ConfigError::new(
+                "server.max_recipients",
+                "must be at least 1",
+            ));
+        }
+        if s.max_attempts == 0 {
+            return Err(ConfigError::new(
+                "server.max_attempts",
+                "must be at least 1",
+            ));
+        }
+        if s.max_request_bytes.0 < 1024 {
+            return Err(ConfigError::new(
+                "server.max_request_bytes",
+                "must be at least 1KiB",
+            ));
+        }
+        for (section, present) in [
+            ("smtp", self.smtp.is_some()),
+            ("mailer", self.mailer.is_some()),
+            ("spool", self.spool.is_some()),
+            ("port_server", !self.port_servers.is_empty()),
+            ("inbound_rule", !self.inbound_rules.is_empty()),
+        ] {
+            if present {
+                return Err(ConfigError::new(
+                    section,
+                    "this section's feature is not available in this build of textgate yet; remove it",
+                ));
+            }
+        }
+        if self.devices.is_empty() {
+            return Err(ConfigError::new(
+                "device",
+                "no [[device]] is configured, so no message could ever be sent: add one (kind = \"loopback\" for a trial)",
+            ));
+        }
+        let mut names = HashSet::new();
+        for (i, d) in self.devices.iter().enumerate() {
+            if d.name.is_empty()
+                || !d
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                return Err(ConfigError::new(
+                    format!("device[{i}].name"),
+                    format!(
+                        "\"{}\" is not a usable name: use letters, digits, - and _",
+                        d.name
+                    ),
+                ));
+            }
+            if !names.insert(d.name.as_str()) {
+                return Err(ConfigError::new(
+                    format!("device[{i}].name"),
+                    format!("two devices are named \"{}\": names must be unique", d.name),
+                ));
+            }
+            d.settings()?;
+        }
+        for (i, r) in self.routes.iter().enumerate() {
+            if let Some(p) = &r.prefix {
+                let digits = p.strip_prefix('+').unwrap_or(p);
+                if digits.is_empty() || !digits.chars().all(|c| c.is_ascii_digit()) {
+                    return Err(ConfigError::new(
+                        format!("route[{i}].prefix"),
+                        format!(
+                            "\"{p}\" is not a number prefix: write it like \"+1\" or \"+4420\""
+                        ),
+                    ));
+                }
+            }
+            if r.devices.is_empty() {
+                return Err(ConfigError::new(
+                    format!("route[{i}].devices"),
+                    "lists no device",
+                ));
+            }
+            for d in &r.devices {
+                if !names.contains(d.as_str()) {
+                    let known: Vec<_> = self.devices.iter().map(|d| d.name.as_str()).collect();
+                    return Err(ConfigError::new(
+                        format!("route[{i}].devices"),
+                        format!("no device is named \"{d}\" (devices: {})", known.join(", ")),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A database URL with any password replaced, for messages and logs.
+pub fn redact_url(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://") {
+        if let Some((creds, host)) = rest.split_once('@') {
+            if let Some((user, _)) = creds.split_once(':') {
+                return format!("{scheme}://{user}:***@{host}");
+            }
+        }
+    }
+    url.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn embedded_defaults_check() {
+        let c = Config::embedded_defaults();
+        c.check().unwrap();
+        assert_eq!(c.server.http_listen, "127.0.0.1:8080");
+        assert_eq!(c.server.max_parts, 10);
+    }
+
+    #[test]
+    fn parses_the_contract_keys() {
+        let text = r#"
+[server]
+http_listen = "127.0.0.1:9090"
+database_url = "postgres://tg@127.0.0.1/test"
+default_country = "US"
+claim_lease = "45s"
+max_request_bytes = "2MiB"
+max_upload_bytes = "1GiB"
+max_recipients = 50
+
+[[device]]
+name = "lb"
+kind = "loopback"
+report_delay = "10ms"
+failure_rate = 0.1
+
+[[route]]
+prefix = "+1"
+devices = ["lb"]
+"#;
+        let c = Config::parse(text, &no_env).unwrap();
+        c.check().unwrap();
+        assert_eq!(c.server.claim_lease, Dur(Duration::from_secs(45)));
+        assert_eq!(c.server.max_request_bytes, Bytes(2 << 20));
+        let DeviceSettings::Loopback(lb) = c.devices[0].settings().unwrap();
+        assert_eq!(lb.report_delay, Dur(Duration::from_millis(10)));
+        assert!((lb.failure_rate - 0.1).abs() < 1e-9);
+    }
+
+    #[test]
+    fn names_the_bad_key() {
+        let bad = |text: &str| -> ConfigError {
+            match Config::parse(text, &no_env) {
+                Err(e) => e,
+                Ok(c) => c.check().unwrap_err(),
+            }
+        };
+        let e = bad("[server]\nhttp_listn = \"x\"\n");
+        assert!(e.message.contains("http_listn"), "{e}");
+        assert_eq!(e.key, "line 2");
+        let e = bad("[server]\nclaim_lease = \"soon\"\n[[device]]\nname='a'\nkind='loopback'\n");
+        assert!(e.message.contains("not a duration"), "{e}");
+        let e = bad("[[device]]\nname='a'\nkind='loopback'\n[[route]]\ndevices=['b']\n");
+        assert_eq!(e.key, "route[0].devices");
+        assert!(e.message.contains("\"b\""));
+        let e = bad("[[device]]\nname='a'\nkind='fax'\n");
+        assert_eq!(e.key, "device \"a\".kind");
+        let e = bad("[[device]]\nname='a'\nkind='loopback'\ncolour='red'\n");
+        assert!(e.message.contains("colour"), "{e}");
+        let e = bad("[server]\nhttp_listen='nowhere'\n[[device]]\nname='a'\nkind='loopback'\n");
+        assert_eq!(e.key, "server.http_listen");
+        let e = bad("[server]\ndefault_country='XX'\n[[device]]\nname='a'\nkind='loopback'\n");
+        assert_eq!(e.key, "server.default_country");
+        let e = bad("");
+        assert_eq!(e.key, "device");
+        let e = bad("[smtp]\nlisten='127.0.0.1:2525'\n[[device]]\nname='a'\nkind='loopback'\n");
+        assert_eq!(e.key, "smtp");
+    }
+
+    #[test]
+    fn environment_overrides_secrets() {
+        let env = |k: &str| match k {
+            "TEXTGATE_DATABASE_URL" => Some("postgres://x@y/z".to_string()),
+            "TEXTGATE_DEVICE_SMSC_1_PASSWORD" => Some("s3cret".to_string()),
+            _ => None,
+        };
+        let c = Config::parse("[[device]]\nname='smsc-1'\nkind='loopback'\n", &env).unwrap();
+        assert_eq!(c.server.database_url, "postgres://x@y/z");
+        assert_eq!(
+            c.devices[0].rest.get("password").and_then(|v| v.as_str()),
+            Some("s3cret")
+        );
+    }
+
+    #[test]
+    fn sizes_and_redaction() {
+        assert_eq!(Bytes::parse("1MiB").unwrap(), Bytes(1 << 20));
+        assert_eq!(Bytes::parse("10 MB").unwrap(), Bytes(10_000_000));
+        assert_eq!(Bytes::parse("123").unwrap(), Bytes(123));
+        assert!(Bytes::parse("1 parsec").is_err());
+        assert_eq!(redact_url("postgres://u:pw@h/db"), "postgres://u:***@h/db");
+    }
+}

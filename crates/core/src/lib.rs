@@ -1,0 +1,18 @@
+//! textgate's domain code: everything that can be decided without I/O.
+//!
+//! - [`address`]: E.164 numbers, short codes and alphanumeric sender ids, parsed once at the edge.
+//! - [`encoding`]: GSM 03.38 and UCS-2 encoders, the segmenter and the concatenation UDH.
+//! - [`status`]: the statuses a message moves through (DESIGN.md §1).
+//! - [`routing`]: which devices a destination goes to, in failover order.
+//! - [`config`]: the TOML configuration, its defaults, environment overrides and checks.
+//! - [`auth`]: password hashing (argon2id) and API keys (random, stored as SHA-256).
+//! - [`clock`]: timestamps (milliseconds since the Unix epoch, UTC) and their RFC 3339 form.
+#![forbid(unsafe_code)]
+
+pub mod address;
+pub mod auth;
+pub mod clock;
+pub mod config;
+pub mod encoding;
+pub mod routing;
+pub mod status;

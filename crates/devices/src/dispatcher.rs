@@ -1,0 +1,680 @@
+//! The dispatcher: moves messages from the store's queue to devices and records what happened.
+//!
+//! Four tasks, connected by channels:
+//! - the *claimer* claims due messages (with a lease) when woken by a new message or a
+//!   timer, routes each to a device, and hands it to that device's worker;
+//! - one *worker* per device sends up to the device's window at once, at most `max_rate`
+//!   a second;
+//! - the *recorder* writes outcomes and receipts in batches (one transaction each), holds
+//!   receipts that arrive before their submit was recorded, and stores inbound texts;
+//! - the *maintainer* promotes due scheduled messages and requeues expired leases.
+//!
+//! A global budget of in-flight messages bounds how much is claimed but not yet recorded, so
+//! a slow device cannot make claimed messages outlive their lease in memory.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use textgate_core::clock::{now_ms, Millis};
+use textgate_core::config::Config;
+use textgate_core::routing::Router;
+use textgate_core::status::Status;
+use textgate_store::{Message, Outcome, Receipt, ReceiptMatch, Store};
+use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+
+use crate::{Device, DeviceEvent, DeviceState, OutboundSms, SendError};
+
+/// Messages claimed but not yet recorded, at most.
+const IN_FLIGHT: usize = 8192;
+/// Messages claimed in one query, at most.
+const CLAIM_BATCH: usize = 512;
+/// How long a receipt for an unknown part id is kept, waiting for its submit to be recorded.
+const EARLY_RECEIPT_TTL: Duration = Duration::from_secs(600);
+
+/// Counters shown in `/metrics` and `GET /api/v1/devices`.
+#[derive(Default)]
+pub struct DeviceStats {
+    /// Messages the device took.
+    pub sent: AtomicU64,
+    /// Messages it refused for good.
+    pub failed: AtomicU64,
+    /// Transient errors.
+    pub retried: AtomicU64,
+    /// Receipts received.
+    pub receipts: AtomicU64,
+    /// Inbound texts received.
+    pub received: AtomicU64,
+    /// The last error it gave.
+    pub last_error: Mutex<Option<String>>,
+}
+
+/// Counters of the whole pipeline.
+#[derive(Default)]
+pub struct Counters {
+    /// Messages that reached each final status (index: position in [`Status::ALL`]).
+    pub finals: [AtomicU64; 9],
+    /// Messages handed to a device.
+    pub sent: AtomicU64,
+    /// Retries scheduled.
+    pub retries: AtomicU64,
+    /// Receipts that matched no part.
+    pub unmatched_receipts: AtomicU64,
+    /// Inbound texts stored.
+    pub inbound: AtomicU64,
+}
+
+impl Counters {
+    fn final_status(&self, st: Status) {
+        if let Some(i) = Status::ALL.iter().position(|s| *s == st) {
+            self.finals[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// One device as the dispatcher and the API see it.
+pub struct DeviceEntry {
+    /// The driver.
+    pub device: Arc<dyn Device>,
+    /// Whether the config enables it.
+    pub enabled: bool,
+    /// Its configured rate limit (0 = none).
+    pub max_rate: u32,
+    /// Its counters.
+    pub stats: DeviceStats,
+}
+
+impl DeviceEntry {
+    /// The state shown in the API.
+    pub fn state(&self) -> DeviceState {
+        if self.enabled {
+            self.device.state()
+        } else {
+            DeviceState::Disabled
+        }
+    }
+}
+
+/// Retry and lease settings.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// The claim lease.
+    pub lease: Duration,
+    /// Attempts before a message fails.
+    pub max_attempts: u32,
+    /// First retry delay.
+    pub backoff: Duration,
+    /// Longest retry delay.
+    pub backoff_max: Duration,
+}
+
+impl Policy {
+    /// From `[server]`.
+    pub fn from_config(cfg: &Config) -> Policy {
+        Policy {
+            lease: cfg.server.claim_lease.0,
+            max_attempts: cfg.server.max_attempts,
+            backoff: cfg.server.retry_backoff.0,
+            backoff_max: cfg.server.retry_backoff_max.0,
+        }
+    }
+
+    /// The delay before attempt `attempt + 1`: doubling from `backoff`, capped, with ±20 %
+    /// jitter so that a burst of failures does not come back as a burst.
+    pub fn retry_delay(&self, attempt: u32) -> Duration {
+        let exp = attempt.saturating_sub(1).min(30);
+        let base = self
+            .backoff
+            .saturating_mul(1u32 << exp)
+            .min(self.backoff_max);
+        base.mul_f64(0.8 + fastrand::f64() * 0.4)
+    }
+}
+
+/// Shared state of the dispatcher; the API reads devices and counters from it.
+pub struct Dispatcher {
+    store: Store,
+    /// The devices, in config order.
+    pub devices: Vec<DeviceEntry>,
+    /// User names by id, for routes restricted to users.
+    user_names: Mutex<HashMap<i64, String>>,
+    router: Router,
+    policy: Policy,
+    wake: Notify,
+    budget: Arc<Semaphore>,
+    /// Pipeline counters.
+    pub counters: Counters,
+}
+
+struct Job {
+    msg: Message,
+    permit: OwnedSemaphorePermit,
+}
+
+enum Record {
+    Outcome(Outcome, Option<OwnedSemaphorePermit>),
+    Event(DeviceEvent),
+}
+
+/// Handles to the dispatcher's tasks, for shutdown.
+pub struct Running {
+    /// Claimer, maintainer and device workers: they stop first.
+    senders: JoinSet<()>,
+    /// Forwards device events to the recorder; stopped once the senders are done.
+    events: JoinSet<()>,
+    /// Records outcomes; it ends when everything that feeds it has.
+    recorder: JoinSet<()>,
+    stop: Arc<Notify>,
+}
+
+impl Running {
+    /// Stops claiming, lets in-flight sends finish and their outcomes be recorded (at most
+    /// `grace`), then returns. Anything still unrecorded keeps its lease and is retried after
+    /// a restart.
+    pub async fn shutdown(mut self, grace: Duration) {
+        self.stop.notify_waiters();
+        let deadline = tokio::time::Instant::now() + grace;
+        let _ = tokio::time::timeout_at(deadline, async {
+            while self.senders.join_next().await.is_some() {}
+        })
+        .await;
+        self.senders.abort_all();
+        self.events.abort_all();
+        while self.events.join_next().await.is_some() {}
+        let _ = tokio::time::timeout_at(deadline, async {
+            while self.recorder.join_next().await.is_some() {}
+        })
+        .await;
+        self.recorder.abort_all();
+    }
+}
+
+impl Dispatcher {
+    /// A dispatcher over these devices (in config order).
+    pub fn new(store: Store, cfg: &Config, devices: Vec<Arc<dyn Device>>) -> Arc<Dispatcher> {
+        let entries = devices
+            .into_iter()
+            .zip(&cfg.devices)
+            .map(|(device, dc)| DeviceEntry {
+                device,
+                enabled: dc.enabled,
+                max_rate: dc.max_rate,
+                stats: DeviceStats::default(),
+            })
+            .collect();
+        Arc::new(Dispatcher {
+            store,
+            devices: entries,
+            user_names: Mutex::new(HashMap::new()),
+            router: Router::new(cfg),
+            policy: Policy::from_config(cfg),
+            wake: Notify::new(),
+            budget: Arc::new(Semaphore::new(IN_FLIGHT)),
+            counters: Counters::default(),
+        })
+    }
+
+    /// Tells the claimer that new messages are waiting.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Starts the devices and the dispatcher's tasks.
+    pub fn start(self: &Arc<Self>) -> Running {
+        let mut senders = JoinSet::new();
+        let mut events = JoinSet::new();
+        let mut recorder = JoinSet::new();
+        let stop = Arc::new(Notify::new());
+        let (rec_tx, rec_rx) = mpsc::unbounded_channel::<Record>();
+        let (ev_tx, mut ev_rx) = mpsc::unbounded_channel::<DeviceEvent>();
+        let mut queues = Vec::new();
+        for (i, entry) in self.devices.iter().enumerate() {
+            entry.device.start(ev_tx.clone());
+            let (tx, rx) = mpsc::channel::<Job>(entry.device.window().max(1) * 4);
+            queues.push(tx);
+            senders.spawn(self.clone().worker(i, rx, rec_tx.clone()));
+        }
+        drop(ev_tx);
+        let events_to_recorder = rec_tx.clone();
+        events.spawn(async move {
+            while let Some(ev) = ev_rx.recv().await {
+                if events_to_recorder.send(Record::Event(ev)).is_err() {
+                    break;
+                }
+            }
+        });
+        recorder.spawn(self.clone().recorder(rec_rx));
+        senders.spawn(self.clone().claimer(queues, rec_tx, stop.clone()));
+        senders.spawn(self.clone().maintainer(stop.clone()));
+        Running {
+            senders,
+            events,
+            recorder,
+            stop,
+        }
+    }
+
+    async fn user_name(&self, id: i64) -> String {
+        if let Some(n) = self
+            .user_names
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&id).cloned())
+        {
+            return n;
+        }
+        let name = match self.store.user_by_id(id).await {
+            Ok(Some(u)) => u.name,
+            _ => String::new(),
+        };
+        if let Ok(mut m) = self.user_names.lock() {
+            m.insert(id, name.clone());
+        }
+        name
+    }
+
+    async fn claimer(
+        self: Arc<Self>,
+        queues: Vec<mpsc::Sender<Job>>,
+        rec: mpsc::UnboundedSender<Record>,
+        stop: Arc<Notify>,
+    ) {
+        let stopped = stop.notified();
+        tokio::pin!(stopped);
+        loop {
+            let free = self.budget.available_permits().min(CLAIM_BATCH);
+            let mut claimed = 0;
+            if free > 0 {
+                let now = now_ms();
+                let lease_until = now + self.policy.lease.as_millis() as Millis;
+                match self.store.claim(now, lease_until, free).await {
+                    Ok(msgs) => {
+                        claimed = msgs.len();
+                        for msg in msgs {
+                            let Ok(permit) = self.budget.clone().acquire_owned().await else {
+                                return;
+                            };
+                            self.dispatch(msg, permit, &queues, &rec).await;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "claiming messages failed; retrying in a second");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+            }
+            if claimed == free && free > 0 {
+                // A full batch: there is probably more right now.
+                continue;
+            }
+            tokio::select! {
+                _ = &mut stopped => return,
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(Duration::from_millis(if free == 0 { 20 } else { 500 })) => {}
+            }
+        }
+    }
+
+    async fn dispatch(
+        &self,
+        msg: Message,
+        permit: OwnedSemaphorePermit,
+        queues: &[mpsc::Sender<Job>],
+        rec: &mpsc::UnboundedSender<Record>,
+    ) {
+        let now = now_ms();
+        let finish = |status: Status, error: String, permit| {
+            let _ = rec.send(Record::Outcome(
+                Outcome::Final {
+                    id: msg.id,
+                    attempt: msg.attempts,
+                    status,
+                    device: None,
+                    code: None,
+                    error,
+                    at: now,
+                },
+                Some(permit),
+            ));
+        };
+        if msg.expires_at <= now {
+            finish(
+                Status::Expired,
+                "its validity ran out before a device could take it".into(),
+                permit,
+            );
+            return;
+        }
+        let user = self.user_name(msg.owner_id).await;
+        let candidates: Vec<usize> = self
+            .router
+            .route(&msg.to, &user)
+            .iter()
+            .copied()
+            .filter(|&i| self.devices.get(i).is_some_and(|d| d.enabled))
+            .collect();
+        if candidates.is_empty() {
+            finish(
+                Status::Failed,
+                format!(
+                    "no route to {}: add a [[route]] whose prefix matches it",
+                    msg.to
+                ),
+                permit,
+            );
+            return;
+        }
+        // Failover: prefer devices that are up; each retry moves one further down the list.
+        let up: Vec<usize> = candidates
+            .iter()
+            .copied()
+            .filter(|&i| self.devices[i].device.state() == DeviceState::Up)
+            .collect();
+        let pool = if up.is_empty() { &candidates } else { &up };
+        let device = pool[(msg.attempts.max(1) as usize - 1) % pool.len()];
+        let job = Job { msg, permit };
+        if let Err(mpsc::error::SendError(job)) = queues[device].send(job).await {
+            tracing::error!(device = %self.devices[device].device.name(), "device worker is gone");
+            drop(job);
+        }
+    }
+
+    async fn worker(
+        self: Arc<Self>,
+        index: usize,
+        mut rx: mpsc::Receiver<Job>,
+        rec: mpsc::UnboundedSender<Record>,
+    ) {
+        let entry = &self.devices[index];
+        let window = Arc::new(Semaphore::new(entry.device.window().max(1)));
+        let interval =
+            (entry.max_rate > 0).then(|| Duration::from_secs_f64(1.0 / f64::from(entry.max_rate)));
+        let mut next_slot = tokio::time::Instant::now();
+        let mut sends = JoinSet::new();
+        loop {
+            let job = tokio::select! {
+                job = rx.recv() => match job { Some(j) => j, None => break },
+                Some(_) = sends.join_next(), if !sends.is_empty() => continue,
+            };
+            if let Some(iv) = interval {
+                // Token pacing: one message per interval, never bursting beyond it.
+                let now = tokio::time::Instant::now();
+                if next_slot > now {
+                    tokio::time::sleep_until(next_slot).await;
+                }
+                next_slot = next_slot.max(now) + iv;
+            }
+            let Ok(slot) = window.clone().acquire_owned().await else {
+                break;
+            };
+            let this = self.clone();
+            let rec = rec.clone();
+            sends.spawn(async move {
+                let outcome = this.send_one(index, &job.msg).await;
+                drop(slot);
+                let _ = rec.send(Record::Outcome(outcome, Some(job.permit)));
+            });
+        }
+        while sends.join_next().await.is_some() {}
+    }
+
+    async fn send_one(&self, index: usize, msg: &Message) -> Outcome {
+        let entry = &self.devices[index];
+        let name = entry.device.name().to_string();
+        let sms = OutboundSms {
+            message_id: msg.id,
+            to: msg.to.clone(),
+            from: msg.from.clone(),
+            body: msg.body.clone(),
+            segments: msg.segments.clamp(1, 255) as u16,
+        };
+        let result = entry.device.send(sms).await;
+        let now = now_ms();
+        match result {
+            Ok(sub) => {
+                entry.stats.sent.fetch_add(1, Ordering::Relaxed);
+                Outcome::Sent {
+                    id: msg.id,
+                    attempt: msg.attempts,
+                    device: name,
+                    part_ids: sub.part_ids,
+                    at: now,
+                }
+            }
+            Err(SendError::Transient { code, reason }) => {
+                entry.stats.retried.fetch_add(1, Ordering::Relaxed);
+                self.note_error(entry, &reason);
+                let attempt = u32::try_from(msg.attempts).unwrap_or(u32::MAX);
+                if attempt >= self.policy.max_attempts {
+                    return Outcome::Final {
+                        id: msg.id,
+                        attempt: msg.attempts,
+                        status: Status::Failed,
+                        device: Some(name),
+                        code,
+                        error: format!(
+                            "gave up after {attempt} attempts; the last error was: {reason}"
+                        ),
+                        at: now,
+                    };
+                }
+                let due_at = now + self.policy.retry_delay(attempt).as_millis() as Millis;
+                if due_at >= msg.expires_at {
+                    return Outcome::Final {
+                        id: msg.id,
+                        attempt: msg.attempts,
+                        status: Status::Expired,
+                        device: Some(name),
+                        code,
+                        error: format!(
+                            "its validity ran out while retrying; the last error was: {reason}"
+                        ),
+                        at: now,
+                    };
+                }
+                Outcome::Retry {
+                    id: msg.id,
+                    attempt: msg.attempts,
+                    device: Some(name),
+                    due_at,
+                    code,
+                    error: reason,
+                }
+            }
+            Err(SendError::Permanent { code, reason }) => {
+                entry.stats.failed.fetch_add(1, Ordering::Relaxed);
+                self.note_error(entry, &reason);
+                Outcome::Final {
+                    id: msg.id,
+                    attempt: msg.attempts,
+                    status: Status::Failed,
+                    device: Some(name),
+                    code,
+                    error: reason,
+                    at: now,
+                }
+            }
+        }
+    }
+
+    fn note_error(&self, entry: &DeviceEntry, reason: &str) {
+        if let Ok(mut e) = entry.stats.last_error.lock() {
+            *e = Some(reason.to_string());
+        }
+    }
+
+    async fn recorder(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<Record>) {
+        // Receipts whose part is not (yet) known, by (device, id), with when they arrived.
+        let mut early: HashMap<(String, String), (Receipt, tokio::time::Instant)> = HashMap::new();
+        let mut buf = Vec::with_capacity(4096);
+        loop {
+            if rx.recv_many(&mut buf, 4096).await == 0 {
+                return;
+            }
+            let mut outcomes = Vec::new();
+            let mut permits = Vec::new();
+            let mut receipts = Vec::new();
+            for r in buf.drain(..) {
+                match r {
+                    Record::Outcome(o, p) => {
+                        outcomes.push(o);
+                        permits.extend(p);
+                    }
+                    Record::Event(DeviceEvent::Receipt {
+                        device,
+                        device_msg_id,
+                        delivered,
+                        code,
+                        at,
+                    }) => {
+                        if let Some(d) = self.devices.iter().find(|d| d.device.name() == device) {
+                            d.stats.receipts.fetch_add(1, Ordering::Relaxed);
+                        }
+                        receipts.push(Receipt {
+                            device,
+                            device_msg_id,
+                            delivered,
+                            code,
+                            at,
+                        });
+                    }
+                    Record::Event(DeviceEvent::Inbound { text, ack }) => {
+                        let device = text.device.clone();
+                        let ok = match self.store.insert_inbound(text).await {
+                            Ok(_) => {
+                                self.counters.inbound.fetch_add(1, Ordering::Relaxed);
+                                if let Some(d) =
+                                    self.devices.iter().find(|d| d.device.name() == device)
+                                {
+                                    d.stats.received.fetch_add(1, Ordering::Relaxed);
+                                }
+                                true
+                            }
+                            Err(e) => {
+                                tracing::error!(error = %e, device = %device, "storing an inbound text failed; the device will not acknowledge it");
+                                false
+                            }
+                        };
+                        if let Some(ack) = ack {
+                            let _ = ack.send(ok);
+                        }
+                    }
+                }
+            }
+            if !outcomes.is_empty() {
+                self.record(outcomes, &mut early, &mut receipts).await;
+            }
+            drop(permits);
+            if !receipts.is_empty() {
+                self.apply(receipts, &mut early).await;
+            }
+            let now = tokio::time::Instant::now();
+            early.retain(|_, (r, t)| {
+                let keep = now.duration_since(*t) < EARLY_RECEIPT_TTL;
+                if !keep {
+                    self.counters.unmatched_receipts.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(device = %r.device, id = %r.device_msg_id, "a delivery receipt matched no message part");
+                }
+                keep
+            });
+        }
+    }
+
+    async fn record(
+        &self,
+        outcomes: Vec<Outcome>,
+        early: &mut HashMap<(String, String), (Receipt, tokio::time::Instant)>,
+        receipts: &mut Vec<Receipt>,
+    ) {
+        let mut delay = Duration::from_millis(50);
+        let applied = loop {
+            match self.store.record_outcomes(outcomes.clone()).await {
+                Ok(a) => break a,
+                Err(e) => {
+                    // The store is down; the messages keep their lease. Retry so nothing a
+                    // device took is forgotten while the process lives.
+                    tracing::error!(error = %e, "recording device outcomes failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
+        };
+        for (o, ok) in outcomes.iter().zip(applied) {
+            if !ok {
+                continue;
+            }
+            match o {
+                Outcome::Sent {
+                    device, part_ids, ..
+                } => {
+                    self.counters.sent.fetch_add(1, Ordering::Relaxed);
+                    for id in part_ids {
+                        if let Some((r, _)) = early.remove(&(device.clone(), id.clone())) {
+                            receipts.push(r);
+                        }
+                    }
+                }
+                Outcome::Retry { .. } => {
+                    self.counters.retries.fetch_add(1, Ordering::Relaxed);
+                }
+                Outcome::Final { status, .. } => self.counters.final_status(*status),
+            }
+        }
+    }
+
+    async fn apply(
+        &self,
+        receipts: Vec<Receipt>,
+        early: &mut HashMap<(String, String), (Receipt, tokio::time::Instant)>,
+    ) {
+        let matches = match self.store.apply_receipts(receipts.clone()).await {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::error!(error = %e, "recording delivery receipts failed; holding them");
+                let now = tokio::time::Instant::now();
+                for r in receipts {
+                    early.insert((r.device.clone(), r.device_msg_id.clone()), (r, now));
+                }
+                return;
+            }
+        };
+        let now = tokio::time::Instant::now();
+        for (r, m) in receipts.into_iter().zip(matches) {
+            match m {
+                ReceiptMatch::Unknown => {
+                    early.insert((r.device.clone(), r.device_msg_id.clone()), (r, now));
+                }
+                ReceiptMatch::Part {
+                    status: Some(st), ..
+                } => self.counters.final_status(st),
+                ReceiptMatch::Part { status: None, .. } => {}
+            }
+        }
+    }
+
+    async fn maintainer(self: Arc<Self>, stop: Arc<Notify>) {
+        let stopped = stop.notified();
+        tokio::pin!(stopped);
+        loop {
+            match self.store.maintain(now_ms()).await {
+                Ok(m) if m.promoted + m.requeued > 0 => {
+                    if m.requeued > 0 {
+                        tracing::info!(
+                            count = m.requeued,
+                            "messages whose claim lease ran out are back in the queue"
+                        );
+                    }
+                    self.wake();
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "queue maintenance failed"),
+            }
+            tokio::select! {
+                _ = &mut stopped => return,
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            }
+        }
+    }
+}

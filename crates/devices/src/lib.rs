@@ -1,0 +1,147 @@
+//! SMS devices and the dispatcher that feeds them.
+//!
+//! - [`Device`]: the one interface every driver implements (`smpp`, `modem`, `remote`,
+//!   `loopback`): send a message, report its parts' receipts and inbound texts as
+//!   [`DeviceEvent`]s, say what state it is in.
+//! - [`loopback`]: the built-in device for demos and tests.
+//! - [`dispatcher`]: claims due messages from the store, routes them to devices in failover
+//!   order, retries transient errors with backoff, and records every outcome and receipt.
+#![forbid(unsafe_code)]
+
+pub mod dispatcher;
+pub mod loopback;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use textgate_core::clock::Millis;
+use textgate_core::config::{Config, DeviceSettings};
+use tokio::sync::mpsc;
+
+/// A boxed future, so that [`Device`] can be used as a trait object.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A message handed to a device.
+#[derive(Debug, Clone)]
+pub struct OutboundSms {
+    /// The message's id in the store.
+    pub message_id: i64,
+    /// Destination: E.164 with `+`, or a short code.
+    pub to: String,
+    /// Sender id, if the caller chose one.
+    pub from: Option<String>,
+    /// The text.
+    pub body: String,
+    /// How many parts it takes.
+    pub segments: u16,
+}
+
+/// What a device said when it took a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Submitted {
+    /// The device's id for each part, in part order (normalised, so receipts match).
+    pub part_ids: Vec<String>,
+}
+
+/// Why a device did not take a message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// Try again later, perhaps on another device (throttling, a connection down, a timeout).
+    #[error("{reason}")]
+    Transient {
+        /// The device's own code, if it gave one.
+        code: Option<String>,
+        /// Readable reason.
+        reason: String,
+    },
+    /// This message will never go through this way (an invalid number, a refused sender).
+    #[error("{reason}")]
+    Permanent {
+        /// The device's own code.
+        code: Option<String>,
+        /// Readable reason.
+        reason: String,
+    },
+}
+
+/// Something a device reports on its own.
+#[derive(Debug)]
+pub enum DeviceEvent {
+    /// A delivery receipt for one part.
+    Receipt {
+        /// The device.
+        device: String,
+        /// The device's id of the part.
+        device_msg_id: String,
+        /// Delivered or not.
+        delivered: bool,
+        /// The network's error code.
+        code: Option<String>,
+        /// When.
+        at: Millis,
+    },
+    /// An inbound text, reassembled. The device acknowledges it to its peer only after
+    /// `ack` answers `true` (the text is committed).
+    Inbound {
+        /// The text.
+        text: textgate_store::NewInbound,
+        /// Answered once the text is stored (`true`) or could not be (`false`).
+        ack: Option<tokio::sync::oneshot::Sender<bool>>,
+    },
+}
+
+/// A device's state as the API shows it (DESIGN.md §5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceState {
+    /// Ready to send.
+    Up,
+    /// Trying to connect.
+    Connecting,
+    /// Not usable now.
+    Down,
+    /// Turned off in the config.
+    Disabled,
+}
+
+impl DeviceState {
+    /// The API's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeviceState::Up => "up",
+            DeviceState::Connecting => "connecting",
+            DeviceState::Down => "down",
+            DeviceState::Disabled => "disabled",
+        }
+    }
+}
+
+/// The one interface of every SMS device driver.
+pub trait Device: Send + Sync + 'static {
+    /// Its configured name.
+    fn name(&self) -> &str;
+    /// `smpp`, `modem`, `remote` or `loopback`.
+    fn kind(&self) -> &'static str;
+    /// Starts its background work; receipts and inbound texts go to `events` from then on.
+    fn start(&self, events: mpsc::UnboundedSender<DeviceEvent>);
+    /// Hands over one message; resolves when the device has taken or refused it.
+    fn send(&self, sms: OutboundSms) -> BoxFuture<'_, Result<Submitted, SendError>>;
+    /// Its state now.
+    fn state(&self) -> DeviceState;
+    /// How many messages it takes at once.
+    fn window(&self) -> usize;
+}
+
+/// Builds the devices a checked configuration names, in config order.
+pub fn build_devices(
+    cfg: &Config,
+) -> Result<Vec<Arc<dyn Device>>, textgate_core::config::ConfigError> {
+    cfg.devices
+        .iter()
+        .map(|d| -> Result<Arc<dyn Device>, _> {
+            match d.settings()? {
+                DeviceSettings::Loopback(lb) => Ok(Arc::new(loopback::Loopback::new(&d.name, lb))),
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,403 @@
+//! Outbound messages: `POST /api/v1/messages` (one or many recipients), `GET` one, `GET` a
+//! page of the caller's, and `POST …/cancel`.
+//!
+//! A send is validated whole before anything is stored (numbers, sender, text, times), then
+//! all its messages and the answer for its `Idempotency-Key` are committed in one
+//! transaction, and only then is 202 sent.
+
+use std::sync::atomic::Ordering;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use textgate_core::address::{Recipient, Sender};
+use textgate_core::clock::{format_rfc3339, now_ms, parse_rfc3339, Millis};
+use textgate_core::encoding::{Body, BodyError};
+use textgate_core::status::Status;
+use textgate_store::{Cancel, Idempotency, Inserted, Message, MessageFilter, NewMessage};
+
+use super::json_body;
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiResult};
+use crate::AppState;
+
+/// The body of `POST /api/v1/messages`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SendRequest {
+    /// One number, or a list.
+    pub to: Value,
+    /// The text.
+    pub body: String,
+    /// Sender id: a number, short code or alphanumeric id.
+    pub from: Option<String>,
+    /// RFC 3339: send no earlier than this.
+    pub schedule_at: Option<String>,
+    /// RFC 3339: give up if not sent by then (default: `[server] default_validity`).
+    pub expires_at: Option<String>,
+    /// Where status changes are POSTed.
+    pub callback_url: Option<String>,
+    /// The caller's own reference, echoed back.
+    pub reference: Option<String>,
+}
+
+const MAX_IDEMPOTENCY_KEY: usize = 255;
+const MAX_REFERENCE: usize = 256;
+
+fn recipients(to: &Value, state: &AppState) -> ApiResult<Vec<Recipient>> {
+    let raw: Vec<&str> = match to {
+        Value::String(s) => vec![s.as_str()],
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                v.as_str().ok_or_else(|| {
+                    ApiError::bad_request(
+                        "invalid_field",
+                        format!("to[{i}] must be a string such as \"+15551234567\""),
+                    )
+                })
+            })
+            .collect::<ApiResult<_>>()?,
+        _ => {
+            return Err(ApiError::bad_request(
+                "invalid_field",
+                "`to` must be a phone number string or a list of them, like \"+15551234567\"",
+            ))
+        }
+    };
+    if raw.is_empty() {
+        return Err(ApiError::invalid(
+            "no_recipients",
+            "`to` is empty: give at least one number",
+        ));
+    }
+    let max = state.config.server.max_recipients;
+    if raw.len() > max {
+        return Err(ApiError::invalid(
+            "too_many_recipients",
+            format!("{} recipients in one request; the most allowed is {max} ([server] max_recipients): split the list, or use a bulk job", raw.len()),
+        ));
+    }
+    let mut out = Vec::with_capacity(raw.len());
+    let mut bad = Vec::new();
+    for (i, r) in raw.iter().enumerate() {
+        match Recipient::parse(r, state.country) {
+            Ok(rc) => out.push(rc),
+            Err(e) => {
+                let label = if matches!(to, Value::Array(_)) {
+                    format!("to[{i}]")
+                } else {
+                    "to".into()
+                };
+                bad.push(format!("{label}: {e}"));
+            }
+        }
+    }
+    if !bad.is_empty() {
+        let more = if bad.len() > 10 {
+            format!(" (and {} more)", bad.len() - 10)
+        } else {
+            String::new()
+        };
+        bad.truncate(10);
+        return Err(ApiError::invalid(
+            "invalid_number",
+            format!("{}{more}", bad.join("; ")),
+        ));
+    }
+    Ok(out)
+}
+
+fn time_field(name: &str, v: &Option<String>) -> ApiResult<Option<Millis>> {
+    v.as_deref()
+        .map(|s| {
+            parse_rfc3339(s).map_err(|e| ApiError::invalid("invalid_time", format!("{name}: {e}")))
+        })
+        .transpose()
+}
+
+/// `POST /api/v1/messages`.
+pub async fn send(
+    caller: Caller,
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Response> {
+    let (req, raw): (SendRequest, Bytes) = json_body(body, st.config.server.max_request_bytes.0)?;
+    let to = recipients(&req.to, &st)?;
+    let text = Body::new(&req.body, st.config.server.max_parts).map_err(|e| match e {
+        BodyError::Empty => {
+            ApiError::invalid("empty_body", "`body` is empty: give the text to send")
+        }
+        other => ApiError::invalid(
+            "body_too_long",
+            format!("{other}: shorten it, or raise [server] max_parts"),
+        ),
+    })?;
+    let from = req
+        .from
+        .as_deref()
+        .map(|f| {
+            Sender::parse(f, st.country)
+                .map_err(|e| ApiError::invalid("invalid_sender", format!("from: {e}")))
+        })
+        .transpose()?;
+    let now = now_ms();
+    let schedule_at = time_field("schedule_at", &req.schedule_at)?;
+    let validity = st.config.server.default_validity.0.as_millis() as Millis;
+    let expires_at = time_field("expires_at", &req.expires_at)?
+        .unwrap_or(schedule_at.unwrap_or(now).max(now) + validity);
+    if expires_at <= now || schedule_at.is_some_and(|s| s >= expires_at) {
+        return Err(ApiError::invalid(
+            "invalid_time",
+            "expires_at must be in the future and after schedule_at",
+        ));
+    }
+    if let Some(url) = &req.callback_url {
+        if !(url.starts_with("http://") || url.starts_with("https://")) || url.len() > 2048 {
+            return Err(ApiError::invalid(
+                "invalid_callback_url",
+                "callback_url must be an http:// or https:// URL",
+            ));
+        }
+    }
+    if req
+        .reference
+        .as_ref()
+        .is_some_and(|r| r.len() > MAX_REFERENCE)
+    {
+        return Err(ApiError::invalid(
+            "invalid_reference",
+            format!("reference is longer than {MAX_REFERENCE} bytes"),
+        ));
+    }
+    let idem = match headers.get("idempotency-key") {
+        None => None,
+        Some(v) => {
+            let key = v
+                .to_str()
+                .ok()
+                .filter(|k| !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY)
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        "invalid_idempotency_key",
+                        format!(
+                            "Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} characters of text"
+                        ),
+                    )
+                })?;
+            Some(Idempotency {
+                user_id: caller.id,
+                key: key.to_string(),
+                fingerprint: textgate_core::auth::hex(&Sha256::digest(&raw)),
+            })
+        }
+    };
+    let encoding = text.encoding().as_str();
+    let segments = i64::from(text.segments());
+    let status = if schedule_at.is_some_and(|s| s > now) {
+        Status::Scheduled
+    } else {
+        Status::Queued
+    };
+    let msgs: Vec<NewMessage> = to
+        .iter()
+        .map(|r| NewMessage {
+            owner_id: caller.id,
+            job_id: None,
+            to: r.as_str().to_string(),
+            from: from.as_ref().map(|f| f.as_str().to_string()),
+            body: text.text().to_string(),
+            encoding: encoding.to_string(),
+            segments,
+            schedule_at,
+            expires_at,
+            callback_url: req.callback_url.clone(),
+            reference: req.reference.clone(),
+            priority: 0,
+            created_at: now,
+        })
+        .collect();
+    let numbers: Vec<String> = to.iter().map(|r| r.as_str().to_string()).collect();
+    let render = Box::new(move |ids: &[i64]| {
+        let items: Vec<Value> = ids
+            .iter()
+            .zip(&numbers)
+            .map(|(id, n)| json!({"id": id, "to": n, "status": status.as_str(), "segments": segments, "encoding": encoding}))
+            .collect();
+        json!({ "messages": items }).to_string()
+    });
+    let count = msgs.len() as u64;
+    match st.store.insert_messages(msgs, idem, render).await? {
+        Inserted::New { response, .. } => {
+            st.http.accepted.fetch_add(count, Ordering::Relaxed);
+            st.dispatcher.wake();
+            Ok(json_response(StatusCode::ACCEPTED, response))
+        }
+        Inserted::Replay { response } => Ok(json_response(StatusCode::ACCEPTED, response)),
+        Inserted::KeyReused => Err(ApiError::invalid(
+            "idempotency_key_reused",
+            "this Idempotency-Key was already used for a different request: use a new key for a new request",
+        )),
+    }
+}
+
+fn json_response(status: StatusCode, body: String) -> Response {
+    (
+        status,
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response()
+}
+
+/// A message as the API shows it.
+pub fn message_json(m: &Message) -> Value {
+    let t = |v: Option<Millis>| v.map(format_rfc3339);
+    json!({
+        "id": m.id,
+        "to": m.to,
+        "from": m.from,
+        "body": m.body,
+        "status": m.status.as_str(),
+        "segments": m.segments,
+        "encoding": m.encoding,
+        "device": m.device,
+        "error": m.error,
+        "error_code": m.error_code,
+        "attempts": m.attempts,
+        "reference": m.reference,
+        "created_at": format_rfc3339(m.created_at),
+        "schedule_at": (m.status == Status::Scheduled).then(|| format_rfc3339(m.due_at)),
+        "expires_at": format_rfc3339(m.expires_at),
+        "sent_at": t(m.sent_at),
+        "delivered_at": t(m.delivered_at()),
+        "done_at": t(m.done_at),
+    })
+}
+
+fn parse_id(raw: &str) -> ApiResult<i64> {
+    raw.parse::<i64>()
+        .map_err(|_| ApiError::not_found("message"))
+}
+
+/// `GET /api/v1/messages/{id}`.
+pub async fn get_one(
+    caller: Caller,
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let id = parse_id(&id)?;
+    match st.store.get_message(id).await? {
+        Some(m) if caller.may_see(m.owner_id) => Ok(Json(message_json(&m))),
+        _ => Err(ApiError::not_found("message")),
+    }
+}
+
+/// The query of `GET /api/v1/messages`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// Only in this status.
+    pub status: Option<String>,
+    /// Page size (1–1000, default 50).
+    pub limit: Option<String>,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// `GET /api/v1/messages`: newest first.
+pub async fn list(
+    caller: Caller,
+    State(st): State<AppState>,
+    q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<Value>> {
+    let Query(q) = q.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    let status = q
+        .status
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            Status::parse(s).ok_or_else(|| {
+                let names: Vec<_> = Status::ALL.iter().map(|s| s.as_str()).collect();
+                ApiError::bad_request(
+                    "invalid_status",
+                    format!("unknown status \"{s}\": use one of {}", names.join(", ")),
+                )
+            })
+        })
+        .transpose()?;
+    let limit = match q.limit.as_deref() {
+        None | Some("") => 50,
+        Some(l) => l
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=1000).contains(n))
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_limit",
+                    "limit must be a whole number from 1 to 1000",
+                )
+            })?,
+    };
+    let before = match q.cursor.as_deref() {
+        None | Some("") => None,
+        Some(c) => Some(c.parse::<i64>().map_err(|_| {
+            ApiError::bad_request(
+                "invalid_cursor",
+                "cursor must be a next_cursor value from an earlier page",
+            )
+        })?),
+    };
+    let mut page = st
+        .store
+        .list_messages(MessageFilter {
+            owner_id: caller.owner_filter(),
+            status,
+            before,
+            limit: limit + 1,
+        })
+        .await?;
+    let has_more = page.len() > limit;
+    page.truncate(limit);
+    let next_cursor = page
+        .last()
+        .map(|m| m.id.to_string())
+        .or(q.cursor.filter(|c| !c.is_empty()));
+    Ok(Json(json!({
+        "messages": page.iter().map(message_json).collect::<Vec<_>>(),
+        "next_cursor": next_cursor,
+        "has_more": has_more,
+    })))
+}
+
+/// `POST /api/v1/messages/{id}/cancel`.
+pub async fn cancel(
+    caller: Caller,
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let id = parse_id(&id)?;
+    match st
+        .store
+        .cancel_message(id, caller.owner_filter(), now_ms())
+        .await?
+    {
+        Cancel::Cancelled(m) => Ok(Json(message_json(&m))),
+        Cancel::NotFound => Err(ApiError::not_found("message")),
+        Cancel::TooLate(s) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "not_cancellable",
+            format!(
+                "the message is already {s}; only queued or scheduled messages can be cancelled"
+            ),
+        )),
+    }
+}

@@ -1,0 +1,98 @@
+//! textgate's HTTP side (DESIGN.md §5).
+//!
+//! - [`api`]: the REST API under `/api/v1` — messages and devices.
+//! - [`auth`]: who is calling: `Authorization: Bearer API_KEY`, with a short-lived cache of
+//!   verified keys so the hot path does not hit the database.
+//! - [`error`]: the one error type; every failure is JSON `{"error": {"code", "message"}}`.
+//! - [`ops`]: `/healthz`, `/metrics` (Prometheus text) and `/api/openapi.json`.
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod auth;
+pub mod error;
+pub mod ops;
+
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::Router;
+use textgate_core::address::Country;
+use textgate_core::config::Config;
+use textgate_devices::dispatcher::Dispatcher;
+use textgate_store::Store;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    /// The data layer.
+    pub store: Store,
+    /// Devices and counters; woken when messages are stored.
+    pub dispatcher: Arc<Dispatcher>,
+    /// The configuration the server runs with.
+    pub config: Arc<Config>,
+    /// `[server] default_country`, parsed.
+    pub country: Option<Country>,
+    /// Verified API keys.
+    pub keys: Arc<auth::KeyCache>,
+    /// HTTP counters.
+    pub http: Arc<HttpCounters>,
+}
+
+/// Counters of the HTTP side.
+#[derive(Default)]
+pub struct HttpCounters {
+    /// Messages accepted through the API.
+    pub accepted: AtomicU64,
+    /// Requests refused with a 4xx.
+    pub client_errors: AtomicU64,
+    /// Requests that failed with a 5xx.
+    pub server_errors: AtomicU64,
+}
+
+impl AppState {
+    /// State for a server on this store, dispatcher and config.
+    pub fn new(store: Store, dispatcher: Arc<Dispatcher>, config: Arc<Config>) -> AppState {
+        AppState {
+            country: config.default_country(),
+            store,
+            dispatcher,
+            config,
+            keys: Arc::new(auth::KeyCache::default()),
+            http: Arc::new(HttpCounters::default()),
+        }
+    }
+}
+
+/// The whole HTTP application.
+pub fn router(state: AppState) -> Router {
+    let limit = usize::try_from(state.config.server.max_request_bytes.0).unwrap_or(usize::MAX);
+    Router::new()
+        .route(
+            "/api/v1/messages",
+            post(api::messages::send).get(api::messages::list),
+        )
+        .route("/api/v1/messages/{id}", get(api::messages::get_one))
+        .route("/api/v1/messages/{id}/cancel", post(api::messages::cancel))
+        .route("/api/v1/devices", get(api::devices::list))
+        .route("/api/openapi.json", get(ops::openapi))
+        .route("/healthz", get(ops::healthz))
+        .route("/metrics", get(ops::metrics))
+        .fallback(ops::not_found)
+        .method_not_allowed_fallback(ops::method_not_allowed)
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+/// Serves the application on `listener` until `shutdown` resolves, then finishes the requests
+/// in progress.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

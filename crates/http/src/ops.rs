@@ -1,0 +1,162 @@
+//! Operations endpoints: `/healthz`, `/metrics`, `/api/openapi.json`, and the JSON answers
+//! for unknown paths and methods.
+
+use std::fmt::Write;
+use std::sync::atomic::Ordering;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use textgate_core::status::Status;
+
+use crate::error::ApiError;
+use crate::AppState;
+
+/// The OpenAPI document, written by hand next to the handlers it describes.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+/// `GET /healthz`: 200 when the store answers, 503 when it does not.
+pub async fn healthz(State(st): State<AppState>) -> Response {
+    match st.store.health().await {
+        Ok(()) => (
+            StatusCode::OK,
+            axum::Json(json!({"status": "ok", "store": st.store.backend_name()})),
+        )
+            .into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "health check: the store does not answer");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                axum::Json(
+                    json!({"status": "unavailable", "error": "the database does not answer"}),
+                ),
+            )
+                .into_response()
+        }
+    }
+}
+
+/// `GET /api/openapi.json`.
+pub async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
+/// `GET /metrics`, in the Prometheus text format.
+pub async fn metrics(State(st): State<AppState>) -> Response {
+    let mut out = String::with_capacity(4096);
+    let d = &st.dispatcher;
+    let c = &d.counters;
+    let mut counter = |name: &str, help: &str, v: u64| {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+        );
+    };
+    counter(
+        "textgate_messages_accepted_total",
+        "Messages accepted through the HTTP API.",
+        st.http.accepted.load(Ordering::Relaxed),
+    );
+    counter(
+        "textgate_messages_sent_total",
+        "Messages a device took.",
+        c.sent.load(Ordering::Relaxed),
+    );
+    counter(
+        "textgate_message_retries_total",
+        "Transient device errors that were retried.",
+        c.retries.load(Ordering::Relaxed),
+    );
+    counter(
+        "textgate_receipts_unmatched_total",
+        "Delivery receipts that matched no message part.",
+        c.unmatched_receipts.load(Ordering::Relaxed),
+    );
+    counter(
+        "textgate_inbound_total",
+        "Inbound texts stored.",
+        c.inbound.load(Ordering::Relaxed),
+    );
+    let _ = writeln!(out, "# HELP textgate_messages_final_total Messages that reached a final status.\n# TYPE textgate_messages_final_total counter");
+    for (i, s) in Status::ALL.iter().enumerate() {
+        if s.is_final() {
+            let _ = writeln!(
+                out,
+                "textgate_messages_final_total{{status=\"{s}\"}} {}",
+                c.finals[i].load(Ordering::Relaxed)
+            );
+        }
+    }
+    match st.store.queue_depth().await {
+        Ok(depth) => {
+            let _ = writeln!(out, "# HELP textgate_queue_depth Messages waiting, by status.\n# TYPE textgate_queue_depth gauge");
+            for (s, n) in depth {
+                let _ = writeln!(out, "textgate_queue_depth{{status=\"{s}\"}} {n}");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "metrics: queue depth unavailable"),
+    }
+    let _ = writeln!(out, "# HELP textgate_device_up Whether the device is up (1) or not (0).\n# TYPE textgate_device_up gauge");
+    for e in &d.devices {
+        let up = u8::from(e.state() == textgate_devices::DeviceState::Up);
+        let _ = writeln!(
+            out,
+            "textgate_device_up{{device=\"{}\",kind=\"{}\"}} {up}",
+            e.device.name(),
+            e.device.kind()
+        );
+    }
+    for (name, help, get) in [
+        (
+            "textgate_device_sent_total",
+            "Messages the device took.",
+            (|e: &textgate_devices::dispatcher::DeviceEntry| e.stats.sent.load(Ordering::Relaxed))
+                as fn(&_) -> u64,
+        ),
+        (
+            "textgate_device_failed_total",
+            "Messages the device refused for good.",
+            |e| e.stats.failed.load(Ordering::Relaxed),
+        ),
+        (
+            "textgate_device_retried_total",
+            "Transient errors from the device.",
+            |e| e.stats.retried.load(Ordering::Relaxed),
+        ),
+        (
+            "textgate_device_receipts_total",
+            "Delivery receipts from the device.",
+            |e| e.stats.receipts.load(Ordering::Relaxed),
+        ),
+        (
+            "textgate_device_received_total",
+            "Inbound texts from the device.",
+            |e| e.stats.received.load(Ordering::Relaxed),
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        for e in &d.devices {
+            let _ = writeln!(out, "{name}{{device=\"{}\"}} {}", e.device.name(), get(e));
+        }
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+/// Any unknown path.
+pub async fn not_found() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no such endpoint: see /api/openapi.json for the API",
+    )
+}
+
+/// A known path with the wrong method.
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this endpoint does not take that method: see /api/openapi.json",
+    )
+}

@@ -1,0 +1,368 @@
+//! The rows and requests that both backends speak.
+
+use textgate_core::clock::Millis;
+use textgate_core::status::Status;
+
+/// A row id.
+pub type Id = i64;
+
+/// A user's role: admins see and manage everything, users their own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Sees all messages and manages users.
+    Admin,
+    /// Sees their own.
+    User,
+}
+
+impl Role {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::User => "user",
+        }
+    }
+
+    /// The role with this name.
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "admin" => Some(Role::Admin),
+            "user" => Some(Role::User),
+            _ => None,
+        }
+    }
+}
+
+/// A user to create.
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    /// Unique login name.
+    pub name: String,
+    /// Admin or user.
+    pub role: Role,
+    /// Where e-mail for them goes.
+    pub email: Option<String>,
+    /// argon2 PHC string, if they may log in with a password.
+    pub password_hash: Option<String>,
+    /// When.
+    pub created_at: Millis,
+}
+
+/// A stored user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    /// Row id.
+    pub id: Id,
+    /// Login name.
+    pub name: String,
+    /// Admin or user.
+    pub role: Role,
+    /// E-mail address.
+    pub email: Option<String>,
+    /// argon2 PHC string.
+    pub password_hash: Option<String>,
+    /// When created.
+    pub created_at: Millis,
+}
+
+/// An outbound message to store, already validated.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    /// The user who sent it.
+    pub owner_id: Id,
+    /// The bulk job it belongs to.
+    pub job_id: Option<Id>,
+    /// E.164 with `+`, or a short code.
+    pub to: String,
+    /// Sender id, if chosen.
+    pub from: Option<String>,
+    /// The text.
+    pub body: String,
+    /// `gsm7` or `ucs2`.
+    pub encoding: String,
+    /// SMS parts.
+    pub segments: i64,
+    /// When to send it; `None` = now.
+    pub schedule_at: Option<Millis>,
+    /// When it expires if not yet sent.
+    pub expires_at: Millis,
+    /// Where status changes are POSTed.
+    pub callback_url: Option<String>,
+    /// The caller's own reference.
+    pub reference: Option<String>,
+    /// Lower goes first (API texts 0, bulk jobs higher).
+    pub priority: i64,
+    /// When accepted.
+    pub created_at: Millis,
+}
+
+/// A stored outbound message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// Row id.
+    pub id: Id,
+    /// Owner.
+    pub owner_id: Id,
+    /// Bulk job.
+    pub job_id: Option<Id>,
+    /// Destination.
+    pub to: String,
+    /// Sender id.
+    pub from: Option<String>,
+    /// Text.
+    pub body: String,
+    /// `gsm7` or `ucs2`.
+    pub encoding: String,
+    /// SMS parts.
+    pub segments: i64,
+    /// Where it is.
+    pub status: Status,
+    /// Lower goes first.
+    pub priority: i64,
+    /// When it may next be handed to a device.
+    pub due_at: Millis,
+    /// When it expires.
+    pub expires_at: Millis,
+    /// Attempts made (the current one included while `sending`).
+    pub attempts: i64,
+    /// The device that took it.
+    pub device: Option<String>,
+    /// The device's error code.
+    pub error_code: Option<String>,
+    /// A readable reason for the last error.
+    pub error: Option<String>,
+    /// Status callback URL.
+    pub callback_url: Option<String>,
+    /// Caller's reference.
+    pub reference: Option<String>,
+    /// Accepted.
+    pub created_at: Millis,
+    /// Taken by a device.
+    pub sent_at: Option<Millis>,
+    /// Reached a final status.
+    pub done_at: Option<Millis>,
+}
+
+impl Message {
+    /// When it was delivered, if it was.
+    pub fn delivered_at(&self) -> Option<Millis> {
+        if self.status == Status::Delivered {
+            self.done_at
+        } else {
+            None
+        }
+    }
+}
+
+/// Stores a request's answer under a key, so a repeated request gets the same answer.
+#[derive(Debug, Clone)]
+pub struct Idempotency {
+    /// The caller.
+    pub user_id: Id,
+    /// The `Idempotency-Key` header.
+    pub key: String,
+    /// A hash of the request, to tell a replay from a different request under the same key.
+    pub fingerprint: String,
+}
+
+/// Builds a stored answer from the new message ids (called inside the transaction).
+pub type RenderFn = Box<dyn FnOnce(&[Id]) -> String + Send>;
+
+/// What [`crate::Store::insert_messages`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Inserted {
+    /// Stored; the answer that was stored with them.
+    New {
+        /// The new ids, in request order.
+        ids: Vec<Id>,
+        /// The rendered answer.
+        response: String,
+    },
+    /// The key was seen before with the same request: its first answer.
+    Replay {
+        /// The stored answer.
+        response: String,
+    },
+    /// The key was seen before with a different request.
+    KeyReused,
+}
+
+/// Which messages to list.
+#[derive(Debug, Clone, Default)]
+pub struct MessageFilter {
+    /// Only this owner's; `None` = everyone's.
+    pub owner_id: Option<Id>,
+    /// Only in this status.
+    pub status: Option<Status>,
+    /// Only ids below this one (the cursor).
+    pub before: Option<Id>,
+    /// At most this many.
+    pub limit: usize,
+}
+
+/// What a cancel did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cancel {
+    /// Cancelled.
+    Cancelled(Box<Message>),
+    /// No such message (or not the caller's).
+    NotFound,
+    /// Too late: it is already in this status.
+    TooLate(Status),
+}
+
+/// What [`crate::Store::maintain`] moved.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Maintenance {
+    /// Scheduled messages now due.
+    pub promoted: u64,
+    /// Messages whose lease expired, back in the queue.
+    pub requeued: u64,
+}
+
+/// What a device did with a claimed message.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    /// A device took it.
+    Sent {
+        /// Message.
+        id: Id,
+        /// The attempt number from the claim (fences out a stale worker).
+        attempt: i64,
+        /// Device name.
+        device: String,
+        /// The device's id of each part, in part order.
+        part_ids: Vec<String>,
+        /// When.
+        at: Millis,
+    },
+    /// A transient error: back to the queue until `due_at`.
+    Retry {
+        /// Message.
+        id: Id,
+        /// Attempt number.
+        attempt: i64,
+        /// The device that failed, if any.
+        device: Option<String>,
+        /// When to try again.
+        due_at: Millis,
+        /// The device's code.
+        code: Option<String>,
+        /// Why.
+        error: String,
+    },
+    /// The end: `failed` or `expired`.
+    Final {
+        /// Message.
+        id: Id,
+        /// Attempt number.
+        attempt: i64,
+        /// `Failed` or `Expired`.
+        status: Status,
+        /// The device that refused it.
+        device: Option<String>,
+        /// The device's code.
+        code: Option<String>,
+        /// Why.
+        error: String,
+        /// When.
+        at: Millis,
+    },
+}
+
+/// A delivery receipt for one part.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    /// The device that sent the part.
+    pub device: String,
+    /// The device's id for the part, normalised by the driver.
+    pub device_msg_id: String,
+    /// Delivered, or not.
+    pub delivered: bool,
+    /// The network's error code.
+    pub code: Option<String>,
+    /// When.
+    pub at: Millis,
+}
+
+/// What a receipt matched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReceiptMatch {
+    /// No part has that id (yet).
+    Unknown,
+    /// A part of this message; `status` is the message's new status if it changed.
+    Part {
+        /// The message.
+        message_id: Id,
+        /// Its new status, if the receipt ended it.
+        status: Option<Status>,
+    },
+}
+
+/// One part as handed to a device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Part {
+    /// 1-based.
+    pub part_no: i64,
+    /// Device name.
+    pub device: String,
+    /// The device's id.
+    pub device_msg_id: String,
+    /// `sent`, `delivered` or `undelivered`.
+    pub status: String,
+    /// The network's error code.
+    pub error_code: Option<String>,
+    /// When handed over.
+    pub submitted_at: Millis,
+    /// When its receipt came.
+    pub done_at: Option<Millis>,
+}
+
+/// The columns of `messages` in the order both backends read them.
+pub(crate) const MESSAGE_COLUMNS: &str = "id, owner_id, job_id, recipient, sender, body, encoding, segments, status, priority, due_at, expires_at, attempts, device, error_code, error, callback_url, reference, created_at, sent_at, done_at";
+
+/// The `messages` row for a message, with its final status worked out from its parts:
+/// any undelivered part makes it undelivered, all parts delivered make it delivered.
+pub(crate) fn status_from_parts(segments: i64, delivered: i64, undelivered: i64) -> Option<Status> {
+    if undelivered > 0 {
+        Some(Status::Undelivered)
+    } else if delivered >= segments {
+        Some(Status::Delivered)
+    } else {
+        None
+    }
+}
+
+/// An inbound text as a device received it (already reassembled).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewInbound {
+    /// The device that received it.
+    pub device: String,
+    /// The sender: E.164 with `+`, or an alphanumeric id as received.
+    pub from: String,
+    /// The number it was sent to.
+    pub to: String,
+    /// The text.
+    pub body: String,
+    /// `gsm7`, `ucs2`, `latin1` or `binary`.
+    pub encoding: String,
+    /// How many parts it came in.
+    pub parts: i64,
+    /// Whether some parts never arrived.
+    pub partial: bool,
+    /// A key that is the same for a repeated delivery of the same text (device-specific);
+    /// a second text with the same key is not stored again.
+    pub dedup_key: Option<String>,
+    /// When.
+    pub received_at: Millis,
+}
+
+/// What storing an inbound text did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InboundStored {
+    /// Stored with this id.
+    New(Id),
+    /// Seen before (same dedup key): not stored again.
+    Duplicate,
+}
