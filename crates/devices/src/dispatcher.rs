@@ -246,6 +246,7 @@ impl Dispatcher {
             }
         });
         recorder.spawn(self.clone().recorder(rec_rx));
+        senders.spawn(self.clone().recover());
         senders.spawn(self.clone().claimer(queues, rec_tx, stop.clone()));
         senders.spawn(self.clone().maintainer(stop.clone()));
         Running {
@@ -654,12 +655,46 @@ impl Dispatcher {
         }
     }
 
+    /// Hands each device the parts an earlier run sent through it that have no receipt yet.
+    async fn recover(self: Arc<Self>) {
+        for entry in &self.devices {
+            let name = entry.device.name();
+            let mut after = 0;
+            let mut total = 0;
+            loop {
+                match self.store.unreceipted_parts(name, after, 1000).await {
+                    Ok(page) if page.is_empty() => break,
+                    Ok(page) => {
+                        after = page.last().map_or(after, |(id, _)| *id);
+                        total += page.len();
+                        entry
+                            .device
+                            .recover(page.into_iter().map(|(_, p)| p).collect());
+                    }
+                    Err(e) => {
+                        tracing::warn!(device = %name, error = %e, "cannot list parts waiting for receipts");
+                        break;
+                    }
+                }
+            }
+            if total > 0 {
+                tracing::info!(device = %name, parts = total, "parts sent before a restart still wait for receipts");
+            }
+        }
+    }
+
     async fn maintainer(self: Arc<Self>, stop: Arc<Notify>) {
         let stopped = stop.notified();
         tokio::pin!(stopped);
         loop {
             match self.store.maintain(now_ms()).await {
-                Ok(m) if m.promoted + m.requeued > 0 => {
+                Ok(m) if m.promoted + m.requeued + m.expired > 0 => {
+                    if m.expired > 0 {
+                        tracing::warn!(
+                            count = m.expired,
+                            "sent messages got no receipt before their validity ran out: expired"
+                        );
+                    }
                     if m.requeued > 0 {
                         tracing::info!(
                             count = m.requeued,

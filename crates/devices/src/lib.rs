@@ -128,6 +128,11 @@ pub trait Device: Send + Sync + 'static {
     fn send(&self, sms: OutboundSms) -> BoxFuture<'_, Result<Submitted, SendError>>;
     /// Its state now.
     fn state(&self) -> DeviceState;
+    /// Called after a restart with the ids of parts an earlier run handed to this device
+    /// that still have no receipt. A device whose peer re-delivers unacknowledged receipts
+    /// (an SMSC does) has nothing to do; one that kept receipts only in memory reports them
+    /// again.
+    fn recover(&self, _part_ids: Vec<String>) {}
     /// How many messages it takes at once.
     fn window(&self) -> usize;
 }

@@ -184,6 +184,17 @@ impl Store {
         dispatch!(self, b => b.apply_receipts(receipts).await)
     }
 
+    /// Parts that `device` took and that still wait for a receipt, of messages with ids above
+    /// `after`, oldest first: `(message id, device's part id)`.
+    pub async fn unreceipted_parts(
+        &self,
+        device: &str,
+        after: Id,
+        limit: usize,
+    ) -> Result<Vec<(Id, String)>> {
+        dispatch!(self, b => b.unreceipted_parts(device.to_string(), after, limit).await)
+    }
+
     /// Stores an inbound text (committed before the device is acknowledged).
     pub async fn insert_inbound(&self, text: NewInbound) -> Result<InboundStored> {
         dispatch!(self, b => b.insert_inbound(text).await)

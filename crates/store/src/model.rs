@@ -219,7 +219,16 @@ pub struct Maintenance {
     pub promoted: u64,
     /// Messages whose lease expired, back in the queue.
     pub requeued: u64,
+    /// Sent messages whose receipt never came, an hour past their validity: `expired`.
+    pub expired: u64,
 }
+
+/// How long after its validity a sent message may still get its receipt before it is
+/// given up as `expired` (SMSCs report expiry shortly after the validity period ends).
+pub const RECEIPT_GRACE_MS: i64 = 3_600_000;
+
+/// The error recorded on a sent message whose receipt never came.
+pub const NO_RECEIPT_ERROR: &str = "no delivery receipt came before the message's validity ran out";
 
 /// What a device did with a claimed message.
 #[derive(Debug, Clone)]

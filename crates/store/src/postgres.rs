@@ -503,7 +503,18 @@ impl Postgres {
             )
             .await
             .map_err(db_err)?;
-        Ok(Maintenance { promoted, requeued })
+        let expired = c
+            .execute(
+                "UPDATE messages SET status = 'expired', done_at = $1, error = $2 WHERE status = 'sent' AND expires_at < $3",
+                &[&now, &NO_RECEIPT_ERROR, &(now - RECEIPT_GRACE_MS)],
+            )
+            .await
+            .map_err(db_err)?;
+        Ok(Maintenance {
+            promoted,
+            requeued,
+            expired,
+        })
     }
 
     pub(crate) async fn record_outcomes(&self, outcomes: Vec<Outcome>) -> Result<Vec<bool>> {
@@ -592,6 +603,27 @@ impl Postgres {
         }
         tx.commit().await.map_err(db_err)?;
         Ok(out)
+    }
+
+    pub(crate) async fn unreceipted_parts(
+        &self,
+        device: String,
+        after: Id,
+        limit: usize,
+    ) -> Result<Vec<(Id, String)>> {
+        let c = self.pool.get().await?;
+        let rows = c
+            .query(
+                "SELECT p.message_id, p.device_msg_id FROM messages m JOIN message_parts p ON p.message_id = m.id
+                 WHERE m.status = 'sent' AND m.id > $2 AND p.device = $1 AND p.status = 'sent'
+                 ORDER BY m.id, p.part_no LIMIT $3",
+                &[&device, &after, &(limit as i64)],
+            )
+            .await
+            .map_err(db_err)?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0).map_err(db_err)?, r.try_get(1).map_err(db_err)?)))
+            .collect()
     }
 
     pub(crate) async fn insert_inbound(&self, t: NewInbound) -> Result<InboundStored> {

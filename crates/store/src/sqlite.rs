@@ -24,7 +24,18 @@ const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("migrations/sqlite/0001_in
 const MAX_BATCH: usize = 2048;
 
 type Reply = Box<dyn FnOnce(std::result::Result<(), StoreError>) + Send>;
-type Job = Box<dyn FnOnce(&Connection) -> (bool, Reply) + Send>;
+type Work = Box<dyn FnOnce(&Connection) -> (bool, Reply) + Send>;
+
+/// A queued write. `durable` writes are what callers acknowledge to the outside world
+/// (accepted messages, users, keys, inbound texts): their transaction is fsynced before any
+/// answer. The dispatcher's own bookkeeping (claims, outcomes, receipts) is not: SQLite
+/// commits it to the WAL without an fsync, which survives a crash of the process, and the
+/// next durable commit syncs it too. A power cut can lose such a record; then the message's
+/// lease runs out and it is sent again, which DESIGN.md §1 allows.
+struct Job {
+    durable: bool,
+    work: Work,
+}
 
 /// The SQLite store.
 #[derive(Clone)]
@@ -82,7 +93,8 @@ fn open_conn(path: &Path, reader: bool) -> Result<Connection> {
          PRAGMA synchronous = FULL;
          PRAGMA foreign_keys = ON;
          PRAGMA busy_timeout = 10000;
-         PRAGMA cache_size = -32000;",
+         PRAGMA cache_size = -32000;
+         PRAGMA temp_store = MEMORY;",
     )
     .map_err(open_err)?;
     if reader {
@@ -126,6 +138,7 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
 
 fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>) {
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
+    let mut synced = true;
     while let Ok(first) = rx.recv() {
         batch.push(first);
         while batch.len() < MAX_BATCH {
@@ -135,6 +148,18 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>) {
             }
         }
         let mut replies: Vec<Reply> = Vec::with_capacity(batch.len());
+        let durable = batch.iter().any(|j| j.durable);
+        if durable != synced {
+            let pragma = if durable {
+                "PRAGMA synchronous = FULL"
+            } else {
+                "PRAGMA synchronous = NORMAL"
+            };
+            match conn.execute_batch(pragma) {
+                Ok(()) => synced = durable,
+                Err(e) => tracing::error!(error = %e, "sqlite: cannot set synchronous"),
+            }
+        }
         if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
             // Dropping the jobs drops their reply channels: each caller gets an error, and
             // nothing was written, so nothing is half-accepted.
@@ -144,7 +169,7 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>) {
         }
         for job in batch.drain(..) {
             let sp = conn.execute_batch("SAVEPOINT job");
-            let (ok, reply) = job(&conn);
+            let (ok, reply) = (job.work)(&conn);
             if sp.is_ok() {
                 if !ok {
                     let _ = conn.execute_batch("ROLLBACK TO job");
@@ -261,12 +286,29 @@ impl Sqlite {
         })
     }
 
+    /// A write whose commit is fsynced before the answer.
     async fn write<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
     ) -> Result<T> {
+        self.submit(true, f).await
+    }
+
+    /// A write of the dispatcher's bookkeeping (see [`Job`]).
+    async fn write_lazy<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        self.submit(false, f).await
+    }
+
+    async fn submit<T: Send + 'static>(
+        &self,
+        durable: bool,
+        f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let job: Job = Box::new(move |conn| {
+        let work: Work = Box::new(move |conn| {
             let r = f(conn);
             let ok = r.is_ok();
             let reply: Reply = Box::new(move |committed| {
@@ -274,7 +316,9 @@ impl Sqlite {
             });
             (ok, reply)
         });
-        self.jobs.send(job).map_err(|_| StoreError::Closed)?;
+        self.jobs
+            .send(Job { durable, work })
+            .map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
@@ -492,7 +536,7 @@ impl Sqlite {
         lease_until: Millis,
         limit: usize,
     ) -> Result<Vec<Message>> {
-        self.write(move |c| {
+        self.write_lazy(move |c| {
             let sql = format!(
                 "UPDATE messages SET status = 'sending', lease_until = ?1, attempts = attempts + 1
                  WHERE id IN (SELECT id FROM messages WHERE status = 'queued' AND due_at <= ?2
@@ -511,7 +555,7 @@ impl Sqlite {
     }
 
     pub(crate) async fn maintain(&self, now: Millis) -> Result<Maintenance> {
-        self.write(move |c| {
+        self.write_lazy(move |c| {
             let promoted = c
                 .execute("UPDATE messages SET status = 'queued' WHERE status = 'scheduled' AND due_at <= ?1", [now])
                 .map_err(db_err)? as u64;
@@ -522,13 +566,20 @@ impl Sqlite {
                     [now],
                 )
                 .map_err(db_err)? as u64;
-            Ok(Maintenance { promoted, requeued })
+            let expired = c
+                .execute(
+                    "UPDATE messages SET status = 'expired', done_at = ?1, error = ?2
+                     WHERE status = 'sent' AND expires_at < ?3",
+                    params![now, NO_RECEIPT_ERROR, now - RECEIPT_GRACE_MS],
+                )
+                .map_err(db_err)? as u64;
+            Ok(Maintenance { promoted, requeued, expired })
         })
         .await
     }
 
     pub(crate) async fn record_outcomes(&self, outcomes: Vec<Outcome>) -> Result<Vec<bool>> {
-        self.write(move |c| {
+        self.write_lazy(move |c| {
             let mut applied = Vec::with_capacity(outcomes.len());
             for o in outcomes {
                 let n = match o {
@@ -579,7 +630,7 @@ impl Sqlite {
     }
 
     pub(crate) async fn apply_receipts(&self, receipts: Vec<Receipt>) -> Result<Vec<ReceiptMatch>> {
-        self.write(move |c| {
+        self.write_lazy(move |c| {
             let mut out = Vec::with_capacity(receipts.len());
             for r in receipts {
                 let state = if r.delivered { "delivered" } else { "undelivered" };
@@ -624,6 +675,24 @@ impl Sqlite {
                 out.push(ReceiptMatch::Part { message_id, status: changed });
             }
             Ok(out)
+        })
+        .await
+    }
+
+    pub(crate) async fn unreceipted_parts(
+        &self,
+        device: String,
+        after: Id,
+        limit: usize,
+    ) -> Result<Vec<(Id, String)>> {
+        self.read(move |c| {
+            let mut s = c.prepare_cached(
+                "SELECT p.message_id, p.device_msg_id FROM messages m JOIN message_parts p ON p.message_id = m.id
+                 WHERE m.status = 'sent' AND m.id > ?2 AND p.device = ?1 AND p.status = 'sent'
+                 ORDER BY m.id, p.part_no LIMIT ?3",
+            )?;
+            let rows = s.query_map(params![device, after, limit as i64], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect()
         })
         .await
     }

@@ -263,7 +263,8 @@ async fn claim_is_ordered_leased_and_exclusive() {
             m,
             Maintenance {
                 promoted: 1,
-                requeued: 0
+                requeued: 0,
+                expired: 0
             }
         );
         assert_eq!(s.claim(6000, 36_000, 10).await.unwrap().len(), 1);
@@ -533,6 +534,64 @@ async fn inbound_texts_are_stored_once_per_dedup_key() {
                 InboundStored::New(_)
             ),
             "no key, no dedup"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn unreceipted_parts_and_receipt_expiry() {
+    both(|s| async move {
+        let a = user(&s, "a").await;
+        let mut long = msg(a.id, "+15550000002", 1);
+        long.segments = 2;
+        long.expires_at = 10_000;
+        let ids = insert(&s, vec![msg(a.id, "+15550000001", 1), long]).await;
+        s.claim(10, 1000, 10).await.unwrap();
+        let sent = |id, parts: &[&str]| Outcome::Sent {
+            id,
+            attempt: 1,
+            device: "lb".into(),
+            part_ids: parts.iter().map(|p| p.to_string()).collect(),
+            at: 20,
+        };
+        s.record_outcomes(vec![sent(ids[0], &["A"]), sent(ids[1], &["B1", "B2"])])
+            .await
+            .unwrap();
+        s.apply_receipts(vec![Receipt {
+            device: "lb".into(),
+            device_msg_id: "B1".into(),
+            delivered: true,
+            code: None,
+            at: 30,
+        }])
+        .await
+        .unwrap();
+        let all = s.unreceipted_parts("lb", 0, 10).await.unwrap();
+        assert_eq!(
+            all,
+            vec![(ids[0], "A".to_string()), (ids[1], "B2".to_string())]
+        );
+        assert_eq!(
+            s.unreceipted_parts("lb", ids[0], 10).await.unwrap(),
+            vec![(ids[1], "B2".to_string())]
+        );
+        assert!(s
+            .unreceipted_parts("other", 0, 10)
+            .await
+            .unwrap()
+            .is_empty());
+        // An hour past its validity, the message that is still waiting is given up.
+        let m = s.maintain(10_000 + RECEIPT_GRACE_MS + 1).await.unwrap();
+        assert_eq!(m.expired, 1);
+        let gone = s.get_message(ids[1]).await.unwrap().unwrap();
+        assert_eq!(
+            (gone.status, gone.error.as_deref()),
+            (Status::Expired, Some(NO_RECEIPT_ERROR))
+        );
+        assert_eq!(
+            s.get_message(ids[0]).await.unwrap().unwrap().status,
+            Status::Sent
         );
     })
     .await;

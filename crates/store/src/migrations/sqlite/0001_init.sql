@@ -58,6 +58,8 @@ CREATE TABLE messages (
 CREATE INDEX messages_queue ON messages (priority, due_at, id) WHERE status = 'queued';
 CREATE INDEX messages_scheduled ON messages (due_at) WHERE status = 'scheduled';
 CREATE INDEX messages_leased ON messages (lease_until) WHERE status = 'sending';
+-- Sent messages still waiting for their receipts.
+CREATE INDEX messages_sent ON messages (expires_at) WHERE status = 'sent';
 CREATE INDEX messages_owner ON messages (owner_id, id);
 CREATE INDEX messages_job ON messages (job_id, id) WHERE job_id IS NOT NULL;
 

@@ -1,0 +1,16 @@
+//! End-to-end tests: the real `textgate` binary, started as a subprocess, spoken to over real
+//! HTTP. One test binary (modules below) so it links once; run it with
+//! `cargo test -p textgate --test e2e`.
+//!
+//! PostgreSQL tests need a server at 127.0.0.1:5432 with a database `test` that user
+//! `postgres` may create schemas in (`TEXTGATE_TEST_POSTGRES` overrides the URL).
+
+mod api;
+mod bad_input;
+mod cli;
+mod durability;
+mod helpers;
+mod idempotency;
+mod postgres;
+mod routing;
+mod users;

@@ -1,0 +1,136 @@
+//! Routing, failover and device failures, end to end through the loopback device's knobs.
+
+use serde_json::{json, Value};
+
+use crate::helpers::*;
+
+/// Devices and routes shared by these tests: each number range exercises one path.
+const CONFIG: &str = r#"max_attempts = 2
+retry_backoff = "50ms"
+retry_backoff_max = "100ms"
+
+[[device]]
+name = "flaky"
+kind = "loopback"
+transient_failure_rate = 1.0
+
+[[device]]
+name = "good"
+kind = "loopback"
+
+[[device]]
+name = "rejecter"
+kind = "loopback"
+failure_rate = 1.0
+
+[[device]]
+name = "lost"
+kind = "loopback"
+undelivered_rate = 1.0
+
+[[route]]
+prefix = "+1555100"
+devices = ["flaky", "good"]
+
+[[route]]
+prefix = "+1555200"
+devices = ["rejecter"]
+
+[[route]]
+prefix = "+1555300"
+devices = ["lost"]
+
+[[route]]
+prefix = "+1555400"
+devices = ["flaky"]
+
+[[route]]
+prefix = "+44"
+devices = ["good"]
+"#;
+
+fn send_one(app: &App, to: &str) -> Value {
+    let id = app.send_ok(&json!({"to": to, "body": "routing test"}))[0]["id"]
+        .as_i64()
+        .unwrap();
+    app.wait_final(id)
+}
+
+fn error_of(m: &Value) -> &str {
+    m["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("a failed message has an error: {m}"))
+}
+
+#[test]
+fn transient_failures_fail_over_to_the_next_device() {
+    let app = spawn_app(CONFIG);
+    for i in 0..3 {
+        let m = send_one(&app, &format!("+155510000{i:02}"));
+        assert_eq!(m["status"], "delivered", "{m}");
+        assert_eq!(m["device"], "good", "{m}");
+    }
+    let ds = app.get("/api/v1/devices").json();
+    let flaky = ds["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["name"] == "flaky")
+        .unwrap()
+        .clone();
+    assert!(
+        flaky["last_error"].as_str().is_some_and(|e| !e.is_empty()),
+        "the flaky device's last error is shown: {flaky}"
+    );
+}
+
+#[test]
+fn a_permanent_refusal_fails_with_the_devices_reason() {
+    let app = spawn_app(CONFIG);
+    let m = send_one(&app, "+15552000001");
+    assert_eq!(m["status"], "failed", "{m}");
+    let e = error_of(&m);
+    assert!(
+        e.contains("simulating a refusal"),
+        "the device's reason: {m}"
+    );
+    assert_eq!(m["error_code"], "LB-REJECT", "{m}");
+}
+
+#[test]
+fn a_negative_receipt_is_undelivered() {
+    let app = spawn_app(CONFIG);
+    let m = send_one(&app, "+15553000001");
+    assert_eq!(m["status"], "undelivered", "{m}");
+    assert_eq!(m["device"], "lost", "{m}");
+    assert!(m["sent_at"].is_string(), "it was sent: {m}");
+    assert_eq!(m["delivered_at"], Value::Null, "{m}");
+}
+
+#[test]
+fn a_number_no_route_matches_fails_naming_the_route() {
+    let app = spawn_app(CONFIG);
+    let m = send_one(&app, "+15559990000");
+    assert_eq!(m["status"], "failed", "{m}");
+    let e = error_of(&m);
+    assert!(e.contains("route"), "the error mentions the route: {m}");
+    assert!(e.contains("+15559990000"), "and the number: {m}");
+    // A route by prefix still works for other numbers.
+    let m = send_one(&app, "+442079460000");
+    assert_eq!(
+        (m["status"].as_str(), m["device"].as_str()),
+        (Some("delivered"), Some("good")),
+        "{m}"
+    );
+}
+
+#[test]
+fn only_transient_failures_give_up_after_max_attempts() {
+    let app = spawn_app(CONFIG);
+    let m = send_one(&app, "+15554000001");
+    assert_eq!(m["status"], "failed", "{m}");
+    let e = error_of(&m);
+    assert!(e.starts_with("gave up after 2 attempts"), "{m}");
+    assert!(e.contains("busy"), "with the last device error: {m}");
+    assert_eq!(m["attempts"], 2, "{m}");
+}
