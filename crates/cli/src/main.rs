@@ -14,6 +14,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+// The request path allocates many small, short-lived buffers from several threads;
+// mimalloc's thread-local free lists cut the allocator's share of CPU from about a fifth
+// (glibc malloc, measured with perf in bench/run) to a few percent.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use textgate_core::config::Config;
 
 #[derive(Parser)]

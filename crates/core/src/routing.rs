@@ -43,6 +43,11 @@ impl Router {
         }
     }
 
+    /// Whether any route depends on who sent the message (so the caller needs the name).
+    pub fn uses_users(&self) -> bool {
+        self.routes.iter().any(|r| !r.users.is_empty())
+    }
+
     /// The devices for a destination (`+15551234567` or a short code) sent by `user`, in
     /// failover order; empty when no route matches.
     pub fn route(&self, to: &str, user: &str) -> &[usize] {

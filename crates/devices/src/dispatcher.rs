@@ -158,12 +158,16 @@ enum Record {
     Event(DeviceEvent),
 }
 
+impl From<DeviceEvent> for Record {
+    fn from(e: DeviceEvent) -> Record {
+        Record::Event(e)
+    }
+}
+
 /// Handles to the dispatcher's tasks, for shutdown.
 pub struct Running {
     /// Claimer, maintainer and device workers: they stop first.
     senders: JoinSet<()>,
-    /// Forwards device events to the recorder; stopped once the senders are done.
-    events: JoinSet<()>,
     /// Records outcomes; it ends when everything that feeds it has.
     recorder: JoinSet<()>,
     stop: Arc<Notify>,
@@ -181,8 +185,6 @@ impl Running {
         })
         .await;
         self.senders.abort_all();
-        self.events.abort_all();
-        while self.events.join_next().await.is_some() {}
         let _ = tokio::time::timeout_at(deadline, async {
             while self.recorder.join_next().await.is_some() {}
         })
@@ -224,11 +226,10 @@ impl Dispatcher {
     /// Starts the devices and the dispatcher's tasks.
     pub fn start(self: &Arc<Self>) -> Running {
         let mut senders = JoinSet::new();
-        let mut events = JoinSet::new();
         let mut recorder = JoinSet::new();
         let stop = Arc::new(Notify::new());
         let (rec_tx, rec_rx) = mpsc::unbounded_channel::<Record>();
-        let (ev_tx, mut ev_rx) = mpsc::unbounded_channel::<DeviceEvent>();
+        let (ev_tx, ev_rx) = mpsc::unbounded_channel::<DeviceEvent>();
         let mut queues = Vec::new();
         for (i, entry) in self.devices.iter().enumerate() {
             entry.device.start(ev_tx.clone());
@@ -237,21 +238,12 @@ impl Dispatcher {
             senders.spawn(self.clone().worker(i, rx, rec_tx.clone()));
         }
         drop(ev_tx);
-        let events_to_recorder = rec_tx.clone();
-        events.spawn(async move {
-            while let Some(ev) = ev_rx.recv().await {
-                if events_to_recorder.send(Record::Event(ev)).is_err() {
-                    break;
-                }
-            }
-        });
-        recorder.spawn(self.clone().recorder(rec_rx));
+        recorder.spawn(self.clone().recorder(rec_rx, ev_rx));
         senders.spawn(self.clone().recover());
         senders.spawn(self.clone().claimer(queues, rec_tx, stop.clone()));
         senders.spawn(self.clone().maintainer(stop.clone()));
         Running {
             senders,
-            events,
             recorder,
             stop,
         }
@@ -348,7 +340,11 @@ impl Dispatcher {
             );
             return;
         }
-        let user = self.user_name(msg.owner_id).await;
+        let user = if self.router.uses_users() {
+            self.user_name(msg.owner_id).await
+        } else {
+            String::new()
+        };
         let candidates: Vec<usize> = self
             .router
             .route(&msg.to, &user)
@@ -506,14 +502,37 @@ impl Dispatcher {
         }
     }
 
-    async fn recorder(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<Record>) {
+    async fn recorder(
+        self: Arc<Self>,
+        mut rx: mpsc::UnboundedReceiver<Record>,
+        mut events: mpsc::UnboundedReceiver<DeviceEvent>,
+    ) {
         // Receipts whose part is not (yet) known, by (device, id), with when they arrived.
         let mut early: HashMap<(String, String), (Receipt, tokio::time::Instant)> = HashMap::new();
         let mut buf = Vec::with_capacity(4096);
+        let mut evbuf = Vec::with_capacity(4096);
+        let mut events_open = true;
         loop {
-            if rx.recv_many(&mut buf, 4096).await == 0 {
-                return;
+            // Outcomes first, then receipts: a receipt that races its own submit is then
+            // usually recorded after it in the same round.
+            tokio::select! {
+                biased;
+                n = rx.recv_many(&mut buf, 4096) => if n == 0 { return },
+                n = events.recv_many(&mut evbuf, 4096), if events_open => if n == 0 { events_open = false },
             }
+            while buf.len() < 4096 {
+                match rx.try_recv() {
+                    Ok(r) => buf.push(r),
+                    Err(_) => break,
+                }
+            }
+            while let Ok(e) = events.try_recv() {
+                evbuf.push(e);
+                if evbuf.len() >= 4096 {
+                    break;
+                }
+            }
+            buf.extend(evbuf.drain(..).map(Record::from));
             let mut outcomes = Vec::new();
             let mut permits = Vec::new();
             let mut receipts = Vec::new();
@@ -590,6 +609,7 @@ impl Dispatcher {
         receipts: &mut Vec<Receipt>,
     ) {
         let mut delay = Duration::from_millis(50);
+        let outcomes = Arc::new(outcomes);
         let applied = loop {
             match self.store.record_outcomes(outcomes.clone()).await {
                 Ok(a) => break a,
@@ -630,22 +650,26 @@ impl Dispatcher {
         receipts: Vec<Receipt>,
         early: &mut HashMap<(String, String), (Receipt, tokio::time::Instant)>,
     ) {
+        let receipts = Arc::new(receipts);
         let matches = match self.store.apply_receipts(receipts.clone()).await {
             Ok(m) => m,
             Err(e) => {
                 tracing::error!(error = %e, "recording delivery receipts failed; holding them");
                 let now = tokio::time::Instant::now();
-                for r in receipts {
+                for r in receipts.iter().cloned() {
                     early.insert((r.device.clone(), r.device_msg_id.clone()), (r, now));
                 }
                 return;
             }
         };
         let now = tokio::time::Instant::now();
-        for (r, m) in receipts.into_iter().zip(matches) {
+        for (r, m) in receipts.iter().zip(matches) {
             match m {
                 ReceiptMatch::Unknown => {
-                    early.insert((r.device.clone(), r.device_msg_id.clone()), (r, now));
+                    early.insert(
+                        (r.device.clone(), r.device_msg_id.clone()),
+                        (r.clone(), now),
+                    );
                 }
                 ReceiptMatch::Part {
                     status: Some(st), ..

@@ -18,6 +18,8 @@ pub mod sqlite;
 
 pub use model::*;
 
+use std::sync::Arc;
+
 use textgate_core::clock::Millis;
 use textgate_core::status::Status;
 
@@ -174,13 +176,21 @@ impl Store {
 
     /// Records what devices did with claimed messages. Each outcome applies only if the
     /// message is still held by that attempt; the answer says which did.
-    pub async fn record_outcomes(&self, outcomes: Vec<Outcome>) -> Result<Vec<bool>> {
+    pub async fn record_outcomes(
+        &self,
+        outcomes: impl Into<Arc<Vec<Outcome>>>,
+    ) -> Result<Vec<bool>> {
+        let outcomes = outcomes.into();
         dispatch!(self, b => b.record_outcomes(outcomes).await)
     }
 
     /// Applies delivery receipts to message parts, and to their messages when every part has
     /// an answer.
-    pub async fn apply_receipts(&self, receipts: Vec<Receipt>) -> Result<Vec<ReceiptMatch>> {
+    pub async fn apply_receipts(
+        &self,
+        receipts: impl Into<Arc<Vec<Receipt>>>,
+    ) -> Result<Vec<ReceiptMatch>> {
+        let receipts = receipts.into();
         dispatch!(self, b => b.apply_receipts(receipts).await)
     }
 

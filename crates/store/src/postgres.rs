@@ -517,11 +517,11 @@ impl Postgres {
         })
     }
 
-    pub(crate) async fn record_outcomes(&self, outcomes: Vec<Outcome>) -> Result<Vec<bool>> {
+    pub(crate) async fn record_outcomes(&self, outcomes: Arc<Vec<Outcome>>) -> Result<Vec<bool>> {
         let mut c = self.pool.get().await?;
         let tx = c.transaction().await.map_err(db_err)?;
         let mut applied = Vec::with_capacity(outcomes.len());
-        for o in outcomes {
+        for o in outcomes.iter() {
             let n = match o {
                 Outcome::Sent {
                     id,
@@ -594,11 +594,14 @@ impl Postgres {
         Ok(applied)
     }
 
-    pub(crate) async fn apply_receipts(&self, receipts: Vec<Receipt>) -> Result<Vec<ReceiptMatch>> {
+    pub(crate) async fn apply_receipts(
+        &self,
+        receipts: Arc<Vec<Receipt>>,
+    ) -> Result<Vec<ReceiptMatch>> {
         let mut c = self.pool.get().await?;
         let tx = c.transaction().await.map_err(db_err)?;
         let mut out = Vec::with_capacity(receipts.len());
-        for r in receipts {
+        for r in receipts.iter() {
             out.push(apply_receipt(&tx, r).await?);
         }
         tx.commit().await.map_err(db_err)?;
@@ -686,7 +689,7 @@ impl Postgres {
     }
 }
 
-async fn apply_receipt(tx: &Transaction<'_>, r: Receipt) -> Result<ReceiptMatch> {
+async fn apply_receipt(tx: &Transaction<'_>, r: &Receipt) -> Result<ReceiptMatch> {
     let state = if r.delivered {
         "delivered"
     } else {

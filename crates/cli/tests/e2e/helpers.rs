@@ -131,8 +131,7 @@ pub fn create_user_with_key(config: &Path, name: &str, role: &str) -> String {
     let key = out
         .lines()
         .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .last()
+        .rfind(|l| !l.is_empty())
         .expect("apikey create printed nothing")
         .to_string();
     assert!(
