@@ -622,7 +622,7 @@ mod tests {
             let mut x = state >> 16;
             for _ in 0..len {
                 digits.push(char::from(b'0' + (x % 10) as u8));
-                x = x / 10 ^ (state >> 3).rotate_left(7);
+                x = (x / 10) ^ (state >> 3).rotate_left(7);
             }
             let input = format!("+{digits}");
             if let Some(fast) = fast_possible(&digits) {
