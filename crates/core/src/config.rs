@@ -415,7 +415,8 @@ impl Config {
         if let Some(v) = env("TEXTGATE_WEBHOOK_SECRET") {
             self.server.webhook_secret = Some(v);
         }
-        for d in &mut self.devices {
+        // Only kinds that log in somewhere have a password to override.
+        for d in self.devices.iter_mut().filter(|d| d.kind == "smpp") {
             if let Some(v) = env(&env_var_for_device(&d.name, "password")) {
                 d.rest.insert("password".into(), toml::Value::String(v));
             }
@@ -661,12 +662,16 @@ devices = ["lb"]
             "TEXTGATE_DEVICE_SMSC_1_PASSWORD" => Some("s3cret".to_string()),
             _ => None,
         };
-        let c = Config::parse("[[device]]\nname='smsc-1'\nkind='loopback'\n", &env).unwrap();
+        let c = Config::parse("[[device]]\nname='smsc-1'\nkind='smpp'\n", &env).unwrap();
         assert_eq!(c.server.database_url, "postgres://x@y/z");
         assert_eq!(
             c.devices[0].rest.get("password").and_then(|v| v.as_str()),
             Some("s3cret")
         );
+        // A loopback device has no password: the variable must not break it.
+        let env = |k: &str| (k == "TEXTGATE_DEVICE_LB_PASSWORD").then(|| "x".to_string());
+        let c = Config::parse("[[device]]\nname='lb'\nkind='loopback'\n", &env).unwrap();
+        c.check().unwrap();
     }
 
     #[test]

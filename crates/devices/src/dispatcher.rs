@@ -67,7 +67,8 @@ pub struct Counters {
 }
 
 impl Counters {
-    fn final_status(&self, st: Status) {
+    /// Counts a message that reached `st`.
+    pub fn final_status(&self, st: Status) {
         if let Some(i) = Status::ALL.iter().position(|s| *s == st) {
             self.finals[i].fetch_add(1, Ordering::Relaxed);
         }
@@ -144,6 +145,7 @@ pub struct Dispatcher {
     policy: Policy,
     wake: Notify,
     budget: Arc<Semaphore>,
+    handoff: std::sync::OnceLock<Handoff>,
     /// Pipeline counters.
     pub counters: Counters,
 }
@@ -152,6 +154,15 @@ struct Job {
     msg: Message,
     permit: OwnedSemaphorePermit,
 }
+
+/// Where claimed messages go: each device's queue, and the recorder.
+struct Handoff {
+    queues: Vec<mpsc::UnboundedSender<Job>>,
+    rec: mpsc::UnboundedSender<Record>,
+}
+
+/// Room reserved in the dispatcher for messages about to be stored already claimed.
+pub struct Reservation(OwnedSemaphorePermit);
 
 enum Record {
     Outcome(Outcome, Option<OwnedSemaphorePermit>),
@@ -214,6 +225,7 @@ impl Dispatcher {
             policy: Policy::from_config(cfg),
             wake: Notify::new(),
             budget: Arc::new(Semaphore::new(IN_FLIGHT)),
+            handoff: std::sync::OnceLock::new(),
             counters: Counters::default(),
         })
     }
@@ -233,14 +245,19 @@ impl Dispatcher {
         let mut queues = Vec::new();
         for (i, entry) in self.devices.iter().enumerate() {
             entry.device.start(ev_tx.clone());
-            let (tx, rx) = mpsc::channel::<Job>(entry.device.window().max(1) * 4);
+            // Unbounded, because the in-flight budget already bounds what all queues hold.
+            let (tx, rx) = mpsc::unbounded_channel::<Job>();
             queues.push(tx);
-            senders.spawn(self.clone().worker(i, rx, rec_tx.clone()));
+            senders.spawn(self.clone().worker(i, rx, rec_tx.clone(), stop.clone()));
         }
         drop(ev_tx);
+        let _ = self.handoff.set(Handoff {
+            queues,
+            rec: rec_tx,
+        });
         recorder.spawn(self.clone().recorder(rec_rx, ev_rx));
         senders.spawn(self.clone().recover());
-        senders.spawn(self.clone().claimer(queues, rec_tx, stop.clone()));
+        senders.spawn(self.clone().claimer(stop.clone()));
         senders.spawn(self.clone().maintainer(stop.clone()));
         Running {
             senders,
@@ -268,12 +285,38 @@ impl Dispatcher {
         name
     }
 
-    async fn claimer(
-        self: Arc<Self>,
-        queues: Vec<mpsc::Sender<Job>>,
-        rec: mpsc::UnboundedSender<Record>,
-        stop: Arc<Notify>,
-    ) {
+    /// Reserves room for `n` messages that the caller will store already claimed (status
+    /// `sending`, under a lease) and then pass to [`Dispatcher::hand_over`]. This skips the
+    /// queue round trip for messages that can go at once; `None` when the dispatcher is full
+    /// or not started, and the caller stores them queued instead.
+    pub fn reserve(&self, n: usize) -> Option<Reservation> {
+        if n == 0 || self.handoff.get().is_none() {
+            return None;
+        }
+        let n32 = u32::try_from(n).ok()?;
+        self.budget
+            .clone()
+            .try_acquire_many_owned(n32)
+            .ok()
+            .map(Reservation)
+    }
+
+    /// The claim lease a caller of [`Dispatcher::reserve`] must store its messages with.
+    pub fn lease_until(&self, now: Millis) -> Millis {
+        now + self.policy.lease.as_millis() as Millis
+    }
+
+    /// Dispatches messages stored already claimed (see [`Dispatcher::reserve`]).
+    pub async fn hand_over(&self, msgs: Vec<Message>, mut reservation: Reservation) {
+        for msg in msgs {
+            let Some(permit) = reservation.0.split(1) else {
+                return;
+            };
+            self.dispatch(msg, permit).await;
+        }
+    }
+
+    async fn claimer(self: Arc<Self>, stop: Arc<Notify>) {
         let stopped = stop.notified();
         tokio::pin!(stopped);
         loop {
@@ -289,7 +332,7 @@ impl Dispatcher {
                             let Ok(permit) = self.budget.clone().acquire_owned().await else {
                                 return;
                             };
-                            self.dispatch(msg, permit, &queues, &rec).await;
+                            self.dispatch(msg, permit).await;
                         }
                     }
                     Err(e) => {
@@ -310,13 +353,10 @@ impl Dispatcher {
         }
     }
 
-    async fn dispatch(
-        &self,
-        msg: Message,
-        permit: OwnedSemaphorePermit,
-        queues: &[mpsc::Sender<Job>],
-        rec: &mpsc::UnboundedSender<Record>,
-    ) {
+    async fn dispatch(&self, msg: Message, permit: OwnedSemaphorePermit) {
+        let Some(Handoff { queues, rec }) = self.handoff.get() else {
+            return;
+        };
         let now = now_ms();
         let finish = |status: Status, error: String, permit| {
             let _ = rec.send(Record::Outcome(
@@ -372,7 +412,7 @@ impl Dispatcher {
         let pool = if up.is_empty() { &candidates } else { &up };
         let device = pool[(msg.attempts.max(1) as usize - 1) % pool.len()];
         let job = Job { msg, permit };
-        if let Err(mpsc::error::SendError(job)) = queues[device].send(job).await {
+        if let Err(mpsc::error::SendError(job)) = queues[device].send(job) {
             tracing::error!(device = %self.devices[device].device.name(), "device worker is gone");
             drop(job);
         }
@@ -381,9 +421,13 @@ impl Dispatcher {
     async fn worker(
         self: Arc<Self>,
         index: usize,
-        mut rx: mpsc::Receiver<Job>,
+        mut rx: mpsc::UnboundedReceiver<Job>,
         rec: mpsc::UnboundedSender<Record>,
+        stop: Arc<Notify>,
     ) {
+        let stopped = stop.notified();
+        tokio::pin!(stopped);
+        let mut closing = false;
         let entry = &self.devices[index];
         let window = Arc::new(Semaphore::new(entry.device.window().max(1)));
         let interval =
@@ -392,6 +436,8 @@ impl Dispatcher {
         let mut sends = JoinSet::new();
         loop {
             let job = tokio::select! {
+                // On shutdown take no more, but send what is already queued.
+                _ = &mut stopped, if !closing => { closing = true; rx.close(); continue }
                 job = rx.recv() => match job { Some(j) => j, None => break },
                 Some(_) = sends.join_next(), if !sends.is_empty() => continue,
             };

@@ -95,6 +95,50 @@ pub struct NewMessage {
     pub priority: i64,
     /// When accepted.
     pub created_at: Millis,
+    /// Store it already claimed by the dispatcher, under a lease until then (ignored for a
+    /// message scheduled later).
+    pub claimed_until: Option<Millis>,
+}
+
+impl NewMessage {
+    /// The status it is stored with.
+    pub fn initial_status(&self) -> Status {
+        if self.schedule_at.is_some_and(|t| t > self.created_at) {
+            Status::Scheduled
+        } else if self.claimed_until.is_some() {
+            Status::Sending
+        } else {
+            Status::Queued
+        }
+    }
+
+    /// The message as stored with `id`.
+    pub fn stored(self, id: Id) -> Message {
+        let status = self.initial_status();
+        Message {
+            id,
+            owner_id: self.owner_id,
+            job_id: self.job_id,
+            to: self.to,
+            from: self.from,
+            body: self.body,
+            encoding: self.encoding,
+            segments: self.segments,
+            status,
+            priority: self.priority,
+            due_at: self.schedule_at.unwrap_or(self.created_at),
+            expires_at: self.expires_at,
+            attempts: i64::from(status == Status::Sending),
+            device: None,
+            error_code: None,
+            error: None,
+            callback_url: self.callback_url,
+            reference: self.reference,
+            created_at: self.created_at,
+            sent_at: None,
+            done_at: None,
+        }
+    }
 }
 
 /// A stored outbound message.
@@ -178,6 +222,8 @@ pub enum Inserted {
         ids: Vec<Id>,
         /// The rendered answer.
         response: String,
+        /// The messages as stored, in request order.
+        stored: Vec<Message>,
     },
     /// The key was seen before with the same request: its first answer.
     Replay {

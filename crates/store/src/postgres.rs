@@ -347,18 +347,15 @@ impl Postgres {
         let stmt = tx
             .prepare(
                 "INSERT INTO messages (owner_id, job_id, recipient, sender, body, encoding, segments, status,
-                   priority, due_at, expires_at, callback_url, reference, created_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING id",
+                   priority, due_at, expires_at, callback_url, reference, created_at, lease_until, attempts)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) RETURNING id",
             )
             .await
             .map_err(db_err)?;
         let mut ids = Vec::with_capacity(msgs.len());
         for m in &msgs {
-            let status = if m.schedule_at.is_some_and(|t| t > m.created_at) {
-                Status::Scheduled
-            } else {
-                Status::Queued
-            };
+            let status = m.initial_status();
+            let claimed = status == Status::Sending;
             let row = tx
                 .query_one(
                     &stmt,
@@ -377,6 +374,8 @@ impl Postgres {
                         &m.callback_url,
                         &m.reference,
                         &m.created_at,
+                        &m.claimed_until.filter(|_| claimed),
+                        &i64::from(claimed),
                     ],
                 )
                 .await
@@ -393,7 +392,16 @@ impl Postgres {
             .map_err(db_err)?;
         }
         tx.commit().await.map_err(db_err)?;
-        Ok(Inserted::New { ids, response })
+        let stored = msgs
+            .into_iter()
+            .zip(&ids)
+            .map(|(m, id)| m.stored(*id))
+            .collect();
+        Ok(Inserted::New {
+            ids,
+            response,
+            stored,
+        })
     }
 
     pub(crate) async fn get_message(&self, id: Id) -> Result<Option<Message>> {

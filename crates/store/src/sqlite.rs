@@ -451,12 +451,13 @@ impl Sqlite {
                 let mut stmt = c
                     .prepare_cached(
                         "INSERT INTO messages (owner_id, job_id, recipient, sender, body, encoding, segments, status,
-                           priority, due_at, expires_at, callback_url, reference, created_at)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                           priority, due_at, expires_at, callback_url, reference, created_at, lease_until, attempts)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
                     )
                     .map_err(db_err)?;
                 for m in &msgs {
-                    let status = if m.schedule_at.is_some_and(|t| t > m.created_at) { Status::Scheduled } else { Status::Queued };
+                    let status = m.initial_status();
+                    let claimed = status == Status::Sending;
                     stmt.execute(params![
                         m.owner_id,
                         m.job_id,
@@ -471,7 +472,9 @@ impl Sqlite {
                         m.expires_at,
                         m.callback_url,
                         m.reference,
-                        m.created_at
+                        m.created_at,
+                        m.claimed_until.filter(|_| claimed),
+                        i64::from(claimed)
                     ])
                     .map_err(db_err)?;
                     ids.push(c.last_insert_rowid());
@@ -485,7 +488,8 @@ impl Sqlite {
                 .and_then(|mut s| s.execute(params![k.user_id, k.key, k.fingerprint, response, textgate_core::clock::now_ms()]))
                 .map_err(db_err)?;
             }
-            Ok(Inserted::New { ids, response })
+            let stored = msgs.into_iter().zip(&ids).map(|(m, id)| m.stored(*id)).collect();
+            Ok(Inserted::New { ids, response, stored })
         })
         .await
     }

@@ -75,6 +75,7 @@ fn msg(owner: Id, to: &str, now: i64) -> NewMessage {
         reference: None,
         priority: 0,
         created_at: now,
+        claimed_until: None,
     }
 }
 
@@ -201,7 +202,7 @@ async fn idempotency_replays_and_refuses_a_different_request() {
             .insert_messages(vec![msg(a.id, "+15550000001", 1)], key("f"), render_ids())
             .await
             .unwrap();
-        let Inserted::New { ids, response } = first else {
+        let Inserted::New { ids, response, .. } = first else {
             panic!()
         };
         let again = s
@@ -593,6 +594,43 @@ async fn unreceipted_parts_and_receipt_expiry() {
             s.get_message(ids[0]).await.unwrap().unwrap().status,
             Status::Sent
         );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn messages_stored_already_claimed_skip_the_queue() {
+    both(|s| async move {
+        let a = user(&s, "a").await;
+        let mut now_one = msg(a.id, "+15550000001", 1000);
+        now_one.claimed_until = Some(31_000);
+        let mut later = msg(a.id, "+15550000002", 1000);
+        later.claimed_until = Some(31_000);
+        later.schedule_at = Some(9_000);
+        let Inserted::New { ids, stored, .. } = s
+            .insert_messages(vec![now_one, later], None, render_ids())
+            .await
+            .unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(
+            stored
+                .iter()
+                .map(|m| (m.id, m.status, m.attempts))
+                .collect::<Vec<_>>(),
+            vec![(ids[0], Status::Sending, 1), (ids[1], Status::Scheduled, 0)]
+        );
+        assert_eq!(s.get_message(ids[0]).await.unwrap().unwrap(), stored[0]);
+        assert!(
+            s.claim(2000, 40_000, 10).await.unwrap().is_empty(),
+            "a claimed message is not in the queue"
+        );
+        // Its lease runs out like any claim's.
+        assert_eq!(s.maintain(32_000).await.unwrap().requeued, 1);
+        let again = s.claim(32_000, 60_000, 10).await.unwrap();
+        let first = again.iter().find(|m| m.id == ids[0]).expect("requeued");
+        assert_eq!(first.attempts, 2);
     })
     .await;
 }

@@ -202,11 +202,20 @@ pub async fn send(
     };
     let encoding = text.encoding().as_str();
     let segments = i64::from(text.segments());
-    let status = if schedule_at.is_some_and(|s| s > now) {
+    let scheduled = schedule_at.is_some_and(|s| s > now);
+    let status = if scheduled {
         Status::Scheduled
     } else {
         Status::Queued
     };
+    // Messages that can go now are stored already claimed and handed straight to the
+    // dispatcher, skipping a queue round trip; when it is full they wait in the queue.
+    let reservation = if scheduled {
+        None
+    } else {
+        st.dispatcher.reserve(to.len())
+    };
+    let claimed_until = reservation.as_ref().map(|_| st.dispatcher.lease_until(now));
     let msgs: Vec<NewMessage> = to
         .iter()
         .map(|r| NewMessage {
@@ -223,6 +232,7 @@ pub async fn send(
             reference: req.reference.clone(),
             priority: 0,
             created_at: now,
+            claimed_until,
         })
         .collect();
     let numbers: Vec<String> = to.iter().map(|r| r.as_str().to_string()).collect();
@@ -236,9 +246,12 @@ pub async fn send(
     });
     let count = msgs.len() as u64;
     match st.store.insert_messages(msgs, idem, render).await? {
-        Inserted::New { response, .. } => {
+        Inserted::New { response, stored, .. } => {
             st.http.accepted.fetch_add(count, Ordering::Relaxed);
-            st.dispatcher.wake();
+            match reservation {
+                Some(r) => st.dispatcher.hand_over(stored, r).await,
+                None => st.dispatcher.wake(),
+            }
             Ok(json_response(StatusCode::ACCEPTED, response))
         }
         Inserted::Replay { response } => Ok(json_response(StatusCode::ACCEPTED, response)),
@@ -390,7 +403,10 @@ pub async fn cancel(
         .cancel_message(id, caller.owner_filter(), now_ms())
         .await?
     {
-        Cancel::Cancelled(m) => Ok(Json(message_json(&m))),
+        Cancel::Cancelled(m) => {
+            st.dispatcher.counters.final_status(Status::Cancelled);
+            Ok(Json(message_json(&m)))
+        }
         Cancel::NotFound => Err(ApiError::not_found("message")),
         Cancel::TooLate(s) => Err(ApiError::new(
             StatusCode::CONFLICT,
