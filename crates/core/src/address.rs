@@ -532,23 +532,9 @@ fn is_possible(number: &PhoneNumber) -> bool {
     let Ok(len) = u16::try_from(number.national().to_string().len()) else {
         return false;
     };
-    let Some(regions) = phonenumber::metadata::DATABASE.by_code(&number.code().value()) else {
-        return false;
-    };
-    regions.iter().any(|meta| {
-        let d = meta.descriptors();
-        [
-            Some(d.general()),
-            d.fixed_line(),
-            d.mobile(),
-            d.personal_number(),
-            d.voip(),
-            d.pager(),
-        ]
-        .into_iter()
-        .flatten()
-        .any(|desc| desc.possible_length().contains(&len))
-    })
+    code_table()
+        .get(&number.code().value())
+        .is_some_and(|info| info.lengths.contains(&len))
 }
 
 /// The E.164 form of a parsed number, if reading that form back gives the same number,
