@@ -115,7 +115,10 @@ pub async fn send(a: SendArgs) -> anyhow::Result<()> {
         }
         let now = v["status"].as_str().unwrap_or("").to_string();
         if now != last {
-            match v["error"].as_str() {
+            // The error of a retried attempt stays on the message while it is sent again;
+            // show it only with the status it explains.
+            let ended = matches!(now.as_str(), "undelivered" | "failed" | "expired");
+            match v["error"].as_str().filter(|_| ended || now == "queued") {
                 Some(e) => println!("{id} {now}: {e}"),
                 None => println!("{id} {now}"),
             }
