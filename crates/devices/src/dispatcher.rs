@@ -182,6 +182,8 @@ pub struct Running {
     /// Records outcomes; it ends when everything that feeds it has.
     recorder: JoinSet<()>,
     stop: Arc<Notify>,
+    /// Tells the recorder to finish what is queued and end.
+    drain: Arc<Notify>,
 }
 
 impl Running {
@@ -196,6 +198,8 @@ impl Running {
         })
         .await;
         self.senders.abort_all();
+        // Nothing new can reach the recorder now: let it write what is queued and end.
+        self.drain.notify_one();
         let _ = tokio::time::timeout_at(deadline, async {
             while self.recorder.join_next().await.is_some() {}
         })
@@ -255,7 +259,8 @@ impl Dispatcher {
             queues,
             rec: rec_tx,
         });
-        recorder.spawn(self.clone().recorder(rec_rx, ev_rx));
+        let drain = Arc::new(Notify::new());
+        recorder.spawn(self.clone().recorder(rec_rx, ev_rx, drain.clone()));
         senders.spawn(self.clone().recover());
         senders.spawn(self.clone().claimer(stop.clone()));
         senders.spawn(self.clone().maintainer(stop.clone()));
@@ -263,6 +268,7 @@ impl Dispatcher {
             senders,
             recorder,
             stop,
+            drain,
         }
     }
 
@@ -552,7 +558,11 @@ impl Dispatcher {
         self: Arc<Self>,
         mut rx: mpsc::UnboundedReceiver<Record>,
         mut events: mpsc::UnboundedReceiver<DeviceEvent>,
+        drain: Arc<Notify>,
     ) {
+        let drain_signal = drain.notified();
+        tokio::pin!(drain_signal);
+        let mut draining = false;
         // Receipts whose part is not (yet) known, by (device, id), with when they arrived.
         let mut early: HashMap<(String, String), (Receipt, tokio::time::Instant)> = HashMap::new();
         let mut buf = Vec::with_capacity(4096);
@@ -561,10 +571,14 @@ impl Dispatcher {
         loop {
             // Outcomes first, then receipts: a receipt that races its own submit is then
             // usually recorded after it in the same round.
+            if draining && rx.is_empty() && events.is_empty() {
+                return;
+            }
             tokio::select! {
                 biased;
                 n = rx.recv_many(&mut buf, 4096) => if n == 0 { return },
                 n = events.recv_many(&mut evbuf, 4096), if events_open => if n == 0 { events_open = false },
+                _ = &mut drain_signal, if !draining => { draining = true; continue }
             }
             while buf.len() < 4096 {
                 match rx.try_recv() {
