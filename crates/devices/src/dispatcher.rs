@@ -21,7 +21,7 @@ use textgate_core::clock::{now_ms, Millis};
 use textgate_core::config::Config;
 use textgate_core::routing::Router;
 use textgate_core::status::Status;
-use textgate_store::{Message, Outcome, Receipt, ReceiptMatch, Store};
+use textgate_store::{Message, Outcome, PartReceipt, Receipt, ReceiptMatch, Store};
 use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
@@ -489,6 +489,7 @@ impl Dispatcher {
                     attempt: msg.attempts,
                     device: name,
                     part_ids: sub.part_ids,
+                    receipts: Vec::new(),
                     at: now,
                 }
             }
@@ -644,6 +645,7 @@ impl Dispatcher {
                 }
             }
             if !outcomes.is_empty() {
+                attach_receipts(&mut outcomes, &mut receipts, &mut early);
                 self.record(outcomes, &mut early, &mut receipts).await;
             }
             drop(permits);
@@ -688,9 +690,16 @@ impl Dispatcher {
             }
             match o {
                 Outcome::Sent {
-                    device, part_ids, ..
+                    device,
+                    part_ids,
+                    receipts: known,
+                    ..
                 } => {
                     self.counters.sent.fetch_add(1, Ordering::Relaxed);
+                    let (st, ..) = textgate_store::sent_with_receipts(known, part_ids.len());
+                    if st.is_final() {
+                        self.counters.final_status(st);
+                    }
                     for id in part_ids {
                         if let Some((r, _)) = early.remove(&(device.clone(), id.clone())) {
                             receipts.push(r);
@@ -796,4 +805,50 @@ impl Dispatcher {
             }
         }
     }
+}
+
+/// Receipts for the parts of messages whose submit is about to be recorded (from this round,
+/// or held since an earlier one) go with the submit: one write of each row instead of two.
+/// What is left over is applied on its own.
+fn attach_receipts(
+    outcomes: &mut [Outcome],
+    receipts: &mut Vec<Receipt>,
+    early: &mut HashMap<(String, String), (Receipt, tokio::time::Instant)>,
+) {
+    if receipts.is_empty() && early.is_empty() {
+        return;
+    }
+    let mut pending: HashMap<(String, String), Receipt> = receipts
+        .drain(..)
+        .map(|r| ((r.device.clone(), r.device_msg_id.clone()), r))
+        .collect();
+    for o in outcomes.iter_mut() {
+        let Outcome::Sent {
+            device,
+            part_ids,
+            receipts: slots,
+            ..
+        } = o
+        else {
+            continue;
+        };
+        let found: Vec<Option<PartReceipt>> = part_ids
+            .iter()
+            .map(|pid| {
+                let key = (device.clone(), pid.clone());
+                pending
+                    .remove(&key)
+                    .or_else(|| early.remove(&key).map(|(r, _)| r))
+                    .map(|r| PartReceipt {
+                        delivered: r.delivered,
+                        code: r.code,
+                        at: r.at,
+                    })
+            })
+            .collect();
+        if found.iter().any(Option::is_some) {
+            *slots = found;
+        }
+    }
+    receipts.extend(pending.into_values());
 }

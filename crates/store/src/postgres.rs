@@ -536,25 +536,37 @@ impl Postgres {
                     attempt,
                     device,
                     part_ids,
+                    receipts,
                     at,
                 } => {
+                    let (status, done_at, code, error) =
+                        sent_with_receipts(receipts, part_ids.len());
                     let n = tx
                         .execute(
-                            "UPDATE messages SET status = 'sent', device = $3, sent_at = $4, lease_until = NULL,
-                               error = NULL, error_code = NULL
+                            "UPDATE messages SET status = $5, device = $3, sent_at = $4, done_at = $6, lease_until = NULL,
+                               error_code = $7, error = $8
                              WHERE id = $1 AND attempts = $2 AND status = 'sending'",
-                            &[&id, &attempt, &device, &at],
+                            &[&id, &attempt, &device, &at, &status.as_str(), &done_at, &code, &error],
                         )
                         .await
                         .map_err(db_err)?;
                     if n > 0 {
                         for (i, pid) in part_ids.iter().enumerate() {
+                            let r = receipts.get(i).and_then(Option::as_ref);
+                            let state = r.map_or("sent", |r| {
+                                if r.delivered {
+                                    "delivered"
+                                } else {
+                                    "undelivered"
+                                }
+                            });
                             tx.execute(
-                                "INSERT INTO message_parts (message_id, part_no, device, device_msg_id, status, submitted_at)
-                                 VALUES ($1, $2, $3, $4, 'sent', $5)
+                                "INSERT INTO message_parts
+                                   (message_id, part_no, device, device_msg_id, status, error_code, submitted_at, done_at)
+                                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
                                  ON CONFLICT (message_id, part_no) DO UPDATE SET device = $3, device_msg_id = $4,
-                                   status = 'sent', submitted_at = $5, error_code = NULL, done_at = NULL",
-                                &[&id, &(i as i64 + 1), &device, pid, &at],
+                                   status = $5, error_code = $6, submitted_at = $7, done_at = $8",
+                                &[&id, &(i as i64 + 1), &device, pid, &state, &r.and_then(|r| r.code.clone()), &at, &r.map(|r| r.at)],
                             )
                             .await
                             .map_err(db_err)?;
@@ -732,12 +744,7 @@ async fn apply_receipt(tx: &Transaction<'_>, r: &Receipt) -> Result<ReceiptMatch
     let mut changed = None;
     if let Some(st) = status_from_parts(segments, delivered, undelivered) {
         let code = r.code.clone().filter(|_| !r.delivered);
-        let error = (st == Status::Undelivered).then(|| {
-            format!(
-                "the network could not deliver it (error code {})",
-                r.code.as_deref().unwrap_or("none")
-            )
-        });
+        let error = (st == Status::Undelivered).then(|| undelivered_error(r.code.as_deref()));
         let n = tx
             .execute(
                 "UPDATE messages SET status = $2, done_at = $3, error_code = coalesce($4, error_code),

@@ -137,17 +137,21 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
+fn drain(rx: &mpsc::Receiver<Job>, batch: &mut Vec<Job>) {
+    while batch.len() < MAX_BATCH {
+        match rx.try_recv() {
+            Ok(job) => batch.push(job),
+            Err(_) => break,
+        }
+    }
+}
+
 fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>) {
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
     let mut synced = true;
     while let Ok(first) = rx.recv() {
         batch.push(first);
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
-        }
+        drain(&rx, &mut batch);
         let mut replies: Vec<Reply> = Vec::with_capacity(batch.len());
         let durable = batch.iter().any(|j| j.durable);
         if durable != synced {
@@ -593,24 +597,29 @@ impl Sqlite {
             let mut applied = Vec::with_capacity(outcomes.len());
             for o in outcomes.iter() {
                 let n = match o {
-                    Outcome::Sent { id, attempt, device, part_ids, at } => {
+                    Outcome::Sent { id, attempt, device, part_ids, receipts, at } => {
+                        let (status, done_at, code, error) = sent_with_receipts(receipts, part_ids.len());
                         let n = c
                             .prepare_cached(
-                                "UPDATE messages SET status = 'sent', device = ?3, sent_at = ?4, lease_until = NULL,
-                                   error = NULL, error_code = NULL
+                                "UPDATE messages SET status = ?5, device = ?3, sent_at = ?4, done_at = ?6, lease_until = NULL,
+                                   error_code = ?7, error = ?8
                                  WHERE id = ?1 AND attempts = ?2 AND status = 'sending'",
                             )
-                            .and_then(|mut s| s.execute(params![id, attempt, device, at]))
+                            .and_then(|mut s| s.execute(params![id, attempt, device, at, status.as_str(), done_at, code, error]))
                             .map_err(db_err)?;
                         if n > 0 {
                             let mut ins = c
                                 .prepare_cached(
-                                    "INSERT OR REPLACE INTO message_parts (message_id, part_no, device, device_msg_id, status, submitted_at)
-                                     VALUES (?1, ?2, ?3, ?4, 'sent', ?5)",
+                                    "INSERT OR REPLACE INTO message_parts
+                                       (message_id, part_no, device, device_msg_id, status, error_code, submitted_at, done_at)
+                                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                                 )
                                 .map_err(db_err)?;
                             for (i, pid) in part_ids.iter().enumerate() {
-                                ins.execute(params![id, i as i64 + 1, device, pid, at]).map_err(db_err)?;
+                                let r = receipts.get(i).and_then(Option::as_ref);
+                                let state = r.map_or("sent", |r| if r.delivered { "delivered" } else { "undelivered" });
+                                ins.execute(params![id, i as i64 + 1, device, pid, state, r.and_then(|r| r.code.clone()), at, r.map(|r| r.at)])
+                                    .map_err(db_err)?;
                             }
                         }
                         n
@@ -660,9 +669,7 @@ impl Sqlite {
                 };
                 // The common case, a one-part message: its part's receipt is the message's.
                 let st = if r.delivered { Status::Delivered } else { Status::Undelivered };
-                let error = (!r.delivered).then(|| {
-                    format!("the network could not deliver it (error code {})", r.code.as_deref().unwrap_or("none"))
-                });
+                let error = (!r.delivered).then(|| undelivered_error(r.code.as_deref()));
                 let single = c
                     .prepare_cached(
                         "UPDATE messages SET status = ?2, done_at = ?3, error_code = coalesce(?4, error_code),
@@ -687,9 +694,7 @@ impl Sqlite {
                     .map_err(db_err)?;
                 let mut changed = None;
                 if let Some(st) = status_from_parts(segments, delivered, undelivered) {
-                    let error = (st == Status::Undelivered).then(|| {
-                        format!("the network could not deliver it (error code {})", r.code.as_deref().unwrap_or("none"))
-                    });
+                    let error = (st == Status::Undelivered).then(|| undelivered_error(r.code.as_deref()));
                     let n = c
                         .prepare_cached(
                             "UPDATE messages SET status = ?2, done_at = ?3, error_code = coalesce(?4, error_code),

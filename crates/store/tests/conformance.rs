@@ -343,6 +343,7 @@ async fn outcomes_are_fenced_by_attempt_and_receipts_complete_messages() {
             attempt: 1,
             device: "lb".into(),
             part_ids: parts.into_iter().map(String::from).collect(),
+            receipts: vec![],
             at: 20,
         };
         let applied = s
@@ -554,6 +555,7 @@ async fn unreceipted_parts_and_receipt_expiry() {
             attempt: 1,
             device: "lb".into(),
             part_ids: parts.iter().map(|p| p.to_string()).collect(),
+            receipts: vec![],
             at: 20,
         };
         s.record_outcomes(vec![sent(ids[0], &["A"]), sent(ids[1], &["B1", "B2"])])
@@ -631,6 +633,84 @@ async fn messages_stored_already_claimed_skip_the_queue() {
         let again = s.claim(32_000, 60_000, 10).await.unwrap();
         let first = again.iter().find(|m| m.id == ids[0]).expect("requeued");
         assert_eq!(first.attempts, 2);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn receipts_known_at_submit_are_written_with_the_parts() {
+    both(|s| async move {
+        let a = user(&s, "a").await;
+        let mut two = msg(a.id, "+15550000002", 1);
+        two.segments = 2;
+        let ids = insert(&s, vec![msg(a.id, "+15550000001", 1), two.clone(), two]).await;
+        s.claim(10, 1000, 10).await.unwrap();
+        let ok = |at| {
+            Some(PartReceipt {
+                delivered: true,
+                code: None,
+                at,
+            })
+        };
+        let bad = Some(PartReceipt {
+            delivered: false,
+            code: Some("027".into()),
+            at: 40,
+        });
+        let sent = |id, parts: &[&str], receipts| Outcome::Sent {
+            id,
+            attempt: 1,
+            device: "lb".into(),
+            part_ids: parts.iter().map(|p| p.to_string()).collect(),
+            receipts,
+            at: 20,
+        };
+        let applied = s
+            .record_outcomes(vec![
+                sent(ids[0], &["A"], vec![ok(30)]),
+                // One part's receipt known: the message waits for the other.
+                sent(ids[1], &["B1", "B2"], vec![ok(30), None]),
+                // Any part undelivered ends it.
+                sent(ids[2], &["C1", "C2"], vec![None, bad]),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(applied, vec![true, true, true]);
+        let m0 = s.get_message(ids[0]).await.unwrap().unwrap();
+        assert_eq!(
+            (m0.status, m0.sent_at, m0.delivered_at()),
+            (Status::Delivered, Some(20), Some(30))
+        );
+        let m1 = s.get_message(ids[1]).await.unwrap().unwrap();
+        assert_eq!(m1.status, Status::Sent);
+        let m2 = s.get_message(ids[2]).await.unwrap().unwrap();
+        assert_eq!(
+            (m2.status, m2.error_code.as_deref(), m2.done_at),
+            (Status::Undelivered, Some("027"), Some(40))
+        );
+        let parts = s.message_parts(ids[1]).await.unwrap();
+        assert_eq!(
+            parts
+                .iter()
+                .map(|p| (p.status.as_str(), p.done_at))
+                .collect::<Vec<_>>(),
+            [("delivered", Some(30)), ("sent", None)]
+        );
+        // The receipt for the missing part completes the message through the usual path.
+        let r = Receipt {
+            device: "lb".into(),
+            device_msg_id: "B2".into(),
+            delivered: true,
+            code: None,
+            at: 50,
+        };
+        assert_eq!(
+            s.apply_receipts(vec![r]).await.unwrap(),
+            vec![ReceiptMatch::Part {
+                message_id: ids[1],
+                status: Some(Status::Delivered)
+            }]
+        );
     })
     .await;
 }
