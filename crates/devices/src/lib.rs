@@ -10,6 +10,7 @@
 
 pub mod dispatcher;
 pub mod loopback;
+pub mod smpp;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -146,6 +147,10 @@ pub fn build_devices(
         .map(|d| -> Result<Arc<dyn Device>, _> {
             match d.settings()? {
                 DeviceSettings::Loopback(lb) => Ok(Arc::new(loopback::Loopback::new(&d.name, lb))),
+                DeviceSettings::Smpp(_) => Err(textgate_core::config::ConfigError {
+                    key: format!("device \"{}\".kind", d.name),
+                    message: "the smpp driver is not available in this build yet".into(),
+                }),
             }
         })
         .collect()

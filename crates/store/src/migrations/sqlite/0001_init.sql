@@ -74,7 +74,7 @@ CREATE TABLE message_parts (
     submitted_at  INTEGER NOT NULL,
     done_at       INTEGER,
     PRIMARY KEY (message_id, part_no)
-);
+) WITHOUT ROWID; -- clustered on its key: one B-tree less to write per part
 CREATE INDEX message_parts_device_id ON message_parts (device, device_msg_id);
 
 CREATE TABLE inbound (
