@@ -700,13 +700,7 @@ impl Config {
                     format!("two devices are named \"{}\": names must be unique", d.name),
                 ));
             }
-            if let DeviceSettings::Smpp(_) = d.settings()? {
-                // The keys are checked above; the driver arrives with the SMPP connector.
-                return Err(ConfigError::new(
-                    format!("device \"{}\".kind", d.name),
-                    "device kind \"smpp\" is not available in this build of textgate yet; use \"loopback\"",
-                ));
-            }
+            d.settings()?;
         }
         for (i, r) in self.routes.iter().enumerate() {
             if let Some(p) = &r.prefix {
@@ -862,8 +856,7 @@ devices = ["lb"]
             (2775, 50, BindMode::Transceiver, LongMessages::Sar)
         );
         assert_eq!(s.enquire_link, Dur(Duration::from_secs(30)));
-        // Until the driver lands, check says so rather than accepting a device that cannot run.
-        assert!(c.check().unwrap_err().message.contains("not available"));
+        c.check().unwrap();
         let bad = |extra: &str| {
             let c = Config::parse(&format!("{text}{extra}\n"), &no_env).unwrap();
             c.devices[0].settings().unwrap_err()

@@ -134,6 +134,10 @@ pub trait Device: Send + Sync + 'static {
     /// (an SMSC does) has nothing to do; one that kept receipts only in memory reports them
     /// again.
     fn recover(&self, _part_ids: Vec<String>) {}
+    /// The device's own last error (a failed connection, a refused bind), if it keeps one.
+    fn last_error(&self) -> Option<String> {
+        None
+    }
     /// How many messages it takes at once.
     fn window(&self) -> usize;
 }
@@ -147,10 +151,7 @@ pub fn build_devices(
         .map(|d| -> Result<Arc<dyn Device>, _> {
             match d.settings()? {
                 DeviceSettings::Loopback(lb) => Ok(Arc::new(loopback::Loopback::new(&d.name, lb))),
-                DeviceSettings::Smpp(_) => Err(textgate_core::config::ConfigError {
-                    key: format!("device \"{}\".kind", d.name),
-                    message: "the smpp driver is not available in this build yet".into(),
-                }),
+                DeviceSettings::Smpp(s) => Ok(Arc::new(smpp::Smpp::new(&d.name, *s))),
             }
         })
         .collect()

@@ -13,4 +13,5 @@ mod helpers;
 mod idempotency;
 mod postgres;
 mod routing;
+mod smpp;
 mod users;

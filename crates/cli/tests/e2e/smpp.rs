@@ -1,0 +1,326 @@
+//! The `smpp` device against an SMSC we did not write: node-smpp in server mode
+//! (`tests/peers/smsc/smsc.js`), driven over its stdin control channel.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::helpers::*;
+
+/// A running smsc.js.
+struct Smsc {
+    child: Child,
+    stdin: ChildStdin,
+    lines: mpsc::Receiver<String>,
+    port: u16,
+}
+
+fn peer_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/peers/smsc")
+}
+
+impl Smsc {
+    fn start(flags: &[&str]) -> Smsc {
+        let dir = peer_dir();
+        assert!(
+            dir.join("node_modules/smpp").exists(),
+            "the SMSC peer needs its packages: run `npm ci` in {} (.ci/run does)",
+            dir.display()
+        );
+        let mut child = Command::new("node")
+            .arg(dir.join("smsc.js"))
+            .args([
+                "--port",
+                "0",
+                "--system-id",
+                "textgate",
+                "--password",
+                "secret",
+            ])
+            .args(flags)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("node runs");
+        let stdin = child.stdin.take().expect("stdin");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let first = lines
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the SMSC starts");
+        let port = first
+            .strip_prefix("SMSC listening on ")
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or_else(|| panic!("unexpected first line {first:?}"));
+        Smsc {
+            child,
+            stdin,
+            lines,
+            port,
+        }
+    }
+
+    fn cmd(&mut self, c: Value) -> Value {
+        writeln!(self.stdin, "{c}").expect("write to the SMSC");
+        let want = c["cmd"].as_str().unwrap_or("").to_string();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self.lines.recv_timeout(left).expect("the SMSC answers");
+            if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                if v["cmd"] == want.as_str() {
+                    return v;
+                }
+            }
+        }
+    }
+
+    fn submits(&mut self) -> Vec<Value> {
+        self.cmd(json!({"cmd": "submits"}))["submits"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    fn stats(&mut self) -> Value {
+        self.cmd(json!({"cmd": "stats"}))["stats"].clone()
+    }
+
+    fn device(&self, extra: &str) -> String {
+        format!(
+            "retry_backoff = \"50ms\"\nretry_backoff_max = \"200ms\"\nmax_attempts = 50\n\
+             [[device]]\nname = \"smsc1\"\nkind = \"smpp\"\nhost = \"127.0.0.1\"\nport = {}\n\
+             system_id = \"textgate\"\npassword = \"secret\"\nreconnect_min = \"50ms\"\nreconnect_max = \"200ms\"\n{extra}\n",
+            self.port
+        )
+    }
+}
+
+impl Drop for Smsc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn device_state(app: &App) -> Value {
+    app.get("/api/v1/devices").json()["devices"][0].clone()
+}
+
+fn metric(app: &App, name: &str) -> f64 {
+    let text = app.get("/metrics").text();
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(name)
+                .and_then(|v| v.strip_prefix(' '))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0.0)
+}
+
+fn spawn_on(smsc: &Smsc, extra: &str) -> App {
+    let app = spawn_app(&smsc.device(extra));
+    wait_for("the SMPP bind", || device_state(&app)["state"] == "up");
+    app
+}
+
+#[test]
+fn sends_gsm_ucs2_and_long_texts_and_records_their_receipts() {
+    let mut smsc = Smsc::start(&[]);
+    let app = spawn_on(&smsc, "");
+    let gsm = app.send_ok(&json!({"to": "+15551234567", "body": "Hi {€}", "from": "ACME"}))[0]
+        ["id"]
+        .as_i64()
+        .unwrap();
+    let ucs2 = app.send_ok(&json!({"to": "+15551234567", "body": "Привет 👋"}))[0]["id"]
+        .as_i64()
+        .unwrap();
+    let long = app.send_ok(&json!({"to": "+15551234567", "body": "x".repeat(200)}))[0]["id"]
+        .as_i64()
+        .unwrap();
+    for id in [gsm, ucs2, long] {
+        let m = app.wait_final(id);
+        assert_eq!(
+            (m["status"].as_str(), m["device"].as_str()),
+            (Some("delivered"), Some("smsc1")),
+            "{m}"
+        );
+    }
+    let subs = smsc.submits();
+    assert_eq!(
+        subs.len(),
+        4,
+        "one submit each, two for the long text: {subs:?}"
+    );
+    let g = &subs[0];
+    assert_eq!(
+        (
+            g["data_coding"].as_u64(),
+            g["esm_class"].as_u64(),
+            g["registered_delivery"].as_u64()
+        ),
+        (Some(0), Some(0), Some(1))
+    );
+    assert_eq!(
+        g["short_message_hex"], "4869201b281b651b29",
+        "unpacked GSM septets with escapes"
+    );
+    assert_eq!(
+        (g["source_addr"].as_str(), g["source_addr_ton"].as_u64()),
+        (Some("ACME"), Some(5))
+    );
+    assert_eq!(
+        (
+            g["destination_addr"].as_str(),
+            g["dest_addr_ton"].as_u64(),
+            g["dest_addr_npi"].as_u64()
+        ),
+        (Some("15551234567"), Some(1), Some(1))
+    );
+    assert_eq!(
+        (subs[1]["data_coding"].as_u64(), subs[1]["text"].as_str()),
+        (Some(8), Some("Привет 👋"))
+    );
+    for (i, part) in subs[2..].iter().enumerate() {
+        assert_eq!(part["esm_class"].as_u64(), Some(0x40));
+        assert_eq!(part["udh"]["concat"]["total"].as_u64(), Some(2));
+        assert_eq!(part["udh"]["concat"]["seq"].as_u64(), Some(i as u64 + 1));
+    }
+    assert_eq!(
+        subs[2]["udh"]["concat"]["ref"],
+        subs[3]["udh"]["concat"]["ref"]
+    );
+}
+
+#[test]
+fn inbound_texts_single_and_multipart_are_stored_before_they_are_acknowledged() {
+    let mut smsc = Smsc::start(&[]);
+    let app = spawn_on(&smsc, "");
+    smsc.cmd(json!({"cmd": "mo", "from": "+15550001", "to": "12345", "text": "hello {there}", "coding": "gsm7"}));
+    smsc.cmd(json!({"cmd": "mo", "from": "+15550002", "to": "12345", "text": "Привет мир", "coding": "ucs2"}));
+    smsc.cmd(json!({"cmd": "mo_multipart", "from": "+15550003", "to": "12345", "text": "y".repeat(300), "coding": "gsm7"}));
+    smsc.cmd(json!({"cmd": "mo_multipart", "from": "+15550004", "to": "12345", "sar": true, "text": "z".repeat(300), "coding": "gsm7"}));
+    smsc.cmd(
+        json!({"cmd": "mo", "from": "+15550005", "to": "12345", "text": "twice", "repeat": 2}),
+    );
+    wait_for("inbound texts stored", || {
+        metric(&app, "textgate_inbound_total") >= 6.0
+    });
+    let stats = smsc.stats();
+    assert_eq!(
+        stats["deliver_sm_acked"].as_u64(),
+        Some(8),
+        "every deliver_sm acknowledged: {stats}"
+    );
+    assert_eq!(stats["deliver_sm_nacked"].as_u64(), Some(0));
+    assert_eq!(device_state(&app)["received"].as_u64(), Some(6));
+}
+
+#[test]
+fn throttling_answers_slow_down_and_retry_without_losing_anything() {
+    let mut smsc = Smsc::start(&["--throttle-every", "3", "--queue-full-every", "7"]);
+    let app = spawn_on(&smsc, "window = 4");
+    let ids: Vec<i64> = (0..20)
+        .map(|i| {
+            app.send_ok(&json!({"to": format!("+1555000{i:04}"), "body": format!("n{i}")}))[0]["id"]
+                .as_i64()
+                .unwrap()
+        })
+        .collect();
+    for id in &ids {
+        assert_eq!(app.wait_final(*id)["status"], "delivered");
+    }
+    let subs = smsc.submits();
+    let throttled = subs
+        .iter()
+        .filter(|s| s["outcome"] == "throttled" || s["outcome"] == "queue_full")
+        .count();
+    assert!(throttled > 0, "the SMSC throttled some submits");
+    assert_eq!(
+        subs.iter().filter(|s| s["outcome"] == "ok").count(),
+        20,
+        "each message accepted exactly once"
+    );
+}
+
+#[test]
+fn a_dropped_connection_resends_only_what_was_not_acknowledged() {
+    let mut smsc = Smsc::start(&["--drop-after", "8", "--resp-delay", "100"]);
+    let app = spawn_on(&smsc, "window = 5");
+    let ids: Vec<i64> = (0..20)
+        .map(|i| {
+            app.send_ok(&json!({"to": format!("+1555100{i:04}"), "body": format!("d{i}")}))[0]["id"]
+                .as_i64()
+                .unwrap()
+        })
+        .collect();
+    for id in &ids {
+        let m = app.wait_final(*id);
+        assert!(
+            matches!(m["status"].as_str(), Some("delivered" | "sent")),
+            "{m}"
+        );
+    }
+    let subs = smsc.submits();
+    let ok: Vec<&Value> = subs.iter().filter(|s| s["outcome"] == "ok").collect();
+    for i in 0..20 {
+        let n = ok
+            .iter()
+            .filter(|s| s["text"] == format!("d{i}").as_str())
+            .count();
+        assert!(n >= 1, "message d{i} reached the SMSC");
+        if n > 1 {
+            assert!(
+                ok.iter()
+                    .any(|s| s["text"] == format!("d{i}").as_str() && s["resp_sent"] == false),
+                "d{i} was sent twice although its submit_sm_resp had been written"
+            );
+        }
+    }
+    assert!(
+        smsc.stats()["binds"].as_u64().unwrap_or(0) >= 2,
+        "textgate reconnected"
+    );
+}
+
+#[test]
+fn a_refused_bind_is_shown_and_retried() {
+    let smsc = Smsc::start(&[]);
+    let app = spawn_app(
+        &smsc
+            .device("")
+            .replace("password = \"secret\"", "password = \"wrong\""),
+    );
+    wait_for("the refusal to show", || {
+        device_state(&app)["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("refused the bind"))
+    });
+    assert_ne!(device_state(&app)["state"], "up");
+    let id = app.send_ok(&json!({"to": "+15551234567", "body": "waits"}))[0]["id"]
+        .as_i64()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_ne!(app.message(id)["status"], "delivered");
+}

@@ -1,0 +1,579 @@
+//! One SMPP session (SMPP 3.4 §2.2–2.4): a task that owns the socket, binds, keeps a bounded
+//! window of submit_sm matched to their responses by sequence number, answers the SMSC's
+//! requests, keeps the link alive with enquire_link, and reconnects with backoff and jitter.
+//! When the connection drops, every submit still waiting for its response is failed as
+//! transient, so the dispatcher sends again only what the SMSC never acknowledged.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use rusmpp::pdus::{BindReceiver, BindTransceiver, BindTransmitter, DeliverSmResp, SubmitSm};
+use rusmpp::tlvs::TlvValue;
+use rusmpp::types::COctetString;
+use rusmpp::values::{InterfaceVersion, Npi, Ton};
+use rusmpp::{Command, CommandId, CommandStatus, Pdu};
+use textgate_core::clock::now_ms;
+use textgate_core::config::BindMode;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot, Mutex};
+use tokio::time::Instant;
+
+use super::codec::{self, Frame, DEFAULT_MAX_LEN};
+use super::reassembly::{Fragment, PartKey, Pushed, Reassembler};
+use super::receipt::{self, IdFormat};
+use super::text::{self, Decoded, DefaultAlphabet};
+use super::Shared;
+use crate::{DeviceEvent, DeviceState, SendError};
+
+/// A submit_sm waiting for a session, and where its message id goes.
+pub struct SubmitReq {
+    /// The PDU.
+    pub pdu: SubmitSm,
+    /// The SMSC's message id (normalised), or why not.
+    pub reply: oneshot::Sender<Result<String, SendError>>,
+}
+
+/// What a session needs from its device.
+pub struct SessionCtx {
+    /// The device's shared state.
+    pub shared: Arc<Shared>,
+    /// Submits to send, shared by the device's sessions.
+    pub submits: Arc<Mutex<mpsc::Receiver<SubmitReq>>>,
+    /// Receipts and inbound texts.
+    pub events: mpsc::UnboundedSender<DeviceEvent>,
+}
+
+fn id_format(s: &str) -> IdFormat {
+    match s {
+        "hex" => IdFormat::Hex,
+        "decimal" => IdFormat::Decimal,
+        "text" => IdFormat::Text,
+        _ => IdFormat::Auto,
+    }
+}
+
+/// Whether an error status is worth retrying (§5.1.3): throttling, a full queue, system
+/// errors, temporary application errors and "not bound" are; address and content errors
+/// are not.
+pub fn is_transient(status: u32) -> bool {
+    matches!(status, 0x04 | 0x08 | 0x14 | 0x45 | 0x58 | 0x64 | 0xFF)
+}
+
+fn status_error(status: CommandStatus) -> SendError {
+    let code = u32::from(status);
+    let reason = format!("the SMSC refused the submit: {status:?} (0x{code:08X})");
+    if is_transient(code) {
+        SendError::Transient {
+            code: Some(format!("0x{code:08X}")),
+            reason,
+        }
+    } else {
+        SendError::Permanent {
+            code: Some(format!("0x{code:08X}")),
+            reason,
+        }
+    }
+}
+
+fn c_octet<const MIN: usize, const MAX: usize>(
+    value: &str,
+) -> Result<COctetString<MIN, MAX>, String> {
+    let mut bytes = value.as_bytes().to_vec();
+    bytes.push(0);
+    COctetString::from_vec(bytes).map_err(|e| format!("\"{value}\": {e}"))
+}
+
+/// Runs one session for as long as the device lives, reconnecting after every failure.
+pub async fn run(ctx: SessionCtx, index: usize) {
+    let cfg = ctx.shared.cfg.clone();
+    let mut backoff = cfg.reconnect_min.0;
+    loop {
+        ctx.shared.set_state(index, DeviceState::Connecting);
+        let reason = match connect_and_bind(&ctx).await {
+            Ok((stream, seq)) => {
+                backoff = cfg.reconnect_min.0;
+                ctx.shared.set_state(index, DeviceState::Up);
+                tracing::info!(device = %ctx.shared.name, session = index, "bound to the SMSC");
+                let reason = Session::new(&ctx, stream, seq).serve().await;
+                ctx.shared.set_state(index, DeviceState::Down);
+                reason
+            }
+            Err(e) => e,
+        };
+        tracing::warn!(device = %ctx.shared.name, session = index, reason = %reason, "SMPP session down; reconnecting");
+        ctx.shared.note_error(&reason);
+        ctx.shared.set_state(index, DeviceState::Down);
+        // Jitter: sessions of many devices that dropped together do not come back together.
+        tokio::time::sleep(backoff.mul_f64(0.5 + fastrand::f64())).await;
+        backoff = (backoff * 2).min(cfg.reconnect_max.0);
+    }
+}
+
+async fn connect_and_bind(ctx: &SessionCtx) -> Result<(TcpStream, u32), String> {
+    let cfg = &ctx.shared.cfg;
+    let addr = format!("{}:{}", cfg.host, cfg.port);
+    let timeout = cfg.response_timeout.0;
+    let mut stream = tokio::time::timeout(timeout, TcpStream::connect(&addr))
+        .await
+        .map_err(|_| format!("connecting to {addr} timed out"))?
+        .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+    let _ = stream.set_nodelay(true);
+    let system_id = c_octet(&cfg.system_id)?;
+    let password = c_octet(&cfg.password)?;
+    let system_type = c_octet(&cfg.system_type)?;
+    macro_rules! bind {
+        ($t:ident) => {
+            Pdu::from(
+                $t::builder()
+                    .system_id(system_id)
+                    .password(password)
+                    .system_type(system_type)
+                    .interface_version(InterfaceVersion::Smpp3_4)
+                    .addr_ton(Ton::Unknown)
+                    .addr_npi(Npi::Unknown)
+                    .address_range(COctetString::empty())
+                    .build(),
+            )
+        };
+    }
+    let pdu = match cfg.bind {
+        BindMode::Transmitter => bind!(BindTransmitter),
+        BindMode::Receiver => bind!(BindReceiver),
+        BindMode::Transceiver => bind!(BindTransceiver),
+    };
+    let bytes = codec::encode(&Command::new(CommandStatus::EsmeRok, 1, pdu));
+    stream
+        .write_all(&bytes)
+        .await
+        .map_err(|e| format!("writing the bind failed: {e}"))?;
+    let mut buf = BytesMut::with_capacity(4096);
+    let deadline = Instant::now() + timeout;
+    loop {
+        match codec::next_frame(&mut buf, DEFAULT_MAX_LEN).map_err(|e| e.to_string())? {
+            Some(Frame::Command(c)) if c.sequence_number == 1 => {
+                if c.status != CommandStatus::EsmeRok {
+                    return Err(format!(
+                        "the SMSC refused the bind as \"{}\": {:?}",
+                        cfg.system_id, c.status
+                    ));
+                }
+                return Ok((stream, 2));
+            }
+            Some(_) => continue,
+            None => {}
+        }
+        let n = tokio::time::timeout_at(deadline, stream.read_buf(&mut buf))
+            .await
+            .map_err(|_| "no answer to the bind".to_string())?
+            .map_err(|e| format!("reading the bind answer failed: {e}"))?;
+        if n == 0 {
+            return Err("the SMSC closed the connection during the bind".into());
+        }
+    }
+}
+
+struct Pending {
+    deadline: Instant,
+    reply: oneshot::Sender<Result<String, SendError>>,
+}
+
+struct Session<'a> {
+    ctx: &'a SessionCtx,
+    stream: TcpStream,
+    next_seq: u32,
+    pending: HashMap<u32, Pending>,
+    out: Vec<u8>,
+    acks_tx: mpsc::UnboundedSender<(u32, CommandStatus)>,
+    acks_rx: mpsc::UnboundedReceiver<(u32, CommandStatus)>,
+    reassembler: Reassembler,
+    enquire_sent: Option<Instant>,
+}
+
+impl<'a> Session<'a> {
+    fn new(ctx: &'a SessionCtx, stream: TcpStream, next_seq: u32) -> Session<'a> {
+        let (acks_tx, acks_rx) = mpsc::unbounded_channel();
+        Session {
+            ctx,
+            stream,
+            next_seq,
+            pending: HashMap::new(),
+            out: Vec::with_capacity(8192),
+            acks_tx,
+            acks_rx,
+            reassembler: Reassembler::new(ctx.shared.cfg.reassembly_timeout.0, 10_000),
+            enquire_sent: None,
+        }
+    }
+
+    fn seq(&mut self) -> u32 {
+        let s = self.next_seq;
+        // §5.1.4: 0x00000001 to 0x7FFFFFFF.
+        self.next_seq = if s >= 0x7FFF_FFFF { 1 } else { s + 1 };
+        s
+    }
+
+    fn queue(&mut self, command: &Command) {
+        self.out.extend_from_slice(&codec::encode(command));
+    }
+
+    /// Serves the bound session until it ends; returns why.
+    async fn serve(mut self) -> String {
+        let reason = self.serve_inner().await;
+        for (_, p) in self.pending.drain() {
+            let _ = p.reply.send(Err(SendError::Transient {
+                code: None,
+                reason: format!("the SMPP connection was lost before the SMSC answered ({reason})"),
+            }));
+        }
+        reason
+    }
+
+    async fn serve_inner(&mut self) -> String {
+        let cfg = self.ctx.shared.cfg.clone();
+        let can_send = cfg.bind != BindMode::Receiver;
+        let window = cfg.window as usize;
+        let mut buf = BytesMut::with_capacity(16 * 1024);
+        let mut enquire = tokio::time::interval(cfg.enquire_link.0);
+        enquire.tick().await;
+        let mut sweep = tokio::time::interval(Duration::from_millis(250));
+        let submits = self.ctx.submits.clone();
+        loop {
+            if !self.out.is_empty() {
+                if let Err(e) = self.stream.write_all(&self.out).await {
+                    return format!("writing to the SMSC failed: {e}");
+                }
+                self.out.clear();
+            }
+            let room = can_send && self.pending.len() < window && !self.ctx.shared.throttled();
+            tokio::select! {
+                read = self.stream.read_buf(&mut buf) => match read {
+                    Ok(0) => return "the SMSC closed the connection".into(),
+                    Ok(_) => loop {
+                        match codec::next_frame(&mut buf, DEFAULT_MAX_LEN) {
+                            Ok(Some(frame)) => if let Some(end) = self.handle(frame) { return end },
+                            Ok(None) => break,
+                            Err(e) => return format!("unreadable data from the SMSC: {e}"),
+                        }
+                    },
+                    Err(e) => return format!("reading from the SMSC failed: {e}"),
+                },
+                req = async { submits.lock().await.recv().await }, if room => match req {
+                    Some(req) => {
+                        let seq = self.seq();
+                        self.queue(&Command::new(CommandStatus::EsmeRok, seq, Pdu::from(req.pdu)));
+                        self.pending.insert(seq, Pending { deadline: Instant::now() + cfg.response_timeout.0, reply: req.reply });
+                    }
+                    None => return "the device was shut down".into(),
+                },
+                Some((seq, status)) = self.acks_rx.recv() => {
+                    self.queue(&Command::new(status, seq, Pdu::from(DeliverSmResp::default())));
+                }
+                _ = enquire.tick() => {
+                    if let Some(sent) = self.enquire_sent {
+                        if sent.elapsed() > cfg.response_timeout.0 {
+                            return "the SMSC did not answer enquire_link".into();
+                        }
+                    }
+                    let seq = self.seq();
+                    self.queue(&Command::new(CommandStatus::EsmeRok, seq, Pdu::EnquireLink));
+                    self.enquire_sent = Some(Instant::now());
+                }
+                _ = sweep.tick() => self.sweep(),
+            }
+        }
+    }
+
+    fn sweep(&mut self) {
+        let now = Instant::now();
+        let late: Vec<u32> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.deadline <= now)
+            .map(|(s, _)| *s)
+            .collect();
+        for seq in late {
+            if let Some(p) = self.pending.remove(&seq) {
+                let _ = p.reply.send(Err(SendError::Transient {
+                    code: None,
+                    reason: "the SMSC did not answer the submit in time".into(),
+                }));
+            }
+        }
+        for done in self.reassembler.expire(std::time::Instant::now()) {
+            tracing::warn!(device = %self.ctx.shared.name, missing = ?done.missing, "an inbound long text is incomplete after the reassembly timeout; stored as partial");
+            self.inbound(
+                done.key.from,
+                done.key.to,
+                done.data_coding,
+                done.payload,
+                u32::from(done.parts),
+                true,
+                None,
+            );
+        }
+    }
+
+    /// Handles one frame; `Some(reason)` ends the session.
+    fn handle(&mut self, frame: Frame) -> Option<String> {
+        let command = match frame {
+            Frame::Command(c) => c,
+            Frame::Malformed {
+                sequence_number,
+                status,
+                reason,
+                ..
+            } => {
+                tracing::warn!(device = %self.ctx.shared.name, %reason, "malformed PDU from the SMSC; answered with generic_nack");
+                self.queue(&codec::generic_nack(sequence_number, status));
+                return None;
+            }
+        };
+        let seq = command.sequence_number;
+        let status = command.status;
+        match command.id() {
+            CommandId::SubmitSmResp => {
+                // A response to nothing we sent (or already timed out) is ignored.
+                let p = self.pending.remove(&seq)?;
+                let result = if status == CommandStatus::EsmeRok {
+                    let id = match command.pdu() {
+                        Some(Pdu::SubmitSmResp(r)) => {
+                            String::from_utf8_lossy(r.message_id().as_ref())
+                                .trim_end_matches('\0')
+                                .to_string()
+                        }
+                        _ => String::new(),
+                    };
+                    Ok(receipt::normalize_id(
+                        &id,
+                        id_format(&self.ctx.shared.cfg.resp_id_format),
+                    ))
+                } else {
+                    let code = u32::from(status);
+                    if code == 0x58 || code == 0x14 {
+                        self.ctx.shared.throttle();
+                    }
+                    Err(status_error(status))
+                };
+                let _ = p.reply.send(result);
+            }
+            CommandId::GenericNack => {
+                if let Some(p) = self.pending.remove(&seq) {
+                    let _ = p.reply.send(Err(status_error(status)));
+                }
+            }
+            CommandId::EnquireLinkResp => self.enquire_sent = None,
+            CommandId::EnquireLink => self.queue(&Command::new(
+                CommandStatus::EsmeRok,
+                seq,
+                Pdu::EnquireLinkResp,
+            )),
+            CommandId::Unbind => {
+                self.queue(&Command::new(CommandStatus::EsmeRok, seq, Pdu::UnbindResp));
+                return Some("the SMSC unbound".into());
+            }
+            CommandId::DeliverSm => {
+                if let Some(Pdu::DeliverSm(d)) = command.pdu() {
+                    self.deliver(seq, d);
+                }
+            }
+            other if u32::from(other) & 0x8000_0000 == 0 => {
+                // A request we do not serve (§4.3: answer with generic_nack).
+                self.queue(&codec::generic_nack(seq, CommandStatus::EsmeRinvcmdid));
+            }
+            _ => {}
+        }
+        None
+    }
+
+    fn ack(&mut self, seq: u32) {
+        self.queue(&Command::new(
+            CommandStatus::EsmeRok,
+            seq,
+            Pdu::from(DeliverSmResp::default()),
+        ));
+    }
+
+    fn deliver(&mut self, seq: u32, d: &rusmpp::pdus::DeliverSm) {
+        let cfg = self.ctx.shared.cfg.clone();
+        let esm = u8::from(d.esm_class);
+        let dc = u8::from(d.data_coding);
+        let mut receipted = None;
+        let mut state = None;
+        let mut network_error = None;
+        let mut payload = None;
+        let mut sar = (None, None, None);
+        for tlv in d.tlvs() {
+            match tlv.value() {
+                Some(TlvValue::ReceiptedMessageId(id)) => {
+                    receipted = Some(
+                        String::from_utf8_lossy(id.as_ref())
+                            .trim_end_matches('\0')
+                            .to_string(),
+                    )
+                }
+                Some(TlvValue::MessageState(s)) => state = Some(u8::from(*s)),
+                Some(TlvValue::NetworkErrorCode(n)) => {
+                    let code = n.error_code.to_be_bytes();
+                    network_error = Some(vec![u8::from(n.network_type), code[0], code[1]]);
+                }
+                Some(TlvValue::MessagePayload(p)) => payload = Some(p.value.as_ref().to_vec()),
+                Some(TlvValue::SarMsgRefNum(r)) => sar.0 = Some(*r),
+                Some(TlvValue::SarTotalSegments(t)) => sar.1 = Some(*t),
+                Some(TlvValue::SarSegmentSeqnum(s)) => sar.2 = Some(*s),
+                _ => {}
+            }
+        }
+        let short: Vec<u8> = payload.unwrap_or_else(|| d.short_message().as_ref().to_vec());
+        let from = addr(d.source_addr.as_ref(), u8::from(d.source_addr_ton));
+        let to = addr(d.destination_addr.as_ref(), u8::from(d.dest_addr_ton));
+        // §5.2.12: esm_class bits 2–5 = 0001 is an SMSC delivery receipt.
+        if esm & 0x3C == 0x04 || receipted.is_some() {
+            let text = String::from_utf8_lossy(&short).to_string();
+            if let Some(r) =
+                receipt::parse(&text, receipted.as_deref(), state, network_error.as_deref())
+            {
+                if r.state.is_final() {
+                    let id = receipt::receipt_id_to_resp(
+                        &r.id,
+                        id_format(&cfg.receipt_id_format),
+                        id_format(&cfg.resp_id_format),
+                    );
+                    let _ = self.ctx.events.send(DeviceEvent::Receipt {
+                        device: self.ctx.shared.name.clone(),
+                        device_msg_id: id,
+                        delivered: r.state.delivered(),
+                        code: r.error.clone(),
+                        at: now_ms(),
+                    });
+                }
+            } else {
+                tracing::warn!(device = %self.ctx.shared.name, "a delivery receipt could not be read: {text:?}");
+            }
+            self.ack(seq);
+            return;
+        }
+        // An inbound text, possibly one part of a long one.
+        let (concat, data) = if esm & 0x40 != 0 {
+            match super::reassembly::split_udh(&short) {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(device = %self.ctx.shared.name, error = %e, "inbound text with a broken UDH; stored as received");
+                    (None, short.clone())
+                }
+            }
+        } else if let (Some(r), Some(t), Some(s)) = sar {
+            (Some((r, t, s)), short.clone())
+        } else {
+            (None, short.clone())
+        };
+        match concat {
+            Some((reference, total, part)) if total > 1 => {
+                let frag = Fragment {
+                    key: PartKey {
+                        from: from.clone(),
+                        to: to.clone(),
+                        reference,
+                        total,
+                    },
+                    seq: part,
+                    data_coding: dc,
+                    payload: data,
+                };
+                let out = self.reassembler.push(frag, std::time::Instant::now());
+                if let Some(ev) = out.evicted {
+                    self.inbound(
+                        ev.key.from,
+                        ev.key.to,
+                        ev.data_coding,
+                        ev.payload,
+                        u32::from(ev.parts),
+                        true,
+                        None,
+                    );
+                }
+                match out.pushed {
+                    // The last part is acknowledged once the whole text is stored; the
+                    // others as they arrive (they are only held in memory until then).
+                    Pushed::Complete(a) => self.inbound(
+                        a.key.from,
+                        a.key.to,
+                        a.data_coding,
+                        a.payload,
+                        u32::from(a.parts),
+                        false,
+                        Some(seq),
+                    ),
+                    Pushed::Incomplete | Pushed::Duplicate => self.ack(seq),
+                }
+            }
+            _ => self.inbound(from, to, dc, data, 1, false, Some(seq)),
+        }
+    }
+
+    /// Hands an inbound text to the store; `ack_seq` is answered after it is committed.
+    #[allow(clippy::too_many_arguments)]
+    fn inbound(
+        &mut self,
+        from: String,
+        to: String,
+        dc: u8,
+        payload: Vec<u8>,
+        parts: u32,
+        partial: bool,
+        ack_seq: Option<u32>,
+    ) {
+        let alphabet = match self.ctx.shared.cfg.default_alphabet.as_str() {
+            "latin1" => DefaultAlphabet::Latin1,
+            "ascii" => DefaultAlphabet::Ascii,
+            _ => DefaultAlphabet::Gsm7,
+        };
+        let (body, encoding) = match text::decode(dc, &payload, alphabet) {
+            Decoded::Text { text, encoding } => (text, encoding.to_string()),
+            Decoded::Binary { bytes } => (textgate_core::auth::hex(&bytes), "binary".to_string()),
+        };
+        let (ack_tx, ack_rx) = oneshot::channel();
+        let text = textgate_store::NewInbound {
+            device: self.ctx.shared.name.clone(),
+            dedup_key: None,
+            from,
+            to,
+            body,
+            encoding,
+            parts: i64::from(parts),
+            partial,
+            received_at: now_ms(),
+        };
+        self.ctx.shared.received.fetch_add(1, Ordering::Relaxed);
+        let _ = self.ctx.events.send(DeviceEvent::Inbound {
+            text,
+            ack: Some(ack_tx),
+        });
+        if let Some(seq) = ack_seq {
+            let acks = self.acks_tx.clone();
+            tokio::spawn(async move {
+                // §4.6.2: ESME_RX_T_APPN asks the SMSC to deliver it again later.
+                let status = match ack_rx.await {
+                    Ok(true) => CommandStatus::EsmeRok,
+                    _ => CommandStatus::EsmeRxTAppn,
+                };
+                let _ = acks.send((seq, status));
+            });
+        }
+    }
+}
+
+/// An address as the API shows it: international numbers with '+'.
+fn addr(raw: &[u8], ton: u8) -> String {
+    let s = String::from_utf8_lossy(raw)
+        .trim_end_matches('\0')
+        .to_string();
+    if ton == 1 && !s.starts_with('+') && !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        format!("+{s}")
+    } else {
+        s
+    }
+}
