@@ -595,6 +595,7 @@ impl Dispatcher {
             }
             buf.extend(evbuf.drain(..).map(Record::from));
             let mut outcomes = Vec::new();
+            let mut inbound = Vec::new();
             let mut permits = Vec::new();
             let mut receipts = Vec::new();
             for r in buf.drain(..) {
@@ -621,28 +622,11 @@ impl Dispatcher {
                             at,
                         });
                     }
-                    Record::Event(DeviceEvent::Inbound { text, ack }) => {
-                        let device = text.device.clone();
-                        let ok = match self.store.insert_inbound(text).await {
-                            Ok(_) => {
-                                self.counters.inbound.fetch_add(1, Ordering::Relaxed);
-                                if let Some(d) =
-                                    self.devices.iter().find(|d| d.device.name() == device)
-                                {
-                                    d.stats.received.fetch_add(1, Ordering::Relaxed);
-                                }
-                                true
-                            }
-                            Err(e) => {
-                                tracing::error!(error = %e, device = %device, "storing an inbound text failed; the device will not acknowledge it");
-                                false
-                            }
-                        };
-                        if let Some(ack) = ack {
-                            let _ = ack.send(ok);
-                        }
-                    }
+                    Record::Event(DeviceEvent::Inbound { text, ack }) => inbound.push((text, ack)),
                 }
+            }
+            if !inbound.is_empty() {
+                self.store_inbound(inbound).await;
             }
             if !outcomes.is_empty() {
                 attach_receipts(&mut outcomes, &mut receipts, &mut early);
@@ -661,6 +645,37 @@ impl Dispatcher {
                 }
                 keep
             });
+        }
+    }
+
+    /// Stores a round's inbound texts in one commit, then lets each device acknowledge its
+    /// own; on failure none is acknowledged, so the SMSC delivers them again.
+    async fn store_inbound(
+        &self,
+        texts: Vec<(
+            textgate_store::NewInbound,
+            Option<tokio::sync::oneshot::Sender<bool>>,
+        )>,
+    ) {
+        let (rows, acks): (Vec<_>, Vec<_>) = texts.into_iter().unzip();
+        let devices: Vec<String> = rows.iter().map(|t| t.device.clone()).collect();
+        let ok = match self.store.insert_inbound_many(rows).await {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::error!(error = %e, "storing inbound texts failed; the devices will not acknowledge them");
+                false
+            }
+        };
+        for (device, ack) in devices.iter().zip(acks) {
+            if ok {
+                self.counters.inbound.fetch_add(1, Ordering::Relaxed);
+                if let Some(d) = self.devices.iter().find(|d| d.device.name() == device) {
+                    d.stats.received.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            if let Some(ack) = ack {
+                let _ = ack.send(ok);
+            }
         }
     }
 

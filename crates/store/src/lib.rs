@@ -207,7 +207,14 @@ impl Store {
 
     /// Stores an inbound text (committed before the device is acknowledged).
     pub async fn insert_inbound(&self, text: NewInbound) -> Result<InboundStored> {
-        dispatch!(self, b => b.insert_inbound(text).await)
+        let mut out = self.insert_inbound_many(vec![text]).await?;
+        out.pop()
+            .ok_or_else(|| StoreError::Backend("an insert answered nothing".into()))
+    }
+
+    /// Stores inbound texts in one transaction (one commit for all of them).
+    pub async fn insert_inbound_many(&self, texts: Vec<NewInbound>) -> Result<Vec<InboundStored>> {
+        dispatch!(self, b => b.insert_inbound(texts).await)
     }
 
     /// The parts of a message handed to devices.

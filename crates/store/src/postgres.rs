@@ -649,20 +649,45 @@ impl Postgres {
             .collect()
     }
 
-    pub(crate) async fn insert_inbound(&self, t: NewInbound) -> Result<InboundStored> {
-        let c = self.pool.get().await?;
-        let row = c
-            .query_opt(
+    pub(crate) async fn insert_inbound(
+        &self,
+        texts: Vec<NewInbound>,
+    ) -> Result<Vec<InboundStored>> {
+        let mut c = self.pool.get().await?;
+        let tx = c.transaction().await.map_err(db_err)?;
+        let stmt = tx
+            .prepare(
                 "INSERT INTO inbound (device, sender, recipient, body, encoding, parts, partial, dedup_key, received_at)
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (dedup_key) DO NOTHING RETURNING id",
-                &[&t.device, &t.from, &t.to, &t.body, &t.encoding, &t.parts, &t.partial, &t.dedup_key, &t.received_at],
             )
             .await
             .map_err(db_err)?;
-        match row {
-            Some(r) => Ok(InboundStored::New(r.try_get(0).map_err(db_err)?)),
-            None => Ok(InboundStored::Duplicate),
+        let mut out = Vec::with_capacity(texts.len());
+        for t in &texts {
+            let row = tx
+                .query_opt(
+                    &stmt,
+                    &[
+                        &t.device,
+                        &t.from,
+                        &t.to,
+                        &t.body,
+                        &t.encoding,
+                        &t.parts,
+                        &t.partial,
+                        &t.dedup_key,
+                        &t.received_at,
+                    ],
+                )
+                .await
+                .map_err(db_err)?;
+            out.push(match row {
+                Some(r) => InboundStored::New(r.try_get(0).map_err(db_err)?),
+                None => InboundStored::Duplicate,
+            });
         }
+        tx.commit().await.map_err(db_err)?;
+        Ok(out)
     }
 
     pub(crate) async fn message_parts(&self, id: Id) -> Result<Vec<Part>> {

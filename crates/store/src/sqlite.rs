@@ -732,18 +732,25 @@ impl Sqlite {
         .await
     }
 
-    pub(crate) async fn insert_inbound(&self, t: NewInbound) -> Result<InboundStored> {
+    pub(crate) async fn insert_inbound(
+        &self,
+        texts: Vec<NewInbound>,
+    ) -> Result<Vec<InboundStored>> {
         self.write(move |c| {
-            let n = c
+            let mut s = c
                 .prepare_cached(
                     "INSERT INTO inbound (device, sender, recipient, body, encoding, parts, partial, dedup_key, received_at)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT (dedup_key) DO NOTHING",
                 )
-                .and_then(|mut s| {
-                    s.execute(params![t.device, t.from, t.to, t.body, t.encoding, t.parts, t.partial, t.dedup_key, t.received_at])
-                })
                 .map_err(db_err)?;
-            Ok(if n == 0 { InboundStored::Duplicate } else { InboundStored::New(c.last_insert_rowid()) })
+            let mut out = Vec::with_capacity(texts.len());
+            for t in &texts {
+                let n = s
+                    .execute(params![t.device, t.from, t.to, t.body, t.encoding, t.parts, t.partial, t.dedup_key, t.received_at])
+                    .map_err(db_err)?;
+                out.push(if n == 0 { InboundStored::Duplicate } else { InboundStored::New(c.last_insert_rowid()) });
+            }
+            Ok(out)
         })
         .await
     }

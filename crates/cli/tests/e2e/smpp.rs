@@ -324,3 +324,38 @@ fn a_refused_bind_is_shown_and_retried() {
     std::thread::sleep(Duration::from_millis(300));
     assert_ne!(app.message(id)["status"], "delivered");
 }
+
+#[test]
+fn a_receipt_that_arrives_before_its_submit_response_is_matched() {
+    let mut smsc = Smsc::start(&["--receipt-before-resp", "--resp-delay", "50"]);
+    let app = spawn_on(&smsc, "");
+    let ids: Vec<i64> = (0..5)
+        .map(|i| {
+            app.send_ok(&json!({"to": format!("+1555200{i:04}"), "body": "early"}))[0]["id"]
+                .as_i64()
+                .unwrap()
+        })
+        .collect();
+    for id in ids {
+        assert_eq!(app.wait_final(id)["status"], "delivered");
+    }
+    assert_eq!(smsc.stats()["receipts_sent"].as_u64(), Some(5));
+    assert_eq!(metric(&app, "textgate_receipts_unmatched_total"), 0.0);
+}
+
+#[test]
+fn an_undeliverable_receipt_fails_the_message_with_the_network_error() {
+    let smsc = Smsc::start(&["--undeliverable-rate", "1"]);
+    let app = spawn_on(&smsc, "");
+    let id = app.send_ok(&json!({"to": "+15551234567", "body": "nope"}))[0]["id"]
+        .as_i64()
+        .unwrap();
+    let m = app.wait_final(id);
+    assert_eq!(m["status"], "undelivered", "{m}");
+    assert!(
+        m["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("could not deliver")),
+        "{m}"
+    );
+}
