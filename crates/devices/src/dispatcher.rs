@@ -184,6 +184,7 @@ pub struct Running {
     stop: Arc<Notify>,
     /// Tells the recorder to finish what is queued and end.
     drain: Arc<Notify>,
+    dispatcher: Arc<Dispatcher>,
 }
 
 impl Running {
@@ -198,6 +199,9 @@ impl Running {
         })
         .await;
         self.senders.abort_all();
+        for d in &self.dispatcher.devices {
+            let _ = tokio::time::timeout_at(deadline, d.device.shutdown()).await;
+        }
         // Nothing new can reach the recorder now: let it write what is queued and end.
         self.drain.notify_one();
         let _ = tokio::time::timeout_at(deadline, async {
@@ -269,6 +273,7 @@ impl Dispatcher {
             recorder,
             stop,
             drain,
+            dispatcher: self.clone(),
         }
     }
 

@@ -134,6 +134,16 @@ pub trait Device: Send + Sync + 'static {
     /// (an SMSC does) has nothing to do; one that kept receipts only in memory reports them
     /// again.
     fn recover(&self, _part_ids: Vec<String>) {}
+    /// Stops for good: finishes what is in flight and closes connections politely (an SMPP
+    /// unbind). Called after the dispatcher has stopped handing it messages.
+    fn shutdown(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
+    /// Driver-specific gauges and counters for the API and `/metrics` (names ending in
+    /// `_total` are counters).
+    fn details(&self) -> Vec<(&'static str, i64)> {
+        Vec::new()
+    }
     /// The device's own last error (a failed connection, a refused bind), if it keeps one.
     fn last_error(&self) -> Option<String> {
         None

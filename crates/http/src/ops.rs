@@ -140,6 +140,28 @@ pub async fn metrics(State(st): State<AppState>) -> Response {
             let _ = writeln!(out, "{name}{{device=\"{}\"}} {}", e.device.name(), get(e));
         }
     }
+    // Each family's samples together, as the text format wants them.
+    let mut families: std::collections::BTreeMap<&'static str, Vec<(String, i64)>> =
+        Default::default();
+    for e in &d.devices {
+        for (k, v) in e.device.details() {
+            families
+                .entry(k)
+                .or_default()
+                .push((e.device.name().to_string(), v));
+        }
+    }
+    for (k, samples) in families {
+        let kind = if k.ends_with("_total") {
+            "counter"
+        } else {
+            "gauge"
+        };
+        let _ = writeln!(out, "# TYPE textgate_device_{k} {kind}");
+        for (device, v) in samples {
+            let _ = writeln!(out, "textgate_device_{k}{{device=\"{device}\"}} {v}");
+        }
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
 

@@ -1,7 +1,7 @@
 //! The `smpp` device: its sessions share one queue of submits, and it reports the best state
 //! of its sessions.
 
-use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU16, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::{Duration, Instant};
 
@@ -26,6 +26,20 @@ pub struct Shared {
     throttle_until: StdMutex<Option<Instant>>,
     /// Inbound texts received.
     pub received: AtomicU64,
+    /// Submits sent and not yet answered, over all sessions (the window in use).
+    pub in_flight: AtomicI64,
+    /// Successful binds since start (1 per session, plus one per reconnect).
+    pub binds: AtomicU64,
+    /// ESME_RTHROTTLED and ESME_RMSGQFUL answers.
+    pub throttled: AtomicU64,
+    /// Delivery receipts read.
+    pub receipts: AtomicU64,
+    /// Set on shutdown: sessions drain their window, unbind and stop.
+    pub closing: AtomicBool,
+    /// Wakes sessions when `closing` is set.
+    pub close: tokio::sync::Notify,
+    closed: std::sync::atomic::AtomicUsize,
+    all_closed: tokio::sync::Notify,
 }
 
 impl Shared {
@@ -66,6 +80,13 @@ impl Shared {
         }
     }
 
+    /// A session has ended for good.
+    pub fn session_closed(&self) {
+        if self.closed.fetch_add(1, Ordering::SeqCst) + 1 >= self.states.len() {
+            self.all_closed.notify_waiters();
+        }
+    }
+
     /// Whether sessions should hold back submits now.
     pub fn throttled(&self) -> bool {
         self.throttle_until
@@ -100,6 +121,14 @@ impl Smpp {
                 last_error: StdMutex::new(None),
                 throttle_until: StdMutex::new(None),
                 received: AtomicU64::new(0),
+                in_flight: AtomicI64::new(0),
+                binds: AtomicU64::new(0),
+                throttled: AtomicU64::new(0),
+                receipts: AtomicU64::new(0),
+                closing: AtomicBool::new(false),
+                close: tokio::sync::Notify::new(),
+                closed: std::sync::atomic::AtomicUsize::new(0),
+                all_closed: tokio::sync::Notify::new(),
             }),
             tx,
             rx: Arc::new(Mutex::new(rx)),
@@ -188,5 +217,183 @@ impl Device for Smpp {
 
     fn last_error(&self) -> Option<String> {
         self.shared.last_error.lock().ok().and_then(|e| e.clone())
+    }
+
+    fn shutdown(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            if !self.started.load(Ordering::SeqCst) {
+                return;
+            }
+            let done = self.shared.all_closed.notified();
+            self.shared.closing.store(true, Ordering::SeqCst);
+            self.shared.close.notify_waiters();
+            let wait = self.shared.cfg.response_timeout.0 + Duration::from_secs(1);
+            if self.shared.closed.load(Ordering::SeqCst) < self.shared.states.len()
+                && tokio::time::timeout(wait, done).await.is_err()
+            {
+                tracing::warn!(device = %self.shared.name, "SMPP sessions did not unbind in time");
+            }
+        })
+    }
+
+    fn details(&self) -> Vec<(&'static str, i64)> {
+        let up = self
+            .shared
+            .states
+            .iter()
+            .filter(|s| s.load(Ordering::Relaxed) == DeviceState::Up as u8)
+            .count();
+        let count = |a: &AtomicU64| i64::try_from(a.load(Ordering::Relaxed)).unwrap_or(i64::MAX);
+        vec![
+            ("binds_up", up as i64),
+            ("binds_configured", self.shared.states.len() as i64),
+            (
+                "window_in_use",
+                self.shared.in_flight.load(Ordering::Relaxed).max(0),
+            ),
+            ("window_size", self.window() as i64),
+            ("binds_total", count(&self.shared.binds)),
+            ("throttled_total", count(&self.shared.throttled)),
+            ("receipts_read_total", count(&self.shared.receipts)),
+            ("inbound_parts_total", count(&self.shared.received)),
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The session against a scripted SMSC on a real socket: what it answers to PDUs that do
+    //! not decode, and that it stays bound through them.
+
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+
+    async fn read_pdu(s: &mut TcpStream) -> Vec<u8> {
+        let mut len = [0u8; 4];
+        s.read_exact(&mut len).await.expect("a PDU");
+        let n = u32::from_be_bytes(len) as usize;
+        let mut rest = vec![0u8; n - 4];
+        s.read_exact(&mut rest).await.expect("its body");
+        [len.to_vec(), rest].concat()
+    }
+
+    fn header(len: u32, id: u32, status: u32, seq: u32) -> Vec<u8> {
+        [len, id, status, seq]
+            .iter()
+            .flat_map(|v| v.to_be_bytes())
+            .collect()
+    }
+
+    fn be(b: &[u8]) -> u32 {
+        u32::from_be_bytes([b[0], b[1], b[2], b[3]])
+    }
+
+    async fn bound() -> (Smpp, TcpStream, mpsc::UnboundedReceiver<DeviceEvent>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let cfg: SmppConfig = toml::from_str(&format!(
+            "host='127.0.0.1'\nport={port}\nsystem_id='t'\npassword='p'\n"
+        ))
+        .expect("config");
+        let dev = Smpp::new("s", cfg);
+        let (tx, rx) = mpsc::unbounded_channel();
+        dev.start(tx);
+        let (mut smsc, _) = listener.accept().await.expect("the session connects");
+        let bind = read_pdu(&mut smsc).await;
+        assert_eq!(
+            be(&bind[4..8]),
+            0x0000_0009,
+            "bind_transceiver (SMPP 3.4 §4.1.5)"
+        );
+        let mut resp = header(17, 0x8000_0009, 0, be(&bind[12..16]));
+        resp.push(0); // system_id ""
+        smsc.write_all(&resp).await.expect("write");
+        for _ in 0..100 {
+            if dev.state() == DeviceState::Up {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(dev.state(), DeviceState::Up);
+        (dev, smsc, rx)
+    }
+
+    #[tokio::test]
+    async fn malformed_pdus_get_generic_nack_and_the_session_stays_up() {
+        let (dev, mut smsc, _rx) = bound().await;
+        // An unknown command_id (§4.3: generic_nack, ESME_RINVCMDID).
+        smsc.write_all(&header(16, 0x0000_0199, 0, 41))
+            .await
+            .unwrap();
+        let nack = read_pdu(&mut smsc).await;
+        assert_eq!(
+            (be(&nack[4..8]), be(&nack[8..12]), be(&nack[12..16])),
+            (0x8000_0000, 0x03, 41)
+        );
+        // A deliver_sm whose body stops inside its mandatory fields (ESME_RINVCMDLEN).
+        let mut bad = header(19, 0x0000_0005, 0, 42);
+        bad.extend_from_slice(b"\x00\x01\x01");
+        smsc.write_all(&bad).await.unwrap();
+        let nack = read_pdu(&mut smsc).await;
+        assert_eq!(
+            (be(&nack[4..8]), be(&nack[8..12]), be(&nack[12..16])),
+            (0x8000_0000, 0x02, 42)
+        );
+        // Still bound: an enquire_link is answered.
+        smsc.write_all(&header(16, 0x0000_0015, 0, 43))
+            .await
+            .unwrap();
+        let resp = read_pdu(&mut smsc).await;
+        assert_eq!((be(&resp[4..8]), be(&resp[12..16])), (0x8000_0015, 43));
+        assert_eq!(dev.state(), DeviceState::Up);
+    }
+
+    #[tokio::test]
+    async fn shutdown_unbinds() {
+        let (dev, mut smsc, _rx) = bound().await;
+        let stop = tokio::spawn(async move { dev.shutdown().await });
+        let unbind = read_pdu(&mut smsc).await;
+        assert_eq!(be(&unbind[4..8]), 0x0000_0006, "unbind (§4.2.1)");
+        smsc.write_all(&header(16, 0x8000_0006, 0, be(&unbind[12..16])))
+            .await
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(5), stop)
+            .await
+            .expect("shutdown finishes")
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn random_bodies_never_break_the_session() {
+        let (dev, mut smsc, mut rx) = bound().await;
+        // Play the store: every inbound text is committed at once.
+        tokio::spawn(async move {
+            while let Some(ev) = rx.recv().await {
+                if let DeviceEvent::Inbound { ack: Some(ack), .. } = ev {
+                    let _ = ack.send(true);
+                }
+            }
+        });
+        let mut rng = fastrand::Rng::with_seed(7);
+        for seq in 100..300u32 {
+            // A known request id with a random body of a plausible length.
+            let id = [0x0000_0005u32, 0x0000_0004, 0x0000_0015, 0x0000_0103][rng.usize(..4)];
+            let body: Vec<u8> = (0..rng.usize(0..80)).map(|_| rng.u8(..)).collect();
+            let mut pdu = header(16 + body.len() as u32, id, 0, seq);
+            pdu.extend_from_slice(&body);
+            smsc.write_all(&pdu).await.unwrap();
+            let answer = read_pdu(&mut smsc).await;
+            assert_eq!(
+                be(&answer[12..16]),
+                seq,
+                "every request is answered, in order"
+            );
+            assert!(
+                be(&answer[4..8]) & 0x8000_0000 != 0,
+                "with a response or generic_nack"
+            );
+        }
+        assert_eq!(dev.state(), DeviceState::Up);
     }
 }

@@ -97,13 +97,23 @@ pub async fn run(ctx: SessionCtx, index: usize) {
             Ok((stream, seq)) => {
                 backoff = cfg.reconnect_min.0;
                 ctx.shared.set_state(index, DeviceState::Up);
+                ctx.shared.binds.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(device = %ctx.shared.name, session = index, "bound to the SMSC");
                 let reason = Session::new(&ctx, stream, seq).serve().await;
                 ctx.shared.set_state(index, DeviceState::Down);
+                if ctx.shared.closing.load(Ordering::Relaxed) {
+                    tracing::info!(device = %ctx.shared.name, session = index, "SMPP session closed: {reason}");
+                    ctx.shared.session_closed();
+                    return;
+                }
                 reason
             }
             Err(e) => e,
         };
+        if ctx.shared.closing.load(Ordering::Relaxed) {
+            ctx.shared.session_closed();
+            return;
+        }
         tracing::warn!(device = %ctx.shared.name, session = index, reason = %reason, "SMPP session down; reconnecting");
         ctx.shared.note_error(&reason);
         ctx.shared.set_state(index, DeviceState::Down);
@@ -209,6 +219,13 @@ impl<'a> Session<'a> {
         }
     }
 
+    /// Removes a pending submit, keeping the window gauge right.
+    fn take(&mut self, seq: u32) -> Option<Pending> {
+        let p = self.pending.remove(&seq)?;
+        self.ctx.shared.in_flight.fetch_sub(1, Ordering::Relaxed);
+        Some(p)
+    }
+
     fn seq(&mut self) -> u32 {
         let s = self.next_seq;
         // §5.1.4: 0x00000001 to 0x7FFFFFFF.
@@ -223,6 +240,10 @@ impl<'a> Session<'a> {
     /// Serves the bound session until it ends; returns why.
     async fn serve(mut self) -> String {
         let reason = self.serve_inner().await;
+        self.ctx
+            .shared
+            .in_flight
+            .fetch_sub(self.pending.len() as i64, Ordering::Relaxed);
         for (_, p) in self.pending.drain() {
             let _ = p.reply.send(Err(SendError::Transient {
                 code: None,
@@ -241,14 +262,27 @@ impl<'a> Session<'a> {
         enquire.tick().await;
         let mut sweep = tokio::time::interval(Duration::from_millis(250));
         let submits = self.ctx.submits.clone();
+        let mut unbinding = false;
         loop {
+            // Shutdown (§4.2): take no more submits, let the window drain, then unbind.
+            if !unbinding
+                && self.ctx.shared.closing.load(Ordering::Relaxed)
+                && self.pending.is_empty()
+            {
+                let seq = self.seq();
+                self.queue(&Command::new(CommandStatus::EsmeRok, seq, Pdu::Unbind));
+                unbinding = true;
+            }
             if !self.out.is_empty() {
                 if let Err(e) = self.stream.write_all(&self.out).await {
                     return format!("writing to the SMSC failed: {e}");
                 }
                 self.out.clear();
             }
-            let room = can_send && self.pending.len() < window && !self.ctx.shared.throttled();
+            let room = can_send
+                && self.pending.len() < window
+                && !self.ctx.shared.throttled()
+                && !self.ctx.shared.closing.load(Ordering::Relaxed);
             tokio::select! {
                 read = self.stream.read_buf(&mut buf) => match read {
                     Ok(0) => return "the SMSC closed the connection".into(),
@@ -266,6 +300,7 @@ impl<'a> Session<'a> {
                         let seq = self.seq();
                         self.queue(&Command::new(CommandStatus::EsmeRok, seq, Pdu::from(req.pdu)));
                         self.pending.insert(seq, Pending { deadline: Instant::now() + cfg.response_timeout.0, reply: req.reply });
+                        self.ctx.shared.in_flight.fetch_add(1, Ordering::Relaxed);
                     }
                     None => return "the device was shut down".into(),
                 },
@@ -283,6 +318,7 @@ impl<'a> Session<'a> {
                     self.enquire_sent = Some(Instant::now());
                 }
                 _ = sweep.tick() => self.sweep(),
+                _ = self.ctx.shared.close.notified(), if !unbinding => {}
             }
         }
     }
@@ -296,7 +332,7 @@ impl<'a> Session<'a> {
             .map(|(s, _)| *s)
             .collect();
         for seq in late {
-            if let Some(p) = self.pending.remove(&seq) {
+            if let Some(p) = self.take(seq) {
                 let _ = p.reply.send(Err(SendError::Transient {
                     code: None,
                     reason: "the SMSC did not answer the submit in time".into(),
@@ -337,7 +373,7 @@ impl<'a> Session<'a> {
         match command.id() {
             CommandId::SubmitSmResp => {
                 // A response to nothing we sent (or already timed out) is ignored.
-                let p = self.pending.remove(&seq)?;
+                let p = self.take(seq)?;
                 let result = if status == CommandStatus::EsmeRok {
                     let id = match command.pdu() {
                         Some(Pdu::SubmitSmResp(r)) => {
@@ -355,17 +391,19 @@ impl<'a> Session<'a> {
                     let code = u32::from(status);
                     if code == 0x58 || code == 0x14 {
                         self.ctx.shared.throttle();
+                        self.ctx.shared.throttled.fetch_add(1, Ordering::Relaxed);
                     }
                     Err(status_error(status))
                 };
                 let _ = p.reply.send(result);
             }
             CommandId::GenericNack => {
-                if let Some(p) = self.pending.remove(&seq) {
+                if let Some(p) = self.take(seq) {
                     let _ = p.reply.send(Err(status_error(status)));
                 }
             }
             CommandId::EnquireLinkResp => self.enquire_sent = None,
+            CommandId::UnbindResp => return Some("unbound".into()),
             CommandId::EnquireLink => self.queue(&Command::new(
                 CommandStatus::EsmeRok,
                 seq,
@@ -375,11 +413,11 @@ impl<'a> Session<'a> {
                 self.queue(&Command::new(CommandStatus::EsmeRok, seq, Pdu::UnbindResp));
                 return Some("the SMSC unbound".into());
             }
-            CommandId::DeliverSm => {
-                if let Some(Pdu::DeliverSm(d)) = command.pdu() {
-                    self.deliver(seq, d);
-                }
-            }
+            CommandId::DeliverSm => match command.pdu() {
+                Some(Pdu::DeliverSm(d)) => self.deliver(seq, d),
+                // A deliver_sm without its body is not one we can take.
+                _ => self.queue(&codec::generic_nack(seq, CommandStatus::EsmeRinvcmdlen)),
+            },
             other if u32::from(other) & 0x8000_0000 == 0 => {
                 // A request we do not serve (§4.3: answer with generic_nack).
                 self.queue(&codec::generic_nack(seq, CommandStatus::EsmeRinvcmdid));
@@ -436,6 +474,7 @@ impl<'a> Session<'a> {
             if let Some(r) =
                 receipt::parse(&text, receipted.as_deref(), state, network_error.as_deref())
             {
+                self.ctx.shared.receipts.fetch_add(1, Ordering::Relaxed);
                 if r.state.is_final() {
                     let id = receipt::receipt_id_to_resp(
                         &r.id,

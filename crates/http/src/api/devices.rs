@@ -28,6 +28,7 @@ pub async fn list(_caller: Caller, State(st): State<AppState>) -> Json<Value> {
                 "receipts": s.receipts.load(Ordering::Relaxed),
                 "window": d.device.window(),
                 "max_rate": d.max_rate,
+                "details": d.device.details().into_iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
                 "last_error": d.device.last_error().or_else(|| s.last_error.lock().ok().and_then(|e| e.clone())),
             })
         })
