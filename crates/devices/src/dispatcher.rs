@@ -31,6 +31,12 @@ use crate::{Device, DeviceEvent, DeviceState, OutboundSms, SendError};
 const IN_FLIGHT: usize = 8192;
 /// Messages claimed in one query, at most.
 const CLAIM_BATCH: usize = 512;
+/// How soon a message refused by throttling is tried again, at most.
+const THROTTLE_RETRY: Duration = Duration::from_millis(500);
+/// With fewer records than this, the recorder waits [`GATHER_WAIT`] for more.
+const GATHER_BELOW: usize = 512;
+/// How long the recorder waits for more records to share a commit.
+const GATHER_WAIT: Duration = Duration::from_millis(if cfg!(test) { 0 } else { 5 });
 /// How long a receipt for an unknown part id is kept, waiting for its submit to be recorded.
 const EARLY_RECEIPT_TTL: Duration = Duration::from_secs(600);
 
@@ -536,6 +542,33 @@ impl Dispatcher {
                     due_at,
                     code,
                     error: reason,
+                    refund: false,
+                }
+            }
+            Err(SendError::Throttled { code, reason }) => {
+                entry.stats.retried.fetch_add(1, Ordering::Relaxed);
+                let due_at = now + self.policy.backoff.min(THROTTLE_RETRY).as_millis() as Millis;
+                if due_at >= msg.expires_at {
+                    return Outcome::Final {
+                        id: msg.id,
+                        attempt: msg.attempts,
+                        status: Status::Expired,
+                        device: Some(name),
+                        code,
+                        error: format!(
+                            "its validity ran out while the device was throttling: {reason}"
+                        ),
+                        at: now,
+                    };
+                }
+                Outcome::Retry {
+                    id: msg.id,
+                    attempt: msg.attempts,
+                    device: Some(name),
+                    due_at,
+                    code,
+                    error: reason,
+                    refund: true,
                 }
             }
             Err(SendError::Permanent { code, reason }) => {
@@ -585,6 +618,15 @@ impl Dispatcher {
                 n = rx.recv_many(&mut buf, 4096) => if n == 0 { return },
                 n = events.recv_many(&mut evbuf, 4096), if events_open => if n == 0 { events_open = false },
                 _ = &mut drain_signal, if !draining => { draining = true; continue }
+            }
+            let inbound_waiting = evbuf
+                .iter()
+                .any(|e| matches!(e, DeviceEvent::Inbound { .. }));
+            if buf.len() + evbuf.len() < GATHER_BELOW && !draining && !inbound_waiting {
+                // Each write is a commit that rewrites every page it touches: a moment's wait
+                // lets a busy round share one. Only delivery bookkeeping waits; an inbound
+                // text's sender waits for its commit, so it never does.
+                tokio::time::sleep(GATHER_WAIT).await;
             }
             while buf.len() < 4096 {
                 match rx.try_recv() {

@@ -56,6 +56,15 @@ pub enum SendError {
         /// Readable reason.
         reason: String,
     },
+    /// The device asked to slow down (SMPP ESME_RTHROTTLED, ESME_RMSGQFUL): try again soon;
+    /// the attempt does not count against `max_attempts`.
+    #[error("{reason}")]
+    Throttled {
+        /// The device's own code.
+        code: Option<String>,
+        /// Readable reason.
+        reason: String,
+    },
     /// This message will never go through this way (an invalid number, a refused sender).
     #[error("{reason}")]
     Permanent {

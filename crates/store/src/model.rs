@@ -309,6 +309,8 @@ pub enum Outcome {
         code: Option<String>,
         /// Why.
         error: String,
+        /// The device asked us to slow down (throttling): this attempt does not count.
+        refund: bool,
     },
     /// The end: `failed` or `expired`.
     Final {

@@ -581,12 +581,13 @@ impl Postgres {
                     due_at,
                     code,
                     error,
+                    refund,
                 } => tx
                     .execute(
                         "UPDATE messages SET status = 'queued', due_at = $3, lease_until = NULL,
-                           device = coalesce($4, device), error_code = $5, error = $6
+                           device = coalesce($4, device), error_code = $5, error = $6, attempts = attempts - $7
                          WHERE id = $1 AND attempts = $2 AND status = 'sending'",
-                        &[&id, &attempt, &due_at, &device, &code, &error],
+                        &[&id, &attempt, &due_at, &device, &code, &error, &i64::from(*refund)],
                     )
                     .await
                     .map_err(db_err)?,

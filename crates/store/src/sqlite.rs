@@ -624,13 +624,13 @@ impl Sqlite {
                         }
                         n
                     }
-                    Outcome::Retry { id, attempt, device, due_at, code, error } => c
+                    Outcome::Retry { id, attempt, device, due_at, code, error, refund } => c
                         .prepare_cached(
                             "UPDATE messages SET status = 'queued', due_at = ?3, lease_until = NULL,
-                               device = coalesce(?4, device), error_code = ?5, error = ?6
+                               device = coalesce(?4, device), error_code = ?5, error = ?6, attempts = attempts - ?7
                              WHERE id = ?1 AND attempts = ?2 AND status = 'sending'",
                         )
-                        .and_then(|mut s| s.execute(params![id, attempt, due_at, device, code, error]))
+                        .and_then(|mut s| s.execute(params![id, attempt, due_at, device, code, error, i64::from(*refund)]))
                         .map_err(db_err)?,
                     Outcome::Final { id, attempt, status, device, code, error, at } => c
                         .prepare_cached(

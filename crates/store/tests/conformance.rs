@@ -357,6 +357,7 @@ async fn outcomes_are_fenced_by_attempt_and_receipts_complete_messages() {
                     due_at: 500,
                     code: Some("88".into()),
                     error: "throttled".into(),
+                    refund: true,
                 },
                 Outcome::Final {
                     id: ids[3],
@@ -374,6 +375,7 @@ async fn outcomes_are_fenced_by_attempt_and_receipts_complete_messages() {
             .unwrap();
         assert_eq!(applied, vec![true, true, true, true, false]);
         let m2 = s.get_message(ids[2]).await.unwrap().unwrap();
+        assert_eq!(m2.attempts, 0, "a throttled attempt does not count");
         assert_eq!(
             (m2.status, m2.due_at, m2.error.as_deref()),
             (Status::Queued, 500, Some("throttled"))

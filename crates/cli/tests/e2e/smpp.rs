@@ -240,7 +240,13 @@ fn inbound_texts_single_and_multipart_are_stored_before_they_are_acknowledged() 
 #[test]
 fn throttling_answers_slow_down_and_retry_without_losing_anything() {
     let mut smsc = Smsc::start(&["--throttle-every", "3", "--queue-full-every", "7"]);
-    let app = spawn_on(&smsc, "window = 4");
+    // One attempt allowed: a throttled answer must not use it up.
+    let app = spawn_app(
+        &smsc
+            .device("window = 4")
+            .replace("max_attempts = 50", "max_attempts = 1"),
+    );
+    wait_for("the SMPP bind", || device_state(&app)["state"] == "up");
     let ids: Vec<i64> = (0..20)
         .map(|i| {
             app.send_ok(&json!({"to": format!("+1555000{i:04}"), "body": format!("n{i}")}))[0]["id"]

@@ -66,7 +66,12 @@ pub fn is_transient(status: u32) -> bool {
 fn status_error(status: CommandStatus) -> SendError {
     let code = u32::from(status);
     let reason = format!("the SMSC refused the submit: {status:?} (0x{code:08X})");
-    if is_transient(code) {
+    if code == 0x58 || code == 0x14 {
+        SendError::Throttled {
+            code: Some(format!("0x{code:08X}")),
+            reason,
+        }
+    } else if is_transient(code) {
         SendError::Transient {
             code: Some(format!("0x{code:08X}")),
             reason,
@@ -219,6 +224,23 @@ impl<'a> Session<'a> {
         }
     }
 
+    fn submit(&mut self, req: SubmitReq, timeout: Duration) {
+        let seq = self.seq();
+        self.queue(&Command::new(
+            CommandStatus::EsmeRok,
+            seq,
+            Pdu::from(req.pdu),
+        ));
+        self.pending.insert(
+            seq,
+            Pending {
+                deadline: Instant::now() + timeout,
+                reply: req.reply,
+            },
+        );
+        self.ctx.shared.in_flight.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Removes a pending submit, keeping the window gauge right.
     fn take(&mut self, seq: u32) -> Option<Pending> {
         let p = self.pending.remove(&seq)?;
@@ -297,10 +319,17 @@ impl<'a> Session<'a> {
                 },
                 req = async { submits.lock().await.recv().await }, if room => match req {
                     Some(req) => {
-                        let seq = self.seq();
-                        self.queue(&Command::new(CommandStatus::EsmeRok, seq, Pdu::from(req.pdu)));
-                        self.pending.insert(seq, Pending { deadline: Instant::now() + cfg.response_timeout.0, reply: req.reply });
-                        self.ctx.shared.in_flight.fetch_add(1, Ordering::Relaxed);
+                        self.submit(req, cfg.response_timeout.0);
+                        // Take whatever else is waiting, up to the window, so that one write
+                        // carries many submits.
+                        if let Ok(mut q) = submits.try_lock() {
+                            while self.pending.len() < window {
+                                match q.try_recv() {
+                                    Ok(more) => self.submit(more, cfg.response_timeout.0),
+                                    Err(_) => break,
+                                }
+                            }
+                        }
                     }
                     None => return "the device was shut down".into(),
                 },
