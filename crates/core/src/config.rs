@@ -3,7 +3,7 @@
 //! bad key and say why before anything starts.
 //!
 //! Sections that belong to features not in this build (`[smtp]`, `[mailer]`, `[spool]`,
-//! `[[port_server]]`, `[[inbound_rule]]`, device kinds other than `loopback`) are refused by
+//! `[[port_server]]`, `[[inbound_rule]]`, device kinds `modem` and `remote`) are refused by
 //! [`Config::check`] with a message saying so, rather than accepted and silently ignored.
 
 use std::collections::HashSet;
@@ -463,8 +463,23 @@ impl DeviceConfig {
                 if cfg.tls {
                     return Err(ConfigError::new(format!("{key}.tls"), "TLS to an SMSC is not available in this build yet; remove it"));
                 }
-                if cfg.window == 0 || cfg.binds == 0 {
-                    return Err(ConfigError::new(format!("{key}.window"), "window and binds must be at least 1"));
+                if cfg.window == 0 {
+                    return Err(ConfigError::new(format!("{key}.window"), "must be at least 1"));
+                }
+                if cfg.binds == 0 {
+                    return Err(ConfigError::new(format!("{key}.binds"), "must be at least 1"));
+                }
+                if cfg.enquire_link.0 < Duration::from_secs(1) {
+                    return Err(ConfigError::new(format!("{key}.enquire_link"), "must be at least 1s"));
+                }
+                if cfg.response_timeout.0 < Duration::from_millis(100) {
+                    return Err(ConfigError::new(format!("{key}.response_timeout"), "must be at least 100ms"));
+                }
+                if cfg.reconnect_min.0.is_zero() || cfg.reconnect_min.0 > cfg.reconnect_max.0 {
+                    return Err(ConfigError::new(
+                        format!("{key}.reconnect_min"),
+                        "must be above zero and no more than reconnect_max",
+                    ));
                 }
                 for (field, v) in [("resp_id_format", &cfg.resp_id_format), ("receipt_id_format", &cfg.receipt_id_format)] {
                     if !matches!(v.as_str(), "auto" | "hex" | "decimal" | "text") {
@@ -479,7 +494,7 @@ impl DeviceConfig {
             "modem" | "remote" => Err(ConfigError::new(
                 format!("{key}.kind"),
                 format!(
-                    "device kind \"{}\" is not available in this build of textgate yet; use \"loopback\"",
+                    "device kind \"{}\" is not available in this build of textgate yet; use \"smpp\" or \"loopback\"",
                     self.kind
                 ),
             )),
@@ -867,6 +882,15 @@ devices = ["lb"]
             "device \"smsc1\".receipt_id_format"
         );
         assert!(bad("bind='sideways'").message.contains("sideways"));
+        assert_eq!(
+            bad("enquire_link='0s'").key,
+            "device \"smsc1\".enquire_link"
+        );
+        assert_eq!(bad("binds=0").key, "device \"smsc1\".binds");
+        assert_eq!(
+            bad("reconnect_min='2m'").key,
+            "device \"smsc1\".reconnect_min"
+        );
         let long_pw = Config::parse(&text.replace("secret", "much-too-long"), &no_env).unwrap();
         assert_eq!(
             long_pw.devices[0].settings().unwrap_err().key,

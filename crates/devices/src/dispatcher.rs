@@ -258,7 +258,10 @@ impl Dispatcher {
         let (ev_tx, ev_rx) = mpsc::unbounded_channel::<DeviceEvent>();
         let mut queues = Vec::new();
         for (i, entry) in self.devices.iter().enumerate() {
-            entry.device.start(ev_tx.clone());
+            // A disabled device is listed but never connects.
+            if entry.enabled {
+                entry.device.start(ev_tx.clone());
+            }
             // Unbounded, because the in-flight budget already bounds what all queues hold.
             let (tx, rx) = mpsc::unbounded_channel::<Job>();
             queues.push(tx);
@@ -643,6 +646,7 @@ impl Dispatcher {
             buf.extend(evbuf.drain(..).map(Record::from));
             let mut outcomes = Vec::new();
             let mut inbound = Vec::new();
+            let mut receipt_acks = Vec::new();
             let mut permits = Vec::new();
             let mut receipts = Vec::new();
             for r in buf.drain(..) {
@@ -657,10 +661,12 @@ impl Dispatcher {
                         delivered,
                         code,
                         at,
+                        ack,
                     }) => {
                         if let Some(d) = self.devices.iter().find(|d| d.device.name() == device) {
                             d.stats.receipts.fetch_add(1, Ordering::Relaxed);
                         }
+                        receipt_acks.extend(ack);
                         receipts.push(Receipt {
                             device,
                             device_msg_id,
@@ -680,8 +686,15 @@ impl Dispatcher {
                 self.record(outcomes, &mut early, &mut receipts).await;
             }
             drop(permits);
-            if !receipts.is_empty() {
-                self.apply(receipts, &mut early).await;
+            let recorded = if receipts.is_empty() {
+                true
+            } else {
+                self.apply(receipts, &mut early).await
+            };
+            // Receipts are acknowledged to their device once written (or held for a submit
+            // not yet recorded); when the store failed, the peer is asked to send them again.
+            for ack in receipt_acks {
+                let _ = ack.send(recorded);
             }
             let now = tokio::time::Instant::now();
             early.retain(|_, (r, t)| {
@@ -780,7 +793,7 @@ impl Dispatcher {
         &self,
         receipts: Vec<Receipt>,
         early: &mut HashMap<(String, String), (Receipt, tokio::time::Instant)>,
-    ) {
+    ) -> bool {
         let receipts = Arc::new(receipts);
         let matches = match self.store.apply_receipts(receipts.clone()).await {
             Ok(m) => m,
@@ -790,7 +803,7 @@ impl Dispatcher {
                 for r in receipts.iter().cloned() {
                     early.insert((r.device.clone(), r.device_msg_id.clone()), (r, now));
                 }
-                return;
+                return false;
             }
         };
         let now = tokio::time::Instant::now();
@@ -808,6 +821,7 @@ impl Dispatcher {
                 ReceiptMatch::Part { status: None, .. } => {}
             }
         }
+        true
     }
 
     /// Hands each device the parts an earlier run sent through it that have no receipt yet.

@@ -90,6 +90,9 @@ pub enum DeviceEvent {
         code: Option<String>,
         /// When.
         at: Millis,
+        /// Answered once the receipt is recorded (`true`), so the device acknowledges it to
+        /// its peer only then; `false` asks the peer to deliver it again.
+        ack: Option<tokio::sync::oneshot::Sender<bool>>,
     },
     /// An inbound text, reassembled. The device acknowledges it to its peer only after
     /// `ack` answers `true` (the text is committed).

@@ -48,6 +48,7 @@ impl Loopback {
                     // GSM 04.11 cause 27 "destination out of order", as an SMSC would report it.
                     code: (!delivered).then(|| "027".to_string()),
                     at: now_ms(),
+                    ack: None,
                 });
             }
         };

@@ -225,6 +225,11 @@ impl<'a> Session<'a> {
     }
 
     fn submit(&mut self, req: SubmitReq, timeout: Duration) {
+        if req.reply.is_closed() {
+            // Its sender gave up waiting (and the dispatcher will try again): sending it now
+            // would send it twice.
+            return;
+        }
         let seq = self.seq();
         self.queue(&Command::new(
             CommandStatus::EsmeRok,
@@ -337,14 +342,18 @@ impl<'a> Session<'a> {
                     self.queue(&Command::new(status, seq, Pdu::from(DeliverSmResp::default())));
                 }
                 _ = enquire.tick() => {
-                    if let Some(sent) = self.enquire_sent {
-                        if sent.elapsed() > cfg.response_timeout.0 {
+                    // One enquire_link at a time: while one is unanswered, only check its age.
+                    match self.enquire_sent {
+                        Some(sent) if sent.elapsed() > cfg.response_timeout.0 => {
                             return "the SMSC did not answer enquire_link".into();
                         }
+                        Some(_) => {}
+                        None => {
+                            let seq = self.seq();
+                            self.queue(&Command::new(CommandStatus::EsmeRok, seq, Pdu::EnquireLink));
+                            self.enquire_sent = Some(Instant::now());
+                        }
                     }
-                    let seq = self.seq();
-                    self.queue(&Command::new(CommandStatus::EsmeRok, seq, Pdu::EnquireLink));
-                    self.enquire_sent = Some(Instant::now());
                 }
                 _ = sweep.tick() => self.sweep(),
                 _ = self.ctx.shared.close.notified(), if !unbinding => {}
@@ -427,6 +436,10 @@ impl<'a> Session<'a> {
                 let _ = p.reply.send(result);
             }
             CommandId::GenericNack => {
+                if matches!(u32::from(status), 0x58 | 0x14) {
+                    self.ctx.shared.throttle();
+                    self.ctx.shared.throttled.fetch_add(1, Ordering::Relaxed);
+                }
                 if let Some(p) = self.take(seq) {
                     let _ = p.reply.send(Err(status_error(status)));
                 }
@@ -510,17 +523,22 @@ impl<'a> Session<'a> {
                         id_format(&cfg.receipt_id_format),
                         id_format(&cfg.resp_id_format),
                     );
+                    let (ack, recorded) = oneshot::channel();
                     let _ = self.ctx.events.send(DeviceEvent::Receipt {
                         device: self.ctx.shared.name.clone(),
                         device_msg_id: id,
                         delivered: r.state.delivered(),
                         code: r.error.clone(),
                         at: now_ms(),
+                        ack: Some(ack),
                     });
+                    self.ack_when(seq, recorded);
+                    return;
                 }
             } else {
                 tracing::warn!(device = %self.ctx.shared.name, "a delivery receipt could not be read: {text:?}");
             }
+            // Nothing to record (an intermediate state, or unreadable): acknowledged now.
             self.ack(seq);
             return;
         }
@@ -582,6 +600,19 @@ impl<'a> Session<'a> {
         }
     }
 
+    /// Answers deliver_sm `seq` once `stored` says the store has it.
+    fn ack_when(&self, seq: u32, stored: oneshot::Receiver<bool>) {
+        let acks = self.acks_tx.clone();
+        tokio::spawn(async move {
+            // §4.6.2: ESME_RX_T_APPN asks the SMSC to deliver it again later.
+            let status = match stored.await {
+                Ok(true) => CommandStatus::EsmeRok,
+                _ => CommandStatus::EsmeRxTAppn,
+            };
+            let _ = acks.send((seq, status));
+        });
+    }
+
     /// Hands an inbound text to the store; `ack_seq` is answered after it is committed.
     #[allow(clippy::too_many_arguments)]
     fn inbound(
@@ -621,15 +652,7 @@ impl<'a> Session<'a> {
             ack: Some(ack_tx),
         });
         if let Some(seq) = ack_seq {
-            let acks = self.acks_tx.clone();
-            tokio::spawn(async move {
-                // §4.6.2: ESME_RX_T_APPN asks the SMSC to deliver it again later.
-                let status = match ack_rx.await {
-                    Ok(true) => CommandStatus::EsmeRok,
-                    _ => CommandStatus::EsmeRxTAppn,
-                };
-                let _ = acks.send((seq, status));
-            });
+            self.ack_when(seq, ack_rx);
         }
     }
 }
