@@ -344,6 +344,12 @@ pub struct SmppConfig {
     /// How it writes them in receipts (some SMSCs answer in hex and report in decimal).
     #[serde(default = "default_id_format")]
     pub receipt_id_format: String,
+    /// Answer a receipt's deliver_sm only after the receipt is recorded. Safer across a crash
+    /// (the SMSC delivers it again), but the SMSC's receipt window then waits for each commit,
+    /// which costs throughput; off, a crash can lose the receipts of the last moments (their
+    /// messages then expire as "no receipt"), as in other gateways.
+    #[serde(default)]
+    pub ack_receipts_after_commit: bool,
     /// How long the parts of an inbound long text are awaited before it is stored as partial.
     #[serde(default = "default_reassembly")]
     pub reassembly_timeout: Dur,

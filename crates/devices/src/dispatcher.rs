@@ -622,13 +622,17 @@ impl Dispatcher {
                 n = events.recv_many(&mut evbuf, 4096), if events_open => if n == 0 { events_open = false },
                 _ = &mut drain_signal, if !draining => { draining = true; continue }
             }
-            let inbound_waiting = evbuf
-                .iter()
-                .any(|e| matches!(e, DeviceEvent::Inbound { .. }));
-            if buf.len() + evbuf.len() < GATHER_BELOW && !draining && !inbound_waiting {
+            // A device waiting to acknowledge (an inbound text, a receipt) holds its peer's
+            // window until the commit: never make it wait longer.
+            let peer_waiting = evbuf.iter().any(|e| {
+                matches!(
+                    e,
+                    DeviceEvent::Inbound { .. } | DeviceEvent::Receipt { ack: Some(_), .. }
+                )
+            });
+            if buf.len() + evbuf.len() < GATHER_BELOW && !draining && !peer_waiting {
                 // Each write is a commit that rewrites every page it touches: a moment's wait
-                // lets a busy round share one. Only delivery bookkeeping waits; an inbound
-                // text's sender waits for its commit, so it never does.
+                // lets a busy round share one.
                 tokio::time::sleep(GATHER_WAIT).await;
             }
             while buf.len() < 4096 {

@@ -523,16 +523,24 @@ impl<'a> Session<'a> {
                         id_format(&cfg.receipt_id_format),
                         id_format(&cfg.resp_id_format),
                     );
-                    let (ack, recorded) = oneshot::channel();
+                    let (ack, recorded) = if cfg.ack_receipts_after_commit {
+                        let (tx, rx) = oneshot::channel();
+                        (Some(tx), Some(rx))
+                    } else {
+                        (None, None)
+                    };
                     let _ = self.ctx.events.send(DeviceEvent::Receipt {
                         device: self.ctx.shared.name.clone(),
                         device_msg_id: id,
                         delivered: r.state.delivered(),
                         code: r.error.clone(),
                         at: now_ms(),
-                        ack: Some(ack),
+                        ack,
                     });
-                    self.ack_when(seq, recorded);
+                    match recorded {
+                        Some(rx) => self.ack_when(seq, rx),
+                        None => self.ack(seq),
+                    }
                     return;
                 }
             } else {
