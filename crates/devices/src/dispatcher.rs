@@ -525,54 +525,12 @@ impl Dispatcher {
                     };
                 }
                 let due_at = now + self.policy.retry_delay(attempt).as_millis() as Millis;
-                if due_at >= msg.expires_at {
-                    return Outcome::Final {
-                        id: msg.id,
-                        attempt: msg.attempts,
-                        status: Status::Expired,
-                        device: Some(name),
-                        code,
-                        error: format!(
-                            "its validity ran out while retrying; the last error was: {reason}"
-                        ),
-                        at: now,
-                    };
-                }
-                Outcome::Retry {
-                    id: msg.id,
-                    attempt: msg.attempts,
-                    device: Some(name),
-                    due_at,
-                    code,
-                    error: reason,
-                    refund: false,
-                }
+                retry_or_expire(msg, name, code, reason, due_at, false, now)
             }
             Err(SendError::Throttled { code, reason }) => {
                 entry.stats.retried.fetch_add(1, Ordering::Relaxed);
                 let due_at = now + self.policy.backoff.min(THROTTLE_RETRY).as_millis() as Millis;
-                if due_at >= msg.expires_at {
-                    return Outcome::Final {
-                        id: msg.id,
-                        attempt: msg.attempts,
-                        status: Status::Expired,
-                        device: Some(name),
-                        code,
-                        error: format!(
-                            "its validity ran out while the device was throttling: {reason}"
-                        ),
-                        at: now,
-                    };
-                }
-                Outcome::Retry {
-                    id: msg.id,
-                    attempt: msg.attempts,
-                    device: Some(name),
-                    due_at,
-                    code,
-                    error: reason,
-                    refund: true,
-                }
+                retry_or_expire(msg, name, code, reason, due_at, true, now)
             }
             Err(SendError::Permanent { code, reason }) => {
                 entry.stats.failed.fetch_add(1, Ordering::Relaxed);
@@ -884,6 +842,38 @@ impl Dispatcher {
                 _ = tokio::time::sleep(Duration::from_millis(500)) => {}
             }
         }
+    }
+}
+
+/// Back to the queue until `due_at`, unless the message's validity runs out first.
+fn retry_or_expire(
+    msg: &Message,
+    device: String,
+    code: Option<String>,
+    reason: String,
+    due_at: Millis,
+    refund: bool,
+    now: Millis,
+) -> Outcome {
+    if due_at >= msg.expires_at {
+        return Outcome::Final {
+            id: msg.id,
+            attempt: msg.attempts,
+            status: Status::Expired,
+            device: Some(device),
+            code,
+            error: format!("its validity ran out while retrying; the last error was: {reason}"),
+            at: now,
+        };
+    }
+    Outcome::Retry {
+        id: msg.id,
+        attempt: msg.attempts,
+        device: Some(device),
+        due_at,
+        code,
+        error: reason,
+        refund,
     }
 }
 
