@@ -300,9 +300,14 @@ pub struct SmppConfig {
     /// Parallel sessions.
     #[serde(default = "one")]
     pub binds: u32,
-    /// TLS to the SMSC (not available yet).
+    /// SMPP over TLS (rustls; the SMSC's certificate is checked against the public roots and
+    /// `tls_ca_file`).
     #[serde(default)]
     pub tls: bool,
+    /// PEM file of extra trusted certificates (a private CA, or the SMSC's own certificate).
+    pub tls_ca_file: Option<String>,
+    /// The name to check the SMSC's certificate against; default `host`.
+    pub tls_server_name: Option<String>,
     /// Unacknowledged submit_sm at once, per session.
     #[serde(default = "default_window")]
     pub window: u32,
@@ -466,8 +471,11 @@ impl DeviceConfig {
                 if cfg.password.len() > 8 {
                     return Err(ConfigError::new(format!("{key}.password"), "is longer than the 8 characters SMPP 3.4 allows (§5.2.2)"));
                 }
-                if cfg.tls {
-                    return Err(ConfigError::new(format!("{key}.tls"), "TLS to an SMSC is not available in this build yet; remove it"));
+
+                if let Some(f) = &cfg.tls_ca_file {
+                    if !std::path::Path::new(f).is_file() {
+                        return Err(ConfigError::new(format!("{key}.tls_ca_file"), format!("\"{f}\" is not a readable file")));
+                    }
                 }
                 if cfg.window == 0 {
                     return Err(ConfigError::new(format!("{key}.window"), "must be at least 1"));
@@ -882,7 +890,10 @@ devices = ["lb"]
             let c = Config::parse(&format!("{text}{extra}\n"), &no_env).unwrap();
             c.devices[0].settings().unwrap_err()
         };
-        assert_eq!(bad("tls=true").key, "device \"smsc1\".tls");
+        assert_eq!(
+            bad("tls=true\ntls_ca_file='/nonexistent.pem'").key,
+            "device \"smsc1\".tls_ca_file"
+        );
         assert_eq!(
             bad("receipt_id_format='roman'").key,
             "device \"smsc1\".receipt_id_format"

@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 'use strict';
+const fs = require('fs');
 // SMSC simulator for textgate's SMPP end-to-end tests.
 //
 // The SMPP side (PDU framing, decoding, encoding, sessions, the listening
@@ -39,6 +40,8 @@ const DEFAULTS = {
   max_redeliveries: 3,
   exit_on_stdin_eof: true,
   verbose: false,
+  tls_key: '',
+  tls_cert: '',
 };
 
 const BOOL_FLAGS = new Set(['receipt_before_resp', 'verbose']);
@@ -53,7 +56,7 @@ function usage(msg) {
     '  [--receipt-id-in-text same|dec] [--undeliverable-rate F] [--undeliverable-prefix P] [--seed N]\n' +
     '  [--throttle-every N] [--queue-full-every N] [--drop-after N] [--resp-delay MS]\n' +
     '  [--enquire-link-interval MS] [--redeliver-delay MS] [--max-redeliveries N]\n' +
-    '  [--no-exit-on-stdin-eof] [--verbose]\n');
+    '  [--no-exit-on-stdin-eof] [--verbose] [--tls-key FILE --tls-cert FILE]\n');
   process.exit(2);
 }
 
@@ -920,7 +923,11 @@ function handleCommand(line, reply) {
 
 // ---------------------------------------------------------------- main
 
-const server = smpp.createServer(onSession);
+// With --tls-key and --tls-cert (PEM files) node-smpp serves SMPP over TLS.
+const serverOptions = cfg.tls_key && cfg.tls_cert
+  ? { key: fs.readFileSync(cfg.tls_key), cert: fs.readFileSync(cfg.tls_cert) }
+  : {};
+const server = smpp.createServer(serverOptions, onSession);
 server.on('error', (e) => { log('server error:', e.message); process.exit(1); });
 
 function shutdown(code) {

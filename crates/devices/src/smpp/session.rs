@@ -17,7 +17,7 @@ use rusmpp::values::{InterfaceVersion, Npi, Ton};
 use rusmpp::{Command, CommandId, CommandStatus, Pdu};
 use textgate_core::clock::now_ms;
 use textgate_core::config::BindMode;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, Mutex};
 use tokio::time::Instant;
@@ -28,6 +28,36 @@ use super::receipt::{self, IdFormat};
 use super::text::{self, Decoded, DefaultAlphabet};
 use super::Shared;
 use crate::{DeviceEvent, DeviceState, SendError};
+
+/// The connection: plain TCP, or TLS over it.
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// A TLS client configuration: the public roots (webpki-roots) plus `ca_file`, if given.
+fn tls_config(ca_file: Option<&str>) -> Result<Arc<tokio_rustls::rustls::ClientConfig>, String> {
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::CertificateDer;
+    use tokio_rustls::rustls::{ClientConfig, RootCertStore};
+    let mut roots = RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(path) = ca_file {
+        let certs = CertificateDer::pem_file_iter(path)
+            .map_err(|e| format!("cannot read tls_ca_file {path}: {e}"))?;
+        for cert in certs {
+            let cert = cert.map_err(|e| format!("tls_ca_file {path}: {e}"))?;
+            roots
+                .add(cert)
+                .map_err(|e| format!("tls_ca_file {path}: {e}"))?;
+        }
+    }
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let cfg = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS setup failed: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(cfg))
+}
 
 /// A submit_sm waiting for a session, and where its message id goes.
 pub struct SubmitReq {
@@ -128,15 +158,31 @@ pub async fn run(ctx: SessionCtx, index: usize) {
     }
 }
 
-async fn connect_and_bind(ctx: &SessionCtx) -> Result<(TcpStream, u32), String> {
+async fn connect_and_bind(ctx: &SessionCtx) -> Result<(Box<dyn Io>, u32), String> {
     let cfg = &ctx.shared.cfg;
     let addr = format!("{}:{}", cfg.host, cfg.port);
     let timeout = cfg.response_timeout.0;
-    let mut stream = tokio::time::timeout(timeout, TcpStream::connect(&addr))
+    let tcp = tokio::time::timeout(timeout, TcpStream::connect(&addr))
         .await
         .map_err(|_| format!("connecting to {addr} timed out"))?
         .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
-    let _ = stream.set_nodelay(true);
+    let _ = tcp.set_nodelay(true);
+    let mut stream: Box<dyn Io> = if cfg.tls {
+        let name = cfg
+            .tls_server_name
+            .clone()
+            .unwrap_or_else(|| cfg.host.clone());
+        let server_name = tokio_rustls::rustls::pki_types::ServerName::try_from(name.clone())
+            .map_err(|e| format!("\"{name}\" cannot be checked against a certificate: {e}"))?;
+        let connector = tokio_rustls::TlsConnector::from(tls_config(cfg.tls_ca_file.as_deref())?);
+        let tls = tokio::time::timeout(timeout, connector.connect(server_name, tcp))
+            .await
+            .map_err(|_| format!("the TLS handshake with {addr} timed out"))?
+            .map_err(|e| format!("the TLS handshake with {addr} failed: {e}"))?;
+        Box::new(tls)
+    } else {
+        Box::new(tcp)
+    };
     let system_id = c_octet(&cfg.system_id)?;
     let password = c_octet(&cfg.password)?;
     let system_type = c_octet(&cfg.system_type)?;
@@ -198,7 +244,7 @@ struct Pending {
 
 struct Session<'a> {
     ctx: &'a SessionCtx,
-    stream: TcpStream,
+    stream: Box<dyn Io>,
     next_seq: u32,
     pending: HashMap<u32, Pending>,
     out: Vec<u8>,
@@ -209,7 +255,7 @@ struct Session<'a> {
 }
 
 impl<'a> Session<'a> {
-    fn new(ctx: &'a SessionCtx, stream: TcpStream, next_seq: u32) -> Session<'a> {
+    fn new(ctx: &'a SessionCtx, stream: Box<dyn Io>, next_seq: u32) -> Session<'a> {
         let (acks_tx, acks_rx) = mpsc::unbounded_channel();
         Session {
             ctx,
