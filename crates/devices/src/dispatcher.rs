@@ -410,7 +410,12 @@ impl Dispatcher {
             .route(&msg.to, &user)
             .iter()
             .copied()
-            .filter(|&i| self.devices.get(i).is_some_and(|d| d.enabled))
+            // Receive-only devices (an SMPP receiver bind) never get messages to send.
+            .filter(|&i| {
+                self.devices
+                    .get(i)
+                    .is_some_and(|d| d.enabled && d.device.can_send())
+            })
             .collect();
         if candidates.is_empty() {
             finish(

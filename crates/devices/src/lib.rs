@@ -141,6 +141,10 @@ pub trait Device: Send + Sync + 'static {
     fn send(&self, sms: OutboundSms) -> BoxFuture<'_, Result<Submitted, SendError>>;
     /// Its state now.
     fn state(&self) -> DeviceState;
+    /// Whether it sends at all (an SMPP device bound as receiver only does not).
+    fn can_send(&self) -> bool {
+        true
+    }
     /// Called after a restart with the ids of parts an earlier run handed to this device
     /// that still have no receipt. A device whose peer re-delivers unacknowledged receipts
     /// (an SMSC does) has nothing to do; one that kept receipts only in memory reports them

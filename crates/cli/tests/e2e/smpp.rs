@@ -466,3 +466,26 @@ fn smpp_over_tls_with_a_private_ca() {
     });
     assert_ne!(device_state(&plain)["state"], "up");
 }
+
+#[test]
+fn a_receiver_bind_takes_inbound_texts_and_is_never_routed_to() {
+    let mut smsc = Smsc::start(&[]);
+    let extra = smsc.device("bind = \"receiver\"")
+        + "[[device]]\nname = \"lb\"\nkind = \"loopback\"\n[[route]]\ndevices = [\"smsc1\", \"lb\"]\n";
+    let app = spawn_app(&extra);
+    wait_for("the receiver bind", || device_state(&app)["state"] == "up");
+    let id = app.send_ok(&json!({"to": "+15551234567", "body": "goes by loopback"}))[0]["id"]
+        .as_i64()
+        .unwrap();
+    let m = app.wait_final(id);
+    assert_eq!(
+        (m["status"].as_str(), m["device"].as_str()),
+        (Some("delivered"), Some("lb")),
+        "{m}"
+    );
+    assert!(smsc.submits().is_empty());
+    smsc.cmd(json!({"cmd": "mo", "from": "+15550009", "to": "12345", "text": "to the receiver"}));
+    wait_for("the inbound text", || {
+        metric(&app, "textgate_inbound_total") >= 1.0
+    });
+}

@@ -211,6 +211,10 @@ impl Device for Smpp {
         self.shared.state()
     }
 
+    fn can_send(&self) -> bool {
+        self.shared.cfg.bind != BindMode::Receiver
+    }
+
     fn window(&self) -> usize {
         (self.shared.cfg.window.max(1) * self.shared.cfg.binds.max(1)) as usize
     }
