@@ -45,10 +45,6 @@ pub struct AppState {
 pub struct HttpCounters {
     /// Messages accepted through the API.
     pub accepted: AtomicU64,
-    /// Requests refused with a 4xx.
-    pub client_errors: AtomicU64,
-    /// Requests that failed with a 5xx.
-    pub server_errors: AtomicU64,
 }
 
 impl AppState {

@@ -9,7 +9,9 @@ use textgate_core::config::{BindMode, SmppConfig};
 use tokio::sync::{mpsc, oneshot, Mutex};
 
 use super::pdu;
+use super::receipt::IdFormat;
 use super::session::{self, SessionCtx, SubmitReq};
+use super::text::DefaultAlphabet;
 use crate::{BoxFuture, Device, DeviceEvent, DeviceState, OutboundSms, SendError, Submitted};
 
 /// How long the sessions pause after ESME_RTHROTTLED or ESME_RMSGQFUL.
@@ -21,6 +23,12 @@ pub struct Shared {
     pub name: String,
     /// Its configuration.
     pub cfg: Arc<SmppConfig>,
+    /// `resp_id_format`, parsed once.
+    pub resp_ids: IdFormat,
+    /// `receipt_id_format`, parsed once.
+    pub receipt_ids: IdFormat,
+    /// `default_alphabet`, parsed once.
+    pub alphabet: DefaultAlphabet,
     states: Vec<AtomicU8>,
     last_error: StdMutex<Option<String>>,
     throttle_until: StdMutex<Option<Instant>>,
@@ -97,6 +105,15 @@ impl Shared {
     }
 }
 
+fn id_format(s: &str) -> IdFormat {
+    match s {
+        "hex" => IdFormat::Hex,
+        "decimal" => IdFormat::Decimal,
+        "text" => IdFormat::Text,
+        _ => IdFormat::Auto,
+    }
+}
+
 /// An SMSC account.
 pub struct Smpp {
     shared: Arc<Shared>,
@@ -114,6 +131,13 @@ impl Smpp {
         Smpp {
             shared: Arc::new(Shared {
                 name: name.to_string(),
+                resp_ids: id_format(&cfg.resp_id_format),
+                receipt_ids: id_format(&cfg.receipt_id_format),
+                alphabet: match cfg.default_alphabet.as_str() {
+                    "latin1" => DefaultAlphabet::Latin1,
+                    "ascii" => DefaultAlphabet::Ascii,
+                    _ => DefaultAlphabet::Gsm7,
+                },
                 states: (0..binds)
                     .map(|_| AtomicU8::new(DeviceState::Connecting as u8))
                     .collect(),
@@ -259,7 +283,7 @@ impl Device for Smpp {
             ("binds_total", count(&self.shared.binds)),
             ("throttled_total", count(&self.shared.throttled)),
             ("receipts_read_total", count(&self.shared.receipts)),
-            ("inbound_parts_total", count(&self.shared.received)),
+            ("inbound_texts_total", count(&self.shared.received)),
         ]
     }
 }

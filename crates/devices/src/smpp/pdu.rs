@@ -34,15 +34,22 @@ pub fn address(addr: &str, ton: Option<u8>, npi: Option<u8>) -> (u8, u8, String)
     (ton.unwrap_or(auto_ton), npi.unwrap_or(auto_npi), value)
 }
 
+/// A NUL-terminated field (§3.1) from text; too long for the field is an error.
+pub fn c_octet_str<const MIN: usize, const MAX: usize>(
+    value: &str,
+) -> Result<COctetString<MIN, MAX>, String> {
+    let mut bytes = value.as_bytes().to_vec();
+    bytes.push(0);
+    COctetString::from_vec(bytes).map_err(|e| format!("\"{value}\": {e}"))
+}
+
 fn c_octet<const MIN: usize, const MAX: usize>(
     field: &str,
     value: &str,
 ) -> Result<COctetString<MIN, MAX>, SendError> {
-    let mut bytes = value.as_bytes().to_vec();
-    bytes.push(0);
-    COctetString::from_vec(bytes).map_err(|e| SendError::Permanent {
+    c_octet_str(value).map_err(|e| SendError::Permanent {
         code: None,
-        reason: format!("{field} \"{value}\" cannot be sent over SMPP: {e}"),
+        reason: format!("{field} cannot be sent over SMPP: {e}"),
     })
 }
 

@@ -23,9 +23,10 @@ use tokio::sync::{mpsc, oneshot, Mutex};
 use tokio::time::Instant;
 
 use super::codec::{self, Frame, DEFAULT_MAX_LEN};
+use super::pdu;
 use super::reassembly::{Fragment, PartKey, Pushed, Reassembler};
-use super::receipt::{self, IdFormat};
-use super::text::{self, Decoded, DefaultAlphabet};
+use super::receipt;
+use super::text::{self, Decoded};
 use super::Shared;
 use crate::{DeviceEvent, DeviceState, SendError};
 
@@ -77,15 +78,6 @@ pub struct SessionCtx {
     pub events: mpsc::UnboundedSender<DeviceEvent>,
 }
 
-fn id_format(s: &str) -> IdFormat {
-    match s {
-        "hex" => IdFormat::Hex,
-        "decimal" => IdFormat::Decimal,
-        "text" => IdFormat::Text,
-        _ => IdFormat::Auto,
-    }
-}
-
 /// Whether an error status is worth retrying (§5.1.3): throttling, a full queue, system
 /// errors, temporary application errors and "not bound" are; address and content errors
 /// are not.
@@ -112,14 +104,6 @@ fn status_error(status: CommandStatus) -> SendError {
             reason,
         }
     }
-}
-
-fn c_octet<const MIN: usize, const MAX: usize>(
-    value: &str,
-) -> Result<COctetString<MIN, MAX>, String> {
-    let mut bytes = value.as_bytes().to_vec();
-    bytes.push(0);
-    COctetString::from_vec(bytes).map_err(|e| format!("\"{value}\": {e}"))
 }
 
 /// Runs one session for as long as the device lives, reconnecting after every failure.
@@ -183,9 +167,9 @@ async fn connect_and_bind(ctx: &SessionCtx) -> Result<(Box<dyn Io>, u32), String
     } else {
         Box::new(tcp)
     };
-    let system_id = c_octet(&cfg.system_id)?;
-    let password = c_octet(&cfg.password)?;
-    let system_type = c_octet(&cfg.system_type)?;
+    let system_id = pdu::c_octet_str(&cfg.system_id)?;
+    let password = pdu::c_octet_str(&cfg.password)?;
+    let system_type = pdu::c_octet_str(&cfg.system_type)?;
     macro_rules! bind {
         ($t:ident) => {
             Pdu::from(
@@ -467,10 +451,7 @@ impl<'a> Session<'a> {
                         }
                         _ => String::new(),
                     };
-                    Ok(receipt::normalize_id(
-                        &id,
-                        id_format(&self.ctx.shared.cfg.resp_id_format),
-                    ))
+                    Ok(receipt::normalize_id(&id, self.ctx.shared.resp_ids))
                 } else {
                     let code = u32::from(status);
                     if code == 0x58 || code == 0x14 {
@@ -566,8 +547,8 @@ impl<'a> Session<'a> {
                 if r.state.is_final() {
                     let id = receipt::receipt_id_to_resp(
                         &r.id,
-                        id_format(&cfg.receipt_id_format),
-                        id_format(&cfg.resp_id_format),
+                        self.ctx.shared.receipt_ids,
+                        self.ctx.shared.resp_ids,
                     );
                     let (ack, recorded) = if cfg.ack_receipts_after_commit {
                         let (tx, rx) = oneshot::channel();
@@ -679,12 +660,7 @@ impl<'a> Session<'a> {
         partial: bool,
         ack_seq: Option<u32>,
     ) {
-        let alphabet = match self.ctx.shared.cfg.default_alphabet.as_str() {
-            "latin1" => DefaultAlphabet::Latin1,
-            "ascii" => DefaultAlphabet::Ascii,
-            _ => DefaultAlphabet::Gsm7,
-        };
-        let (body, encoding) = match text::decode(dc, &payload, alphabet) {
+        let (body, encoding) = match text::decode(dc, &payload, self.ctx.shared.alphabet) {
             Decoded::Text { text, encoding } => (text, encoding.to_string()),
             Decoded::Binary { bytes } => (textgate_core::auth::hex(&bytes), "binary".to_string()),
         };
