@@ -66,19 +66,30 @@ pub async fn user_add(
     Ok(())
 }
 
-/// `textgate apikey create --user NAME`: prints the key once, on its own line.
-pub async fn apikey_create(cfg: Config, user: &str) -> anyhow::Result<()> {
+/// `textgate apikey create --user NAME [--webhook-secret]`: prints the key once, on its own
+/// line, and the webhook secret (if asked for) on the next.
+pub async fn apikey_create(cfg: Config, user: &str, webhook_secret: bool) -> anyhow::Result<()> {
     let store = Store::open(&cfg.server.database_url).await?;
     let Some(u) = store.user_by_name(user).await? else {
         bail!("no user named \"{user}\": create one with `textgate user add {user}`");
     };
     let key = generate_api_key()?;
     let label = format!("{}…", &key[..7.min(key.len())]);
+    // The secret signs requests we send, so it is kept as it is (it cannot be hashed); it
+    // is a different value from the key, which is stored only hashed.
+    let secret = if webhook_secret {
+        Some(format!("whsec_{}", &generate_api_key()?[3..]))
+    } else {
+        None
+    };
     store
-        .create_api_key(u.id, hash_api_key(&key), label)
+        .create_api_key(u.id, hash_api_key(&key), label, secret.clone())
         .await?;
     store.close().await;
     println!("{key}");
+    if let Some(s) = secret {
+        println!("{s}");
+    }
     Ok(())
 }
 

@@ -109,6 +109,10 @@ enum ApikeyCommand {
         /// The user.
         #[arg(long)]
         user: String,
+        /// Also make a secret that signs the status callbacks of messages sent with this
+        /// key; printed once, on the line after the key.
+        #[arg(long)]
+        webhook_secret: bool,
         /// The config file (for the database).
         #[arg(long)]
         config: Option<PathBuf>,
@@ -189,8 +193,13 @@ async fn run(command: Command) -> anyhow::Result<()> {
             .await
         }
         Command::Apikey {
-            command: ApikeyCommand::Create { user, config },
-        } => admin::apikey_create(load_config(config.as_deref())?, &user).await,
+            command:
+                ApikeyCommand::Create {
+                    user,
+                    webhook_secret,
+                    config,
+                },
+        } => admin::apikey_create(load_config(config.as_deref())?, &user, webhook_secret).await,
         Command::Send {
             to,
             body,

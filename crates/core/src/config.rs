@@ -3,7 +3,7 @@
 //! bad key and say why before anything starts.
 //!
 //! Sections that belong to features not in this build (`[smtp]`, `[mailer]`, `[spool]`,
-//! `[[port_server]]`, `[[inbound_rule]]`, device kinds `modem` and `remote`) are refused by
+//! `[[port_server]]`, device kinds `modem` and `remote`) are refused by
 //! [`Config::check`] with a message saying so, rather than accepted and silently ignored.
 
 use std::collections::HashSet;
@@ -13,6 +13,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::address::Country;
+pub use crate::inbound::{InboundConfig, InboundRuleConfig, WebhooksConfig};
 
 /// A problem with the configuration: which key, and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -25,7 +26,7 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    fn new(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    pub(crate) fn new(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
         ConfigError {
             key: key.into(),
             message: message.into(),
@@ -118,9 +119,15 @@ pub struct Config {
     /// `[[port_server]]` (not in this build).
     #[serde(default, rename = "port_server")]
     pub port_servers: Vec<toml::Table>,
-    /// `[[inbound_rule]]` (not in this build).
+    /// `[[inbound_rule]]`: where incoming texts go.
     #[serde(default, rename = "inbound_rule")]
-    pub inbound_rules: Vec<toml::Table>,
+    pub inbound_rules: Vec<InboundRuleConfig>,
+    /// `[inbound]`: catch-all, conversations, opt-out keywords.
+    #[serde(default)]
+    pub inbound: InboundConfig,
+    /// `[webhooks]`: timeouts and retries of webhooks and status callbacks.
+    #[serde(default)]
+    pub webhooks: WebhooksConfig,
 }
 
 /// `[server]`.
@@ -569,6 +576,8 @@ impl Config {
             spool: None,
             port_servers: Vec::new(),
             inbound_rules: Vec::new(),
+            inbound: InboundConfig::default(),
+            webhooks: WebhooksConfig::default(),
         }
     }
 
@@ -692,7 +701,6 @@ impl Config {
             ("mailer", self.mailer.is_some()),
             ("spool", self.spool.is_some()),
             ("port_server", !self.port_servers.is_empty()),
-            ("inbound_rule", !self.inbound_rules.is_empty()),
         ] {
             if present {
                 return Err(ConfigError::new(
@@ -758,6 +766,41 @@ impl Config {
                     ));
                 }
             }
+        }
+        self.check_inbound(&names)?;
+        Ok(())
+    }
+
+    fn check_inbound(&self, devices: &HashSet<&str>) -> Result<(), ConfigError> {
+        crate::inbound::InboundRules::new(&self.inbound_rules, &self.inbound)?;
+        for (i, r) in self.inbound_rules.iter().enumerate() {
+            if let Some(d) = &r.device {
+                if !devices.contains(d.as_str()) {
+                    return Err(ConfigError::new(
+                        format!("inbound_rule[{i}].device"),
+                        format!("no device is named \"{d}\""),
+                    ));
+                }
+            }
+        }
+        let w = &self.webhooks;
+        if w.concurrency == 0 {
+            return Err(ConfigError::new(
+                "webhooks.concurrency",
+                "must be at least 1",
+            ));
+        }
+        if w.timeout.0 < Duration::from_millis(100) {
+            return Err(ConfigError::new(
+                "webhooks.timeout",
+                "must be at least 100ms",
+            ));
+        }
+        if w.backoff.0.is_zero() || w.backoff.0 > w.backoff_max.0 {
+            return Err(ConfigError::new(
+                "webhooks.backoff",
+                "must be above zero and no more than backoff_max",
+            ));
         }
         Ok(())
     }

@@ -4,6 +4,7 @@
 //! - [`encoding`]: GSM 03.38 and UCS-2 encoders, the segmenter and the concatenation UDH.
 //! - [`status`]: the statuses a message moves through (DESIGN.md §1).
 //! - [`routing`]: which devices a destination goes to, in failover order.
+//! - [`inbound`]: inbound rules, opt-out keywords and webhook retry settings.
 //! - [`config`]: the TOML configuration, its defaults, environment overrides and checks.
 //! - [`auth`]: password hashing (argon2id) and API keys (random, stored as SHA-256).
 //! - [`clock`]: timestamps (milliseconds since the Unix epoch, UTC) and their RFC 3339 form.
@@ -14,5 +15,6 @@ pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod encoding;
+pub mod inbound;
 pub mod routing;
 pub mod status;

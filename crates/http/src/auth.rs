@@ -32,6 +32,8 @@ pub struct Caller {
     pub name: String,
     /// Role.
     pub role: Role,
+    /// The API key the request came with.
+    pub key_id: Option<Id>,
 }
 
 impl Caller {
@@ -57,6 +59,7 @@ impl From<User> for Caller {
             id: u.id,
             name: u.name,
             role: u.role,
+            key_id: None,
         }
     }
 }
@@ -101,9 +104,12 @@ impl FromRequestParts<AppState> for Caller {
         if let Some(c) = state.keys.get(&hash) {
             return Ok(c);
         }
-        match state.store.user_by_api_key(&hash).await? {
-            Some(user) => {
-                let caller = Caller::from(user);
+        match state.store.api_key_by_hash(&hash).await? {
+            Some(key) => {
+                let caller = Caller {
+                    key_id: Some(key.id),
+                    ..Caller::from(key.user)
+                };
                 state.keys.put(hash, caller.clone());
                 Ok(caller)
             }

@@ -122,14 +122,31 @@ impl Store {
         dispatch!(self, b => b.count_users().await)
     }
 
-    /// Stores an API key's hash for a user.
-    pub async fn create_api_key(&self, user_id: Id, key_hash: String, label: String) -> Result<Id> {
-        dispatch!(self, b => b.create_api_key(user_id, key_hash, label).await)
+    /// Stores an API key's hash for a user, with the secret that signs the status callbacks
+    /// of messages sent with it (if any).
+    pub async fn create_api_key(
+        &self,
+        user_id: Id,
+        key_hash: String,
+        label: String,
+        webhook_secret: Option<String>,
+    ) -> Result<Id> {
+        dispatch!(self, b => b.create_api_key(user_id, key_hash, label, webhook_secret).await)
     }
 
     /// The owner of an API key that is not revoked, by the key's hash.
     pub async fn user_by_api_key(&self, key_hash: &str) -> Result<Option<User>> {
-        dispatch!(self, b => b.user_by_api_key(key_hash.to_string()).await)
+        Ok(self.api_key_by_hash(key_hash).await?.map(|k| k.user))
+    }
+
+    /// An API key that is not revoked, with its owner, by the key's hash.
+    pub async fn api_key_by_hash(&self, key_hash: &str) -> Result<Option<ApiKey>> {
+        dispatch!(self, b => b.api_key_by_hash(key_hash.to_string()).await)
+    }
+
+    /// The webhook secret of an API key.
+    pub async fn api_key_secret(&self, key_id: Id) -> Result<Option<String>> {
+        dispatch!(self, b => b.api_key_secret(key_id).await)
     }
 
     /// Stores messages in one transaction, or replays the stored answer of an idempotency key.
@@ -212,9 +229,83 @@ impl Store {
             .ok_or_else(|| StoreError::Backend("an insert answered nothing".into()))
     }
 
-    /// Stores inbound texts in one transaction (one commit for all of them).
+    /// Stores inbound texts in one transaction (one commit for all of them), each with its
+    /// routing carried out: designations, deliveries, automatic replies, opt-out changes.
     pub async fn insert_inbound_many(&self, texts: Vec<NewInbound>) -> Result<Vec<InboundStored>> {
         dispatch!(self, b => b.insert_inbound(texts).await)
+    }
+
+    /// Inbound texts oldest first after the cursor: all of them, or those designated to a
+    /// user. Ids become visible in order, so a reader that keeps its cursor misses none.
+    pub async fn list_inbound(&self, filter: InboundFilter) -> Result<Vec<Inbound>> {
+        dispatch!(self, b => b.list_inbound(filter).await)
+    }
+
+    /// One inbound text; with `user`, only if it is designated to that user.
+    pub async fn get_inbound(&self, id: Id, user: Option<Id>) -> Result<Option<Inbound>> {
+        dispatch!(self, b => b.get_inbound(id, user).await)
+    }
+
+    /// The names of the users an inbound text is designated to.
+    pub async fn inbound_designees(&self, id: Id) -> Result<Vec<String>> {
+        dispatch!(self, b => b.inbound_designees(id).await)
+    }
+
+    /// Puts a number on the suppression list; `false` if it was there already.
+    pub async fn add_suppression(&self, s: Suppression) -> Result<bool> {
+        dispatch!(self, b => b.add_suppression(s).await)
+    }
+
+    /// Takes a number off the suppression list; `false` if it was not on it.
+    pub async fn remove_suppression(&self, number: &str) -> Result<bool> {
+        dispatch!(self, b => b.remove_suppression(number.to_string()).await)
+    }
+
+    /// The suppression list in number order, after the cursor.
+    pub async fn list_suppressions(
+        &self,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<Suppression>> {
+        dispatch!(self, b => b.list_suppressions(after, limit).await)
+    }
+
+    /// Claims up to `limit` due pending deliveries of a channel, under a lease until
+    /// `lease_until` (a sender that dies lets them come due again then).
+    pub async fn claim_deliveries(
+        &self,
+        channel: &str,
+        now: Millis,
+        lease_until: Millis,
+        limit: usize,
+    ) -> Result<Vec<Delivery>> {
+        dispatch!(self, b => b.claim_deliveries(channel.to_string(), now, lease_until, limit).await)
+    }
+
+    /// Records delivery attempts; each applies only if its claim still holds.
+    pub async fn finish_deliveries(&self, results: Vec<DeliveryResult>) -> Result<()> {
+        dispatch!(self, b => b.finish_deliveries(results).await)
+    }
+
+    /// Deliveries newest first.
+    pub async fn list_deliveries(&self, filter: DeliveryFilter) -> Result<Vec<Delivery>> {
+        dispatch!(self, b => b.list_deliveries(filter).await)
+    }
+
+    /// One delivery.
+    pub async fn get_delivery(&self, id: Id) -> Result<Option<Delivery>> {
+        dispatch!(self, b => b.get_delivery(id).await)
+    }
+
+    /// Makes a dead delivery pending again, retried until `give_up_at`; `None` if it is not
+    /// dead (or does not exist).
+    pub async fn replay_delivery(
+        &self,
+        id: Id,
+        now: Millis,
+        give_up_at: Millis,
+    ) -> Result<Option<Delivery>> {
+        dispatch!(self, b => b.replay_delivery(id, now, give_up_at).await)
     }
 
     /// The parts of a message handed to devices.

@@ -67,7 +67,7 @@ pub struct User {
 }
 
 /// An outbound message to store, already validated.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewMessage {
     /// The user who sent it.
     pub owner_id: Id,
@@ -98,6 +98,18 @@ pub struct NewMessage {
     /// Store it already claimed by the dispatcher, under a lease until then (ignored for a
     /// message scheduled later).
     pub claimed_until: Option<Millis>,
+    /// Where it came from: `None` = the HTTP API; see [`origin`].
+    pub origin: Option<String>,
+    /// The API key it was sent with (its webhook secret signs the status callbacks).
+    pub api_key_id: Option<Id>,
+}
+
+/// Names for [`NewMessage::origin`].
+pub mod origin {
+    /// An inbound rule's automatic reply.
+    pub const REPLY: &str = "reply";
+    /// An opt-out or opt-in confirmation: sent even to a number on the suppression list.
+    pub const OPT_CONFIRMATION: &str = "optout";
 }
 
 impl NewMessage {
@@ -137,6 +149,8 @@ impl NewMessage {
             created_at: self.created_at,
             sent_at: None,
             done_at: None,
+            origin: self.origin,
+            api_key_id: self.api_key_id,
         }
     }
 }
@@ -186,6 +200,10 @@ pub struct Message {
     pub sent_at: Option<Millis>,
     /// Reached a final status.
     pub done_at: Option<Millis>,
+    /// Where it came from (see [`origin`]).
+    pub origin: Option<String>,
+    /// The API key it was sent with.
+    pub api_key_id: Option<Id>,
 }
 
 impl Message {
@@ -420,7 +438,7 @@ pub struct Part {
 }
 
 /// The columns of `messages` in the order both backends read them.
-pub(crate) const MESSAGE_COLUMNS: &str = "id, owner_id, job_id, recipient, sender, body, encoding, segments, status, priority, due_at, expires_at, attempts, device, error_code, error, callback_url, reference, created_at, sent_at, done_at";
+pub(crate) const MESSAGE_COLUMNS: &str = "id, owner_id, job_id, recipient, sender, body, encoding, segments, status, priority, due_at, expires_at, attempts, device, error_code, error, callback_url, reference, created_at, sent_at, done_at, origin, api_key_id";
 
 /// The `messages` row for a message, with its final status worked out from its parts:
 /// any undelivered part makes it undelivered, all parts delivered make it delivered.
@@ -456,7 +474,198 @@ pub struct NewInbound {
     pub dedup_key: Option<String>,
     /// When.
     pub received_at: Millis,
+    /// Where it goes: carried out in the transaction that stores it.
+    pub routing: Box<InboundRouting>,
 }
+
+/// What to do with an inbound text as it is stored (worked out by the inbound rules).
+/// The default routes it to the catch-all: every admin.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InboundRouting {
+    /// Whether a rule matched; if none did and no conversation claims the text, it goes to
+    /// the catch-all users.
+    pub matched: bool,
+    /// Users whose inboxes it goes to, by name (unknown names are skipped).
+    pub users: Vec<String>,
+    /// Users for texts nothing else claims; empty = every admin.
+    pub catch_all: Vec<String>,
+    /// Also designate it to everyone who texted the sender since then (conversations).
+    pub conversation_since: Option<Millis>,
+    /// Webhook URLs for `message.inbound` deliveries.
+    pub webhooks: Vec<String>,
+    /// E-mail addresses it is forwarded to (one delivery for all of them).
+    pub emails: Vec<String>,
+    /// Automatic replies: `(owner name, message)`; the owner `None` or unknown = the first
+    /// admin. Skipped when a reply went to the same number since `reply_since`.
+    pub replies: Vec<(Option<String>, NewMessage)>,
+    /// See `replies`.
+    pub reply_since: Millis,
+    /// Put the sender on (`Out`) or take it off (`In`) the suppression list.
+    pub opt: Option<textgate_core::inbound::OptChange>,
+    /// The confirmation of `opt`, sent as the first admin.
+    pub opt_reply: Option<NewMessage>,
+    /// Deliveries are retried until then.
+    pub give_up_at: Millis,
+}
+
+/// A stored inbound text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inbound {
+    /// Row id; ids grow in the order texts become visible.
+    pub id: Id,
+    /// The device that received it.
+    pub device: String,
+    /// Sender.
+    pub from: String,
+    /// The number it was sent to.
+    pub to: String,
+    /// Text (hex for binary).
+    pub body: String,
+    /// `gsm7`, `ucs2`, `latin1` or `binary`.
+    pub encoding: String,
+    /// Parts it came in.
+    pub parts: i64,
+    /// Some parts never arrived.
+    pub partial: bool,
+    /// When.
+    pub received_at: Millis,
+}
+
+/// Which inbound texts to list, oldest first.
+#[derive(Debug, Clone, Default)]
+pub struct InboundFilter {
+    /// Only texts designated to this user; `None` = all.
+    pub user_id: Option<Id>,
+    /// Only ids above this one (the cursor).
+    pub after: Option<Id>,
+    /// At most this many.
+    pub limit: usize,
+}
+
+/// An API key and its owner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKey {
+    /// The key's row id.
+    pub id: Id,
+    /// Its owner.
+    pub user: User,
+    /// Signs the status callbacks of messages sent with it.
+    pub webhook_secret: Option<String>,
+}
+
+/// A number on the suppression list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Suppression {
+    /// E.164.
+    pub number: String,
+    /// `keyword` (they texted STOP) or `api`.
+    pub source: String,
+    /// Why, for people.
+    pub note: Option<String>,
+    /// Since when.
+    pub created_at: Millis,
+}
+
+/// A webhook POST or an e-mail forward: pending, delivered, or dead (given up).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// Row id.
+    pub id: Id,
+    /// `webhook` or `email`.
+    pub channel: String,
+    /// `message.inbound` or `message.status`.
+    pub event: String,
+    /// The URL or the addresses.
+    pub target: String,
+    /// The inbound text (`message.inbound`).
+    pub inbound_id: Option<Id>,
+    /// The message (`message.status`).
+    pub message_id: Option<Id>,
+    /// The status a `message.status` event reports.
+    pub status: Option<String>,
+    /// Who may see it besides admins.
+    pub owner_id: Option<Id>,
+    /// The key whose secret signs it.
+    pub api_key_id: Option<Id>,
+    /// `pending`, `delivered` or `dead`.
+    pub state: String,
+    /// Attempts made.
+    pub attempts: i64,
+    /// When it is due next (while pending).
+    pub next_at: Millis,
+    /// Retried until then (0 = `created_at` plus the configured period).
+    pub give_up_at: Millis,
+    /// The last HTTP status answered.
+    pub last_code: Option<i64>,
+    /// The last error.
+    pub last_error: Option<String>,
+    /// When created.
+    pub created_at: Millis,
+    /// When delivered or given up.
+    pub done_at: Option<Millis>,
+}
+
+/// What one delivery attempt came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeliveryResult {
+    /// The receiver took it.
+    Delivered {
+        /// Delivery.
+        id: Id,
+        /// The attempt number from the claim (fences out a stale sender).
+        attempt: i64,
+        /// HTTP status.
+        code: Option<i64>,
+        /// When.
+        at: Millis,
+    },
+    /// Failed; try again at `next_at`.
+    Retry {
+        /// Delivery.
+        id: Id,
+        /// Attempt number.
+        attempt: i64,
+        /// HTTP status, if one came.
+        code: Option<i64>,
+        /// Why.
+        error: String,
+        /// When to try again.
+        next_at: Millis,
+    },
+    /// Failed and out of time: a dead letter.
+    Dead {
+        /// Delivery.
+        id: Id,
+        /// Attempt number.
+        attempt: i64,
+        /// HTTP status, if one came.
+        code: Option<i64>,
+        /// Why.
+        error: String,
+        /// When.
+        at: Millis,
+    },
+}
+
+/// Which deliveries to list, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct DeliveryFilter {
+    /// Only in this state.
+    pub state: Option<String>,
+    /// Only those this user may see (their own messages'); `None` = all.
+    pub owner_id: Option<Id>,
+    /// Only ids below this one (the cursor).
+    pub before: Option<Id>,
+    /// At most this many.
+    pub limit: usize,
+}
+
+/// The columns of `deliveries` in the order both backends read them.
+pub(crate) const DELIVERY_COLUMNS: &str = "id, channel, event, target, inbound_id, message_id, status, owner_id, api_key_id, state, attempts, next_at, give_up_at, last_code, last_error, created_at, done_at";
+
+/// The columns of `inbound` in the order both backends read them.
+pub(crate) const INBOUND_COLUMNS: &str =
+    "id, device, sender, recipient, body, encoding, parts, partial, received_at";
 
 /// What storing an inbound text did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -465,4 +674,12 @@ pub enum InboundStored {
     New(Id),
     /// Seen before (same dedup key): not stored again.
     Duplicate,
+}
+
+/// A column list `a, b, c` as `t.a, t.b, t.c`, for joins.
+pub(crate) fn prefixed(table: &str, cols: &str) -> String {
+    cols.split(", ")
+        .map(|c| format!("{table}.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }

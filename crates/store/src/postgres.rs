@@ -15,7 +15,12 @@ use tokio_postgres::{Client, NoTls, Row, Transaction};
 use crate::model::*;
 use crate::{Result, StoreError};
 
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("migrations/postgres/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("migrations/postgres/0001_init.sql")),
+    (2, include_str!("migrations/postgres/0002_inbound.sql")),
+];
+
+mod inbound;
 const POOL_SIZE: usize = 8;
 /// Any constant: it names the lock that serialises migrations between nodes starting at once.
 const MIGRATION_LOCK: i64 = 0x7465_7874_6761_7465;
@@ -140,7 +145,51 @@ fn message_from_row(r: &Row) -> Result<Message> {
         created_at: r.try_get(18).map_err(g)?,
         sent_at: r.try_get(19).map_err(g)?,
         done_at: r.try_get(20).map_err(g)?,
+        origin: r.try_get(21).map_err(g)?,
+        api_key_id: r.try_get(22).map_err(g)?,
     })
+}
+
+/// Inserts one message row in a transaction; its id.
+async fn insert_message_row(tx: &Transaction<'_>, m: &NewMessage) -> Result<Id> {
+    let stmt = tx
+        .prepare(
+            "INSERT INTO messages (owner_id, job_id, recipient, sender, body, encoding, segments, status,
+               priority, due_at, expires_at, callback_url, reference, created_at, lease_until, attempts,
+               origin, api_key_id)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) RETURNING id",
+        )
+        .await
+        .map_err(db_err)?;
+    let status = m.initial_status();
+    let claimed = status == Status::Sending;
+    let row = tx
+        .query_one(
+            &stmt,
+            &[
+                &m.owner_id,
+                &m.job_id,
+                &m.to,
+                &m.from,
+                &m.body,
+                &m.encoding,
+                &m.segments,
+                &status.as_str(),
+                &m.priority,
+                &m.schedule_at.unwrap_or(m.created_at),
+                &m.expires_at,
+                &m.callback_url,
+                &m.reference,
+                &m.created_at,
+                &m.claimed_until.filter(|_| claimed),
+                &i64::from(claimed),
+                &m.origin,
+                &m.api_key_id,
+            ],
+        )
+        .await
+        .map_err(db_err)?;
+    row.try_get(0).map_err(db_err)
 }
 
 fn user_from_row(r: &Row) -> Result<User> {
@@ -285,11 +334,12 @@ impl Postgres {
         user_id: Id,
         key_hash: String,
         label: String,
+        webhook_secret: Option<String>,
     ) -> Result<Id> {
         let c = self.pool.get().await?;
         c.query_one(
-            "INSERT INTO api_keys (user_id, key_hash, label, created_at) VALUES ($1, $2, $3, $4) RETURNING id",
-            &[&user_id, &key_hash, &label, &textgate_core::clock::now_ms()],
+            "INSERT INTO api_keys (user_id, key_hash, label, created_at, webhook_secret) VALUES ($1, $2, $3, $4, $5) RETURNING id",
+            &[&user_id, &key_hash, &label, &textgate_core::clock::now_ms(), &webhook_secret],
         )
         .await
         .map_err(db_err)?
@@ -297,18 +347,39 @@ impl Postgres {
         .map_err(db_err)
     }
 
-    pub(crate) async fn user_by_api_key(&self, key_hash: String) -> Result<Option<User>> {
+    pub(crate) async fn api_key_by_hash(&self, key_hash: String) -> Result<Option<ApiKey>> {
         let c = self.pool.get().await?;
         let row = c
             .query_opt(
-                "SELECT u.id, u.name, u.role, u.email, u.password_hash, u.created_at
+                "SELECT u.id, u.name, u.role, u.email, u.password_hash, u.created_at, k.id, k.webhook_secret
                  FROM api_keys k JOIN users u ON u.id = k.user_id
                  WHERE k.key_hash = $1 AND k.revoked_at IS NULL",
                 &[&key_hash],
             )
             .await
             .map_err(db_err)?;
-        row.as_ref().map(user_from_row).transpose()
+        row.as_ref()
+            .map(|r| {
+                Ok(ApiKey {
+                    user: user_from_row(r)?,
+                    id: r.try_get(6).map_err(db_err)?,
+                    webhook_secret: r.try_get(7).map_err(db_err)?,
+                })
+            })
+            .transpose()
+    }
+
+    pub(crate) async fn api_key_secret(&self, id: Id) -> Result<Option<String>> {
+        let c = self.pool.get().await?;
+        let row = c
+            .query_opt("SELECT webhook_secret FROM api_keys WHERE id = $1", &[&id])
+            .await
+            .map_err(db_err)?;
+        Ok(row
+            .map(|r| r.try_get::<_, Option<String>>(0))
+            .transpose()
+            .map_err(db_err)?
+            .flatten())
     }
 
     pub(crate) async fn insert_messages(
@@ -344,43 +415,9 @@ impl Postgres {
                 });
             }
         }
-        let stmt = tx
-            .prepare(
-                "INSERT INTO messages (owner_id, job_id, recipient, sender, body, encoding, segments, status,
-                   priority, due_at, expires_at, callback_url, reference, created_at, lease_until, attempts)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) RETURNING id",
-            )
-            .await
-            .map_err(db_err)?;
         let mut ids = Vec::with_capacity(msgs.len());
         for m in &msgs {
-            let status = m.initial_status();
-            let claimed = status == Status::Sending;
-            let row = tx
-                .query_one(
-                    &stmt,
-                    &[
-                        &m.owner_id,
-                        &m.job_id,
-                        &m.to,
-                        &m.from,
-                        &m.body,
-                        &m.encoding,
-                        &m.segments,
-                        &status.as_str(),
-                        &m.priority,
-                        &m.schedule_at.unwrap_or(m.created_at),
-                        &m.expires_at,
-                        &m.callback_url,
-                        &m.reference,
-                        &m.created_at,
-                        &m.claimed_until.filter(|_| claimed),
-                        &i64::from(claimed),
-                    ],
-                )
-                .await
-                .map_err(db_err)?;
-            ids.push(row.try_get(0).map_err(db_err)?);
+            ids.push(insert_message_row(&tx, m).await?);
         }
         let response = render(&ids);
         if let Some(k) = &idem {
@@ -648,47 +685,6 @@ impl Postgres {
         rows.iter()
             .map(|r| Ok((r.try_get(0).map_err(db_err)?, r.try_get(1).map_err(db_err)?)))
             .collect()
-    }
-
-    pub(crate) async fn insert_inbound(
-        &self,
-        texts: Vec<NewInbound>,
-    ) -> Result<Vec<InboundStored>> {
-        let mut c = self.pool.get().await?;
-        let tx = c.transaction().await.map_err(db_err)?;
-        let stmt = tx
-            .prepare(
-                "INSERT INTO inbound (device, sender, recipient, body, encoding, parts, partial, dedup_key, received_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (dedup_key) DO NOTHING RETURNING id",
-            )
-            .await
-            .map_err(db_err)?;
-        let mut out = Vec::with_capacity(texts.len());
-        for t in &texts {
-            let row = tx
-                .query_opt(
-                    &stmt,
-                    &[
-                        &t.device,
-                        &t.from,
-                        &t.to,
-                        &t.body,
-                        &t.encoding,
-                        &t.parts,
-                        &t.partial,
-                        &t.dedup_key,
-                        &t.received_at,
-                    ],
-                )
-                .await
-                .map_err(db_err)?;
-            out.push(match row {
-                Some(r) => InboundStored::New(r.try_get(0).map_err(db_err)?),
-                None => InboundStored::Duplicate,
-            });
-        }
-        tx.commit().await.map_err(db_err)?;
-        Ok(out)
     }
 
     pub(crate) async fn message_parts(&self, id: Id) -> Result<Vec<Part>> {

@@ -18,7 +18,12 @@ use textgate_core::status::Status;
 use crate::model::*;
 use crate::{Result, StoreError};
 
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("migrations/sqlite/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("migrations/sqlite/0001_init.sql")),
+    (2, include_str!("migrations/sqlite/0002_inbound.sql")),
+];
+
+mod inbound;
 
 /// How many queued calls one transaction takes at most; bounds the latency of the first.
 const MAX_BATCH: usize = 2048;
@@ -233,6 +238,8 @@ fn message_from_row(r: &Row) -> rusqlite::Result<Message> {
         created_at: r.get(18)?,
         sent_at: opt_i64(r, 19)?,
         done_at: opt_i64(r, 20)?,
+        origin: r.get(21)?,
+        api_key_id: opt_i64(r, 22)?,
     })
 }
 
@@ -249,6 +256,39 @@ fn user_from_row(r: &Row) -> rusqlite::Result<User> {
 }
 
 const USER_COLUMNS: &str = "id, name, role, email, password_hash, created_at";
+
+/// Inserts one message row; its id.
+fn insert_message_row(c: &Connection, m: &NewMessage) -> rusqlite::Result<Id> {
+    let status = m.initial_status();
+    let claimed = status == Status::Sending;
+    c.prepare_cached(
+        "INSERT INTO messages (owner_id, job_id, recipient, sender, body, encoding, segments, status,
+           priority, due_at, expires_at, callback_url, reference, created_at, lease_until, attempts,
+           origin, api_key_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
+    )?
+    .execute(params![
+        m.owner_id,
+        m.job_id,
+        m.to,
+        m.from,
+        m.body,
+        m.encoding,
+        m.segments,
+        status.as_str(),
+        m.priority,
+        m.schedule_at.unwrap_or(m.created_at),
+        m.expires_at,
+        m.callback_url,
+        m.reference,
+        m.created_at,
+        m.claimed_until.filter(|_| claimed),
+        i64::from(claimed),
+        m.origin,
+        m.api_key_id
+    ])?;
+    Ok(c.last_insert_rowid())
+}
 
 fn get_message_on(conn: &Connection, id: Id) -> rusqlite::Result<Option<Message>> {
     conn.prepare_cached(&format!(
@@ -409,11 +449,12 @@ impl Sqlite {
         user_id: Id,
         key_hash: String,
         label: String,
+        webhook_secret: Option<String>,
     ) -> Result<Id> {
         self.write(move |c| {
             c.execute(
-                "INSERT INTO api_keys (user_id, key_hash, label, created_at) VALUES (?1, ?2, ?3, ?4)",
-                params![user_id, key_hash, label, textgate_core::clock::now_ms()],
+                "INSERT INTO api_keys (user_id, key_hash, label, created_at, webhook_secret) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![user_id, key_hash, label, textgate_core::clock::now_ms(), webhook_secret],
             )
             .map_err(db_err)?;
             Ok(c.last_insert_rowid())
@@ -421,15 +462,27 @@ impl Sqlite {
         .await
     }
 
-    pub(crate) async fn user_by_api_key(&self, key_hash: String) -> Result<Option<User>> {
+    pub(crate) async fn api_key_by_hash(&self, key_hash: String) -> Result<Option<ApiKey>> {
         self.read(move |c| {
             c.prepare_cached(
-                "SELECT u.id, u.name, u.role, u.email, u.password_hash, u.created_at
+                "SELECT u.id, u.name, u.role, u.email, u.password_hash, u.created_at, k.id, k.webhook_secret
                  FROM api_keys k JOIN users u ON u.id = k.user_id
                  WHERE k.key_hash = ?1 AND k.revoked_at IS NULL",
             )?
-            .query_row([key_hash], user_from_row)
+            .query_row([key_hash], |r| {
+                Ok(ApiKey { user: user_from_row(r)?, id: r.get(6)?, webhook_secret: r.get(7)? })
+            })
             .optional()
+        })
+        .await
+    }
+
+    pub(crate) async fn api_key_secret(&self, id: Id) -> Result<Option<String>> {
+        self.read(move |c| {
+            c.prepare_cached("SELECT webhook_secret FROM api_keys WHERE id = ?1")?
+                .query_row([id], |r| r.get(0))
+                .optional()
+                .map(Option::flatten)
         })
         .await
     }
@@ -451,38 +504,8 @@ impl Sqlite {
                 }
             }
             let mut ids = Vec::with_capacity(msgs.len());
-            {
-                let mut stmt = c
-                    .prepare_cached(
-                        "INSERT INTO messages (owner_id, job_id, recipient, sender, body, encoding, segments, status,
-                           priority, due_at, expires_at, callback_url, reference, created_at, lease_until, attempts)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
-                    )
-                    .map_err(db_err)?;
-                for m in &msgs {
-                    let status = m.initial_status();
-                    let claimed = status == Status::Sending;
-                    stmt.execute(params![
-                        m.owner_id,
-                        m.job_id,
-                        m.to,
-                        m.from,
-                        m.body,
-                        m.encoding,
-                        m.segments,
-                        status.as_str(),
-                        m.priority,
-                        m.schedule_at.unwrap_or(m.created_at),
-                        m.expires_at,
-                        m.callback_url,
-                        m.reference,
-                        m.created_at,
-                        m.claimed_until.filter(|_| claimed),
-                        i64::from(claimed)
-                    ])
-                    .map_err(db_err)?;
-                    ids.push(c.last_insert_rowid());
-                }
+            for m in &msgs {
+                ids.push(insert_message_row(c, m).map_err(db_err)?);
             }
             let response = render(&ids);
             if let Some(k) = &idem {
@@ -728,29 +751,6 @@ impl Sqlite {
             )?;
             let rows = s.query_map(params![device, after, limit as i64], |r| Ok((r.get(0)?, r.get(1)?)))?;
             rows.collect()
-        })
-        .await
-    }
-
-    pub(crate) async fn insert_inbound(
-        &self,
-        texts: Vec<NewInbound>,
-    ) -> Result<Vec<InboundStored>> {
-        self.write(move |c| {
-            let mut s = c
-                .prepare_cached(
-                    "INSERT INTO inbound (device, sender, recipient, body, encoding, parts, partial, dedup_key, received_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT (dedup_key) DO NOTHING",
-                )
-                .map_err(db_err)?;
-            let mut out = Vec::with_capacity(texts.len());
-            for t in &texts {
-                let n = s
-                    .execute(params![t.device, t.from, t.to, t.body, t.encoding, t.parts, t.partial, t.dedup_key, t.received_at])
-                    .map_err(db_err)?;
-                out.push(if n == 0 { InboundStored::Duplicate } else { InboundStored::New(c.last_insert_rowid()) });
-            }
-            Ok(out)
         })
         .await
     }

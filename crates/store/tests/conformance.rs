@@ -76,6 +76,8 @@ fn msg(owner: Id, to: &str, now: i64) -> NewMessage {
         priority: 0,
         created_at: now,
         claimed_until: None,
+        origin: None,
+        api_key_id: None,
     }
 }
 
@@ -107,13 +109,26 @@ async fn users_and_api_keys() {
         assert_eq!(s.user_by_name("alice").await.unwrap(), Some(u.clone()));
         assert_eq!(s.user_by_id(u.id).await.unwrap(), Some(u.clone()));
         assert_eq!(s.user_by_name("bob").await.unwrap(), None);
-        s.create_api_key(u.id, "h1".into(), "tg_ab…".into())
+        let k1 = s
+            .create_api_key(u.id, "h1".into(), "tg_ab…".into(), None)
             .await
             .unwrap();
         assert_eq!(
             s.user_by_api_key("h1").await.unwrap().map(|x| x.id),
             Some(u.id)
         );
+        let k3 = s
+            .create_api_key(u.id, "h3".into(), "tg_cd…".into(), Some("whsec".into()))
+            .await
+            .unwrap();
+        let key = s.api_key_by_hash("h3").await.unwrap().unwrap();
+        assert_eq!((key.id, key.user.id), (k3, u.id));
+        assert_eq!(key.webhook_secret.as_deref(), Some("whsec"));
+        assert_eq!(
+            s.api_key_secret(k3).await.unwrap().as_deref(),
+            Some("whsec")
+        );
+        assert_eq!(s.api_key_secret(k1).await.unwrap(), None);
         assert_eq!(s.user_by_api_key("h2").await.unwrap(), None);
         assert_eq!(s.count_users().await.unwrap(), 1);
         s.health().await.unwrap();
@@ -517,6 +532,7 @@ async fn inbound_texts_are_stored_once_per_dedup_key() {
             partial: false,
             dedup_key: Some("lb:abc".into()),
             received_at: 5,
+            routing: Default::default(),
         };
         assert!(matches!(
             s.insert_inbound(t.clone()).await.unwrap(),
@@ -713,6 +729,416 @@ async fn receipts_known_at_submit_are_written_with_the_parts() {
                 status: Some(Status::Delivered)
             }]
         );
+    })
+    .await;
+}
+
+async fn admin(s: &Store, name: &str) -> User {
+    s.create_user(NewUser {
+        name: name.into(),
+        role: Role::Admin,
+        email: None,
+        password_hash: None,
+        created_at: 1,
+    })
+    .await
+    .unwrap()
+}
+
+fn text(from: &str, body: &str, at: i64, routing: InboundRouting) -> NewInbound {
+    NewInbound {
+        device: "lb".into(),
+        from: from.into(),
+        to: "+15550000000".into(),
+        body: body.into(),
+        encoding: "gsm7".into(),
+        parts: 1,
+        partial: false,
+        dedup_key: None,
+        received_at: at,
+        routing: Box::new(routing),
+    }
+}
+
+async fn inbox(s: &Store, user: Option<Id>) -> Vec<String> {
+    s.list_inbound(InboundFilter {
+        user_id: user,
+        after: None,
+        limit: 100,
+    })
+    .await
+    .unwrap()
+    .into_iter()
+    .map(|t| t.body)
+    .collect()
+}
+
+async fn new_id(s: &Store, t: NewInbound) -> Id {
+    match s.insert_inbound(t).await.unwrap() {
+        InboundStored::New(id) => id,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn inbound_routing_designates_rules_conversations_and_catch_all() {
+    both(|s| async move {
+        let root = admin(&s, "root").await;
+        let alice = user(&s, "alice").await;
+        let bob = user(&s, "bob").await;
+        let carol = user(&s, "carol").await;
+        // Bob texted +15550000009 at t=1000.
+        insert(&s, vec![msg(bob.id, "+15550000009", 1000)]).await;
+        let rules = InboundRouting {
+            matched: true,
+            users: vec!["alice".into(), "nobody".into()],
+            conversation_since: Some(500),
+            ..Default::default()
+        };
+        let a = new_id(&s, text("+15550000009", "to alice and bob", 2000, rules)).await;
+        // Nothing matched, no conversation: the catch-all (carol).
+        let catch = InboundRouting {
+            catch_all: vec!["carol".into()],
+            conversation_since: Some(500),
+            ..Default::default()
+        };
+        new_id(&s, text("+15550000001", "to carol", 2001, catch)).await;
+        // Nothing matched, catch-all names nobody that exists: the admins.
+        let lost = InboundRouting {
+            catch_all: vec!["ghost".into()],
+            ..Default::default()
+        };
+        new_id(&s, text("+15550000001", "to root", 2002, lost)).await;
+        // A conversation older than the window does not count: the default catch-all.
+        let old = InboundRouting {
+            conversation_since: Some(1500),
+            ..Default::default()
+        };
+        new_id(&s, text("+15550000009", "too late for bob", 2003, old)).await;
+
+        assert_eq!(inbox(&s, Some(alice.id)).await, vec!["to alice and bob"]);
+        assert_eq!(inbox(&s, Some(bob.id)).await, vec!["to alice and bob"]);
+        assert_eq!(inbox(&s, Some(carol.id)).await, vec!["to carol"]);
+        assert_eq!(
+            inbox(&s, Some(root.id)).await,
+            vec!["to root", "too late for bob"]
+        );
+        assert_eq!(inbox(&s, None).await.len(), 4, "admins list every text");
+        assert_eq!(s.inbound_designees(a).await.unwrap(), vec!["alice", "bob"]);
+        assert!(s.get_inbound(a, Some(alice.id)).await.unwrap().is_some());
+        assert!(s.get_inbound(a, Some(carol.id)).await.unwrap().is_none());
+        assert_eq!(
+            s.get_inbound(a, None).await.unwrap().unwrap().from,
+            "+15550000009"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn inbound_cursor_pages_in_order() {
+    both(|s| async move {
+        admin(&s, "root").await;
+        let mut ids = Vec::new();
+        for i in 0..7 {
+            ids.push(
+                new_id(
+                    &s,
+                    text(
+                        "+15550000001",
+                        &format!("t{i}"),
+                        i,
+                        InboundRouting::default(),
+                    ),
+                )
+                .await,
+            );
+        }
+        let mut seen = Vec::new();
+        let mut after = None;
+        loop {
+            let page = s
+                .list_inbound(InboundFilter {
+                    user_id: None,
+                    after,
+                    limit: 3,
+                })
+                .await
+                .unwrap();
+            if page.is_empty() {
+                break;
+            }
+            after = page.last().map(|t| t.id);
+            seen.extend(page.into_iter().map(|t| t.id));
+        }
+        assert_eq!(seen, ids);
+        assert!(ids.windows(2).all(|w| w[0] < w[1]));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn opt_out_replies_and_suppression_list() {
+    both(|s| async move {
+        let root = admin(&s, "root").await;
+        let alice = user(&s, "alice").await;
+        let reply = |to: &str, body: &str, origin: &str| {
+            let mut m = msg(0, to, 3000);
+            m.body = body.into();
+            m.origin = Some(origin.into());
+            m
+        };
+        let stop = InboundRouting {
+            opt: Some(textgate_core::inbound::OptChange::Out),
+            opt_reply: Some(reply("+15550000007", "bye", origin::OPT_CONFIRMATION)),
+            replies: vec![(
+                Some("alice".into()),
+                reply("+15550000007", "auto", origin::REPLY),
+            )],
+            ..Default::default()
+        };
+        new_id(&s, text("+15550000007", "Stop!", 3000, stop)).await;
+        let list = s.list_suppressions(None, 10).await.unwrap();
+        assert_eq!(list.len(), 1);
+        assert_eq!(list[0].number, "+15550000007");
+        assert_eq!(list[0].source, "keyword");
+        assert_eq!(list[0].note.as_deref(), Some("texted \"STOP\""));
+        let sent = s
+            .list_messages(MessageFilter {
+                owner_id: None,
+                status: None,
+                before: None,
+                limit: 10,
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            sent.len(),
+            1,
+            "no automatic reply to an opt-out, only the confirmation"
+        );
+        assert_eq!((sent[0].body.as_str(), sent[0].owner_id), ("bye", root.id));
+        assert_eq!(sent[0].origin.as_deref(), Some(origin::OPT_CONFIRMATION));
+
+        // A rule's reply goes as its owner, once per interval.
+        let hi = |since| InboundRouting {
+            matched: true,
+            replies: vec![(
+                Some("alice".into()),
+                reply("+15550000008", "auto", origin::REPLY),
+            )],
+            reply_since: since,
+            ..Default::default()
+        };
+        new_id(&s, text("+15550000008", "hi", 3000, hi(2000))).await;
+        new_id(&s, text("+15550000008", "hi again", 3001, hi(2000))).await;
+        let mine = s
+            .list_messages(MessageFilter {
+                owner_id: Some(alice.id),
+                status: None,
+                before: None,
+                limit: 10,
+            })
+            .await
+            .unwrap();
+        assert_eq!(mine.len(), 1, "the second reply falls in the interval");
+        assert_eq!(mine[0].to, "+15550000008");
+
+        // Opting back in; the API's own edits.
+        let start = InboundRouting {
+            opt: Some(textgate_core::inbound::OptChange::In),
+            ..Default::default()
+        };
+        new_id(&s, text("+15550000007", "START", 4000, start)).await;
+        assert!(s.list_suppressions(None, 10).await.unwrap().is_empty());
+        let sup = |n: &str| Suppression {
+            number: n.into(),
+            source: "api".into(),
+            note: None,
+            created_at: 1,
+        };
+        assert!(s.add_suppression(sup("+15550000002")).await.unwrap());
+        assert!(!s.add_suppression(sup("+15550000002")).await.unwrap());
+        assert!(s.add_suppression(sup("+15550000001")).await.unwrap());
+        let page = s
+            .list_suppressions(Some("+15550000001".into()), 10)
+            .await
+            .unwrap();
+        assert_eq!(page.len(), 1);
+        assert!(s.remove_suppression("+15550000002").await.unwrap());
+        assert!(!s.remove_suppression("+15550000002").await.unwrap());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn deliveries_claim_retry_die_and_replay() {
+    both(|s| async move {
+        admin(&s, "root").await;
+        let routing = InboundRouting {
+            matched: true,
+            webhooks: vec!["http://a/h".into(), "http://b/h".into()],
+            emails: vec!["x@example.com".into(), "y@example.com".into()],
+            give_up_at: 99_000,
+            ..Default::default()
+        };
+        let t = new_id(&s, text("+15550000001", "hook", 1000, routing)).await;
+        // Webhook-only matched rules do not also fill the admins' inboxes.
+        let got = s.claim_deliveries("webhook", 1000, 5000, 10).await.unwrap();
+        assert_eq!(got.len(), 2);
+        assert!(got
+            .iter()
+            .all(|d| d.inbound_id == Some(t) && d.attempts == 1 && d.event == "message.inbound"));
+        assert!(
+            s.claim_deliveries("webhook", 1000, 5000, 10)
+                .await
+                .unwrap()
+                .is_empty(),
+            "leased"
+        );
+        let email = s.claim_deliveries("email", 1000, 5000, 10).await.unwrap();
+        assert_eq!(email.len(), 1);
+        assert_eq!(email[0].target, "x@example.com,y@example.com");
+        s.finish_deliveries(vec![
+            DeliveryResult::Delivered {
+                id: got[0].id,
+                attempt: 1,
+                code: Some(200),
+                at: 1100,
+            },
+            DeliveryResult::Retry {
+                id: got[1].id,
+                attempt: 1,
+                code: Some(500),
+                error: "500".into(),
+                next_at: 2000,
+            },
+            // A stale attempt number is ignored.
+            DeliveryResult::Dead {
+                id: got[1].id,
+                attempt: 7,
+                code: None,
+                error: "x".into(),
+                at: 1,
+            },
+        ])
+        .await
+        .unwrap();
+        assert!(s
+            .claim_deliveries("webhook", 1999, 5000, 10)
+            .await
+            .unwrap()
+            .is_empty());
+        let again = s.claim_deliveries("webhook", 2000, 9000, 10).await.unwrap();
+        assert_eq!((again.len(), again[0].attempts), (1, 2));
+        s.finish_deliveries(vec![DeliveryResult::Dead {
+            id: again[0].id,
+            attempt: 2,
+            code: Some(503),
+            error: "gave up".into(),
+            at: 2100,
+        }])
+        .await
+        .unwrap();
+        let dead = s
+            .list_deliveries(DeliveryFilter {
+                state: Some("dead".into()),
+                owner_id: None,
+                before: None,
+                limit: 10,
+            })
+            .await
+            .unwrap();
+        assert_eq!(dead.len(), 1);
+        assert_eq!(
+            (dead[0].last_code, dead[0].last_error.as_deref()),
+            (Some(503), Some("gave up"))
+        );
+        assert!(
+            s.replay_delivery(got[0].id, 3000, 9999)
+                .await
+                .unwrap()
+                .is_none(),
+            "only dead ones"
+        );
+        let replayed = s
+            .replay_delivery(dead[0].id, 3000, 9999)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (replayed.state.as_str(), replayed.give_up_at),
+            ("pending", 9999)
+        );
+        assert_eq!(
+            s.claim_deliveries("webhook", 3000, 9000, 10)
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+        assert_eq!(
+            s.get_delivery(got[0].id).await.unwrap().unwrap().state,
+            "delivered"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn status_changes_of_messages_with_a_callback_queue_deliveries() {
+    both(|s| async move {
+        let u = user(&s, "alice").await;
+        let mut m = msg(u.id, "+15550000001", 1000);
+        m.callback_url = Some("http://cb/x".into());
+        m.api_key_id = Some(42);
+        let plain = msg(u.id, "+15550000002", 1000);
+        let ids = insert(&s, vec![m, plain]).await;
+        let claimed = s.claim(1000, 60_000, 10).await.unwrap();
+        assert_eq!(claimed.len(), 2);
+        let sent = |id: Id, attempt: i64| Outcome::Sent {
+            id,
+            attempt,
+            device: "lb".into(),
+            part_ids: vec![format!("p{id}")],
+            receipts: vec![],
+            at: 1100,
+        };
+        s.record_outcomes(vec![sent(ids[0], 1), sent(ids[1], 1)])
+            .await
+            .unwrap();
+        s.apply_receipts(vec![Receipt {
+            device: "lb".into(),
+            device_msg_id: format!("p{}", ids[0]),
+            delivered: true,
+            code: None,
+            at: 1200,
+        }])
+        .await
+        .unwrap();
+        let all = s
+            .list_deliveries(DeliveryFilter {
+                state: None,
+                owner_id: Some(u.id),
+                before: None,
+                limit: 10,
+            })
+            .await
+            .unwrap();
+        let statuses: Vec<_> = all
+            .iter()
+            .rev()
+            .map(|d| d.status.clone().unwrap_or_default())
+            .collect();
+        assert_eq!(
+            statuses,
+            vec!["sent", "delivered"],
+            "one event per change, none for 'sending'"
+        );
+        assert!(all.iter().all(|d| d.message_id == Some(ids[0])
+            && d.target == "http://cb/x"
+            && d.event == "message.status"
+            && d.api_key_id == Some(42)));
     })
     .await;
 }

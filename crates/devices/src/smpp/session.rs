@@ -675,6 +675,7 @@ impl<'a> Session<'a> {
             parts: i64::from(parts),
             partial,
             received_at: now_ms(),
+            routing: Default::default(),
         };
         self.ctx.shared.received.fetch_add(1, Ordering::Relaxed);
         let _ = self.ctx.events.send(DeviceEvent::Inbound {

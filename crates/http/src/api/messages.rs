@@ -233,6 +233,8 @@ pub async fn send(
             priority: 0,
             created_at: now,
             claimed_until,
+            origin: None,
+            api_key_id: caller.key_id,
         })
         .collect();
     let numbers: Vec<String> = to.iter().map(|r| r.as_str().to_string()).collect();
