@@ -55,6 +55,11 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let dispatcher = Dispatcher::new(store.clone(), &cfg, devices);
     let running = dispatcher.start();
     let state = textgate_http::AppState::new(store.clone(), dispatcher.clone(), cfg.clone());
+    let webhooks_stop = Arc::new(tokio::sync::Notify::new());
+    let webhooks = tokio::spawn(textgate_http::webhooks::run(
+        state.clone(),
+        webhooks_stop.clone(),
+    ));
     let listener = tokio::net::TcpListener::bind(&cfg.server.http_listen)
         .await
         .with_context(|| {
@@ -71,7 +76,9 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         .await
         .context("the HTTP server failed")?;
     tracing::info!("shutting down: finishing in-flight sends");
+    webhooks_stop.notify_one();
     running.shutdown(Duration::from_secs(10)).await;
+    let _ = tokio::time::timeout(Duration::from_secs(3), webhooks).await;
     store.close().await;
     tracing::info!("stopped");
     Ok(())

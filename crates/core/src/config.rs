@@ -424,6 +424,10 @@ pub struct LoopbackConfig {
     pub undelivered_rate: f64,
     /// Messages handled at once.
     pub window: u32,
+    /// Answer every message with an inbound text "Echo: …" from its recipient (demos).
+    pub echo: bool,
+    /// The device's own number: where injected and echoed texts say they were sent to.
+    pub number: String,
 }
 
 impl Default for LoopbackConfig {
@@ -435,6 +439,8 @@ impl Default for LoopbackConfig {
             transient_failure_rate: 0.0,
             undelivered_rate: 0.0,
             window: 256,
+            echo: false,
+            number: "+15550000000".into(),
         }
     }
 }

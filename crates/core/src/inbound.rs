@@ -339,10 +339,15 @@ fn looks_like_email(a: &str) -> bool {
 /// else (an alphanumeric sender id, a short code) as received.
 pub fn normalize_party(raw: &str, country: Option<Country>) -> String {
     let t = raw.trim();
-    let digits = t.strip_prefix('+').unwrap_or(t);
+    // Written-out numbers ("+1 (555) 000-1111") lose their punctuation first.
+    let compact: String = t
+        .chars()
+        .filter(|c| !matches!(c, ' ' | '-' | '.' | '(' | ')'))
+        .collect();
+    let digits = compact.strip_prefix('+').unwrap_or(&compact);
     // Short codes (up to 6 digits) are kept as they are: they are not E.164 numbers.
     if digits.len() > 6 && digits.bytes().all(|b| b.is_ascii_digit()) {
-        let input = if t.starts_with('+') || country.is_none() {
+        let input = if compact.starts_with('+') || country.is_none() {
             format!("+{digits}")
         } else {
             digits.to_string()
@@ -478,6 +483,8 @@ mod tests {
         assert_eq!(normalize_party("5551234567", us), "+15551234567");
         assert_eq!(normalize_party("ACME", us), "ACME");
         assert_eq!(normalize_party("72345", us), "72345");
+        assert_eq!(normalize_party("+1 (555) 000-1111", us), "+15550001111");
+        assert_eq!(normalize_party("Mr. Smith", us), "Mr. Smith");
     }
 
     #[test]

@@ -25,6 +25,7 @@ use textgate_store::{Message, Outcome, PartReceipt, Receipt, ReceiptMatch, Store
 use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
+use crate::inbound::{InboundRouter, OPTED_OUT};
 use crate::{Device, DeviceEvent, DeviceState, OutboundSms, SendError};
 
 /// Messages claimed but not yet recorded, at most.
@@ -37,6 +38,8 @@ const THROTTLE_RETRY: Duration = Duration::from_millis(500);
 const GATHER_BELOW: usize = 512;
 /// How long the recorder waits for more records to share a commit.
 const GATHER_WAIT: Duration = Duration::from_millis(if cfg!(test) { 0 } else { 5 });
+/// How often the suppression list is reloaded from the store.
+const SUPPRESSION_RELOAD: Duration = Duration::from_secs(30);
 /// How long a receipt for an unknown part id is kept, waiting for its submit to be recorded.
 const EARLY_RECEIPT_TTL: Duration = Duration::from_secs(600);
 
@@ -154,6 +157,10 @@ pub struct Dispatcher {
     handoff: std::sync::OnceLock<Handoff>,
     /// Pipeline counters.
     pub counters: Counters,
+    /// Inbound routing and the suppression list.
+    pub inbound: InboundRouter,
+    /// Woken when deliveries (webhooks, e-mail forwards) may have been queued.
+    pub deliveries: Notify,
 }
 
 struct Job {
@@ -241,6 +248,8 @@ impl Dispatcher {
             budget: Arc::new(Semaphore::new(IN_FLIGHT)),
             handoff: std::sync::OnceLock::new(),
             counters: Counters::default(),
+            inbound: InboundRouter::new(cfg),
+            deliveries: Notify::new(),
         })
     }
 
@@ -378,14 +387,14 @@ impl Dispatcher {
             return;
         };
         let now = now_ms();
-        let finish = |status: Status, error: String, permit| {
+        let finish = |status: Status, code: Option<&str>, error: String, permit| {
             let _ = rec.send(Record::Outcome(
                 Outcome::Final {
                     id: msg.id,
                     attempt: msg.attempts,
                     status,
                     device: None,
-                    code: None,
+                    code: code.map(str::to_string),
                     error,
                     at: now,
                 },
@@ -395,7 +404,22 @@ impl Dispatcher {
         if msg.expires_at <= now {
             finish(
                 Status::Expired,
+                None,
                 "its validity ran out before a device could take it".into(),
+                permit,
+            );
+            return;
+        }
+        if self.inbound.is_suppressed(&msg.to)
+            && msg.origin.as_deref() != Some(textgate_store::origin::OPT_CONFIRMATION)
+        {
+            finish(
+                Status::Failed,
+                Some(OPTED_OUT),
+                format!(
+                    "{} opted out (texted STOP) and gets no texts until it texts START, or an admin removes it from the suppression list",
+                    msg.to
+                ),
                 permit,
             );
             return;
@@ -420,6 +444,7 @@ impl Dispatcher {
         if candidates.is_empty() {
             finish(
                 Status::Failed,
+                None,
                 format!(
                     "no route to {}: add a [[route]] whose prefix matches it",
                     msg.to
@@ -684,10 +709,33 @@ impl Dispatcher {
             Option<tokio::sync::oneshot::Sender<bool>>,
         )>,
     ) {
-        let (rows, acks): (Vec<_>, Vec<_>) = texts.into_iter().unzip();
+        let (mut rows, acks): (Vec<_>, Vec<_>) = texts.into_iter().unzip();
+        for t in &mut rows {
+            self.inbound.route(t);
+        }
         let devices: Vec<String> = rows.iter().map(|t| t.device.clone()).collect();
+        // What to note once stored: opt-outs for the suppression list, and whether any
+        // automatic reply was queued.
+        let opts: Vec<_> = rows
+            .iter()
+            .filter(|t| t.routing.opt.is_some())
+            .map(|t| (t.from.clone(), t.routing.opt))
+            .collect();
+        let replies = rows
+            .iter()
+            .any(|t| t.routing.opt_reply.is_some() || !t.routing.replies.is_empty());
         let ok = match self.store.insert_inbound_many(rows).await {
-            Ok(_) => true,
+            Ok(_) => {
+                for (from, opt) in opts {
+                    self.inbound
+                        .set_suppressed(&from, opt == Some(textgate_core::inbound::OptChange::Out));
+                }
+                if replies {
+                    self.wake();
+                }
+                self.deliveries.notify_one();
+                true
+            }
             Err(e) => {
                 tracing::error!(error = %e, "storing inbound texts failed; the devices will not acknowledge them");
                 false
@@ -822,7 +870,15 @@ impl Dispatcher {
     async fn maintainer(self: Arc<Self>, stop: Arc<Notify>) {
         let stopped = stop.notified();
         tokio::pin!(stopped);
+        let mut last_reload: Option<tokio::time::Instant> = None;
         loop {
+            // Other nodes (and the API of this one) change the suppression list too.
+            if last_reload.is_none_or(|t| t.elapsed() >= SUPPRESSION_RELOAD) {
+                match self.inbound.reload(&self.store).await {
+                    Ok(_) => last_reload = Some(tokio::time::Instant::now()),
+                    Err(e) => tracing::warn!(error = %e, "loading the suppression list failed"),
+                }
+            }
             match self.store.maintain(now_ms()).await {
                 Ok(m) if m.promoted + m.requeued + m.expired > 0 => {
                     if m.expired > 0 {

@@ -6,9 +6,11 @@
 //! - [`loopback`]: the built-in device for demos and tests.
 //! - [`dispatcher`]: claims due messages from the store, routes them to devices in failover
 //!   order, retries transient errors with backoff, and records every outcome and receipt.
+//! - [`inbound`]: inbound texts' routing by the rules, and the suppression list.
 #![forbid(unsafe_code)]
 
 pub mod dispatcher;
+pub mod inbound;
 pub mod loopback;
 pub mod smpp;
 
@@ -166,6 +168,17 @@ pub trait Device: Send + Sync + 'static {
     }
     /// How many messages it takes at once.
     fn window(&self) -> usize;
+    /// Receives a text as if a phone had sent it (the loopback device, for demos and
+    /// tests); the answer says once it is stored. `None` for devices whose texts come only
+    /// from their network.
+    fn simulate_inbound(
+        &self,
+        _from: &str,
+        _to: &str,
+        _body: &str,
+    ) -> Option<tokio::sync::oneshot::Receiver<bool>> {
+        None
+    }
 }
 
 /// Builds the devices a checked configuration names, in config order.

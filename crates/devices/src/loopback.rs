@@ -1,13 +1,16 @@
 //! The `loopback` device: takes every message and reports it delivered, after configurable
 //! delays and with configurable failure rates, so demos and tests can see every path a real
-//! device takes without a network.
+//! device takes without a network. It receives texts too: injected through the API
+//! (`POST /api/v1/devices/{name}/inbound`), or, with `echo = true`, an answer to every
+//! message it sends.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
 use textgate_core::clock::now_ms;
 use textgate_core::config::LoopbackConfig;
-use tokio::sync::mpsc;
+use textgate_store::NewInbound;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::{BoxFuture, Device, DeviceEvent, DeviceState, OutboundSms, SendError, Submitted};
 
@@ -30,6 +33,37 @@ impl Loopback {
             events: OnceLock::new(),
             next_id: AtomicU64::new(start),
         }
+    }
+
+    /// A text from `from` to `to`, handed to the store like any device's; the receiver says
+    /// when it is stored.
+    fn receive(&self, from: &str, to: &str, body: &str) -> Option<oneshot::Receiver<bool>> {
+        let events = self.events.get()?;
+        let (tx, rx) = oneshot::channel();
+        let text = NewInbound {
+            device: self.name.clone(),
+            from: from.to_string(),
+            to: to.to_string(),
+            body: body.to_string(),
+            encoding: if textgate_core::encoding::gsm7::is_gsm7(body) {
+                "gsm7"
+            } else {
+                "ucs2"
+            }
+            .into(),
+            parts: 1,
+            partial: false,
+            dedup_key: None,
+            received_at: now_ms(),
+            routing: Default::default(),
+        };
+        events
+            .send(DeviceEvent::Inbound {
+                text,
+                ack: Some(tx),
+            })
+            .ok()?;
+        Some(rx)
     }
 
     fn report(&self, part_ids: Vec<String>) {
@@ -100,6 +134,13 @@ impl Device for Loopback {
             let first = self.next_id.fetch_add(n, Ordering::Relaxed);
             let part_ids: Vec<String> = (first..first + n).map(|i| format!("{i:x}")).collect();
             self.report(part_ids.clone());
+            if self.cfg.echo {
+                // The "phone" answers with the same text, from the number it was sent to.
+                let from = sms.from.clone().unwrap_or_else(|| self.cfg.number.clone());
+                if let Some(rx) = self.receive(&sms.to, &from, &format!("Echo: {}", sms.body)) {
+                    drop(rx);
+                }
+            }
             Ok(Submitted { part_ids })
         })
     }
@@ -115,6 +156,16 @@ impl Device for Loopback {
 
     fn window(&self) -> usize {
         self.cfg.window as usize
+    }
+
+    fn simulate_inbound(
+        &self,
+        from: &str,
+        to: &str,
+        body: &str,
+    ) -> Option<oneshot::Receiver<bool>> {
+        let to = if to.is_empty() { &self.cfg.number } else { to };
+        self.receive(from, to, body)
     }
 }
 

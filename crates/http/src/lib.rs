@@ -1,16 +1,20 @@
 //! textgate's HTTP side (DESIGN.md §5).
 //!
-//! - [`api`]: the REST API under `/api/v1` — messages and devices.
+//! - [`api`]: the REST API under `/api/v1` — messages, devices, inbound texts, the
+//!   suppression list and webhook deliveries.
 //! - [`auth`]: who is calling: `Authorization: Bearer API_KEY`, with a short-lived cache of
 //!   verified keys so the hot path does not hit the database.
 //! - [`error`]: the one error type; every failure is JSON `{"error": {"code", "message"}}`.
 //! - [`ops`]: `/healthz`, `/metrics` (Prometheus text) and `/api/openapi.json`.
+//! - [`webhooks`]: the worker that POSTs inbound texts and status callbacks, signed, with
+//!   retries and dead letters.
 #![forbid(unsafe_code)]
 
 pub mod api;
 pub mod auth;
 pub mod error;
 pub mod ops;
+pub mod webhooks;
 
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -45,6 +49,8 @@ pub struct AppState {
 pub struct HttpCounters {
     /// Messages accepted through the API.
     pub accepted: AtomicU64,
+    /// Webhook deliveries.
+    pub webhooks: webhooks::WebhookCounters,
 }
 
 impl AppState {
@@ -72,6 +78,29 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/messages/{id}", get(api::messages::get_one))
         .route("/api/v1/messages/{id}/cancel", post(api::messages::cancel))
         .route("/api/v1/devices", get(api::devices::list))
+        .route(
+            "/api/v1/devices/{name}/inbound",
+            post(api::inbound::simulate),
+        )
+        .route("/api/v1/inbound", get(api::inbound::list))
+        .route("/api/v1/inbound/{id}", get(api::inbound::get_one))
+        .route(
+            "/api/v1/suppressions",
+            get(api::suppressions::list).post(api::suppressions::add),
+        )
+        .route(
+            "/api/v1/suppressions/{number}",
+            axum::routing::delete(api::suppressions::remove),
+        )
+        .route("/api/v1/webhooks/deliveries", get(api::deliveries::list))
+        .route(
+            "/api/v1/webhooks/deliveries/{id}",
+            get(api::deliveries::get_one),
+        )
+        .route(
+            "/api/v1/webhooks/deliveries/{id}/replay",
+            post(api::deliveries::replay),
+        )
         .route("/api/openapi.json", get(ops::openapi))
         .route("/healthz", get(ops::healthz))
         .route("/metrics", get(ops::metrics))

@@ -78,6 +78,22 @@ pub async fn metrics(State(st): State<AppState>) -> Response {
         "Inbound texts stored.",
         c.inbound.load(Ordering::Relaxed),
     );
+    let w = &st.http.webhooks;
+    counter(
+        "textgate_webhooks_delivered_total",
+        "Webhook POSTs answered with a 2xx.",
+        w.delivered.load(Ordering::Relaxed),
+    );
+    counter(
+        "textgate_webhook_failures_total",
+        "Webhook attempts that failed (retried or given up).",
+        w.failed.load(Ordering::Relaxed),
+    );
+    counter(
+        "textgate_webhooks_dead_total",
+        "Webhook deliveries given up and kept as dead letters.",
+        w.dead.load(Ordering::Relaxed),
+    );
     let _ = writeln!(out, "# HELP textgate_messages_final_total Messages that reached a final status.\n# TYPE textgate_messages_final_total counter");
     for (i, s) in Status::ALL.iter().enumerate() {
         if s.is_final() {

@@ -349,28 +349,8 @@ pub async fn list(
             })
         })
         .transpose()?;
-    let limit = match q.limit.as_deref() {
-        None | Some("") => 50,
-        Some(l) => l
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=1000).contains(n))
-            .ok_or_else(|| {
-                ApiError::bad_request(
-                    "invalid_limit",
-                    "limit must be a whole number from 1 to 1000",
-                )
-            })?,
-    };
-    let before = match q.cursor.as_deref() {
-        None | Some("") => None,
-        Some(c) => Some(c.parse::<i64>().map_err(|_| {
-            ApiError::bad_request(
-                "invalid_cursor",
-                "cursor must be a next_cursor value from an earlier page",
-            )
-        })?),
-    };
+    let limit = super::page_limit(q.limit.as_deref(), 50)?;
+    let before = super::id_cursor(q.cursor.as_deref())?;
     let mut page = st
         .store
         .list_messages(MessageFilter {

@@ -2,9 +2,15 @@
 //!
 //! - [`messages`]: send, get, list, cancel.
 //! - [`devices`]: the devices and their counters.
+//! - [`inbound`]: inbound texts (cursor API) and texts injected into a loopback device.
+//! - [`suppressions`]: the opt-out list (admins).
+//! - [`deliveries`]: webhook deliveries and the dead letters, replayable.
 
+pub mod deliveries;
 pub mod devices;
+pub mod inbound;
 pub mod messages;
+pub mod suppressions;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -50,4 +56,47 @@ pub fn json_body<T: DeserializeOwned>(
         ApiError::bad_request(code, format!("the JSON body is not acceptable: {msg}"))
     })?;
     Ok((value, bytes))
+}
+
+/// A page size from the query: 1–1000, `default` when absent.
+pub fn page_limit(raw: Option<&str>, default: usize) -> Result<usize, ApiError> {
+    match raw {
+        None | Some("") => Ok(default),
+        Some(l) => l
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=1000).contains(n))
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_limit",
+                    "limit must be a whole number from 1 to 1000",
+                )
+            }),
+    }
+}
+
+/// A numeric cursor from the query (an id from an earlier page's `next_cursor`).
+pub fn id_cursor(raw: Option<&str>) -> Result<Option<i64>, ApiError> {
+    match raw {
+        None | Some("") => Ok(None),
+        Some(c) => c.parse::<i64>().map(Some).map_err(|_| {
+            ApiError::bad_request(
+                "invalid_cursor",
+                "cursor must be a next_cursor value from an earlier page",
+            )
+        }),
+    }
+}
+
+/// Refuses a caller who is not an admin.
+pub fn require_admin(caller: &crate::auth::Caller) -> Result<(), ApiError> {
+    if caller.is_admin() {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "only admins may do this: use an admin's API key",
+        ))
+    }
 }

@@ -52,6 +52,14 @@ BEGIN
     IF NEW.callback_url IS NOT NULL
        AND NEW.status NOT IN ('queued', 'scheduled', 'sending')
        AND (TG_OP = 'INSERT' OR NEW.status IS DISTINCT FROM OLD.status) THEN
+        -- Straight from sending to delivered (receipt with the submit): 'sent' first.
+        IF TG_OP = 'UPDATE' AND OLD.status = 'sending'
+           AND NEW.status IN ('delivered', 'undelivered') THEN
+            INSERT INTO deliveries (channel, event, target, message_id, status, owner_id,
+                                    api_key_id, next_at, give_up_at, created_at)
+            VALUES ('webhook', 'message.status', NEW.callback_url, NEW.id, 'sent', NEW.owner_id,
+                    NEW.api_key_id, now_ms, 0, now_ms);
+        END IF;
         INSERT INTO deliveries (channel, event, target, message_id, status, owner_id, api_key_id,
                                 next_at, give_up_at, created_at)
         VALUES ('webhook', 'message.status', NEW.callback_url, NEW.id, NEW.status, NEW.owner_id,

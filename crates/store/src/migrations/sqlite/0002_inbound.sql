@@ -45,11 +45,18 @@ CREATE INDEX deliveries_state ON deliveries (state, id);
 
 -- A status callback for every status change of a message sent with a callback_url, in the
 -- same transaction as the change, whichever path made it (device outcome, receipt, expiry,
--- cancel).
+-- cancel). A message whose receipt came with its submit goes from sending to delivered in
+-- one step: it still gets its 'sent' event first, as callers expect.
 CREATE TRIGGER messages_callback_update AFTER UPDATE OF status ON messages
 FOR EACH ROW WHEN NEW.callback_url IS NOT NULL AND NEW.status <> OLD.status
     AND NEW.status NOT IN ('queued', 'scheduled', 'sending')
 BEGIN
+    INSERT INTO deliveries (channel, event, target, message_id, status, owner_id, api_key_id,
+                            next_at, give_up_at, created_at)
+    SELECT 'webhook', 'message.status', NEW.callback_url, NEW.id, 'sent', NEW.owner_id,
+           NEW.api_key_id, CAST(unixepoch('subsec') * 1000 AS INTEGER), 0,
+           CAST(unixepoch('subsec') * 1000 AS INTEGER)
+    WHERE OLD.status = 'sending' AND NEW.status IN ('delivered', 'undelivered');
     INSERT INTO deliveries (channel, event, target, message_id, status, owner_id, api_key_id,
                             next_at, give_up_at, created_at)
     VALUES ('webhook', 'message.status', NEW.callback_url, NEW.id, NEW.status, NEW.owner_id,
