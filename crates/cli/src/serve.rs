@@ -51,6 +51,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let store = Store::open(&cfg.server.database_url).await?;
     tracing::info!(database = %redact_url(&cfg.server.database_url), backend = store.backend_name(), "store open");
     bootstrap_admin(&store).await?;
+    warn_unknown_users(&cfg, &store).await;
     let devices = textgate_devices::build_devices(&cfg)?;
     let dispatcher = Dispatcher::new(store.clone(), &cfg, devices);
     let running = dispatcher.start();
@@ -82,4 +83,29 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     store.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Inbound rules and the catch-all name users by name; a name with no user is skipped when
+/// texts arrive, so say so once at start rather than let texts quietly miss an inbox.
+async fn warn_unknown_users(cfg: &Config, store: &Store) {
+    let named = cfg
+        .inbound_rules
+        .iter()
+        .enumerate()
+        .flat_map(|(i, r)| {
+            r.users
+                .iter()
+                .map(move |u| (format!("inbound_rule[{i}].users"), u))
+        })
+        .chain(
+            cfg.inbound
+                .catch_all
+                .iter()
+                .map(|u| ("inbound.catch_all".to_string(), u)),
+        );
+    for (key, user) in named {
+        if let Ok(None) = store.user_by_name(user).await {
+            tracing::warn!(%key, %user, "no user has this name: texts for them reach no inbox until the user is created");
+        }
+    }
 }

@@ -160,7 +160,7 @@ fn route(c: &Connection, id: Id, t: &NewInbound) -> rusqlite::Result<()> {
             )?;
         }
     }
-    if r.opt != Some(OptChange::Out) {
+    if r.opt != Some(OptChange::Out) && !r.replies.is_empty() {
         let suppressed: bool = c
             .prepare_cached("SELECT EXISTS (SELECT 1 FROM suppressions WHERE number = ?1)")?
             .query_row([&t.from], |row| row.get(0))?;
