@@ -33,6 +33,9 @@ const CLAIM_BATCH: usize = 512;
 /// queued by the store without a wake-up).
 const POLL: Duration = Duration::from_millis(200);
 
+/// A delivery's `data`, or why it could not be read.
+type Payload = Result<Option<Value>, String>;
+
 type HttpsClient = Client<
     hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
     Full<Bytes>,
@@ -112,14 +115,16 @@ pub async fn run(st: AppState, stop: Arc<Notify>) {
             {
                 Ok(batch) => {
                     claimed = batch.len();
-                    for d in batch {
+                    // The texts and messages the batch reports, read in two queries.
+                    let payloads = w.payloads(&batch).await;
+                    for (d, data) in batch.into_iter().zip(payloads) {
                         let Ok(permit) = slots.clone().acquire_owned().await else {
                             return;
                         };
                         let w = w.clone();
                         let done = done_tx.clone();
                         tokio::spawn(async move {
-                            let result = w.deliver(&d).await;
+                            let result = w.deliver(&d, data).await;
                             drop(permit);
                             let _ = done.send(result);
                         });
@@ -134,10 +139,20 @@ pub async fn run(st: AppState, stop: Arc<Notify>) {
         if claimed == free && free > 0 {
             continue;
         }
+        if free == 0 {
+            // Every slot is busy: go on as soon as half of them are free again, so the next
+            // claim is a batch rather than one delivery per transaction.
+            let half = u32::try_from(w.cfg.concurrency.div_ceil(2)).unwrap_or(1);
+            tokio::select! {
+                _ = &mut stopped => break,
+                p = slots.acquire_many(half) => drop(p),
+            }
+            continue;
+        }
         tokio::select! {
             _ = &mut stopped => break,
             _ = w.st.dispatcher.deliveries.notified() => {}
-            _ = tokio::time::sleep(if free == 0 { Duration::from_millis(10) } else { POLL }) => {}
+            _ = tokio::time::sleep(POLL) => {}
         }
     }
     drop(done_tx);
@@ -165,9 +180,9 @@ impl Worker {
         }
     }
 
-    async fn deliver(&self, d: &Delivery) -> DeliveryResult {
+    async fn deliver(&self, d: &Delivery, data: Payload) -> DeliveryResult {
         let c = &self.st.http.webhooks;
-        let (code, error) = match self.attempt(d).await {
+        let (code, error) = match self.attempt(d, data).await {
             Ok(code) if (200..300).contains(&code) => {
                 c.delivered.fetch_add(1, Ordering::Relaxed);
                 return DeliveryResult::Delivered {
@@ -216,8 +231,8 @@ impl Worker {
     }
 
     /// One POST: the HTTP status, or why there was none.
-    async fn attempt(&self, d: &Delivery) -> Result<u16, String> {
-        let Some(data) = self.payload(d).await? else {
+    async fn attempt(&self, d: &Delivery, data: Payload) -> Result<u16, String> {
+        let Some(data) = data? else {
             // What it reports was deleted: nothing to say, so nothing to retry.
             return Ok(204);
         };
@@ -260,30 +275,55 @@ impl Worker {
         }
     }
 
-    /// The event's `data`: the inbound text, or the message as the API returns it with the
-    /// status this event reports.
-    async fn payload(&self, d: &Delivery) -> Result<Option<Value>, String> {
-        let store_err = |e: textgate_store::StoreError| format!("the store failed: {e}");
-        if let Some(id) = d.inbound_id {
-            let t = self
-                .st
-                .store
-                .get_inbound(id, None)
-                .await
-                .map_err(store_err)?;
-            return Ok(t.as_ref().map(crate::api::inbound::inbound_json));
-        }
-        if let Some(id) = d.message_id {
-            let m = self.st.store.get_message(id).await.map_err(store_err)?;
-            return Ok(m.map(|m| {
-                let mut v = crate::api::messages::message_json(&m);
-                if let Some(s) = &d.status {
-                    v["status"] = json!(s);
+    /// Each delivery's `data`: the inbound text, or the message as the API returns it with
+    /// the status the event reports; `Ok(None)` when that row no longer exists.
+    async fn payloads(&self, batch: &[Delivery]) -> Vec<Payload> {
+        let inbound_ids: Vec<Id> = batch.iter().filter_map(|d| d.inbound_id).collect();
+        let message_ids: Vec<Id> = batch.iter().filter_map(|d| d.message_id).collect();
+        let store = &self.st.store;
+        let (texts, messages) = tokio::join!(
+            store.inbound_by_ids(inbound_ids),
+            store.messages_by_ids(message_ids)
+        );
+        let texts: Result<HashMap<Id, Value>, String> = texts
+            .map(|v| {
+                v.iter()
+                    .map(|t| (t.id, crate::api::inbound::inbound_json(t)))
+                    .collect()
+            })
+            .map_err(|e| format!("the store failed: {e}"));
+        let messages: Result<HashMap<Id, Value>, String> = messages
+            .map(|v| {
+                v.iter()
+                    .map(|m| (m.id, crate::api::messages::message_json(m)))
+                    .collect()
+            })
+            .map_err(|e| format!("the store failed: {e}"));
+        batch
+            .iter()
+            .map(|d| {
+                if let Some(id) = d.inbound_id {
+                    return texts
+                        .as_ref()
+                        .map(|t| t.get(&id).cloned())
+                        .map_err(Clone::clone);
                 }
-                v
-            }));
-        }
-        Ok(None)
+                if let Some(id) = d.message_id {
+                    return messages
+                        .as_ref()
+                        .map(|m| {
+                            m.get(&id).cloned().map(|mut v| {
+                                if let Some(s) = &d.status {
+                                    v["status"] = json!(s);
+                                }
+                                v
+                            })
+                        })
+                        .map_err(Clone::clone);
+                }
+                Ok(None)
+            })
+            .collect()
     }
 
     /// The secret that signs `d`: its rule's, its API key's, or `[server] webhook_secret`.

@@ -246,6 +246,22 @@ impl Store {
         dispatch!(self, b => b.get_inbound(id, user).await)
     }
 
+    /// Inbound texts by id (those that exist, in id order).
+    pub async fn inbound_by_ids(&self, ids: Vec<Id>) -> Result<Vec<Inbound>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        dispatch!(self, b => b.inbound_by_ids(ids).await)
+    }
+
+    /// Messages by id (those that exist, in id order).
+    pub async fn messages_by_ids(&self, ids: Vec<Id>) -> Result<Vec<Message>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        dispatch!(self, b => b.messages_by_ids(ids).await)
+    }
+
     /// The names of the users an inbound text is designated to.
     pub async fn inbound_designees(&self, id: Id) -> Result<Vec<String>> {
         dispatch!(self, b => b.inbound_designees(id).await)

@@ -50,10 +50,17 @@ pub struct Sqlite {
     writer: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
 }
 
+/// Reader connections: at most [`READERS`] at once, kept open between reads. Opening one
+/// costs a schema parse, so a burst of concurrent reads waits for a connection rather than
+/// opening (and then closing) more.
 struct Readers {
     path: PathBuf,
     idle: Mutex<Vec<Connection>>,
+    permits: Arc<tokio::sync::Semaphore>,
 }
+
+/// Reader connections at most.
+const READERS: usize = 8;
 
 impl Readers {
     fn take(&self) -> Result<Connection> {
@@ -65,9 +72,7 @@ impl Readers {
 
     fn give_back(&self, c: Connection) {
         if let Ok(mut idle) = self.idle.lock() {
-            if idle.len() < 8 {
-                idle.push(c);
-            }
+            idle.push(c);
         }
     }
 }
@@ -331,6 +336,7 @@ impl Sqlite {
             readers: Arc::new(Readers {
                 path,
                 idle: Mutex::new(Vec::new()),
+                permits: Arc::new(tokio::sync::Semaphore::new(READERS)),
             }),
             writer: Arc::new(Mutex::new(Some(handle))),
         })
@@ -377,7 +383,14 @@ impl Sqlite {
         f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T> {
         let readers = self.readers.clone();
+        let permit = readers
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| StoreError::Closed)?;
         tokio::task::spawn_blocking(move || {
+            let _permit = permit;
             let conn = readers.take()?;
             let r = f(&conn).map_err(db_err);
             readers.give_back(conn);

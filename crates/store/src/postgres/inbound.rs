@@ -312,6 +312,30 @@ impl Postgres {
         .transpose()
     }
 
+    pub(crate) async fn inbound_by_ids(&self, ids: Vec<Id>) -> Result<Vec<Inbound>> {
+        let c = self.pool.get().await?;
+        let rows = c
+            .query(
+                &format!("SELECT {INBOUND_COLUMNS} FROM inbound WHERE id = ANY($1) ORDER BY id"),
+                &[&ids],
+            )
+            .await
+            .map_err(db_err)?;
+        rows.iter().map(inbound_from_row).collect()
+    }
+
+    pub(crate) async fn messages_by_ids(&self, ids: Vec<Id>) -> Result<Vec<Message>> {
+        let c = self.pool.get().await?;
+        let rows = c
+            .query(
+                &format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ANY($1) ORDER BY id"),
+                &[&ids],
+            )
+            .await
+            .map_err(db_err)?;
+        rows.iter().map(super::message_from_row).collect()
+    }
+
     pub(crate) async fn inbound_designees(&self, id: Id) -> Result<Vec<String>> {
         let c = self.pool.get().await?;
         let rows = c

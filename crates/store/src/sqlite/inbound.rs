@@ -260,6 +260,33 @@ impl Sqlite {
         .await
     }
 
+    pub(crate) async fn inbound_by_ids(&self, ids: Vec<Id>) -> Result<Vec<Inbound>> {
+        self.read(move |c| {
+            let mut s = c.prepare(&format!(
+                "SELECT {INBOUND_COLUMNS} FROM inbound WHERE id IN ({}) ORDER BY id",
+                placeholders(ids.len())
+            ))?;
+            let rows = s.query_map(rusqlite::params_from_iter(ids.iter()), inbound_from_row)?;
+            rows.collect()
+        })
+        .await
+    }
+
+    pub(crate) async fn messages_by_ids(&self, ids: Vec<Id>) -> Result<Vec<Message>> {
+        self.read(move |c| {
+            let mut s = c.prepare(&format!(
+                "SELECT {MESSAGE_COLUMNS} FROM messages WHERE id IN ({}) ORDER BY id",
+                placeholders(ids.len())
+            ))?;
+            let rows = s.query_map(
+                rusqlite::params_from_iter(ids.iter()),
+                super::message_from_row,
+            )?;
+            rows.collect()
+        })
+        .await
+    }
+
     pub(crate) async fn inbound_designees(&self, id: Id) -> Result<Vec<String>> {
         self.read(move |c| {
             let mut s = c.prepare_cached(
@@ -421,4 +448,9 @@ impl Sqlite {
         })
         .await
     }
+}
+
+/// `?, ?, ?` for `n` parameters.
+fn placeholders(n: usize) -> String {
+    vec!["?"; n].join(", ")
 }
