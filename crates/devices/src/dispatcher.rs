@@ -159,8 +159,9 @@ pub struct Dispatcher {
     pub counters: Counters,
     /// Inbound routing and the suppression list.
     pub inbound: InboundRouter,
-    /// Woken when deliveries (webhooks, e-mail forwards) may have been queued.
-    pub deliveries: Notify,
+    /// Woken when deliveries (webhooks, e-mail forwards) may have been queued; every
+    /// channel's loop waits on it, so it is notified with `notify_waiters`.
+    pub deliveries: Arc<Notify>,
 }
 
 struct Job {
@@ -249,7 +250,7 @@ impl Dispatcher {
             handoff: std::sync::OnceLock::new(),
             counters: Counters::default(),
             inbound: InboundRouter::new(cfg),
-            deliveries: Notify::new(),
+            deliveries: Arc::new(Notify::new()),
         })
     }
 
@@ -733,7 +734,7 @@ impl Dispatcher {
                 if replies {
                     self.wake();
                 }
-                self.deliveries.notify_one();
+                self.deliveries.notify_waiters();
                 true
             }
             Err(e) => {

@@ -7,8 +7,11 @@
 //! - [`dispatcher`]: claims due messages from the store, routes them to devices in failover
 //!   order, retries transient errors with backoff, and records every outcome and receipt.
 //! - [`inbound`]: inbound texts' routing by the rules, and the suppression list.
+//! - [`delivery`]: the loop that makes webhook and e-mail deliveries, with retries and dead
+//!   letters.
 #![forbid(unsafe_code)]
 
+pub mod delivery;
 pub mod dispatcher;
 pub mod inbound;
 pub mod loopback;

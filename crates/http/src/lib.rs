@@ -50,7 +50,7 @@ pub struct HttpCounters {
     /// Messages accepted through the API.
     pub accepted: AtomicU64,
     /// Webhook deliveries.
-    pub webhooks: webhooks::WebhookCounters,
+    pub webhooks: Arc<textgate_devices::delivery::DeliveryCounters>,
 }
 
 impl AppState {

@@ -1,16 +1,12 @@
 //! Webhooks out (DESIGN.md §5): `message.inbound` events for inbound rules with a webhook,
 //! `message.status` events for messages sent with a `callback_url`.
 //!
-//! The store queues a delivery in the same transaction as the text or status change it
-//! reports, so none is lost across a crash. This worker claims due deliveries under a lease,
-//! POSTs them with at most `[webhooks] concurrency` in flight (keep-alive connections,
-//! pooled per host), signs each body with HMAC-SHA256 (`X-Textgate-Signature: sha256=HEX`),
-//! and records the outcome: delivered on a 2xx, otherwise retried with exponential backoff
-//! until `[webhooks] retry_for` has passed, then kept as a dead letter that the API can list
-//! and replay. It runs apart from the devices: a slow receiver never holds up a device.
+//! The `webhook` channel of the shared delivery loop ([`textgate_devices::delivery`]):
+//! POSTs with keep-alive connections pooled per host, each body signed with HMAC-SHA256
+//! (`X-Textgate-Signature: sha256=HEX`); a 2xx is delivered, anything else (or no answer
+//! within `[webhooks] timeout`) is retried with backoff and in the end kept as a dead letter.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -20,18 +16,12 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{json, Value};
 use sha2::Sha256;
-use textgate_core::clock::{now_ms, Millis};
-use textgate_core::config::WebhooksConfig;
-use textgate_store::{Delivery, DeliveryResult, Id};
-use tokio::sync::{mpsc, Notify, Semaphore};
+use textgate_devices::delivery::{Attempt, Channel};
+use textgate_devices::BoxFuture;
+use textgate_store::{Delivery, Id};
+use tokio::sync::Notify;
 
 use crate::AppState;
-
-/// Deliveries claimed in one query, at most.
-const CLAIM_BATCH: usize = 512;
-/// How often the queue is looked at when nothing wakes the worker (status callbacks are
-/// queued by the store without a wake-up).
-const POLL: Duration = Duration::from_millis(200);
 
 /// A delivery's `data`, or why it could not be read.
 type Payload = Result<Option<Value>, String>;
@@ -40,17 +30,6 @@ type HttpsClient = Client<
     hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
     Full<Bytes>,
 >;
-
-/// Counters shown in `/metrics`.
-#[derive(Default)]
-pub struct WebhookCounters {
-    /// POSTs answered with a 2xx.
-    pub delivered: AtomicU64,
-    /// Attempts that failed (and were retried or given up).
-    pub failed: AtomicU64,
-    /// Deliveries given up: dead letters.
-    pub dead: AtomicU64,
-}
 
 /// The HMAC-SHA256 signature header value of `body` under `secret`: `sha256=HEX`.
 pub fn signature(secret: &str, body: &[u8]) -> String {
@@ -67,17 +46,15 @@ pub fn signature(secret: &str, body: &[u8]) -> String {
     format!("sha256={}", textgate_core::auth::hex(&tag))
 }
 
-struct Worker {
+struct Webhooks {
     st: AppState,
-    cfg: WebhooksConfig,
+    timeout: Duration,
     client: HttpsClient,
     /// Webhook secrets of API keys, by key id (`None`: the key has none).
     key_secrets: Mutex<HashMap<Id, Option<String>>>,
 }
 
-/// Runs the webhook worker until `stop` is notified. Deliveries in flight then keep their
-/// lease and are sent again after it runs out (webhooks are at-least-once; receivers
-/// deduplicate by `X-Textgate-Delivery`).
+/// Runs the webhook channel until `stop` is notified.
 pub async fn run(st: AppState, stop: Arc<Notify>) {
     let cfg = st.config.webhooks.clone();
     let https = hyper_rustls::HttpsConnectorBuilder::new()
@@ -89,149 +66,51 @@ pub async fn run(st: AppState, stop: Arc<Notify>) {
         .pool_idle_timeout(Duration::from_secs(30))
         .pool_max_idle_per_host(cfg.concurrency)
         .build(https);
-    let w = Arc::new(Worker {
-        st,
-        cfg,
+    let channel = Arc::new(Webhooks {
+        st: st.clone(),
+        timeout: cfg.timeout.0,
         client,
         key_secrets: Mutex::new(HashMap::new()),
     });
-    let (done_tx, done_rx) = mpsc::unbounded_channel();
-    let recorder = tokio::spawn(w.clone().recorder(done_rx));
-    let slots = Arc::new(Semaphore::new(w.cfg.concurrency));
-    let stopped = stop.notified();
-    tokio::pin!(stopped);
-    loop {
-        let free = slots.available_permits().min(CLAIM_BATCH);
-        let mut claimed = 0;
-        if free > 0 {
-            let now = now_ms();
-            // Long enough for every attempt in this batch to finish, with room to spare.
-            let lease = now + 2 * w.cfg.timeout.0.as_millis() as Millis + 30_000;
-            match w
-                .st
-                .store
-                .claim_deliveries("webhook", now, lease, free)
-                .await
-            {
-                Ok(batch) => {
-                    claimed = batch.len();
-                    // The texts and messages the batch reports, read in two queries.
-                    let payloads = w.payloads(&batch).await;
-                    for (d, data) in batch.into_iter().zip(payloads) {
-                        let Ok(permit) = slots.clone().acquire_owned().await else {
-                            return;
-                        };
-                        let w = w.clone();
-                        let done = done_tx.clone();
-                        tokio::spawn(async move {
-                            let result = w.deliver(&d, data).await;
-                            drop(permit);
-                            let _ = done.send(result);
-                        });
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "claiming webhook deliveries failed; retrying");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-            }
-        }
-        if claimed == free && free > 0 {
-            continue;
-        }
-        if free == 0 {
-            // Every slot is busy: go on as soon as half of them are free again, so the next
-            // claim is a batch rather than one delivery per transaction.
-            let half = u32::try_from(w.cfg.concurrency.div_ceil(2)).unwrap_or(1);
-            tokio::select! {
-                _ = &mut stopped => break,
-                p = slots.acquire_many(half) => drop(p),
-            }
-            continue;
-        }
-        tokio::select! {
-            _ = &mut stopped => break,
-            _ = w.st.dispatcher.deliveries.notified() => {}
-            _ = tokio::time::sleep(POLL) => {}
-        }
-    }
-    drop(done_tx);
-    let _ = tokio::time::timeout(Duration::from_secs(2), recorder).await;
+    textgate_devices::delivery::run(
+        st.store.clone(),
+        channel,
+        cfg,
+        st.http.webhooks.clone(),
+        st.dispatcher.deliveries.clone(),
+        stop,
+    )
+    .await;
 }
 
-impl Worker {
-    /// Writes outcomes in batches: one transaction for all that finished meanwhile.
-    async fn recorder(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<DeliveryResult>) {
-        let mut buf = Vec::with_capacity(1024);
-        while rx.recv_many(&mut buf, 1024).await > 0 {
-            let batch = std::mem::take(&mut buf);
-            let mut delay = Duration::from_millis(50);
-            loop {
-                match self.st.store.finish_deliveries(batch.clone()).await {
-                    Ok(()) => break,
-                    Err(e) => {
-                        // Unrecorded, they would be sent again after their lease: keep trying.
-                        tracing::warn!(error = %e, "recording webhook deliveries failed; retrying");
-                        tokio::time::sleep(delay).await;
-                        delay = (delay * 2).min(Duration::from_secs(5));
-                    }
-                }
-            }
-        }
+impl Channel for Webhooks {
+    type Prepared = Payload;
+
+    fn name(&self) -> &'static str {
+        "webhook"
     }
 
-    async fn deliver(&self, d: &Delivery, data: Payload) -> DeliveryResult {
-        let c = &self.st.http.webhooks;
-        let (code, error) = match self.attempt(d, data).await {
-            Ok(code) if (200..300).contains(&code) => {
-                c.delivered.fetch_add(1, Ordering::Relaxed);
-                return DeliveryResult::Delivered {
-                    id: d.id,
-                    attempt: d.attempts,
-                    code: Some(i64::from(code)),
-                    at: now_ms(),
-                };
-            }
-            Ok(code) => (
-                Some(i64::from(code)),
-                format!("the receiver answered HTTP {code}"),
-            ),
-            Err(e) => (None, e),
-        };
-        c.failed.fetch_add(1, Ordering::Relaxed);
-        let now = now_ms();
-        let give_up_at = if d.give_up_at > 0 {
-            d.give_up_at
-        } else {
-            d.created_at + self.cfg.retry_for.0.as_millis() as Millis
-        };
-        let attempts = u32::try_from(d.attempts).unwrap_or(u32::MAX);
-        let next_at = now + self.cfg.retry_delay(attempts, fastrand::f64()).as_millis() as Millis;
-        if next_at > give_up_at {
-            c.dead.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(delivery = d.id, url = %d.target, attempts = d.attempts, error = %error,
-                "a webhook could not be delivered in time and is kept as a dead letter");
-            DeliveryResult::Dead {
-                id: d.id,
-                attempt: d.attempts,
-                code,
-                error,
-                at: now,
-            }
-        } else {
-            tracing::debug!(delivery = d.id, url = %d.target, error = %error, "webhook attempt failed; will retry");
-            DeliveryResult::Retry {
-                id: d.id,
-                attempt: d.attempts,
-                code,
-                error,
-                next_at,
-            }
-        }
+    fn prepare<'a>(&'a self, batch: &'a [Delivery]) -> BoxFuture<'a, Vec<Payload>> {
+        Box::pin(self.payloads(batch))
     }
 
+    fn attempt<'a>(&'a self, d: &'a Delivery, p: Payload) -> BoxFuture<'a, Attempt> {
+        Box::pin(async move {
+            match self.post(d, p).await {
+                Ok(code) if (200..300).contains(&code) => Ok(Some(i64::from(code))),
+                Ok(code) => Err((
+                    Some(i64::from(code)),
+                    format!("the receiver answered HTTP {code}"),
+                )),
+                Err(e) => Err((None, e)),
+            }
+        })
+    }
+}
+
+impl Webhooks {
     /// One POST: the HTTP status, or why there was none.
-    async fn attempt(&self, d: &Delivery, data: Payload) -> Result<u16, String> {
+    async fn post(&self, d: &Delivery, data: Payload) -> Result<u16, String> {
         let Some(data) = data? else {
             // What it reports was deleted: nothing to say, so nothing to retry.
             return Ok(204);
@@ -252,7 +131,7 @@ impl Worker {
         let req = req
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| format!("\"{}\" is not a usable URL: {e}", d.target))?;
-        let timeout = self.cfg.timeout.0;
+        let timeout = self.timeout;
         let answer = tokio::time::timeout(timeout, async {
             let resp = self.client.request(req).await.map_err(|e| {
                 let mut msg = e.to_string();

@@ -120,7 +120,7 @@ pub async fn replay(
     let give_up_at = now + st.dispatcher.inbound.retry_for();
     match st.store.replay_delivery(d.id, now, give_up_at).await? {
         Some(d) => {
-            st.dispatcher.deliveries.notify_one();
+            st.dispatcher.deliveries.notify_waiters();
             Ok(Json(delivery_json(&d)))
         }
         None => Err(ApiError::new(
