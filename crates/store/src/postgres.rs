@@ -15,7 +15,12 @@ use tokio_postgres::{Client, NoTls, Row, Transaction};
 use crate::model::*;
 use crate::{Result, StoreError};
 
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("migrations/postgres/0001_init.sql"))];
+mod jobs;
+
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("migrations/postgres/0001_init.sql")),
+    (3, include_str!("migrations/postgres/0003_jobs.sql")),
+];
 const POOL_SIZE: usize = 8;
 /// Any constant: it names the lock that serialises migrations between nodes starting at once.
 const MIGRATION_LOCK: i64 = 0x7465_7874_6761_7465;

@@ -18,7 +18,12 @@ use textgate_core::status::Status;
 use crate::model::*;
 use crate::{Result, StoreError};
 
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("migrations/sqlite/0001_init.sql"))];
+mod jobs;
+
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("migrations/sqlite/0001_init.sql")),
+    (3, include_str!("migrations/sqlite/0003_jobs.sql")),
+];
 
 /// How many queued calls one transaction takes at most; bounds the latency of the first.
 const MAX_BATCH: usize = 2048;
