@@ -2,8 +2,10 @@
 //!
 //! - [`messages`]: send, get, list, cancel.
 //! - [`devices`]: the devices and their counters.
+//! - [`jobs`]: bulk CSV jobs: upload, progress, pause/resume/cancel, results.
 
 pub mod devices;
+pub mod jobs;
 pub mod messages;
 
 use axum::body::Bytes;
