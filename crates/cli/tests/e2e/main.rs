@@ -11,6 +11,7 @@ mod cli;
 mod durability;
 mod helpers;
 mod idempotency;
+mod jobs;
 mod postgres;
 mod routing;
 mod smpp;
