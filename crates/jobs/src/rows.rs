@@ -372,7 +372,7 @@ impl CsvRows {
         let line_after = pos.line() as i64;
         // The line break that ends the row moved the line on, unless the file ends with
         // this row and no line break.
-        let ended_by_break = !(pos.byte() >= self.len && !self.ends_with_newline);
+        let ended_by_break = pos.byte() < self.len || self.ends_with_newline;
         let row = line_after - i64::from(ended_by_break) - newlines - self.embedded;
         self.embedded += newlines;
         self.next = ResumePoint {
