@@ -373,6 +373,19 @@ impl Jobs {
                 return;
             }
         };
+        // Uploads no unfinished job needs (a restart during the check before the job was
+        // created, or after its import ended) are removed.
+        let keep: std::collections::HashSet<PathBuf> =
+            jobs.iter().filter_map(|j| j.file.as_ref().map(PathBuf::from)).collect();
+        if let Ok(rd) = std::fs::read_dir(self.upload_dir()) {
+            for e in rd.flatten() {
+                let p = e.path();
+                let upload = e.file_name().to_string_lossy().starts_with("upload-");
+                if upload && !keep.contains(&p) {
+                    let _ = std::fs::remove_file(&p);
+                }
+            }
+        }
         for job in jobs.into_iter().filter(|j| j.source == "api") {
             let this = self.clone();
             tokio::spawn(async move {
