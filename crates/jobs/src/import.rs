@@ -375,8 +375,10 @@ impl Jobs {
         };
         // Uploads no unfinished job needs (a restart during the check before the job was
         // created, or after its import ended) are removed.
-        let keep: std::collections::HashSet<PathBuf> =
-            jobs.iter().filter_map(|j| j.file.as_ref().map(PathBuf::from)).collect();
+        let keep: std::collections::HashSet<PathBuf> = jobs
+            .iter()
+            .filter_map(|j| j.file.as_ref().map(PathBuf::from))
+            .collect();
         if let Ok(rd) = std::fs::read_dir(self.upload_dir()) {
             for e in rd.flatten() {
                 let p = e.path();

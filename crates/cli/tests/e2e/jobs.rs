@@ -558,3 +558,69 @@ fn job_submit_uploads_and_follows_the_job() {
     assert!(!o.status.success());
     assert!(stderr(&o).contains("nobody"), "{}", stderr(&o));
 }
+
+#[test]
+fn an_api_upload_cut_by_a_kill_is_imported_after_the_restart() {
+    const ROWS: usize = 30_000;
+    let mut app = spawn_app("");
+    let csv = numbers_csv(ROWS, 0);
+    let (addr, key) = (app.addr.clone(), app.key.clone());
+    // The client's request dies with the server; the job must not.
+    let client = std::thread::spawn(move || {
+        let auth = format!("Bearer {key}");
+        let _ = http(
+            &addr,
+            "POST",
+            "/api/v1/jobs",
+            &[("Authorization", &auth), ("Content-Type", "text/csv")],
+            Some(csv.as_bytes()),
+        );
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let id = loop {
+        let jobs = app.get("/api/v1/jobs").json();
+        if let Some(j) = jobs["jobs"].as_array().and_then(|a| a.first()) {
+            let acc = j["accepted"].as_i64().unwrap_or(0);
+            assert!(
+                acc < ROWS as i64,
+                "the import finished before the kill: {j}"
+            );
+            if acc > 0 {
+                break j["id"].as_i64().unwrap();
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the import never started; log:\n{}",
+            app.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    app.kill();
+    let _ = client.join();
+    app.start();
+    let j = wait_job(&app, id, 120, |j| j["state"] == "done");
+    assert_eq!(
+        (
+            j["total"].as_i64(),
+            j["accepted"].as_i64(),
+            j["counts"]["delivered"].as_i64()
+        ),
+        (Some(ROWS as i64), Some(ROWS as i64), Some(ROWS as i64)),
+        "{j}"
+    );
+    let mut rows: Vec<i64> = results_csv(&app, &app.key, id)
+        .iter()
+        .map(|r| r[0].parse().unwrap())
+        .collect();
+    rows.sort();
+    rows.dedup();
+    assert_eq!(rows.len(), ROWS, "a row is missing or repeated");
+    // The upload is removed once its import is done.
+    let uploads = app.dir.path().join("uploads");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::read_dir(&uploads).map(|d| d.count()).unwrap_or(0) > 0 {
+        assert!(Instant::now() < deadline, "the upload file was left behind");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
