@@ -624,3 +624,25 @@ fn an_api_upload_cut_by_a_kill_is_imported_after_the_restart() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn a_job_on_postgres_is_imported_paused_and_delivered() {
+    let app = spawn_app_pg("");
+    let mut csv = numbers_csv(300, 0);
+    csv.push_str("bogus,bad\n");
+    let v = created(&post_csv(&app, &app.key, "dedupe=true&rate=200", &csv));
+    assert_eq!(
+        (v["accepted"].as_i64(), v["rejected"].as_i64()),
+        (Some(300), Some(1)),
+        "{v}"
+    );
+    assert_eq!(v["errors"][0]["row"], 302);
+    let id = v["id"].as_i64().unwrap();
+    let p = app.req("POST", &format!("/api/v1/jobs/{id}/pause"), None);
+    assert_eq!(p.json()["state"], "paused", "{}", p.text());
+    let r = app.req("POST", &format!("/api/v1/jobs/{id}/resume"), None);
+    assert_eq!(r.json()["state"], "running", "{}", r.text());
+    let j = wait_job(&app, id, 60, |j| j["state"] == "done");
+    assert_eq!(j["counts"]["delivered"], 300, "{j}");
+    assert_eq!(results_csv(&app, &app.key, id).len(), 301);
+}
