@@ -3,7 +3,7 @@
 //!
 //! - [`serve`]: the central server (HTTP API, dispatcher, devices).
 //! - [`admin`]: `user add` and `apikey create`, straight on the database.
-//! - [`client`]: `send`, through a running server's HTTP API.
+//! - [`client`]: `send` and `job submit`, through a running server's HTTP API.
 //! - `check`: validates a config file.
 
 mod admin;
@@ -73,11 +73,54 @@ enum Command {
         #[arg(long)]
         wait: bool,
     },
+    /// Bulk jobs through a running server.
+    Job {
+        #[command(subcommand)]
+        command: JobCommand,
+    },
     /// Check a config file and exit non-zero with the reason if it is not valid.
     Check {
         /// The config file.
         #[arg(long)]
         config: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum JobCommand {
+    /// Upload a CSV file as a job and show its progress until it is done; exits non-zero if
+    /// the job fails, is cancelled, or some of its messages are not delivered.
+    Submit {
+        /// The CSV file: a header row with a `to` column, and a `body` column unless
+        /// --template is given.
+        file: PathBuf,
+        /// The text, with {{column}} placeholders.
+        #[arg(long)]
+        template: Option<String>,
+        /// The sender id.
+        #[arg(long)]
+        from: Option<String>,
+        /// A name for the job.
+        #[arg(long)]
+        name: Option<String>,
+        /// Messages a second at most for this job.
+        #[arg(long)]
+        rate: Option<f64>,
+        /// Drop rows whose number came earlier in the file.
+        #[arg(long)]
+        dedupe: bool,
+        /// Store nothing if any row is bad.
+        #[arg(long)]
+        all_or_nothing: bool,
+        /// The server's base URL (default: $TEXTGATE_SERVER or http://127.0.0.1:8080).
+        #[arg(long)]
+        server: Option<String>,
+        /// An API key (default: $TEXTGATE_API_KEY).
+        #[arg(long)]
+        api_key: Option<String>,
+        /// Upload and print the answer, without following the job.
+        #[arg(long)]
+        no_wait: bool,
     },
 }
 
@@ -215,6 +258,35 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 server,
                 api_key,
                 wait,
+            })
+            .await
+        }
+        Command::Job {
+            command:
+                JobCommand::Submit {
+                    file,
+                    template,
+                    from,
+                    name,
+                    rate,
+                    dedupe,
+                    all_or_nothing,
+                    server,
+                    api_key,
+                    no_wait,
+                },
+        } => {
+            client::submit(client::SubmitArgs {
+                file,
+                template,
+                from,
+                name,
+                rate,
+                dedupe,
+                all_or_nothing,
+                server,
+                api_key,
+                wait: !no_wait,
             })
             .await
         }

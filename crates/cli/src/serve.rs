@@ -61,6 +61,19 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         state.clone(),
         webhooks_stop.clone(),
     ));
+    // Imports a restart interrupted continue from their last committed batch.
+    state.jobs.resume_uploads().await;
+    let (stop_spool, spool_stopped) = tokio::sync::watch::channel(false);
+    let spool = match &cfg.spool {
+        Some(sp) => {
+            let spool = textgate_jobs::spool::Spool::new(state.jobs.clone(), sp.clone())
+                .await
+                .map_err(anyhow::Error::msg)?;
+            tracing::info!(dir = %sp.dir, user = %sp.user, "watching the spool folder");
+            Some(tokio::spawn(spool.run(spool_stopped)))
+        }
+        None => None,
+    };
     let listener = tokio::net::TcpListener::bind(&cfg.server.http_listen)
         .await
         .with_context(|| {
@@ -76,6 +89,12 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     textgate_http::serve(listener, state, shutdown_signal())
         .await
         .context("the HTTP server failed")?;
+    // A file half-imported is safe to leave: its job resumes from the last committed batch.
+    let _ = stop_spool.send(true);
+    if let Some(task) = spool {
+        task.abort();
+        let _ = task.await;
+    }
     tracing::info!("shutting down: finishing in-flight sends");
     webhooks_stop.notify_one();
     running.shutdown(Duration::from_secs(10)).await;

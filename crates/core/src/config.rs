@@ -2,7 +2,7 @@
 //! environment (for secrets), then checked as a whole so that `textgate check` can name the
 //! bad key and say why before anything starts.
 //!
-//! Sections that belong to features not in this build (`[smtp]`, `[mailer]`, `[spool]`,
+//! Sections that belong to features not in this build (`[smtp]`, `[mailer]`,
 //! `[[port_server]]`, device kinds `modem` and `remote`) are refused by
 //! [`Config::check`] with a message saying so, rather than accepted and silently ignored.
 
@@ -114,8 +114,8 @@ pub struct Config {
     pub smtp: Option<toml::Table>,
     /// `[mailer]` (not in this build).
     pub mailer: Option<toml::Table>,
-    /// `[spool]` (not in this build).
-    pub spool: Option<toml::Table>,
+    /// `[spool]`: the watched folder for CSV jobs; absent = off.
+    pub spool: Option<SpoolConfig>,
     /// `[[port_server]]` (not in this build).
     #[serde(default, rename = "port_server")]
     pub port_servers: Vec<toml::Table>,
@@ -162,6 +162,54 @@ pub struct ServerConfig {
     pub retry_backoff_max: Dur,
     /// How long a message may wait to be sent before it expires.
     pub default_validity: Dur,
+    /// Where CSV job uploads are kept while they are imported (default: `uploads/` beside
+    /// a SQLite database, else the system's temporary folder).
+    pub upload_dir: Option<String>,
+    /// Column names taken as a job file's number column, in order of preference.
+    pub job_number_columns: Vec<String>,
+}
+
+impl ServerConfig {
+    /// The folder for CSV job uploads.
+    pub fn upload_dir(&self) -> std::path::PathBuf {
+        if let Some(d) = &self.upload_dir {
+            return d.into();
+        }
+        match self.database_url.strip_prefix("sqlite://") {
+            Some(db) => std::path::Path::new(db)
+                .parent()
+                .map(|p| p.join("uploads"))
+                .unwrap_or_else(|| "uploads".into()),
+            None => std::env::temp_dir().join("textgate-uploads"),
+        }
+    }
+}
+
+/// `[spool]`: a watched folder whose CSV files become jobs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpoolConfig {
+    /// Holds `incoming/`, `processing/`, `done/` and `failed/`.
+    pub dir: String,
+    /// The jobs' owner (a user name).
+    pub user: String,
+    /// The text for files without a sidecar that sets one (else their `body` column).
+    pub template: Option<String>,
+    /// The sender for files without a sidecar that sets one.
+    pub from: Option<String>,
+    /// How often `incoming/` is looked at.
+    #[serde(default = "default_spool_poll")]
+    pub poll_interval: Dur,
+    /// A file is taken once its size and time have not changed for this long.
+    #[serde(default = "default_spool_settle")]
+    pub settle: Dur,
+}
+
+fn default_spool_poll() -> Dur {
+    Dur(Duration::from_secs(1))
+}
+fn default_spool_settle() -> Dur {
+    Dur(Duration::from_secs(2))
 }
 
 impl Default for ServerConfig {
@@ -181,6 +229,10 @@ impl Default for ServerConfig {
             retry_backoff: Dur(Duration::from_secs(1)),
             retry_backoff_max: Dur(Duration::from_secs(600)),
             default_validity: Dur(Duration::from_secs(48 * 3600)),
+            upload_dir: None,
+            job_number_columns: ["to", "phone", "mobile", "msisdn", "number"]
+                .map(String::from)
+                .to_vec(),
         }
     }
 }
@@ -705,7 +757,6 @@ impl Config {
         for (section, present) in [
             ("smtp", self.smtp.is_some()),
             ("mailer", self.mailer.is_some()),
-            ("spool", self.spool.is_some()),
             ("port_server", !self.port_servers.is_empty()),
         ] {
             if present {
@@ -714,6 +765,17 @@ impl Config {
                     "this section's feature is not available in this build of textgate yet; remove it",
                 ));
             }
+        }
+        if let Some(sp) = &self.spool {
+            sp.check()?;
+        }
+        if s.job_number_columns.is_empty()
+            || s.job_number_columns.iter().any(|c| c.trim().is_empty())
+        {
+            return Err(ConfigError::new(
+                "server.job_number_columns",
+                "must list at least one column name, and no empty one",
+            ));
         }
         if self.devices.is_empty() {
             return Err(ConfigError::new(
@@ -812,6 +874,35 @@ impl Config {
     }
 }
 
+impl SpoolConfig {
+    fn check(&self) -> Result<(), ConfigError> {
+        if self.dir.trim().is_empty() {
+            return Err(ConfigError::new("spool.dir", "must name a folder"));
+        }
+        if self.user.trim().is_empty() {
+            return Err(ConfigError::new(
+                "spool.user",
+                "must name the user who owns the folder's jobs",
+            ));
+        }
+        if self.poll_interval.0 < Duration::from_millis(10) {
+            return Err(ConfigError::new(
+                "spool.poll_interval",
+                "must be at least 10ms",
+            ));
+        }
+        if let Some(t) = &self.template {
+            if t.matches("{{").count() != t.matches("}}").count() {
+                return Err(ConfigError::new(
+                    "spool.template",
+                    "has a \"{{\" without its \"}}\" (or the other way round)",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// A database URL with any password replaced, for messages and logs.
 pub fn redact_url(url: &str) -> String {
     if let Some((scheme, rest)) = url.split_once("://") {
@@ -901,6 +992,28 @@ devices = ["lb"]
         assert_eq!(e.key, "device");
         let e = bad("[smtp]\nlisten='127.0.0.1:2525'\n[[device]]\nname='a'\nkind='loopback'\n");
         assert_eq!(e.key, "smtp");
+        let e = bad("[spool]\ndir='x'\n[[device]]\nname='a'\nkind='loopback'\n");
+        assert!(e.message.contains("user"), "{e}");
+        let e = bad(
+            "[spool]\ndir='x'\nuser='batch'\ncolour='red'\n[[device]]\nname='a'\nkind='loopback'\n",
+        );
+        assert!(e.message.contains("colour"), "{e}");
+        let e = bad("[spool]\ndir=''\nuser='batch'\n[[device]]\nname='a'\nkind='loopback'\n");
+        assert_eq!(e.key, "spool.dir");
+        let e = bad("[spool]\ndir='x'\nuser='b'\ntemplate='Hi {{name'\n[[device]]\nname='a'\nkind='loopback'\n");
+        assert_eq!(e.key, "spool.template");
+    }
+
+    #[test]
+    fn spool_keys_are_typed() {
+        let text = "[spool]\ndir='/srv/spool'\nuser='batch'\ntemplate='Hi {{name}}'\nfrom='ACME'\nsettle='500ms'\n[[device]]\nname='a'\nkind='loopback'\n";
+        let c = Config::parse(text, &no_env).unwrap();
+        c.check().unwrap();
+        let sp = c.spool.unwrap();
+        assert_eq!((sp.dir.as_str(), sp.user.as_str()), ("/srv/spool", "batch"));
+        assert_eq!(sp.settle, Dur(Duration::from_millis(500)));
+        assert_eq!(sp.poll_interval, Dur(Duration::from_secs(1)));
+        assert_eq!(sp.from.as_deref(), Some("ACME"));
     }
 
     #[test]

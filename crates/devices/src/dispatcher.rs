@@ -11,6 +11,13 @@
 //!
 //! A global budget of in-flight messages bounds how much is claimed but not yet recorded, so
 //! a slow device cannot make claimed messages outlive their lease in memory.
+//!
+//! Fairness between API texts and bulk jobs: the claim takes the lowest `priority` first
+//! (API texts 0, job rows higher), and each device's worker has two lanes and always takes
+//! from the urgent one first, so an API text claimed while thousands of job rows wait for
+//! the same device goes out next, not after them. A message that has waited in a lane for
+//! most of its lease is given back to the queue unsent rather than sent late, since the
+//! lease may by then have run out and another worker may send it too.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -167,11 +174,19 @@ pub struct Dispatcher {
 struct Job {
     msg: Message,
     permit: OwnedSemaphorePermit,
+    /// When it was claimed, to tell a message whose lease is nearly over.
+    claimed: tokio::time::Instant,
 }
 
-/// Where claimed messages go: each device's queue, and the recorder.
+/// A device's two lanes: API texts (priority 0 and below) and everything else.
+struct Lanes {
+    urgent: mpsc::UnboundedSender<Job>,
+    bulk: mpsc::UnboundedSender<Job>,
+}
+
+/// Where claimed messages go: each device's lanes, and the recorder.
 struct Handoff {
-    queues: Vec<mpsc::UnboundedSender<Job>>,
+    queues: Vec<Lanes>,
     rec: mpsc::UnboundedSender<Record>,
 }
 
@@ -273,9 +288,13 @@ impl Dispatcher {
                 entry.device.start(ev_tx.clone());
             }
             // Unbounded, because the in-flight budget already bounds what all queues hold.
-            let (tx, rx) = mpsc::unbounded_channel::<Job>();
-            queues.push(tx);
-            senders.spawn(self.clone().worker(i, rx, rec_tx.clone(), stop.clone()));
+            let (urgent, urgent_rx) = mpsc::unbounded_channel::<Job>();
+            let (bulk, bulk_rx) = mpsc::unbounded_channel::<Job>();
+            queues.push(Lanes { urgent, bulk });
+            senders.spawn(
+                self.clone()
+                    .worker(i, urgent_rx, bulk_rx, rec_tx.clone(), stop.clone()),
+            );
         }
         drop(ev_tx);
         let _ = self.handoff.set(Handoff {
@@ -462,8 +481,18 @@ impl Dispatcher {
             .collect();
         let pool = if up.is_empty() { &candidates } else { &up };
         let device = pool[(msg.attempts.max(1) as usize - 1) % pool.len()];
-        let job = Job { msg, permit };
-        if let Err(mpsc::error::SendError(job)) = queues[device].send(job) {
+        let lanes = &queues[device];
+        let lane = if msg.priority <= 0 {
+            &lanes.urgent
+        } else {
+            &lanes.bulk
+        };
+        let job = Job {
+            msg,
+            permit,
+            claimed: tokio::time::Instant::now(),
+        };
+        if let Err(mpsc::error::SendError(job)) = lane.send(job) {
             tracing::error!(device = %self.devices[device].device.name(), "device worker is gone");
             drop(job);
         }
@@ -472,7 +501,8 @@ impl Dispatcher {
     async fn worker(
         self: Arc<Self>,
         index: usize,
-        mut rx: mpsc::UnboundedReceiver<Job>,
+        mut urgent: mpsc::UnboundedReceiver<Job>,
+        mut bulk: mpsc::UnboundedReceiver<Job>,
         rec: mpsc::UnboundedSender<Record>,
         stop: Arc<Notify>,
     ) {
@@ -485,13 +515,37 @@ impl Dispatcher {
             (entry.max_rate > 0).then(|| Duration::from_secs_f64(1.0 / f64::from(entry.max_rate)));
         let mut next_slot = tokio::time::Instant::now();
         let mut sends = JoinSet::new();
+        // Past this share of the lease a waiting message goes back to the queue unsent.
+        let stale_after = self.policy.lease.mul_f64(0.75);
+        let mut urgent_open = true;
+        let mut bulk_open = true;
         loop {
             let job = tokio::select! {
+                // API texts before job rows, whatever arrived first.
+                biased;
                 // On shutdown take no more, but send what is already queued.
-                _ = &mut stopped, if !closing => { closing = true; rx.close(); continue }
-                job = rx.recv() => match job { Some(j) => j, None => break },
+                _ = &mut stopped, if !closing => { closing = true; urgent.close(); bulk.close(); continue }
+                job = urgent.recv(), if urgent_open => match job { Some(j) => j, None => { urgent_open = false; continue } },
+                job = bulk.recv(), if bulk_open => match job { Some(j) => j, None => { bulk_open = false; continue } },
                 Some(_) = sends.join_next(), if !sends.is_empty() => continue,
+                else => break,
             };
+            if job.claimed.elapsed() > stale_after {
+                let now = now_ms();
+                let _ = rec.send(Record::Outcome(
+                    Outcome::Retry {
+                        id: job.msg.id,
+                        attempt: job.msg.attempts,
+                        device: None,
+                        due_at: now,
+                        code: None,
+                        error: "waited too long for its device; back in the queue".into(),
+                        refund: true,
+                    },
+                    Some(job.permit),
+                ));
+                continue;
+            }
             if let Some(iv) = interval {
                 // Token pacing: one message per interval, never bursting beyond it.
                 let now = tokio::time::Instant::now();

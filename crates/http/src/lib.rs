@@ -1,6 +1,6 @@
 //! textgate's HTTP side (DESIGN.md §5).
 //!
-//! - [`api`]: the REST API under `/api/v1` — messages, devices, inbound texts, the
+//! - [`api`]: the REST API under `/api/v1` — messages, jobs, devices, inbound texts, the
 //!   suppression list and webhook deliveries.
 //! - [`auth`]: who is calling: `Authorization: Bearer API_KEY`, with a short-lived cache of
 //!   verified keys so the hot path does not hit the database.
@@ -42,6 +42,8 @@ pub struct AppState {
     pub keys: Arc<auth::KeyCache>,
     /// HTTP counters.
     pub http: Arc<HttpCounters>,
+    /// Bulk jobs.
+    pub jobs: textgate_jobs::Jobs,
 }
 
 /// Counters of the HTTP side.
@@ -56,7 +58,11 @@ pub struct HttpCounters {
 impl AppState {
     /// State for a server on this store, dispatcher and config.
     pub fn new(store: Store, dispatcher: Arc<Dispatcher>, config: Arc<Config>) -> AppState {
+        let d = dispatcher.clone();
+        let jobs =
+            textgate_jobs::Jobs::new(store.clone(), config.clone(), Arc::new(move || d.wake()));
         AppState {
+            jobs,
             country: config.default_country(),
             store,
             dispatcher,
@@ -70,6 +76,8 @@ impl AppState {
 /// The whole HTTP application.
 pub fn router(state: AppState) -> Router {
     let limit = usize::try_from(state.config.server.max_request_bytes.0).unwrap_or(usize::MAX);
+    let upload_limit =
+        usize::try_from(state.config.server.max_upload_bytes.0).unwrap_or(usize::MAX);
     Router::new()
         .route(
             "/api/v1/messages",
@@ -77,6 +85,19 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/v1/messages/{id}", get(api::messages::get_one))
         .route("/api/v1/messages/{id}/cancel", post(api::messages::cancel))
+        .route(
+            "/api/v1/jobs",
+            // Uploads have their own limit; the handler counts the bytes of a text/csv body
+            // itself, and this sets the multipart reader's.
+            post(api::jobs::create)
+                .layer(DefaultBodyLimit::max(upload_limit))
+                .get(api::jobs::list),
+        )
+        .route("/api/v1/jobs/{id}", get(api::jobs::get_one))
+        .route("/api/v1/jobs/{id}/pause", post(api::jobs::pause))
+        .route("/api/v1/jobs/{id}/resume", post(api::jobs::resume))
+        .route("/api/v1/jobs/{id}/cancel", post(api::jobs::cancel))
+        .route("/api/v1/jobs/{id}/results.csv", get(api::jobs::results))
         .route("/api/v1/devices", get(api::devices::list))
         .route(
             "/api/v1/devices/{name}/inbound",

@@ -8,14 +8,17 @@
 //! - [`postgres`]: for several nodes sharing one database; queue claims use
 //!   `FOR UPDATE SKIP LOCKED`.
 //! - [`model`]: the rows and requests both backends speak.
+//! - [`jobs`]: the same for bulk jobs: batches of CSV rows stored with their resume point.
 //!
 //! Migrations are applied when a store is opened.
 #![forbid(unsafe_code)]
 
+pub mod jobs;
 pub mod model;
 pub mod postgres;
 pub mod sqlite;
 
+pub use jobs::*;
 pub use model::*;
 
 use std::sync::Arc;
@@ -332,6 +335,75 @@ impl Store {
     /// How many messages wait in each non-final, non-sent status (cheap: partial indexes).
     pub async fn queue_depth(&self) -> Result<Vec<(Status, i64)>> {
         dispatch!(self, b => b.queue_depth().await)
+    }
+
+    /// Creates a bulk job (state `running`, nothing imported yet).
+    pub async fn create_job(&self, job: NewJob) -> Result<JobRecord> {
+        dispatch!(self, b => b.create_job(job).await)
+    }
+
+    /// Stores one batch of a job's rows with its resume point, in one transaction; nothing
+    /// is stored when the job is cancelled or failed or the batch does not start at the
+    /// job's resume point.
+    pub async fn append_job_batch(&self, batch: JobBatch) -> Result<BatchStored> {
+        dispatch!(self, b => b.append_job_batch(batch).await)
+    }
+
+    /// Marks a job failed, with the reason.
+    pub async fn fail_job(&self, id: Id, error: String, now: Millis) -> Result<()> {
+        dispatch!(self, b => b.fail_job(id, error, now).await)
+    }
+
+    /// One job.
+    pub async fn get_job(&self, id: Id) -> Result<Option<JobRecord>> {
+        dispatch!(self, b => b.get_job(id).await)
+    }
+
+    /// Jobs newest first: `owner`'s only, or everyone's; ids below `before`.
+    pub async fn list_jobs(
+        &self,
+        owner: Option<Id>,
+        before: Option<Id>,
+        limit: usize,
+    ) -> Result<Vec<JobRecord>> {
+        dispatch!(self, b => b.list_jobs(owner, before, limit).await)
+    }
+
+    /// Jobs whose import has not finished (to resume at start-up).
+    pub async fn unfinished_jobs(&self) -> Result<Vec<JobRecord>> {
+        dispatch!(self, b => b.unfinished_jobs().await)
+    }
+
+    /// How many of a job's messages are in each status.
+    pub async fn job_counts(&self, id: Id) -> Result<Vec<(Status, i64)>> {
+        dispatch!(self, b => b.job_counts(id).await)
+    }
+
+    /// Pauses, resumes or cancels a job (`owner`'s only, unless `None`): the state first,
+    /// then its waiting messages a chunk per transaction.
+    pub async fn control_job(
+        &self,
+        id: Id,
+        owner: Option<Id>,
+        action: JobAction,
+        now: Millis,
+    ) -> Result<JobControl> {
+        dispatch!(self, b => b.control_job(id, owner, action, now).await)
+    }
+
+    /// A page of a job's messages in row order (ids above `after`).
+    pub async fn job_results(&self, job: Id, after: Id, limit: usize) -> Result<Vec<JobResultRow>> {
+        dispatch!(self, b => b.job_results(job, after, limit).await)
+    }
+
+    /// A page of a job's refused rows (rows above `after_row`).
+    pub async fn job_rejects(
+        &self,
+        job: Id,
+        after_row: i64,
+        limit: usize,
+    ) -> Result<Vec<RowReject>> {
+        dispatch!(self, b => b.job_rejects(job, after_row, limit).await)
     }
 
     /// Stops the writer after what is queued has been committed.

@@ -15,12 +15,14 @@ use tokio_postgres::{Client, NoTls, Row, Transaction};
 use crate::model::*;
 use crate::{Result, StoreError};
 
+mod inbound;
+mod jobs;
+
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("migrations/postgres/0001_init.sql")),
     (2, include_str!("migrations/postgres/0002_inbound.sql")),
+    (3, include_str!("migrations/postgres/0003_jobs.sql")),
 ];
-
-mod inbound;
 const POOL_SIZE: usize = 8;
 /// Any constant: it names the lock that serialises migrations between nodes starting at once.
 const MIGRATION_LOCK: i64 = 0x7465_7874_6761_7465;

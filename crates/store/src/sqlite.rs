@@ -18,12 +18,14 @@ use textgate_core::status::Status;
 use crate::model::*;
 use crate::{Result, StoreError};
 
+mod inbound;
+mod jobs;
+
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("migrations/sqlite/0001_init.sql")),
     (2, include_str!("migrations/sqlite/0002_inbound.sql")),
+    (3, include_str!("migrations/sqlite/0003_jobs.sql")),
 ];
-
-mod inbound;
 
 /// How many queued calls one transaction takes at most; bounds the latency of the first.
 const MAX_BATCH: usize = 2048;

@@ -1142,3 +1142,187 @@ async fn status_changes_of_messages_with_a_callback_queue_deliveries() {
     })
     .await;
 }
+
+fn job_msg(row: i64, to: &str, due_at: i64) -> JobMessage {
+    JobMessage {
+        row,
+        to: to.into(),
+        body: format!("row {row}"),
+        encoding: "gsm7",
+        segments: 1,
+        due_at,
+        scheduled: false,
+        expires_at: due_at + 3_600_000,
+    }
+}
+
+fn batch(
+    job: &JobRecord,
+    start_row: i64,
+    msgs: Vec<JobMessage>,
+    rejects: Vec<RowReject>,
+    next: i64,
+    finished: bool,
+) -> JobBatch {
+    JobBatch {
+        job_id: job.id,
+        owner_id: job.owner_id,
+        from: Some("ACME".into()),
+        messages: msgs,
+        rejects,
+        start_row,
+        resume: ResumePoint {
+            offset: next * 10,
+            line: next,
+            row: next,
+        },
+        finished,
+        now: 1000,
+    }
+}
+
+#[tokio::test]
+async fn job_batches_resume_points_control_and_results() {
+    both(|s| async move {
+        let u = user(&s, "alice").await;
+        let other = user(&s, "bob").await;
+        let job = s
+            .create_job(NewJob {
+                owner_id: u.id,
+                name: Some("n".into()),
+                source: "api".into(),
+                params: "{}".into(),
+                file: Some("/tmp/x.csv".into()),
+                created_at: 1000,
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            (job.state, job.next_row, job.imported_at),
+            (JobState::Running, 2, None)
+        );
+        assert_eq!(s.unfinished_jobs().await.unwrap().len(), 1);
+        // Batch 1: rows 2-4, one refused; it records the resume point.
+        let b1 = batch(
+            &job,
+            2,
+            vec![
+                job_msg(2, "+15550000002", 1000),
+                job_msg(4, "+15550000004", 1000),
+            ],
+            vec![RowReject {
+                row: 3,
+                number: "x".into(),
+                message: "invalid number".into(),
+                duplicate: false,
+            }],
+            5,
+            false,
+        );
+        assert_eq!(
+            s.append_job_batch(b1.clone()).await.unwrap(),
+            BatchStored::Stored
+        );
+        // The same batch again (a second importer, or a replay after a restart): refused.
+        assert_eq!(s.append_job_batch(b1).await.unwrap(), BatchStored::Stopped);
+        let j = s.get_job(job.id).await.unwrap().unwrap();
+        assert_eq!((j.total, j.accepted, j.rejected, j.segments), (3, 2, 1, 2));
+        assert_eq!((j.file_offset, j.file_line, j.next_row), (50, 5, 5));
+        // API texts go before job rows, whatever their ids.
+        let api = insert(&s, vec![msg(u.id, "+15559999999", 1000)]).await;
+        let claimed = s.claim(2000, 60_000, 1).await.unwrap();
+        assert_eq!(claimed[0].id, api[0]);
+        // Pause holds the waiting rows: not claimable, not promoted, shown scheduled.
+        let JobControl::Done(p) = s
+            .control_job(job.id, Some(u.id), JobAction::Pause, 3000)
+            .await
+            .unwrap()
+        else {
+            panic!("pause")
+        };
+        assert_eq!(p.state, JobState::Paused);
+        assert_eq!(
+            s.control_job(job.id, Some(other.id), JobAction::Resume, 3000)
+                .await
+                .unwrap(),
+            JobControl::NotFound
+        );
+        s.maintain(30_000).await.unwrap();
+        assert!(s.claim(30_000, 90_000, 10).await.unwrap().is_empty());
+        // A batch stored while paused is held too; the last batch ends the import.
+        let b2 = batch(
+            &job,
+            5,
+            vec![job_msg(5, "+15550000005", 1000)],
+            vec![],
+            6,
+            true,
+        );
+        assert_eq!(s.append_job_batch(b2).await.unwrap(), BatchStored::Stored);
+        let counts = s.job_counts(job.id).await.unwrap();
+        assert_eq!(counts, vec![(Status::Scheduled, 3)]);
+        assert!(s.unfinished_jobs().await.unwrap().is_empty());
+        // Resume: back in the queue, claimable.
+        assert!(matches!(
+            s.control_job(job.id, None, JobAction::Resume, 4000)
+                .await
+                .unwrap(),
+            JobControl::Done(_)
+        ));
+        let got = s.claim(30_000, 90_000, 10).await.unwrap();
+        assert_eq!(got.len(), 3, "{got:?}");
+        assert!(got
+            .iter()
+            .all(|m| m.priority == JOB_PRIORITY && m.job_id == Some(job.id)));
+        // Results in row order, refused rows on their own page.
+        let res = s.job_results(job.id, 0, 10).await.unwrap();
+        assert_eq!(res.iter().map(|r| r.row).collect::<Vec<_>>(), vec![2, 4, 5]);
+        assert_eq!(res[0].to, "+15550000002");
+        let rej = s.job_rejects(job.id, 0, 10).await.unwrap();
+        assert_eq!((rej[0].row, rej[0].message.as_str()), (3, "invalid number"));
+        // Cancel: what is still waiting is cancelled (here nothing: all are sending).
+        let (a, b) = (got[0].id, got[0].attempts);
+        s.record_outcomes(vec![Outcome::Retry {
+            id: a,
+            attempt: b,
+            device: None,
+            due_at: 5000,
+            code: None,
+            error: "x".into(),
+            refund: true,
+        }])
+        .await
+        .unwrap();
+        let JobControl::Done(c) = s
+            .control_job(job.id, Some(u.id), JobAction::Cancel, 6000)
+            .await
+            .unwrap()
+        else {
+            panic!("cancel")
+        };
+        assert_eq!(c.state, JobState::Cancelled);
+        assert_eq!(
+            s.get_message(a).await.unwrap().unwrap().status,
+            Status::Cancelled
+        );
+        assert_eq!(
+            s.control_job(job.id, None, JobAction::Pause, 7000)
+                .await
+                .unwrap(),
+            JobControl::Invalid(JobState::Cancelled)
+        );
+        let list = s.list_jobs(Some(u.id), None, 10).await.unwrap();
+        assert_eq!(list.len(), 1);
+        assert!(s
+            .list_jobs(Some(other.id), None, 10)
+            .await
+            .unwrap()
+            .is_empty());
+        s.fail_job(job.id, "broken".into(), 8000).await.unwrap();
+        assert_eq!(
+            s.get_job(job.id).await.unwrap().unwrap().error.as_deref(),
+            Some("broken")
+        );
+    })
+    .await;
+}

@@ -12,6 +12,7 @@ mod durability;
 mod helpers;
 mod idempotency;
 mod inbound;
+mod jobs;
 mod postgres;
 mod routing;
 mod smpp;

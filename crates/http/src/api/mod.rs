@@ -5,10 +5,12 @@
 //! - [`inbound`]: inbound texts (cursor API) and texts injected into a loopback device.
 //! - [`suppressions`]: the opt-out list (admins).
 //! - [`deliveries`]: webhook deliveries and the dead letters, replayable.
+//! - [`jobs`]: bulk CSV jobs: upload, progress, pause/resume/cancel, results.
 
 pub mod deliveries;
 pub mod devices;
 pub mod inbound;
+pub mod jobs;
 pub mod messages;
 pub mod suppressions;
 

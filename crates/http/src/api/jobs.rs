@@ -1,0 +1,590 @@
+//! Bulk jobs (DESIGN.md §5): `POST /api/v1/jobs` (a `text/csv` body with the parameters in
+//! the query string, or `multipart/form-data` with a `file` field and the parameters as
+//! fields), `GET` one or a page, `pause`, `resume`, `cancel`, and `results.csv`.
+//!
+//! The upload is streamed to a file under `[server] upload_dir` (never held in memory, up
+//! to `max_upload_bytes`), then read once to check it can be read to its end (or, for a dry
+//! run or an all-or-nothing job, checked row by row), and only then stored as a job, in
+//! batches; 201 comes when every row is stored. The file is kept until then so that an
+//! import interrupted by a restart continues after it.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use axum::body::{Body, Bytes};
+use axum::extract::{FromRequest, Multipart, Path as UrlPath, Query, Request, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use http_body_util::BodyExt;
+use serde_json::{json, Value};
+use textgate_core::clock::{format_rfc3339, now_ms};
+use textgate_core::status::Status;
+use textgate_jobs::{JobError, JobParams, Report};
+use textgate_store::{JobAction, JobControl, JobRecord, JobState};
+use tokio::io::AsyncWriteExt;
+
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiResult};
+use crate::AppState;
+
+/// The parameters a job request may have.
+const PARAMS: &[&str] = &[
+    "template",
+    "from",
+    "schedule_at",
+    "name",
+    "rate",
+    "dedupe",
+    "all_or_nothing",
+    "dry_run",
+    "to_column",
+];
+
+fn job_error(e: JobError) -> ApiError {
+    match e {
+        JobError::Param(code, m) => ApiError::invalid(code, m),
+        JobError::Header(m) => ApiError::invalid("invalid_columns", m),
+        JobError::Broken(m) => ApiError::invalid("broken_file", m),
+        JobError::Rejected(r) => ApiError::invalid(
+            "rows_rejected",
+            format!(
+                "{} row(s) are not acceptable and all_or_nothing was asked for: nothing was stored",
+                r.rejected - r.duplicates
+            ),
+        ),
+        JobError::Io(m) => ApiError::internal(&std::io::Error::other(m)),
+        JobError::Store(e) => e.into(),
+    }
+}
+
+fn truthy(name: &str, v: &str) -> ApiResult<bool> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" | "" => Ok(false),
+        _ => Err(ApiError::bad_request(
+            "invalid_parameter",
+            format!("{name} must be true or false"),
+        )),
+    }
+}
+
+/// Builds the parameters from name/value pairs; an unknown or repeated name is refused.
+fn params_from(pairs: Vec<(String, String)>) -> ApiResult<JobParams> {
+    let mut seen: HashMap<String, ()> = HashMap::new();
+    let mut p = JobParams::default();
+    for (k, v) in pairs {
+        if !PARAMS.contains(&k.as_str()) {
+            return Err(ApiError::bad_request(
+                "unknown_parameter",
+                format!("unknown parameter \"{k}\" (known: {})", PARAMS.join(", ")),
+            ));
+        }
+        if seen.insert(k.clone(), ()).is_some() {
+            return Err(ApiError::bad_request(
+                "duplicate_parameter",
+                format!("the parameter \"{k}\" is given twice"),
+            ));
+        }
+        let text = || Some(v.clone()).filter(|s| !s.is_empty());
+        match k.as_str() {
+            "template" => p.template = text(),
+            "from" => p.from = text(),
+            "schedule_at" => p.schedule_at = text(),
+            "name" => p.name = text(),
+            "to_column" => p.to_column = text(),
+            "rate" => {
+                p.rate = match v.trim() {
+                    "" => None,
+                    r => Some(r.parse::<f64>().map_err(|_| {
+                        ApiError::bad_request(
+                            "invalid_parameter",
+                            "rate must be a number of messages a second, like 50 or 0.5",
+                        )
+                    })?),
+                }
+            }
+            "dedupe" => p.dedupe = truthy(&k, &v)?,
+            "all_or_nothing" => p.all_or_nothing = truthy(&k, &v)?,
+            "dry_run" => p.dry_run = truthy(&k, &v)?,
+            _ => {}
+        }
+    }
+    Ok(p)
+}
+
+/// Removes the upload file when the request is done with it (on every path, errors too).
+struct Upload(PathBuf);
+
+impl Drop for Upload {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn too_large(limit: u64) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        format!("the upload is larger than the server's limit of {limit} bytes ([server] max_upload_bytes)"),
+    )
+}
+
+async fn new_upload(st: &AppState) -> ApiResult<(Upload, tokio::fs::File)> {
+    let dir = st.jobs.upload_dir();
+    tokio::fs::create_dir_all(&dir)
+        .await
+        .map_err(|e| ApiError::internal(&e))?;
+    let path = dir.join(format!("upload-{}-{:016x}.csv", now_ms(), fastrand_u64()));
+    let file = tokio::fs::File::create(&path)
+        .await
+        .map_err(|e| ApiError::internal(&e))?;
+    Ok((Upload(path), file))
+}
+
+/// A name no other upload has (the time alone is not enough for concurrent uploads).
+fn fastrand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(now_ms() as u64);
+    h.finish()
+}
+
+/// Streams a request body to the file; returns the bytes written.
+async fn body_to_file(body: Body, file: &mut tokio::fs::File, limit: u64) -> ApiResult<u64> {
+    let mut body = body;
+    let mut n: u64 = 0;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| {
+            ApiError::bad_request(
+                "unreadable_body",
+                format!("the upload could not be read: {e}"),
+            )
+        })?;
+        if let Ok(data) = frame.into_data() {
+            n += data.len() as u64;
+            if n > limit {
+                return Err(too_large(limit));
+            }
+            file.write_all(&data)
+                .await
+                .map_err(|e| ApiError::internal(&e))?;
+        }
+    }
+    file.flush().await.map_err(|e| ApiError::internal(&e))?;
+    Ok(n)
+}
+
+/// `POST /api/v1/jobs`.
+pub async fn create(
+    caller: Caller,
+    State(st): State<AppState>,
+    Query(query): Query<Vec<(String, String)>>,
+    req: Request,
+) -> ApiResult<Response> {
+    let limit = st.config.server.max_upload_bytes.0;
+    let ctype = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let (upload, size, params) = if ctype.starts_with("multipart/form-data") {
+        if !query.is_empty() {
+            return Err(ApiError::bad_request(
+                "invalid_parameter",
+                "with a multipart upload, give the parameters as form fields, not in the query string",
+            ));
+        }
+        let mut mp = Multipart::from_request(req, &st).await.map_err(|e| {
+            ApiError::bad_request(
+                "invalid_multipart",
+                format!("the multipart body is not readable: {e}"),
+            )
+        })?;
+        let mut pairs = Vec::new();
+        let mut file: Option<(Upload, u64)> = None;
+        loop {
+            let field = mp
+                .next_field()
+                .await
+                .map_err(|e| multipart_error(e, limit))?;
+            let Some(mut field) = field else { break };
+            let name = field.name().unwrap_or("").to_string();
+            if name == "file" {
+                if file.is_some() {
+                    return Err(ApiError::bad_request(
+                        "duplicate_parameter",
+                        "more than one `file` field",
+                    ));
+                }
+                let (up, mut f) = new_upload(&st).await?;
+                let mut n = 0u64;
+                while let Some(chunk) =
+                    field.chunk().await.map_err(|e| multipart_error(e, limit))?
+                {
+                    n += chunk.len() as u64;
+                    if n > limit {
+                        return Err(too_large(limit));
+                    }
+                    f.write_all(&chunk)
+                        .await
+                        .map_err(|e| ApiError::internal(&e))?;
+                }
+                f.flush().await.map_err(|e| ApiError::internal(&e))?;
+                file = Some((up, n));
+            } else {
+                let v = field.text().await.map_err(|e| multipart_error(e, limit))?;
+                pairs.push((name, v));
+            }
+        }
+        let Some((up, n)) = file else {
+            return Err(ApiError::bad_request(
+                "missing_file",
+                "the multipart body has no `file` field with the CSV",
+            ));
+        };
+        (up, n, params_from(pairs)?)
+    } else if ctype.starts_with("text/csv")
+        || ctype.starts_with("application/csv")
+        || ctype.starts_with("text/plain")
+    {
+        let params = params_from(query)?;
+        let (up, mut f) = new_upload(&st).await?;
+        let n = body_to_file(req.into_body(), &mut f, limit).await?;
+        (up, n, params)
+    } else {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send the CSV as `Content-Type: text/csv` (parameters in the query string) or as multipart/form-data with a `file` field",
+        ));
+    };
+    if size == 0 {
+        return Err(ApiError::bad_request(
+            "empty_request",
+            "the CSV file is empty: send a header row and at least one row",
+        ));
+    }
+    let prepared = st.jobs.prepare(params).map_err(job_error)?;
+    let p = &prepared.params;
+    if p.dry_run {
+        let r = st
+            .jobs
+            .validate(&upload.0, &prepared, false)
+            .await
+            .map_err(job_error)?;
+        let mut body = report_json(&r);
+        body["dry_run"] = json!(true);
+        body["texts"] = json!(r.accepted);
+        body["parts"] = json!(r.segments);
+        return Ok((StatusCode::OK, Json(body)).into_response());
+    }
+    // Read the whole file once before storing anything: a file broken half-way (or, for
+    // all_or_nothing, any bad row) is refused with nothing stored.
+    let check = st
+        .jobs
+        .validate(&upload.0, &prepared, !p.all_or_nothing)
+        .await
+        .map_err(job_error)?;
+    if p.all_or_nothing && check.rejected > check.duplicates {
+        let e = job_error(JobError::Rejected(Box::new(check.clone())));
+        let mut body = report_json(&check);
+        body["error"] = json!({"code": e.code, "message": e.message});
+        return Ok((e.status, Json(body)).into_response());
+    }
+    let job = st
+        .jobs
+        .create(caller.id, "api", &upload.0, &prepared)
+        .await
+        .map_err(job_error)?;
+    // Its own task: a client that hangs up does not stop an import half-way.
+    let jobs = st.jobs.clone();
+    let importing = job.clone();
+    let report = tokio::spawn(async move {
+        let r = jobs.import(&importing, &upload.0, &prepared).await;
+        drop(upload);
+        r
+    })
+    .await
+    .map_err(|e| ApiError::internal(&e))?
+    .map_err(job_error)?;
+    let mut body = report_json(&report);
+    body["id"] = json!(job.id);
+    body["name"] = json!(job.name);
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+fn multipart_error(e: axum::extract::multipart::MultipartError, limit: u64) -> ApiError {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        too_large(limit)
+    } else {
+        ApiError::bad_request(
+            "invalid_multipart",
+            format!("the multipart body is not readable: {}", e.body_text()),
+        )
+    }
+}
+
+fn report_json(r: &Report) -> Value {
+    json!({
+        "total": r.total,
+        "accepted": r.accepted,
+        "rejected": r.rejected,
+        "duplicates": r.duplicates,
+        "segments": r.segments,
+        "errors": r.errors,
+        "errors_truncated": r.errors_truncated,
+        "errors_note": if r.errors_truncated {
+            Some(format!("only the first {} errors are listed; GET /api/v1/jobs/{{id}}/results.csv has every row", textgate_jobs::import::MAX_ERRORS_SHOWN))
+        } else { None },
+        "preview": r.preview,
+    })
+}
+
+/// The state shown: the stored one, refined by the import's progress and the counts.
+fn shown_state(j: &JobRecord, counts: Option<&[(Status, i64)]>) -> &'static str {
+    match j.state {
+        JobState::Failed => "failed",
+        JobState::Cancelled => "cancelled",
+        JobState::Paused => "paused",
+        JobState::Running if j.imported_at.is_none() => "importing",
+        JobState::Running => match counts {
+            Some(c) if c.iter().all(|(s, n)| s.is_final() || *n == 0) => "done",
+            _ => "running",
+        },
+    }
+}
+
+fn job_json(j: &JobRecord, counts: Option<&[(Status, i64)]>) -> Value {
+    let mut v = json!({
+        "id": j.id,
+        "name": j.name,
+        "state": shown_state(j, counts),
+        "source": j.source,
+        "total": j.total,
+        "accepted": j.accepted,
+        "rejected": j.rejected,
+        "segments": j.segments,
+        "error": j.error,
+        "created_at": format_rfc3339(j.created_at),
+        "imported_at": j.imported_at.map(format_rfc3339),
+        "paused_at": j.paused_at.filter(|_| j.state == JobState::Paused).map(format_rfc3339),
+    });
+    if let Some(c) = counts {
+        let map: serde_json::Map<String, Value> = c
+            .iter()
+            .map(|(s, n)| (s.as_str().to_string(), json!(n)))
+            .collect();
+        let finished: i64 = c.iter().filter(|(s, _)| s.is_final()).map(|(_, n)| n).sum();
+        v["counts"] = Value::Object(map);
+        v["finished"] = json!(finished);
+    }
+    v
+}
+
+fn parse_id(raw: &str) -> ApiResult<i64> {
+    raw.parse::<i64>().map_err(|_| ApiError::not_found("job"))
+}
+
+async fn visible_job(st: &AppState, caller: &Caller, id: &str) -> ApiResult<JobRecord> {
+    let id = parse_id(id)?;
+    match st.store.get_job(id).await? {
+        Some(j) if caller.may_see(j.owner_id) => Ok(j),
+        _ => Err(ApiError::not_found("job")),
+    }
+}
+
+async fn full_json(st: &AppState, j: &JobRecord) -> ApiResult<Value> {
+    let counts = st.store.job_counts(j.id).await?;
+    Ok(job_json(j, Some(&counts)))
+}
+
+/// `GET /api/v1/jobs/{id}`.
+pub async fn get_one(
+    caller: Caller,
+    State(st): State<AppState>,
+    UrlPath(id): UrlPath<String>,
+) -> ApiResult<Json<Value>> {
+    let j = visible_job(&st, &caller, &id).await?;
+    Ok(Json(full_json(&st, &j).await?))
+}
+
+/// The query of `GET /api/v1/jobs`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// Page size (1–100, default 20).
+    pub limit: Option<String>,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// `GET /api/v1/jobs`: newest first, without the per-status counts (GET one for those).
+pub async fn list(
+    caller: Caller,
+    State(st): State<AppState>,
+    q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<Value>> {
+    let Query(q) = q.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    let limit = match q.limit.as_deref() {
+        None | Some("") => 20,
+        Some(l) => l
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=100).contains(n))
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_limit",
+                    "limit must be a whole number from 1 to 100",
+                )
+            })?,
+    };
+    let before = match q.cursor.as_deref() {
+        None | Some("") => None,
+        Some(c) => Some(c.parse::<i64>().map_err(|_| {
+            ApiError::bad_request(
+                "invalid_cursor",
+                "cursor must be a next_cursor value from an earlier page",
+            )
+        })?),
+    };
+    let mut page = st
+        .store
+        .list_jobs(caller.owner_filter(), before, limit + 1)
+        .await?;
+    let has_more = page.len() > limit;
+    page.truncate(limit);
+    let next_cursor = page
+        .last()
+        .map(|j| j.id.to_string())
+        .or(q.cursor.filter(|c| !c.is_empty()));
+    Ok(Json(json!({
+        "jobs": page.iter().map(|j| job_json(j, None)).collect::<Vec<_>>(),
+        "next_cursor": next_cursor,
+        "has_more": has_more,
+    })))
+}
+
+async fn control(
+    st: AppState,
+    caller: Caller,
+    id: String,
+    action: JobAction,
+) -> ApiResult<Json<Value>> {
+    let id = parse_id(&id)?;
+    match st
+        .store
+        .control_job(id, caller.owner_filter(), action, now_ms())
+        .await?
+    {
+        JobControl::Done(j) => {
+            if action == JobAction::Resume {
+                st.dispatcher.wake();
+            }
+            Ok(Json(full_json(&st, &j).await?))
+        }
+        JobControl::NotFound => Err(ApiError::not_found("job")),
+        JobControl::Invalid(s) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "not_allowed",
+            format!(
+                "the job is {}: it cannot be {}",
+                s.as_str(),
+                match action {
+                    JobAction::Pause => "paused",
+                    JobAction::Resume => "resumed",
+                    JobAction::Cancel => "cancelled",
+                }
+            ),
+        )),
+    }
+}
+
+/// `POST /api/v1/jobs/{id}/pause`: its waiting messages are held (shown as `scheduled`).
+pub async fn pause(
+    caller: Caller,
+    State(st): State<AppState>,
+    UrlPath(id): UrlPath<String>,
+) -> ApiResult<Json<Value>> {
+    control(st, caller, id, JobAction::Pause).await
+}
+
+/// `POST /api/v1/jobs/{id}/resume`.
+pub async fn resume(
+    caller: Caller,
+    State(st): State<AppState>,
+    UrlPath(id): UrlPath<String>,
+) -> ApiResult<Json<Value>> {
+    control(st, caller, id, JobAction::Resume).await
+}
+
+/// `POST /api/v1/jobs/{id}/cancel`: its messages not yet sent are cancelled.
+pub async fn cancel(
+    caller: Caller,
+    State(st): State<AppState>,
+    UrlPath(id): UrlPath<String>,
+) -> ApiResult<Json<Value>> {
+    control(st, caller, id, JobAction::Cancel).await
+}
+
+/// A response body fed from a channel, so the results CSV is written as it is read.
+struct ChannelBody(tokio::sync::mpsc::Receiver<Result<Bytes, std::io::Error>>);
+
+impl http_body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, std::io::Error>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|o| o.map(|r| r.map(http_body::Frame::data)))
+    }
+}
+
+/// `GET /api/v1/jobs/{id}/results.csv`: `row,number,message_id,status,error`, one line per
+/// row of the file, in row order.
+pub async fn results(
+    caller: Caller,
+    State(st): State<AppState>,
+    UrlPath(id): UrlPath<String>,
+) -> ApiResult<Response> {
+    let j = visible_job(&st, &caller, &id).await?;
+    let (tx, rx) = tokio::sync::mpsc::channel(2);
+    let store = st.store.clone();
+    tokio::spawn(async move {
+        let mut r = textgate_jobs::results::Results::new(j.id);
+        loop {
+            match r.next_chunk(&store).await {
+                Ok(Some(chunk)) => {
+                    if tx.send(Ok(Bytes::from(chunk))).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(None) => return,
+                Err(e) => {
+                    // The client sees a cut-off body rather than a CSV that looks complete.
+                    tracing::error!(job = j.id, error = %e, "writing a job's results failed");
+                    let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
+                    return;
+                }
+            }
+        }
+    });
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"job-{}-results.csv\"", j.id),
+            ),
+        ],
+        Body::new(ChannelBody(rx)),
+    )
+        .into_response())
+}
