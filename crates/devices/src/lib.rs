@@ -6,11 +6,14 @@
 //! - [`loopback`]: the built-in device for demos and tests.
 //! - [`dispatcher`]: claims due messages from the store, routes them to devices in failover
 //!   order, retries transient errors with backoff, and records every outcome and receipt.
+//! - [`submit`]: how validated texts from any edge (HTTP, e-mail) are stored and handed to
+//!   the dispatcher.
 #![forbid(unsafe_code)]
 
 pub mod dispatcher;
 pub mod loopback;
 pub mod smpp;
+pub mod submit;
 
 use std::future::Future;
 use std::pin::Pin;
