@@ -615,18 +615,20 @@ impl SmtpConfig {
             if !ok {
                 return Err(ConfigError::new(
                     format!("smtp.addresses[{i}]"),
-                    format!("\"{a}\" is not an e-mail address: write it like \"textmsg@example.com\""),
+                    format!(
+                        "\"{a}\" is not an e-mail address: write it like \"textmsg@example.com\""
+                    ),
                 ));
             }
         }
         for (i, p) in self.allowed_senders.iter().enumerate() {
-            let ok = p
-                .rsplit_once('@')
-                .is_some_and(|(local, domain)| {
-                    !local.is_empty()
-                        && !domain.is_empty()
-                        && !p.chars().any(|c| c.is_whitespace() || c.is_control() || "<>,;".contains(c))
-                });
+            let ok = p.rsplit_once('@').is_some_and(|(local, domain)| {
+                !local.is_empty()
+                    && !domain.is_empty()
+                    && !p
+                        .chars()
+                        .any(|c| c.is_whitespace() || c.is_control() || "<>,;".contains(c))
+            });
             if !ok {
                 return Err(ConfigError::new(
                     format!("smtp.allowed_senders[{i}]"),
@@ -641,10 +643,16 @@ impl SmtpConfig {
             ));
         }
         if self.max_recipients == 0 {
-            return Err(ConfigError::new("smtp.max_recipients", "must be at least 1"));
+            return Err(ConfigError::new(
+                "smtp.max_recipients",
+                "must be at least 1",
+            ));
         }
         if self.max_connections == 0 {
-            return Err(ConfigError::new("smtp.max_connections", "must be at least 1"));
+            return Err(ConfigError::new(
+                "smtp.max_connections",
+                "must be at least 1",
+            ));
         }
         match (&self.tls_cert, &self.tls_key) {
             (Some(_), None) => {
@@ -682,7 +690,10 @@ impl SmtpConfig {
             ("data_timeout", self.data_timeout),
         ] {
             if d.0 < Duration::from_secs(1) {
-                return Err(ConfigError::new(format!("smtp.{key}"), "must be at least 1s"));
+                return Err(ConfigError::new(
+                    format!("smtp.{key}"),
+                    "must be at least 1s",
+                ));
             }
         }
         Ok(())
@@ -709,8 +720,7 @@ fn is_local_part(l: &str) -> bool {
         && !l.starts_with('.')
         && !l.ends_with('.')
         && !l.contains("..")
-        && l
-            .chars()
+        && l.chars()
             .all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~.".contains(c))
 }
 
@@ -1051,7 +1061,8 @@ devices = ["lb"]
         assert_eq!(e.key, "server.default_country");
         let e = bad("");
         assert_eq!(e.key, "device");
-        let e = bad("[mailer]\nrelay='smtp://127.0.0.1:25'\n[[device]]\nname='a'\nkind='loopback'\n");
+        let e =
+            bad("[mailer]\nrelay='smtp://127.0.0.1:25'\n[[device]]\nname='a'\nkind='loopback'\n");
         assert_eq!(e.key, "mailer");
     }
 
@@ -1069,7 +1080,10 @@ devices = ["lb"]
         assert_eq!(s.max_message_bytes, Bytes(2 << 20));
         assert_eq!(s.command_timeout, Dur(Duration::from_secs(30)));
         assert_eq!(s.data_timeout, Dur(Duration::from_secs(180)));
-        assert_eq!((s.user.as_deref(), s.truncate, s.max_recipients), (Some("batch"), true, 100));
+        assert_eq!(
+            (s.user.as_deref(), s.truncate, s.max_recipients),
+            (Some("batch"), true, 100)
+        );
         let bad = |smtp: &str| -> ConfigError {
             match Config::parse(&format!("[smtp]\n{smtp}\n{dev}"), &no_env) {
                 Err(e) => e,
@@ -1092,8 +1106,14 @@ devices = ["lb"]
             bad("domains=['a.b']\ntls_cert='/nonexistent.pem'\ntls_key='/nonexistent.pem'").key,
             "smtp.tls_cert"
         );
-        assert_eq!(bad("domains=['a.b']\nmax_recipients=0").key, "smtp.max_recipients");
-        assert_eq!(bad("domains=['a.b']\ndata_timeout='0s'").key, "smtp.data_timeout");
+        assert_eq!(
+            bad("domains=['a.b']\nmax_recipients=0").key,
+            "smtp.max_recipients"
+        );
+        assert_eq!(
+            bad("domains=['a.b']\ndata_timeout='0s'").key,
+            "smtp.data_timeout"
+        );
         assert!(bad("domains=['a.b']\nrelay=true").message.contains("relay"));
         // The embedded defaults take NUMBER@sms.localhost on 127.0.0.1:2525, and the
         // environment can move the listener.

@@ -74,40 +74,41 @@ impl Dispatcher {
         let claimed_until = reservation.as_ref().map(|_| self.lease_until(s.now));
         let encoding = s.body.encoding().as_str();
         let segments = i64::from(s.body.segments());
-        let msgs: Vec<NewMessage> = s
-            .to
-            .iter()
-            .map(|r| NewMessage {
-                owner_id: s.owner_id,
-                job_id: None,
-                to: r.as_str().to_string(),
-                from: s.from.as_ref().map(|f| f.as_str().to_string()),
-                body: s.body.text().to_string(),
-                encoding: encoding.to_string(),
-                segments,
-                schedule_at: s.schedule_at,
-                expires_at: s.expires_at,
-                callback_url: s.callback_url.clone(),
-                reference: s.reference.clone(),
-                priority: 0,
-                created_at: s.now,
-                claimed_until,
-            })
-            .collect();
-        Ok(match self.store().insert_messages(msgs, idem, render).await? {
-            Inserted::New {
-                ids,
-                response,
-                stored,
-            } => {
-                match reservation {
-                    Some(r) => self.hand_over(stored, r).await,
-                    None => self.wake(),
+        let msgs: Vec<NewMessage> =
+            s.to.iter()
+                .map(|r| NewMessage {
+                    owner_id: s.owner_id,
+                    job_id: None,
+                    to: r.as_str().to_string(),
+                    from: s.from.as_ref().map(|f| f.as_str().to_string()),
+                    body: s.body.text().to_string(),
+                    encoding: encoding.to_string(),
+                    segments,
+                    schedule_at: s.schedule_at,
+                    expires_at: s.expires_at,
+                    callback_url: s.callback_url.clone(),
+                    reference: s.reference.clone(),
+                    priority: 0,
+                    created_at: s.now,
+                    claimed_until,
+                })
+                .collect();
+        Ok(
+            match self.store().insert_messages(msgs, idem, render).await? {
+                Inserted::New {
+                    ids,
+                    response,
+                    stored,
+                } => {
+                    match reservation {
+                        Some(r) => self.hand_over(stored, r).await,
+                        None => self.wake(),
+                    }
+                    Accepted::New { ids, response }
                 }
-                Accepted::New { ids, response }
-            }
-            Inserted::Replay { response } => Accepted::Replay { response },
-            Inserted::KeyReused => Accepted::KeyReused,
-        })
+                Inserted::Replay { response } => Accepted::Replay { response },
+                Inserted::KeyReused => Accepted::KeyReused,
+            },
+        )
     }
 }

@@ -173,12 +173,16 @@ pub fn subject_numbers(
     }
     let mut out: Vec<Recipient> = Vec::new();
     let mut bad = Vec::new();
-    let mut push = |r: Recipient, out: &mut Vec<Recipient>| {
+    let push = |r: Recipient, out: &mut Vec<Recipient>| {
         if !out.contains(&r) {
             out.push(r);
         }
     };
-    for piece in rest.split([',', ';']).map(str::trim).filter(|p| !p.is_empty()) {
+    for piece in rest
+        .split([',', ';'])
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+    {
         if let Ok(r) = Recipient::parse(piece, country) {
             push(r, &mut out);
             continue;

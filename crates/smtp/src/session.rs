@@ -300,7 +300,11 @@ impl Session {
                 );
             }
             (Pending::Deliver, _) => {
-                self.reply(451, "4.3.0", "The texts could not be stored; try again later");
+                self.reply(
+                    451,
+                    "4.3.0",
+                    "The texts could not be stored; try again later",
+                );
             }
         }
         self.run()
@@ -575,7 +579,11 @@ impl Session {
             return self.error(503, "5.5.1", "Say EHLO first");
         }
         if self.tx.is_some() {
-            return self.error(503, "5.5.1", "A mail transaction is already open; RSET first");
+            return self.error(
+                503,
+                "5.5.1",
+                "A mail transaction is already open; RSET first",
+            );
         }
         if size > self.settings.max_message_bytes {
             let max = self.settings.max_message_bytes;
@@ -686,7 +694,10 @@ impl Session {
         let mail = read_mail(&tx.data);
         let mut to = tx.numbers;
         if tx.subject_mode {
-            match subject_numbers(mail.subject.as_deref().unwrap_or(""), self.settings.rules.country()) {
+            match subject_numbers(
+                mail.subject.as_deref().unwrap_or(""),
+                self.settings.rules.country(),
+            ) {
                 Ok(found) => {
                     for n in found {
                         if !to.contains(&n) {
@@ -696,7 +707,11 @@ impl Session {
                 }
                 Err(bad) => {
                     let more = bad.len().saturating_sub(MAX_LISTED);
-                    let mut text = bad.into_iter().take(MAX_LISTED).collect::<Vec<_>>().join("; ");
+                    let mut text = bad
+                        .into_iter()
+                        .take(MAX_LISTED)
+                        .collect::<Vec<_>>()
+                        .join("; ");
                     if more > 0 {
                         text.push_str(&format!(" (and {more} more)"));
                     }
@@ -763,7 +778,11 @@ impl Session {
             return self.error(503, "5.5.1", "Already authenticated");
         }
         if self.tx.is_some() {
-            return self.error(503, "5.5.1", "AUTH is not allowed during a mail transaction");
+            return self.error(
+                503,
+                "5.5.1",
+                "AUTH is not allowed during a mail transaction",
+            );
         }
         let initial = initial.trim();
         match mechanism {
@@ -810,14 +829,22 @@ impl Session {
 
     /// RFC 4616: `[authzid] NUL authcid NUL passwd`; "=" is an empty response (RFC 4954 §4).
     fn sasl_plain(&mut self, b64: &str) -> Option<Action> {
-        let Some(decoded) = (if b64 == "=" { Some(String::new()) } else { decode(b64) }) else {
+        let Some(decoded) = (if b64 == "=" {
+            Some(String::new())
+        } else {
+            decode(b64)
+        }) else {
             return self.error(501, "5.5.2", "Not valid base64");
         };
         let mut fields = decoded.split('\0');
         let (Some(_authzid), Some(user), Some(pass), None) =
             (fields.next(), fields.next(), fields.next(), fields.next())
         else {
-            return self.error(501, "5.5.2", "AUTH PLAIN wants authzid NUL user NUL password");
+            return self.error(
+                501,
+                "5.5.2",
+                "AUTH PLAIN wants authzid NUL user NUL password",
+            );
         };
         self.authenticate(user.to_string(), pass.to_string())
     }
@@ -887,7 +914,10 @@ mod tests {
         fn new(loopback: bool, tls: bool) -> Client {
             let mut s = Session::new(settings(tls), loopback);
             let greeting = String::from_utf8(s.take_output()).unwrap();
-            assert!(greeting.starts_with("220 sms.example.com ESMTP"), "{greeting}");
+            assert!(
+                greeting.starts_with("220 sms.example.com ESMTP"),
+                "{greeting}"
+            );
             Client {
                 s,
                 delivered: Vec::new(),
@@ -902,9 +932,7 @@ mod tests {
                 Action::Authenticate(c) => Some(Answer::Authenticated(
                     (c.username == "bob" && c.secret == "pw").then(bob),
                 )),
-                Action::FindSender(f) => {
-                    Some(Answer::Sender((f == "bob@example.com").then(bob)))
-                }
+                Action::FindSender(f) => Some(Answer::Sender((f == "bob@example.com").then(bob))),
                 Action::Deliver(d) => {
                     let ids: Vec<i64> = (0..d.to.len() as i64).map(|i| self.next_id + i).collect();
                     self.next_id += ids.len() as i64;
@@ -947,14 +975,26 @@ mod tests {
         assert!(ehlo.contains("250-PIPELINING\r\n"), "{ehlo}");
         assert!(ehlo.contains("250-SIZE 4096\r\n"), "{ehlo}");
         assert!(ehlo.contains("8BITMIME"), "{ehlo}");
-        assert!(!ehlo.contains("AUTH"), "no AUTH on a clear non-loopback connection: {ehlo}");
+        assert!(
+            !ehlo.contains("AUTH"),
+            "no AUTH on a clear non-loopback connection: {ehlo}"
+        );
         assert!(!ehlo.contains("STARTTLS"), "{ehlo}");
-        assert!(c.line("MAIL FROM:<bob@example.com> BODY=8BITMIME SIZE=100").starts_with("250 2.1.0"));
-        assert!(c.line("RCPT TO:<+15551234567@sms.example.com>").starts_with("250 2.1.5"));
-        assert!(c.line("RCPT TO:<5557654321@SMS.EXAMPLE.COM>").starts_with("250 2.1.5"));
+        assert!(c
+            .line("MAIL FROM:<bob@example.com> BODY=8BITMIME SIZE=100")
+            .starts_with("250 2.1.0"));
+        assert!(c
+            .line("RCPT TO:<+15551234567@sms.example.com>")
+            .starts_with("250 2.1.5"));
+        assert!(c
+            .line("RCPT TO:<5557654321@SMS.EXAMPLE.COM>")
+            .starts_with("250 2.1.5"));
         assert!(c.line("DATA").starts_with("354"));
         let r = c.send(b"Subject: ignored\r\n\r\nHello there\r\n..dot stuffed\r\n.\r\n");
-        assert!(r.starts_with("250 2.0.0 OK: 2 texts stored (id 1, 2)"), "{r}");
+        assert!(
+            r.starts_with("250 2.0.0 OK: 2 texts stored (id 1, 2)"),
+            "{r}"
+        );
         let d = &c.delivered[0];
         assert_eq!(d.owner, bob());
         assert_eq!(d.mail_from, "bob@example.com");
@@ -971,8 +1011,15 @@ mod tests {
         let r = c.send(
             b"EHLO x\r\nMAIL FROM:<bob@example.com>\r\nRCPT TO:<15551234567@sms.example.com>\r\nRCPT TO:<nobody@elsewhere.org>\r\nDATA\r\nSubject: s\r\n\r\nbody\r\n.\r\nQUIT\r\n",
         );
-        assert_eq!(codes(&r), ["250", "250", "250", "550", "354", "250", "221"], "{r}");
-        assert!(r.contains("550 5.7.1 <nobody@elsewhere.org>: relaying denied"), "{r}");
+        assert_eq!(
+            codes(&r),
+            ["250", "250", "250", "550", "354", "250", "221"],
+            "{r}"
+        );
+        assert!(
+            r.contains("550 5.7.1 <nobody@elsewhere.org>: relaying denied"),
+            "{r}"
+        );
         assert_eq!(c.delivered.len(), 1);
         assert_eq!(c.delivered[0].body.text(), "body");
     }
@@ -1002,10 +1049,16 @@ mod tests {
         let mut c = Client::new(false, false);
         c.line("EHLO x");
         let r = c.line("MAIL FROM:<eve@evil.org>");
-        assert!(r.starts_with("550 5.7.1 <eve@evil.org> may not send"), "{r}");
+        assert!(
+            r.starts_with("550 5.7.1 <eve@evil.org> may not send"),
+            "{r}"
+        );
         // Allowed by pattern, but no user has the address.
         let r = c.line("MAIL FROM:<ghost@example.com>");
-        assert!(r.starts_with("550 5.7.1 <ghost@example.com> may send, but no textgate user"), "{r}");
+        assert!(
+            r.starts_with("550 5.7.1 <ghost@example.com> may send, but no textgate user"),
+            "{r}"
+        );
         let r = c.line("MAIL FROM:<>");
         assert!(r.starts_with("550 5.7.1"), "the null sender: {r}");
         let r = c.line("RCPT TO:<15551234567@sms.example.com>");
@@ -1015,12 +1068,14 @@ mod tests {
         assert!(r.starts_with("550 5.7.1"), "{r}");
         let r = c.line("RCPT TO:<alice@sms.example.com>");
         assert!(r.starts_with("550 5.1.1 <alice@sms.example.com>: "), "{r}");
-        let r = c.line("RCPT TO:<123@sms.example.com>");
+        let r = c.line("RCPT TO:<12@sms.example.com>");
         assert!(r.starts_with("550 5.1.1"), "{r}");
         let r = c.line("DATA");
         assert!(r.starts_with("554 5.5.1 No valid recipients"), "{r}");
         for n in ["15550000001", "15550000002", "15550000003"] {
-            assert!(c.line(&format!("RCPT TO:<{n}@sms.example.com>")).starts_with("250"));
+            assert!(c
+                .line(&format!("RCPT TO:<{n}@sms.example.com>"))
+                .starts_with("250"));
         }
         let r = c.line("RCPT TO:<15550000004@sms.example.com>");
         assert!(r.starts_with("452 4.5.3"), "{r}");
@@ -1042,7 +1097,10 @@ mod tests {
         assert_eq!(to, ["+15551234567", "+15557654321"]);
         // A bad number in the Subject refuses the message with 5.1.1.
         let r = c.send(b"MAIL FROM:<bob@example.com>\r\nRCPT TO:<textmsg@example.com>\r\nDATA\r\nSubject: +15557654321, nonsense\r\n\r\nx\r\n.\r\n");
-        assert!(r.ends_with("\r\n") && r.contains("550 5.1.1 Subject: \"nonsense\""), "{r}");
+        assert!(
+            r.ends_with("\r\n") && r.contains("550 5.1.1 Subject: \"nonsense\""),
+            "{r}"
+        );
         // More numbers than max_recipients.
         let r = c.send(b"MAIL FROM:<bob@example.com>\r\nRCPT TO:<textmsg@example.com>\r\nDATA\r\nSubject: +15550000001 +15550000002 +15550000003 +15550000004\r\n\r\nx\r\n.\r\n");
         assert!(r.contains("550 5.5.3 Too many recipients"), "{r}");
@@ -1062,12 +1120,17 @@ mod tests {
         let r = c.send(b".\r\n");
         assert!(r.starts_with("552 5.3.4 Message too big"), "{r}");
         // The session goes on.
-        let r = c.send(b"MAIL FROM:<bob@example.com>\r\nRCPT TO:<15551234567@sms.example.com>\r\nDATA\r\n");
+        let r = c.send(
+            b"MAIL FROM:<bob@example.com>\r\nRCPT TO:<15551234567@sms.example.com>\r\nDATA\r\n",
+        );
         assert_eq!(codes(&r), ["250", "250", "354"], "{r}");
         // Within SIZE, but more than max_parts (2) SMS parts.
         let body = format!("Subject: x\r\n\r\n{}\r\n.\r\n", "y".repeat(400));
         let r = c.send(body.as_bytes());
-        assert!(r.starts_with("552 5.3.4 The text is too long for SMS"), "{r}");
+        assert!(
+            r.starts_with("552 5.3.4 The text is too long for SMS"),
+            "{r}"
+        );
         assert!(c.delivered.is_empty());
     }
 
@@ -1090,7 +1153,10 @@ mod tests {
         // A clear connection from elsewhere: AUTH is neither offered nor accepted.
         let mut c = Client::new(false, true);
         let ehlo = c.line("EHLO x");
-        assert!(ehlo.contains("STARTTLS") && !ehlo.contains("AUTH"), "{ehlo}");
+        assert!(
+            ehlo.contains("STARTTLS") && !ehlo.contains("AUTH"),
+            "{ehlo}"
+        );
         let r = c.line("AUTH PLAIN AGJvYgBwdw==");
         assert!(r.starts_with("538 5.7.11"), "{r}");
         assert!(c.actions.is_empty(), "no credential was checked");
@@ -1104,12 +1170,15 @@ mod tests {
         let r = c.line("AUTH PLAIN AGJvYgBwdw==");
         assert!(r.starts_with("503 5.5.1 Say EHLO"), "{r}");
         let ehlo = c.line("EHLO x");
-        assert!(ehlo.contains("AUTH PLAIN LOGIN") && !ehlo.contains("STARTTLS"), "{ehlo}");
+        assert!(
+            ehlo.contains("AUTH PLAIN LOGIN") && !ehlo.contains("STARTTLS"),
+            "{ehlo}"
+        );
         // "\0bob\0pw"
         let r = c.line("AUTH PLAIN AGJvYgBwdw==");
         assert!(r.starts_with("235 2.7.0"), "{r}");
         // Any envelope sender may send once authenticated; texts are bob's.
-        let r = c.send(b"MAIL FROM:<anyone@anywhere.org>\r\nRCPT TO:<15551234567@sms.example.com>\r\nDATA\r\nhi\r\n.\r\n");
+        let r = c.send(b"MAIL FROM:<anyone@anywhere.org>\r\nRCPT TO:<15551234567@sms.example.com>\r\nDATA\r\nSubject: s\r\n\r\nhi\r\n.\r\n");
         assert_eq!(codes(&r), ["250", "250", "354", "250"], "{r}");
         assert_eq!(c.delivered[0].owner, bob());
     }
@@ -1118,7 +1187,10 @@ mod tests {
     fn auth_login_and_failures() {
         let mut c = Client::new(true, false);
         let ehlo = c.line("EHLO x");
-        assert!(ehlo.contains("AUTH PLAIN LOGIN"), "loopback offers AUTH: {ehlo}");
+        assert!(
+            ehlo.contains("AUTH PLAIN LOGIN"),
+            "loopback offers AUTH: {ehlo}"
+        );
         assert_eq!(c.line("AUTH LOGIN"), "334 VXNlcm5hbWU6\r\n");
         assert_eq!(c.line("Ym9i"), "334 UGFzc3dvcmQ6\r\n");
         assert!(c.line("cHc=").starts_with("235 2.7.0"));
@@ -1129,7 +1201,10 @@ mod tests {
                 secret: "pw".into()
             })
         );
-        assert!(!format!("{:?}", c.actions[0]).contains("pw"), "secrets stay out of logs");
+        assert!(
+            !format!("{:?}", c.actions[0]).contains("pw"),
+            "secrets stay out of logs"
+        );
         // A second session: LOGIN with an initial response, PLAIN in two steps, cancel,
         // bad base64, then three wrong passwords close it.
         let mut c = Client::new(true, false);
@@ -1140,8 +1215,12 @@ mod tests {
         assert!(c.line("!!!").starts_with("501 5.5.2"));
         assert!(c.line("AUTH CRAM-MD5").starts_with("504 5.5.4"));
         // "\0bob\0wrong"
-        assert!(c.line("AUTH PLAIN AGJvYgB3cm9uZw==").starts_with("535 5.7.8"));
-        assert!(c.line("AUTH PLAIN AGJvYgB3cm9uZw==").starts_with("535 5.7.8"));
+        assert!(c
+            .line("AUTH PLAIN AGJvYgB3cm9uZw==")
+            .starts_with("535 5.7.8"));
+        assert!(c
+            .line("AUTH PLAIN AGJvYgB3cm9uZw==")
+            .starts_with("535 5.7.8"));
         let r = c.line("AUTH PLAIN AGJvYgB3cm9uZw==");
         assert!(r.starts_with("535 5.7.8") && r.contains("421 4.7.0"), "{r}");
         assert!(c.s.is_closed());
@@ -1152,12 +1231,14 @@ mod tests {
         let mut c = Client::new(false, false);
         let r = c.send(b"\x00\xff\xfe garbage\r\nHELLO\r\n\r\n");
         assert_eq!(codes(&r), ["500", "500", "500"], "{r}");
-        // An over-long line is one error, not many.
-        let mut long = vec![b'A'; 10_000];
-        long.extend_from_slice(b"\r\n");
-        let r = c.send(&long);
+        // An over-long line, arriving in pieces, is one error, not many.
+        let mut r = String::new();
+        for _ in 0..10 {
+            r.push_str(&c.send(&[b'A'; 1000]));
+        }
+        r.push_str(&c.send(b" B\r\n"));
         assert_eq!(codes(&r), ["500"], "{r}");
-        assert!(r.contains("5.5.2 Line too long"));
+        assert!(r.contains("5.5.2 Line too long"), "{r}");
         // The session still works.
         assert!(c.line("EHLO x").contains("250 "));
         // Endless garbage ends the session.
@@ -1177,11 +1258,17 @@ mod tests {
     #[test]
     fn bdat_and_unknown_flows() {
         let mut c = Client::new(false, false);
-        assert!(c.line("MAIL FROM:<bob@example.com>").starts_with("503"), "EHLO first");
+        assert!(
+            c.line("MAIL FROM:<bob@example.com>").starts_with("503"),
+            "EHLO first"
+        );
         c.line("HELO x");
         assert!(c.line("VRFY bob").starts_with("252"));
         assert!(c.line("NOOP").starts_with("250"));
-        assert!(c.line("STARTTLS").starts_with("502"), "no certificate, no STARTTLS");
+        assert!(
+            c.line("STARTTLS").starts_with("502"),
+            "no certificate, no STARTTLS"
+        );
         let r = c.line("BDAT 10 LAST");
         assert!(r.starts_with("502"), "{r}");
         assert!(c.s.is_closed());
@@ -1200,9 +1287,13 @@ mod tests {
         assert_eq!(codes(&r), ["451", "250"], "{r}");
         assert!(!s.in_data());
         assert_eq!(s.timed_out(), Action::Close);
-        assert!(String::from_utf8(s.take_output()).unwrap().starts_with("421 4.4.2"));
+        assert!(String::from_utf8(s.take_output())
+            .unwrap()
+            .starts_with("421 4.4.2"));
         let mut s = Session::new(settings(false), false);
         assert_eq!(s.shutting_down(), Action::Close);
-        assert!(String::from_utf8(s.take_output()).unwrap().contains("421 4.3.2"));
+        assert!(String::from_utf8(s.take_output())
+            .unwrap()
+            .contains("421 4.3.2"));
     }
 }

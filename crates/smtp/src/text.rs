@@ -122,10 +122,21 @@ fn is_original_marker(line: &str) -> bool {
 /// split over two lines by the mailer, handled by the caller) and a few translations.
 fn is_attribution(line: &str) -> bool {
     let t = line.trim_end().to_lowercase();
-    ["wrote:", "writes:", "schrieb:", "a écrit :", "a écrit:", "escribió:", "scrisse:"]
-        .iter()
-        .any(|end| t.ends_with(end))
+    [
+        "wrote:",
+        "writes:",
+        "schrieb:",
+        "a écrit :",
+        "a écrit:",
+        "escribió:",
+        "scrisse:",
+    ]
+    .iter()
+    .any(|end| t.ends_with(end))
 }
+
+/// How attribution lines start ("On …", and the German, French and Spanish forms).
+const ATTRIBUTION_STARTS: &[&str] = &["On ", "Am ", "Le ", "El "];
 
 fn is_quoted(line: &str) -> bool {
     line.trim_start().starts_with('>')
@@ -156,14 +167,15 @@ pub fn clean(text: &str) -> String {
                 .find(|l| !l.trim().is_empty())
                 .copied();
             if after.is_none_or(is_quoted) {
-                // "On Mon, 1 Jan 2024 at 10:00, Bob <bob@example.com>\nwrote:" is one
+                // "On Mon, 1 Jan 2024 at 10:00, Bob\n<bob@example.com> wrote:" is one
                 // attribution that the mailer wrapped.
-                if line.trim().len() <= "escribió:".len() {
-                    if let Some(prev) = kept.last() {
-                        if prev.trim_start().starts_with("On ") || prev.contains('@') {
-                            kept.pop();
-                        }
-                    }
+                let starts = |l: &str| {
+                    ATTRIBUTION_STARTS
+                        .iter()
+                        .any(|s| l.trim_start().starts_with(s))
+                };
+                if !starts(line) && kept.last().is_some_and(|prev| starts(prev)) {
+                    kept.pop();
                 }
                 continue;
             }
