@@ -129,7 +129,7 @@ impl Rules {
     /// What `RCPT TO:<address>` stands for.
     pub fn target(&self, address: &str) -> Result<Target, TargetError> {
         let lower = address.to_ascii_lowercase();
-        if self.addresses.iter().any(|a| *a == lower) {
+        if self.addresses.contains(&lower) {
             return Ok(Target::Subject);
         }
         let Some((local, domain)) = address.rsplit_once('@') else {
