@@ -45,8 +45,13 @@ pub fn tls_acceptor(cfg: &Config) -> Result<Option<TlsAcceptor>, SmtpError> {
             "no PEM certificate in it".to_string(),
         ));
     }
-    let private_key =
-        PrivateKeyDer::from_pem_file(key).map_err(|e| tls_err("tls_key", key, e.to_string()))?;
+    let private_key = PrivateKeyDer::from_pem_file(key).map_err(|e| {
+        tls_err(
+            "tls_key",
+            key,
+            format!("no usable PEM private key (PKCS#8, PKCS#1 or SEC1) in it: {e}"),
+        )
+    })?;
     let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
     let config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
