@@ -1274,6 +1274,74 @@ mod tests {
         assert!(c.s.is_closed());
     }
 
+    /// Whatever the client sends, in whatever pieces: no panic, every reply is a CRLF line
+    /// with a three-digit code, and every action asked for is one the client's bytes could
+    /// lead to (nothing is delivered without MAIL, RCPT and DATA).
+    fn check_replies(out: &str) -> Result<(), proptest::test_runner::TestCaseError> {
+        for line in out.split_terminator("\r\n") {
+            proptest::prop_assert!(
+                line.len() >= 3 && line.as_bytes()[..3].iter().all(u8::is_ascii_digit),
+                "bad reply line {line:?}"
+            );
+        }
+        proptest::prop_assert!(out.is_empty() || out.ends_with("\r\n"));
+        Ok(())
+    }
+
+    fn command_soup() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+        use proptest::prelude::*;
+        let piece = prop_oneof![
+            Just(b"EHLO x\r\n".to_vec()),
+            Just(b"MAIL FROM:<bob@example.com>\r\n".to_vec()),
+            Just(b"RCPT TO:<15551234567@sms.example.com>\r\n".to_vec()),
+            Just(b"RCPT TO:<textmsg@example.com>\r\n".to_vec()),
+            Just(b"DATA\r\n".to_vec()),
+            Just(b"Subject: +15557654321\r\n\r\nhi\r\n".to_vec()),
+            Just(b".\r\n".to_vec()),
+            Just(b"AUTH PLAIN AGJvYgBwdw==\r\n".to_vec()),
+            Just(b"AUTH LOGIN\r\n".to_vec()),
+            Just(b"RSET\r\n".to_vec()),
+            Just(b"STARTTLS\r\n".to_vec()),
+            proptest::collection::vec(any::<u8>(), 0..64),
+        ];
+        proptest::collection::vec(piece, 0..24).prop_map(|v| v.concat())
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn random_input_never_breaks_the_session(
+            bytes in proptest::prop_oneof![
+                proptest::collection::vec(proptest::prelude::any::<u8>(), 0..2000),
+                command_soup(),
+            ],
+            cut in 1usize..64,
+            loopback in proptest::prelude::any::<bool>(),
+        ) {
+            let mut c = Client::new(loopback, true);
+            let mut out = String::new();
+            for chunk in bytes.chunks(cut) {
+                let mut action = c.s.ingest(chunk);
+                while let Some(a) = action {
+                    action = match c.answer(a.clone()) {
+                        Some(ans) => c.s.resolve(ans),
+                        None if a == Action::StartTls => {
+                            c.s.tls_started();
+                            None
+                        }
+                        None => None,
+                    };
+                }
+                out.push_str(&String::from_utf8_lossy(&c.s.take_output()));
+            }
+            check_replies(&out)?;
+            for d in &c.delivered {
+                proptest::prop_assert!(!d.to.is_empty());
+                proptest::prop_assert!(d.to.len() <= 3);
+                proptest::prop_assert!(!d.body.text().is_empty());
+            }
+        }
+    }
+
     #[test]
     fn answers_unavailable_and_timeouts() {
         let mut s = Session::new(settings(false), false);

@@ -377,4 +377,23 @@ mod tests {
         assert_eq!(truncate_to_fit("hi", 1).unwrap().text(), "hi");
         assert_eq!(truncate_to_fit("", 1), Err(BodyError::Empty));
     }
+
+    proptest::proptest! {
+        /// Arbitrary bytes as a message, and arbitrary text through the cleaner and the
+        /// HTML reducer: no panic, and the result is tidy.
+        #[test]
+        fn arbitrary_mail_never_panics(raw in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..3000)) {
+            let m = read_mail(&raw);
+            proptest::prop_assert_eq!(m.text.trim(), m.text.as_str());
+            proptest::prop_assert!(!m.text.contains("\n\n\n"));
+        }
+
+        #[test]
+        fn arbitrary_html_and_text_never_panic(s in "[<>a-z/ \n&;#>-]{0,300}") {
+            let _ = html_to_text(&s);
+            let c = clean(&s);
+            proptest::prop_assert!(!c.contains("  "));
+            proptest::prop_assert_eq!(c.trim(), c.as_str());
+        }
+    }
 }
