@@ -15,7 +15,9 @@ use hyper::body::Bytes;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
+mod common;
+
+use common::{cpu_seconds, metric, pct, HttpClient};
 
 struct Args {
     url: String,
@@ -55,40 +57,6 @@ fn parse_args() -> anyhow::Result<Args> {
         bail!("usage: textgate-bench --url URL --key KEY [--pid PID] [-n N] [-c C] [--rate R] [--label L]");
     }
     Ok(a)
-}
-
-/// utime + stime of a process, in seconds.
-fn cpu_seconds(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name (which may contain spaces) start after the last ')'.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let utime: f64 = f.get(11)?.parse().ok()?;
-    let stime: f64 = f.get(12)?.parse().ok()?;
-    // USER_HZ is 100 on Linux.
-    Some((utime + stime) / 100.0)
-}
-
-async fn metric(client: &HttpClient, url: &str, name: &str) -> anyhow::Result<f64> {
-    let resp = client.get(format!("{url}/metrics").parse()?).await?;
-    let body = resp.into_body().collect().await?.to_bytes();
-    let text = String::from_utf8_lossy(&body);
-    for line in text.lines() {
-        if let Some(v) = line.strip_prefix(name) {
-            if let Some(v) = v.strip_prefix(' ') {
-                return Ok(v.trim().parse()?);
-            }
-        }
-    }
-    Ok(0.0)
-}
-
-fn pct(sorted: &[Duration], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i].as_secs_f64() * 1000.0
 }
 
 #[tokio::main]

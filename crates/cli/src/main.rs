@@ -179,8 +179,15 @@ fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<Config> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Check { config } => match Config::load(&config).and_then(|c| c.check().map(|_| c))
-        {
+        Command::Check { config } => match Config::load(&config)
+            .and_then(|c| c.check().map(|_| c))
+            .map_err(|e| e.to_string())
+            // The STARTTLS certificate and key must also be usable, not just present.
+            .and_then(|c| {
+                textgate_smtp::server::tls_acceptor(&c)
+                    .map(|_| c)
+                    .map_err(|e| e.to_string())
+            }) {
             Ok(c) => {
                 println!(
                     "{}: valid ({} device(s), {} route(s), database {})",

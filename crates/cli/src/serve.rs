@@ -1,6 +1,6 @@
-//! `textgate serve`: opens the store, starts the devices and the dispatcher, serves HTTP, and
-//! shuts down in order on SIGINT or SIGTERM (stop taking requests, let in-flight sends be
-//! recorded, flush the store).
+//! `textgate serve`: opens the store, starts the devices and the dispatcher, serves HTTP and
+//! (with `[smtp]`) SMTP, and shuts down in order on SIGINT or SIGTERM (stop taking requests
+//! and mail, let in-flight sends be recorded, flush the store).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -74,6 +74,19 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         }
         None => None,
     };
+    // SMTP is bound first, so that when the HTTP line below is printed both are listening.
+    let smtp = match textgate_smtp::Listener::bind(&cfg).await? {
+        Some(listener) => {
+            let gateway =
+                textgate_smtp::Gateway::new(store.clone(), dispatcher.clone(), &cfg).await?;
+            let addr = listener.local_addr()?;
+            // Tests and scripts read this line to find the port when [smtp] listen ends in :0.
+            println!("textgate smtp listening on {addr}");
+            tracing::info!(%addr, "serving SMTP");
+            Some(listener.start(Arc::new(gateway)))
+        }
+        None => None,
+    };
     let listener = tokio::net::TcpListener::bind(&cfg.server.http_listen)
         .await
         .with_context(|| {
@@ -94,6 +107,10 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     if let Some(task) = spool {
         task.abort();
         let _ = task.await;
+    }
+    if let Some(smtp) = smtp {
+        tracing::info!("shutting down: closing SMTP sessions");
+        smtp.shutdown(Duration::from_secs(10)).await;
     }
     tracing::info!("shutting down: finishing in-flight sends");
     webhooks_stop.notify_one();

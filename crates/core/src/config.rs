@@ -2,8 +2,8 @@
 //! environment (for secrets), then checked as a whole so that `textgate check` can name the
 //! bad key and say why before anything starts.
 //!
-//! Sections that belong to features not in this build (`[smtp]`, `[mailer]`,
-//! `[[port_server]]`, device kinds `modem` and `remote`) are refused by
+//! Sections that belong to features not in this build (`[mailer]`, `[[port_server]]`, device
+//! kinds `modem` and `remote`) are refused by
 //! [`Config::check`] with a message saying so, rather than accepted and silently ignored.
 
 use std::collections::HashSet;
@@ -110,8 +110,8 @@ pub struct Config {
     /// `[[route]]`: outbound routes, first match wins.
     #[serde(default, rename = "route")]
     pub routes: Vec<RouteConfig>,
-    /// `[smtp]` (not in this build).
-    pub smtp: Option<toml::Table>,
+    /// `[smtp]`: the e-mail to SMS gateway; absent = off.
+    pub smtp: Option<SmtpConfig>,
     /// `[mailer]` (not in this build).
     pub mailer: Option<toml::Table>,
     /// `[spool]`: the watched folder for CSV jobs; absent = off.
@@ -585,6 +585,210 @@ impl DeviceConfig {
     }
 }
 
+/// `[smtp]`: the e-mail to SMS gateway (DESIGN.md §6).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SmtpConfig {
+    /// Where the SMTP listener listens.
+    pub listen: String,
+    /// Mail to `DIGITS@domain` for these domains is one text to that number.
+    pub domains: Vec<String>,
+    /// Mail to these addresses is one text to each number in the Subject.
+    pub addresses: Vec<String>,
+    /// Envelope senders that may send without SMTP AUTH (`*@example.com`, `ops@example.com`).
+    pub allowed_senders: Vec<String>,
+    /// The largest e-mail taken (advertised as SIZE, RFC 1870).
+    pub max_message_bytes: Bytes,
+    /// Recipients (texts) one e-mail may have.
+    pub max_recipients: usize,
+    /// Connections served at once; more are answered 421 and closed.
+    pub max_connections: usize,
+    /// PEM certificate chain for STARTTLS; STARTTLS is offered only with `tls_key`.
+    pub tls_cert: Option<String>,
+    /// PEM private key for STARTTLS.
+    pub tls_key: Option<String>,
+    /// The user who owns texts from an allowed sender whose address is no user's `email`;
+    /// without it such mail is refused.
+    pub user: Option<String>,
+    /// Cut a text that needs more than `[server] max_parts` parts instead of refusing it.
+    pub truncate: bool,
+    /// How long the listener waits for each command (RFC 5321 §4.5.3.2.7 suggests 5m).
+    pub command_timeout: Dur,
+    /// How long it waits for more of the message during DATA (RFC 5321 §4.5.3.2.5/6).
+    pub data_timeout: Dur,
+}
+
+impl Default for SmtpConfig {
+    fn default() -> Self {
+        SmtpConfig {
+            listen: "127.0.0.1:2525".into(),
+            domains: Vec::new(),
+            addresses: Vec::new(),
+            allowed_senders: Vec::new(),
+            max_message_bytes: Bytes(10 << 20),
+            max_recipients: 100,
+            max_connections: 1000,
+            tls_cert: None,
+            tls_key: None,
+            user: None,
+            truncate: false,
+            command_timeout: Dur(Duration::from_secs(300)),
+            data_timeout: Dur(Duration::from_secs(180)),
+        }
+    }
+}
+
+impl SmtpConfig {
+    /// What the embedded defaults run: mail to `NUMBER@sms.localhost` on 127.0.0.1:2525, from
+    /// authenticated senders only (AUTH is offered there because the address is loopback).
+    pub fn embedded() -> SmtpConfig {
+        SmtpConfig {
+            domains: vec!["sms.localhost".into()],
+            ..SmtpConfig::default()
+        }
+    }
+
+    /// Checks every key; `[server]` is not consulted.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        self.listen.parse::<SocketAddr>().map_err(|_| {
+            ConfigError::new(
+                "smtp.listen",
+                format!(
+                    "\"{}\" is not an address: write it like \"127.0.0.1:2525\"",
+                    self.listen
+                ),
+            )
+        })?;
+        if self.domains.is_empty() && self.addresses.is_empty() {
+            return Err(ConfigError::new(
+                "smtp.domains",
+                "neither domains nor addresses is set, so no mail could be taken: add a domain (mail to 15551234567@DOMAIN) or an address (numbers in the Subject)",
+            ));
+        }
+        for (i, d) in self.domains.iter().enumerate() {
+            if !is_domain(d) {
+                return Err(ConfigError::new(
+                    format!("smtp.domains[{i}]"),
+                    format!("\"{d}\" is not a domain name: write it like \"sms.example.com\""),
+                ));
+            }
+        }
+        for (i, a) in self.addresses.iter().enumerate() {
+            let ok = a
+                .rsplit_once('@')
+                .is_some_and(|(local, domain)| is_local_part(local) && is_domain(domain));
+            if !ok {
+                return Err(ConfigError::new(
+                    format!("smtp.addresses[{i}]"),
+                    format!(
+                        "\"{a}\" is not an e-mail address: write it like \"textmsg@example.com\""
+                    ),
+                ));
+            }
+        }
+        for (i, p) in self.allowed_senders.iter().enumerate() {
+            let ok = p.rsplit_once('@').is_some_and(|(local, domain)| {
+                !local.is_empty()
+                    && !domain.is_empty()
+                    && !p
+                        .chars()
+                        .any(|c| c.is_whitespace() || c.is_control() || "<>,;".contains(c))
+            });
+            if !ok {
+                return Err(ConfigError::new(
+                    format!("smtp.allowed_senders[{i}]"),
+                    format!("\"{p}\" is not a sender pattern: write an address, where * stands for any text, like \"*@example.com\" or \"alerts@example.com\""),
+                ));
+            }
+        }
+        if self.max_message_bytes.0 < 1024 {
+            return Err(ConfigError::new(
+                "smtp.max_message_bytes",
+                "must be at least 1KiB",
+            ));
+        }
+        if self.max_recipients == 0 {
+            return Err(ConfigError::new(
+                "smtp.max_recipients",
+                "must be at least 1",
+            ));
+        }
+        if self.max_connections == 0 {
+            return Err(ConfigError::new(
+                "smtp.max_connections",
+                "must be at least 1",
+            ));
+        }
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(_), None) => {
+                return Err(ConfigError::new(
+                    "smtp.tls_key",
+                    "is missing: STARTTLS needs both tls_cert and tls_key",
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::new(
+                    "smtp.tls_cert",
+                    "is missing: STARTTLS needs both tls_cert and tls_key",
+                ))
+            }
+            _ => {}
+        }
+        for (key, file) in [("tls_cert", &self.tls_cert), ("tls_key", &self.tls_key)] {
+            if let Some(f) = file {
+                if !std::path::Path::new(f).is_file() {
+                    return Err(ConfigError::new(
+                        format!("smtp.{key}"),
+                        format!("\"{f}\" is not a readable file"),
+                    ));
+                }
+            }
+        }
+        if self.user.as_deref().is_some_and(str::is_empty) {
+            return Err(ConfigError::new(
+                "smtp.user",
+                "is empty: give a user's name, or remove the key",
+            ));
+        }
+        for (key, d) in [
+            ("command_timeout", self.command_timeout),
+            ("data_timeout", self.data_timeout),
+        ] {
+            if d.0 < Duration::from_secs(1) {
+                return Err(ConfigError::new(
+                    format!("smtp.{key}"),
+                    "must be at least 1s",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A DNS name of letters, digits and hyphens in dot-separated labels (RFC 1035 §2.3.1).
+fn is_domain(d: &str) -> bool {
+    !d.is_empty()
+        && d.len() <= 253
+        && d.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
+}
+
+/// A dot-atom local part (RFC 5322 §3.2.3); quoted local parts are not worth supporting here.
+fn is_local_part(l: &str) -> bool {
+    !l.is_empty()
+        && l.len() <= 64
+        && !l.starts_with('.')
+        && !l.ends_with('.')
+        && !l.contains("..")
+        && l.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~.".contains(c))
+}
+
 /// One `[[route]]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -599,7 +803,8 @@ pub struct RouteConfig {
 }
 
 /// Values that may come from the environment instead of the file, so secrets stay out of it.
-/// `TEXTGATE_DATABASE_URL`, `TEXTGATE_HTTP_LISTEN`, `TEXTGATE_WEBHOOK_SECRET` and, per device,
+/// `TEXTGATE_DATABASE_URL`, `TEXTGATE_HTTP_LISTEN`, `TEXTGATE_WEBHOOK_SECRET`,
+/// `TEXTGATE_SMTP_LISTEN` (when `[smtp]` is on) and, per device,
 /// `TEXTGATE_DEVICE_<NAME>_PASSWORD` (name upper-cased, other characters as `_`).
 pub fn env_var_for_device(name: &str, key: &str) -> String {
     let norm: String = name
@@ -616,8 +821,9 @@ pub fn env_var_for_device(name: &str, key: &str) -> String {
 }
 
 impl Config {
-    /// The embedded defaults: SQLite under `./textgate-data/`, HTTP on 127.0.0.1:8080, one
-    /// `loopback` device that every message is routed to.
+    /// The embedded defaults: SQLite under `./textgate-data/`, HTTP on 127.0.0.1:8080, SMTP on
+    /// 127.0.0.1:2525 for `NUMBER@sms.localhost`, one `loopback` device that every message is
+    /// routed to.
     pub fn embedded_defaults() -> Config {
         Config {
             server: ServerConfig::default(),
@@ -629,7 +835,7 @@ impl Config {
                 rest: toml::Table::new(),
             }],
             routes: Vec::new(),
-            smtp: None,
+            smtp: Some(SmtpConfig::embedded()),
             mailer: None,
             spool: None,
             port_servers: Vec::new(),
@@ -678,6 +884,9 @@ impl Config {
         }
         if let Some(v) = env("TEXTGATE_WEBHOOK_SECRET") {
             self.server.webhook_secret = Some(v);
+        }
+        if let (Some(smtp), Some(v)) = (self.smtp.as_mut(), env("TEXTGATE_SMTP_LISTEN")) {
+            smtp.listen = v;
         }
         // Only kinds that log in somewhere have a password to override.
         for d in self.devices.iter_mut().filter(|d| d.kind == "smpp") {
@@ -754,8 +963,10 @@ impl Config {
                 "must be at least 1KiB",
             ));
         }
+        if let Some(smtp) = &self.smtp {
+            smtp.check()?;
+        }
         for (section, present) in [
-            ("smtp", self.smtp.is_some()),
             ("mailer", self.mailer.is_some()),
             ("port_server", !self.port_servers.is_empty()),
         ] {
@@ -990,8 +1201,9 @@ devices = ["lb"]
         assert_eq!(e.key, "server.default_country");
         let e = bad("");
         assert_eq!(e.key, "device");
-        let e = bad("[smtp]\nlisten='127.0.0.1:2525'\n[[device]]\nname='a'\nkind='loopback'\n");
-        assert_eq!(e.key, "smtp");
+        let e =
+            bad("[mailer]\nrelay='smtp://127.0.0.1:25'\n[[device]]\nname='a'\nkind='loopback'\n");
+        assert_eq!(e.key, "mailer");
         let e = bad("[spool]\ndir='x'\n[[device]]\nname='a'\nkind='loopback'\n");
         assert!(e.message.contains("user"), "{e}");
         let e = bad(
@@ -1014,6 +1226,65 @@ devices = ["lb"]
         assert_eq!(sp.settle, Dur(Duration::from_millis(500)));
         assert_eq!(sp.poll_interval, Dur(Duration::from_secs(1)));
         assert_eq!(sp.from.as_deref(), Some("ACME"));
+    }
+
+    #[test]
+    fn smtp_keys_are_parsed_and_checked() {
+        let dev = "[[device]]\nname='a'\nkind='loopback'\n";
+        let text = format!(
+            "[smtp]\nlisten='127.0.0.1:0'\ndomains=['sms.example.com']\naddresses=['textmsg@example.com']\n\
+             allowed_senders=['*@example.com']\nmax_message_bytes='2MiB'\nuser='batch'\ntruncate=true\n\
+             command_timeout='30s'\n{dev}"
+        );
+        let c = Config::parse(&text, &no_env).unwrap();
+        c.check().unwrap();
+        let s = c.smtp.as_ref().unwrap();
+        assert_eq!(s.max_message_bytes, Bytes(2 << 20));
+        assert_eq!(s.command_timeout, Dur(Duration::from_secs(30)));
+        assert_eq!(s.data_timeout, Dur(Duration::from_secs(180)));
+        assert_eq!(
+            (s.user.as_deref(), s.truncate, s.max_recipients),
+            (Some("batch"), true, 100)
+        );
+        let bad = |smtp: &str| -> ConfigError {
+            match Config::parse(&format!("[smtp]\n{smtp}\n{dev}"), &no_env) {
+                Err(e) => e,
+                Ok(c) => c.check().unwrap_err(),
+            }
+        };
+        assert_eq!(bad("listen='x'\ndomains=['a.b']").key, "smtp.listen");
+        assert_eq!(bad("").key, "smtp.domains");
+        assert_eq!(bad("domains=['bad domain']").key, "smtp.domains[0]");
+        assert_eq!(bad("addresses=['nobody']").key, "smtp.addresses[0]");
+        assert_eq!(
+            bad("domains=['a.b']\nallowed_senders=['example.com']").key,
+            "smtp.allowed_senders[0]"
+        );
+        assert_eq!(
+            bad("domains=['a.b']\ntls_cert='/nonexistent.pem'").key,
+            "smtp.tls_key"
+        );
+        assert_eq!(
+            bad("domains=['a.b']\ntls_cert='/nonexistent.pem'\ntls_key='/nonexistent.pem'").key,
+            "smtp.tls_cert"
+        );
+        assert_eq!(
+            bad("domains=['a.b']\nmax_recipients=0").key,
+            "smtp.max_recipients"
+        );
+        assert_eq!(
+            bad("domains=['a.b']\ndata_timeout='0s'").key,
+            "smtp.data_timeout"
+        );
+        assert!(bad("domains=['a.b']\nrelay=true").message.contains("relay"));
+        // The embedded defaults take NUMBER@sms.localhost on 127.0.0.1:2525, and the
+        // environment can move the listener.
+        let mut d = Config::embedded_defaults();
+        assert_eq!(d.smtp.as_ref().unwrap().domains, ["sms.localhost"]);
+        assert_eq!(d.smtp.as_ref().unwrap().listen, "127.0.0.1:2525");
+        d.apply_env(&|k| (k == "TEXTGATE_SMTP_LISTEN").then(|| "127.0.0.1:0".to_string()));
+        assert_eq!(d.smtp.as_ref().unwrap().listen, "127.0.0.1:0");
+        d.check().unwrap();
     }
 
     #[test]

@@ -269,6 +269,11 @@ impl Dispatcher {
         })
     }
 
+    /// The store the dispatcher works on.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
     /// Tells the claimer that new messages are waiting.
     pub fn wake(&self) {
         self.wake.notify_one();

@@ -9,6 +9,8 @@
 //! - [`inbound`]: inbound texts' routing by the rules, and the suppression list.
 //! - [`delivery`]: the loop that makes webhook and e-mail deliveries, with retries and dead
 //!   letters.
+//! - [`submit`]: how validated texts from any edge (HTTP, e-mail) are stored and handed to
+//!   the dispatcher.
 #![forbid(unsafe_code)]
 
 pub mod delivery;
@@ -16,6 +18,7 @@ pub mod dispatcher;
 pub mod inbound;
 pub mod loopback;
 pub mod smpp;
+pub mod submit;
 
 use std::future::Future;
 use std::pin::Pin;

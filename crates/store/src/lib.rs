@@ -120,6 +120,12 @@ impl Store {
         dispatch!(self, b => b.user_by_id(id).await)
     }
 
+    /// The user with this e-mail address (compared without regard to case); the oldest
+    /// when several share it.
+    pub async fn user_by_email(&self, email: &str) -> Result<Option<User>> {
+        dispatch!(self, b => b.user_by_email(email.to_string()).await)
+    }
+
     /// The number of users.
     pub async fn count_users(&self) -> Result<i64> {
         dispatch!(self, b => b.count_users().await)

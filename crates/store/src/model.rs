@@ -110,6 +110,8 @@ pub mod origin {
     pub const REPLY: &str = "reply";
     /// An opt-out or opt-in confirmation: sent even to a number on the suppression list.
     pub const OPT_CONFIRMATION: &str = "optout";
+    /// An e-mail to the SMTP gateway.
+    pub const EMAIL: &str = "email";
 }
 
 impl NewMessage {

@@ -322,6 +322,20 @@ impl Postgres {
         row.as_ref().map(user_from_row).transpose()
     }
 
+    pub(crate) async fn user_by_email(&self, email: String) -> Result<Option<User>> {
+        let c = self.pool.get().await?;
+        let row = c
+            .query_opt(
+                &format!(
+                    "SELECT {USER_COLUMNS} FROM users WHERE lower(email) = lower($1) ORDER BY id LIMIT 1"
+                ),
+                &[&email],
+            )
+            .await
+            .map_err(db_err)?;
+        row.as_ref().map(user_from_row).transpose()
+    }
+
     pub(crate) async fn count_users(&self) -> Result<i64> {
         let c = self.pool.get().await?;
         c.query_one("SELECT count(*) FROM users", &[])

@@ -454,6 +454,17 @@ impl Sqlite {
         .await
     }
 
+    pub(crate) async fn user_by_email(&self, email: String) -> Result<Option<User>> {
+        self.read(move |c| {
+            c.prepare_cached(&format!(
+                "SELECT {USER_COLUMNS} FROM users WHERE lower(email) = lower(?1) ORDER BY id LIMIT 1"
+            ))?
+            .query_row([email], user_from_row)
+            .optional()
+        })
+        .await
+    }
+
     pub(crate) async fn count_users(&self) -> Result<i64> {
         self.read(|c| c.query_row("SELECT count(*) FROM users", [], |r| r.get(0)))
             .await

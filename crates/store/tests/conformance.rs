@@ -137,6 +137,36 @@ async fn users_and_api_keys() {
 }
 
 #[tokio::test]
+async fn users_by_email_ignore_case_and_take_the_oldest() {
+    both(|s| async move {
+        let with_email = |name: &str, email: Option<&str>| NewUser {
+            name: name.into(),
+            role: Role::User,
+            email: email.map(str::to_string),
+            password_hash: None,
+            created_at: 1,
+        };
+        let carol = s
+            .create_user(with_email("carol", Some("Carol@Example.com")))
+            .await
+            .unwrap();
+        s.create_user(with_email("nomail", None)).await.unwrap();
+        let twin = s
+            .create_user(with_email("carol2", Some("carol@example.com")))
+            .await
+            .unwrap();
+        assert!(twin.id > carol.id);
+        assert_eq!(
+            s.user_by_email("CAROL@example.COM").await.unwrap(),
+            Some(carol)
+        );
+        assert_eq!(s.user_by_email("dave@example.com").await.unwrap(), None);
+        assert_eq!(s.user_by_email("").await.unwrap(), None);
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn insert_get_list_with_owner_and_cursor() {
     both(|s| async move {
         let a = user(&s, "a").await;

@@ -273,6 +273,8 @@ pub struct App {
     pub base: String,
     /// `127.0.0.1:PORT`
     pub addr: String,
+    /// The SMTP listener's `127.0.0.1:PORT`, when `[smtp]` is on; else empty.
+    pub smtp: String,
     /// The first user's API key.
     pub key: String,
     /// Every user's API key, by name.
@@ -348,6 +350,7 @@ pub fn spawn_app_with(opts: Opts<'_>) -> App {
     let mut app = App {
         base: String::new(),
         addr: String::new(),
+        smtp: String::new(),
         key: first,
         keys,
         config,
@@ -394,6 +397,9 @@ impl App {
                 Ok(line) => {
                     if let Some(url) = line.strip_prefix("textgate listening on ") {
                         break url.trim().to_string();
+                    }
+                    if let Some(addr) = line.strip_prefix("textgate smtp listening on ") {
+                        self.smtp = addr.trim().to_string();
                     }
                     seen.push(line);
                 }

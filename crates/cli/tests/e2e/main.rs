@@ -1,5 +1,5 @@
 //! End-to-end tests: the real `textgate` binary, started as a subprocess, spoken to over real
-//! HTTP. One test binary (modules below) so it links once; run it with
+//! HTTP (and SMTP, with Python's smtplib as the client). One test binary (modules below) so it links once; run it with
 //! `cargo test -p textgate --test e2e`.
 //!
 //! PostgreSQL tests need a server at 127.0.0.1:5432 with a database `test` that user
@@ -16,4 +16,5 @@ mod jobs;
 mod postgres;
 mod routing;
 mod smpp;
+mod smtp;
 mod users;

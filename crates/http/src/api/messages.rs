@@ -3,7 +3,8 @@
 //!
 //! A send is validated whole before anything is stored (numbers, sender, text, times), then
 //! all its messages and the answer for its `Idempotency-Key` are committed in one
-//! transaction, and only then is 202 sent.
+//! transaction (through [`textgate_devices::submit`], the path the e-mail gateway shares),
+//! and only then is 202 sent.
 
 use std::sync::atomic::Ordering;
 
@@ -20,7 +21,8 @@ use textgate_core::address::{Recipient, Sender};
 use textgate_core::clock::{format_rfc3339, now_ms, parse_rfc3339, Millis};
 use textgate_core::encoding::{Body, BodyError};
 use textgate_core::status::Status;
-use textgate_store::{Cancel, Idempotency, Inserted, Message, MessageFilter, NewMessage};
+use textgate_devices::submit::{Accepted, Submission};
+use textgate_store::{Cancel, Idempotency, Message, MessageFilter};
 
 use super::json_body;
 use crate::auth::Caller;
@@ -202,41 +204,11 @@ pub async fn send(
     };
     let encoding = text.encoding().as_str();
     let segments = i64::from(text.segments());
-    let scheduled = schedule_at.is_some_and(|s| s > now);
-    let status = if scheduled {
+    let status = if schedule_at.is_some_and(|s| s > now) {
         Status::Scheduled
     } else {
         Status::Queued
     };
-    // Messages that can go now are stored already claimed and handed straight to the
-    // dispatcher, skipping a queue round trip; when it is full they wait in the queue.
-    let reservation = if scheduled {
-        None
-    } else {
-        st.dispatcher.reserve(to.len())
-    };
-    let claimed_until = reservation.as_ref().map(|_| st.dispatcher.lease_until(now));
-    let msgs: Vec<NewMessage> = to
-        .iter()
-        .map(|r| NewMessage {
-            owner_id: caller.id,
-            job_id: None,
-            to: r.as_str().to_string(),
-            from: from.as_ref().map(|f| f.as_str().to_string()),
-            body: text.text().to_string(),
-            encoding: encoding.to_string(),
-            segments,
-            schedule_at,
-            expires_at,
-            callback_url: req.callback_url.clone(),
-            reference: req.reference.clone(),
-            priority: 0,
-            created_at: now,
-            claimed_until,
-            origin: None,
-            api_key_id: caller.key_id,
-        })
-        .collect();
     let numbers: Vec<String> = to.iter().map(|r| r.as_str().to_string()).collect();
     let render = Box::new(move |ids: &[i64]| {
         let items: Vec<Value> = ids
@@ -246,18 +218,27 @@ pub async fn send(
             .collect();
         json!({ "messages": items }).to_string()
     });
-    let count = msgs.len() as u64;
-    match st.store.insert_messages(msgs, idem, render).await? {
-        Inserted::New { response, stored, .. } => {
+    let count = to.len() as u64;
+    let submission = Submission {
+        owner_id: caller.id,
+        to,
+        from,
+        body: text,
+        schedule_at,
+        expires_at,
+        callback_url: req.callback_url,
+        reference: req.reference,
+        now,
+        origin: None,
+        api_key_id: caller.key_id,
+    };
+    match st.dispatcher.submit(submission, idem, render).await? {
+        Accepted::New { response, .. } => {
             st.http.accepted.fetch_add(count, Ordering::Relaxed);
-            match reservation {
-                Some(r) => st.dispatcher.hand_over(stored, r).await,
-                None => st.dispatcher.wake(),
-            }
             Ok(json_response(StatusCode::ACCEPTED, response))
         }
-        Inserted::Replay { response } => Ok(json_response(StatusCode::ACCEPTED, response)),
-        Inserted::KeyReused => Err(ApiError::invalid(
+        Accepted::Replay { response } => Ok(json_response(StatusCode::ACCEPTED, response)),
+        Accepted::KeyReused => Err(ApiError::invalid(
             "idempotency_key_reused",
             "this Idempotency-Key was already used for a different request: use a new key for a new request",
         )),

@@ -112,7 +112,7 @@ async fn route(tx: &Transaction<'_>, id: Id, t: &NewInbound) -> Result<()> {
             .execute(
                 "INSERT INTO inbound_designations (user_id, inbound_id)
                  SELECT DISTINCT owner_id, $3::BIGINT FROM messages
-                 WHERE recipient = $1 AND created_at >= $2 AND origin IS NULL
+                 WHERE recipient = $1 AND created_at >= $2 AND (origin IS NULL OR origin NOT IN ('reply', 'optout'))
                  ON CONFLICT DO NOTHING",
                 &[&t.from, &since, &id],
             )

@@ -108,7 +108,7 @@ fn route(c: &Connection, id: Id, t: &NewInbound) -> rusqlite::Result<()> {
             .prepare_cached(
                 "INSERT OR IGNORE INTO inbound_designations (user_id, inbound_id)
                  SELECT DISTINCT owner_id, ?3 FROM messages
-                 WHERE recipient = ?1 AND created_at >= ?2 AND origin IS NULL",
+                 WHERE recipient = ?1 AND created_at >= ?2 AND (origin IS NULL OR origin NOT IN ('reply', 'optout'))",
             )?
             .execute(params![t.from, since, id])?;
     }

@@ -1,0 +1,223 @@
+//! What the session's [`Action`]s mean for textgate: credentials checked against users'
+//! passwords (argon2) and API keys, senders tied to users by their e-mail address, and texts
+//! stored through the same path as the HTTP API ([`textgate_devices::submit`]).
+//!
+//! Owner rule for senders allowed without AUTH: the user whose `email` is the envelope
+//! sender (compared without regard to case; the oldest such user if several share it); if
+//! none, the `[smtp] user` when configured; else the mail is refused with `550 5.7.1`.
+//!
+//! Verified credentials and sender owners are cached for a minute, as the HTTP side caches
+//! API keys: argon2 costs milliseconds of CPU by design, which a client that authenticates
+//! for every message would otherwise pay each time.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use textgate_core::auth::{hash_api_key, hex, verify_password, API_KEY_PREFIX};
+use textgate_core::clock::{now_ms, Millis};
+use textgate_core::config::Config;
+use textgate_devices::dispatcher::Dispatcher;
+use textgate_devices::submit::{Accepted, Submission};
+use textgate_store::{Store, User};
+
+use crate::session::{Action, Answer, Credentials, Delivery, Owner};
+use crate::SmtpError;
+
+const TTL: Duration = Duration::from_secs(60);
+const MAX_ENTRIES: usize = 10_000;
+
+/// A small map of recent positive answers; entries expire after [`TTL`].
+#[derive(Default)]
+struct Cache {
+    entries: Mutex<HashMap<String, (Owner, Instant)>>,
+}
+
+impl Cache {
+    fn get(&self, key: &str) -> Option<Owner> {
+        let map = self.entries.lock().ok()?;
+        let (o, at) = map.get(key)?;
+        (at.elapsed() < TTL).then(|| o.clone())
+    }
+
+    fn put(&self, key: String, owner: Owner) {
+        if let Ok(mut map) = self.entries.lock() {
+            if map.len() >= MAX_ENTRIES {
+                map.retain(|_, (_, at)| at.elapsed() < TTL);
+            }
+            map.insert(key, (owner, Instant::now()));
+        }
+    }
+}
+
+/// Counters of the e-mail gateway.
+#[derive(Default)]
+pub struct SmtpCounters {
+    /// E-mails accepted (250 after DATA).
+    pub mails: AtomicU64,
+    /// Texts stored from them.
+    pub texts: AtomicU64,
+    /// Failed authentications.
+    pub auth_failures: AtomicU64,
+}
+
+/// Resolves the session's actions against the store and the dispatcher.
+pub struct Gateway {
+    store: Store,
+    dispatcher: Arc<Dispatcher>,
+    default_owner: Option<Owner>,
+    validity: Millis,
+    credentials: Cache,
+    senders: Cache,
+    /// What the gateway has done.
+    pub counters: SmtpCounters,
+}
+
+fn owner(u: User) -> Owner {
+    Owner {
+        id: u.id,
+        name: u.name,
+    }
+}
+
+impl Gateway {
+    /// A gateway for this configuration; finds the `[smtp] user`, which must exist.
+    pub async fn new(
+        store: Store,
+        dispatcher: Arc<Dispatcher>,
+        cfg: &Config,
+    ) -> Result<Gateway, SmtpError> {
+        let default_owner = match cfg.smtp.as_ref().and_then(|s| s.user.as_deref()) {
+            None => None,
+            Some(name) => Some(
+                store
+                    .user_by_name(name)
+                    .await?
+                    .map(owner)
+                    .ok_or_else(|| SmtpError::UnknownUser(name.to_string()))?,
+            ),
+        };
+        Ok(Gateway {
+            store,
+            dispatcher,
+            default_owner,
+            validity: cfg.server.default_validity.0.as_millis() as Millis,
+            credentials: Cache::default(),
+            senders: Cache::default(),
+            counters: SmtpCounters::default(),
+        })
+    }
+
+    /// Does what `action` asks; `None` for the actions the connection itself carries out
+    /// (STARTTLS, close).
+    pub async fn answer(&self, action: Action) -> Option<Answer> {
+        match action {
+            Action::Authenticate(c) => Some(self.authenticate(c).await),
+            Action::FindSender(address) => Some(self.sender(&address).await),
+            Action::Deliver(d) => Some(self.deliver(d).await),
+            Action::StartTls | Action::Close => None,
+        }
+    }
+
+    async fn authenticate(&self, c: Credentials) -> Answer {
+        // The cache key is a hash, so that no password is kept in memory longer than needed.
+        let key = hex(&Sha256::digest(
+            format!("{}\0{}", c.username, c.secret).as_bytes(),
+        ));
+        if let Some(o) = self.credentials.get(&key) {
+            return Answer::Authenticated(Some(o));
+        }
+        let found = if c.secret.starts_with(API_KEY_PREFIX) {
+            // An API key names its user by itself; the user name the client had to give is
+            // not checked (some clients insist on sending one).
+            self.store.user_by_api_key(&hash_api_key(&c.secret)).await
+        } else {
+            match self.store.user_by_name(&c.username).await {
+                Ok(Some(u)) => {
+                    let hash = u.password_hash.clone().unwrap_or_default();
+                    let secret = c.secret.clone();
+                    // argon2 is slow on purpose: off the async workers.
+                    let ok = tokio::task::spawn_blocking(move || verify_password(&secret, &hash))
+                        .await
+                        .unwrap_or(false);
+                    Ok(ok.then_some(u))
+                }
+                other => other,
+            }
+        };
+        match found {
+            Ok(Some(u)) => {
+                let o = owner(u);
+                tracing::debug!(user = %o.name, "SMTP AUTH succeeded");
+                self.credentials.put(key, o.clone());
+                Answer::Authenticated(Some(o))
+            }
+            Ok(None) => {
+                self.counters.auth_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(username = %c.username, "SMTP AUTH refused");
+                Answer::Authenticated(None)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "SMTP AUTH: the store failed");
+                Answer::Unavailable
+            }
+        }
+    }
+
+    async fn sender(&self, address: &str) -> Answer {
+        let key = address.to_ascii_lowercase();
+        if let Some(o) = self.senders.get(&key) {
+            return Answer::Sender(Some(o));
+        }
+        match self.store.user_by_email(address).await {
+            Ok(found) => {
+                let o = found.map(owner).or_else(|| self.default_owner.clone());
+                if let Some(o) = &o {
+                    self.senders.put(key, o.clone());
+                } else {
+                    tracing::info!(sender = %address, "mail from an allowed sender that is no user's address refused ([smtp] user is not set)");
+                }
+                Answer::Sender(o)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "SMTP sender lookup: the store failed");
+                Answer::Unavailable
+            }
+        }
+    }
+
+    async fn deliver(&self, d: Delivery) -> Answer {
+        let now = now_ms();
+        let count = d.to.len() as u64;
+        let submission = Submission {
+            owner_id: d.owner.id,
+            to: d.to,
+            from: None,
+            body: d.body,
+            schedule_at: None,
+            expires_at: now + self.validity,
+            callback_url: None,
+            reference: None,
+            now,
+            origin: Some(textgate_store::origin::EMAIL.to_string()),
+            api_key_id: None,
+        };
+        let render = Box::new(|_: &[i64]| String::new());
+        match self.dispatcher.submit(submission, None, render).await {
+            Ok(Accepted::New { ids, .. }) => {
+                self.counters.mails.fetch_add(1, Ordering::Relaxed);
+                self.counters.texts.fetch_add(count, Ordering::Relaxed);
+                tracing::debug!(user = %d.owner.name, from = %d.mail_from, texts = count, "e-mail stored as texts");
+                Answer::Stored(ids)
+            }
+            // Without an idempotency key neither can happen; refuse rather than claim success.
+            Ok(Accepted::Replay { .. } | Accepted::KeyReused) => Answer::Unavailable,
+            Err(e) => {
+                tracing::error!(error = %e, "storing texts from an e-mail failed");
+                Answer::Unavailable
+            }
+        }
+    }
+}
