@@ -2,8 +2,8 @@
 //! environment (for secrets), then checked as a whole so that `textgate check` can name the
 //! bad key and say why before anything starts.
 //!
-//! Sections that belong to features not in this build (`[mailer]`, `[[port_server]]`, device
-//! kinds `modem` and `remote`) are refused by
+//! Sections that belong to features not in this build (`[[port_server]]`, device kinds
+//! `modem` and `remote`) are refused by
 //! [`Config::check`] with a message saying so, rather than accepted and silently ignored.
 
 use std::collections::HashSet;
@@ -112,8 +112,8 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     /// `[smtp]`: the e-mail to SMS gateway; absent = off.
     pub smtp: Option<SmtpConfig>,
-    /// `[mailer]` (not in this build).
-    pub mailer: Option<toml::Table>,
+    /// `[mailer]`: SMS to e-mail through a relay.
+    pub mailer: Option<MailerConfig>,
     /// `[spool]`: the watched folder for CSV jobs; absent = off.
     pub spool: Option<SpoolConfig>,
     /// `[[port_server]]` (not in this build).
@@ -585,6 +585,143 @@ impl DeviceConfig {
     }
 }
 
+/// `[mailer]`: texts to e-mail (inbound rules' `email`, replies to texts that came from
+/// e-mail, failure notices) through the company's relay.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MailerConfig {
+    /// `smtp://host:port` (STARTTLS when the relay offers it), `smtp+starttls://host:port`
+    /// (STARTTLS required) or `smtps://host:port` (TLS from the first byte).
+    pub relay: String,
+    /// The envelope sender of every e-mail, and the sender of notices.
+    pub from: String,
+    /// SMTP AUTH user at the relay.
+    pub username: Option<String>,
+    /// SMTP AUTH password (`TEXTGATE_MAILER_PASSWORD` overrides it).
+    pub password: Option<String>,
+    /// How long one e-mail may take.
+    #[serde(default = "mailer_timeout")]
+    pub timeout: Dur,
+    /// Tell the sender of an e-mail when a text made from it finally fails.
+    #[serde(default = "yes")]
+    pub failure_notices: bool,
+    /// The first retry delay while the relay refuses or is down; doubles each attempt.
+    #[serde(default = "mailer_backoff")]
+    pub backoff: Dur,
+    /// The longest retry delay.
+    #[serde(default = "mailer_backoff_max")]
+    pub backoff_max: Dur,
+    /// An e-mail is retried this long, then kept as a dead letter.
+    #[serde(default = "mailer_retry_for")]
+    pub retry_for: Dur,
+    /// E-mails in flight at once.
+    #[serde(default = "mailer_concurrency")]
+    pub concurrency: usize,
+}
+
+fn mailer_timeout() -> Dur {
+    Dur(Duration::from_secs(30))
+}
+fn mailer_backoff() -> Dur {
+    Dur(Duration::from_secs(10))
+}
+fn mailer_backoff_max() -> Dur {
+    Dur(Duration::from_secs(1800))
+}
+fn mailer_retry_for() -> Dur {
+    Dur(Duration::from_secs(3 * 24 * 3600))
+}
+fn mailer_concurrency() -> usize {
+    8
+}
+
+/// How the mailer reaches its relay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelayTls {
+    /// STARTTLS when offered, plain otherwise (`smtp://`).
+    Opportunistic,
+    /// STARTTLS or fail (`smtp+starttls://`).
+    StartTls,
+    /// TLS from the first byte (`smtps://`).
+    Wrapper,
+}
+
+impl MailerConfig {
+    /// The relay's TLS mode, host and port.
+    pub fn relay_parts(&self) -> Result<(RelayTls, String, u16), ConfigError> {
+        let bad = || {
+            ConfigError::new(
+                "mailer.relay",
+                format!(
+                    "\"{}\" is not a relay URL: write it like \"smtp://mail.example.com:25\", \"smtp+starttls://mail.example.com:587\" or \"smtps://mail.example.com:465\"",
+                    self.relay
+                ),
+            )
+        };
+        let (scheme, rest) = self.relay.split_once("://").ok_or_else(bad)?;
+        let (tls, default_port) = match scheme {
+            "smtp" => (RelayTls::Opportunistic, 25),
+            "smtp+starttls" => (RelayTls::StartTls, 587),
+            "smtps" => (RelayTls::Wrapper, 465),
+            _ => return Err(bad()),
+        };
+        let rest = rest.trim_end_matches('/');
+        let (host, port) = match rest.rsplit_once(':') {
+            Some((h, p)) => (h, p.parse::<u16>().map_err(|_| bad())?),
+            None => (rest, default_port),
+        };
+        if host.is_empty() || host.contains(['/', '@', ' ']) {
+            return Err(bad());
+        }
+        Ok((tls, host.to_string(), port))
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        self.relay_parts()?;
+        let f = &self.from;
+        if !f.contains('@')
+            || f.contains(char::is_whitespace)
+            || f.starts_with('@')
+            || f.ends_with('@')
+        {
+            return Err(ConfigError::new(
+                "mailer.from",
+                format!("\"{f}\" is not an e-mail address"),
+            ));
+        }
+        if self.username.is_some() != self.password.is_some() {
+            return Err(ConfigError::new(
+                "mailer.password",
+                "username and password go together: give both (the password may come from TEXTGATE_MAILER_PASSWORD) or neither",
+            ));
+        }
+        if self.concurrency == 0 {
+            return Err(ConfigError::new("mailer.concurrency", "must be at least 1"));
+        }
+        if self.timeout.0 < Duration::from_secs(1) {
+            return Err(ConfigError::new("mailer.timeout", "must be at least 1s"));
+        }
+        if self.backoff.0.is_zero() || self.backoff.0 > self.backoff_max.0 {
+            return Err(ConfigError::new(
+                "mailer.backoff",
+                "must be above zero and no more than backoff_max",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The retry settings in the form the delivery loop takes.
+    pub fn delivery_policy(&self) -> WebhooksConfig {
+        WebhooksConfig {
+            timeout: self.timeout,
+            backoff: self.backoff,
+            backoff_max: self.backoff_max,
+            retry_for: self.retry_for,
+            concurrency: self.concurrency,
+        }
+    }
+}
+
 /// `[smtp]`: the e-mail to SMS gateway (DESIGN.md §6).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -885,6 +1022,9 @@ impl Config {
         if let Some(v) = env("TEXTGATE_WEBHOOK_SECRET") {
             self.server.webhook_secret = Some(v);
         }
+        if let (Some(m), Some(v)) = (self.mailer.as_mut(), env("TEXTGATE_MAILER_PASSWORD")) {
+            m.password = Some(v);
+        }
         if let (Some(smtp), Some(v)) = (self.smtp.as_mut(), env("TEXTGATE_SMTP_LISTEN")) {
             smtp.listen = v;
         }
@@ -966,10 +1106,10 @@ impl Config {
         if let Some(smtp) = &self.smtp {
             smtp.check()?;
         }
-        for (section, present) in [
-            ("mailer", self.mailer.is_some()),
-            ("port_server", !self.port_servers.is_empty()),
-        ] {
+        if let Some(m) = &self.mailer {
+            m.check()?;
+        }
+        for (section, present) in [("port_server", !self.port_servers.is_empty())] {
             if present {
                 return Err(ConfigError::new(
                     section,
@@ -1201,9 +1341,22 @@ devices = ["lb"]
         assert_eq!(e.key, "server.default_country");
         let e = bad("");
         assert_eq!(e.key, "device");
-        let e =
-            bad("[mailer]\nrelay='smtp://127.0.0.1:25'\n[[device]]\nname='a'\nkind='loopback'\n");
-        assert_eq!(e.key, "mailer");
+        let e = bad("[mailer]\nrelay='http://x'\nfrom='sms@example.com'\n[[device]]\nname='a'\nkind='loopback'\n");
+        assert_eq!(e.key, "mailer.relay");
+        let e = bad(
+            "[mailer]\nrelay='smtp://x'\nfrom='nobody'\n[[device]]\nname='a'\nkind='loopback'\n",
+        );
+        assert_eq!(e.key, "mailer.from");
+        let e = bad("[mailer]\nrelay='smtp://x'\nfrom='a@b.c'\nusername='u'\n[[device]]\nname='a'\nkind='loopback'\n");
+        assert_eq!(e.key, "mailer.password");
+        let ok = Config::parse("[mailer]\nrelay='smtps://mail.example.com'\nfrom='a@b.c'\n[[device]]\nname='a'\nkind='loopback'\n", &no_env).unwrap();
+        ok.check().unwrap();
+        let m = ok.mailer.unwrap();
+        assert_eq!(
+            m.relay_parts().unwrap(),
+            (RelayTls::Wrapper, "mail.example.com".to_string(), 465)
+        );
+        assert!(m.failure_notices);
         let e = bad("[spool]\ndir='x'\n[[device]]\nname='a'\nkind='loopback'\n");
         assert!(e.message.contains("user"), "{e}");
         let e = bad(

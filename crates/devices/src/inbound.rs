@@ -23,6 +23,8 @@ pub struct InboundRouter {
     max_parts: u16,
     validity: Millis,
     retry_for: Millis,
+    /// Whether a mailer is configured (answers to texts from e-mail go back by e-mail).
+    mailer: bool,
     suppressed: RwLock<HashSet<String>>,
 }
 
@@ -41,6 +43,7 @@ impl InboundRouter {
             max_parts: cfg.server.max_parts,
             validity: cfg.server.default_validity.0.as_millis() as Millis,
             retry_for: cfg.webhooks.retry_for.0.as_millis() as Millis,
+            mailer: cfg.mailer.is_some(),
             suppressed: RwLock::new(HashSet::new()),
         }
     }
@@ -82,6 +85,7 @@ impl InboundRouter {
             conversation_since: (window > 0).then(|| t.received_at - window),
             webhooks: plan.webhooks,
             emails: plan.emails,
+            email_answers: self.mailer,
             replies,
             reply_since: now - self.cfg.reply_interval.0.as_millis() as Millis,
             opt: plan.opt,
@@ -120,6 +124,7 @@ impl InboundRouter {
             claimed_until: None,
             origin: Some(origin.to_string()),
             api_key_id: None,
+            email_from: None,
         })
     }
 

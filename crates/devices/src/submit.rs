@@ -38,6 +38,8 @@ pub struct Submission {
     pub origin: Option<String>,
     /// The API key it was sent with.
     pub api_key_id: Option<Id>,
+    /// For a text from e-mail: the sender's address.
+    pub email_from: Option<String>,
 }
 
 /// What [`Dispatcher::submit`] did.
@@ -97,6 +99,7 @@ impl Dispatcher {
                     claimed_until,
                     origin: s.origin.clone(),
                     api_key_id: s.api_key_id,
+                    email_from: s.email_from.clone(),
                 })
                 .collect();
         Ok(

@@ -203,6 +203,7 @@ impl Gateway {
             now,
             origin: Some(textgate_store::origin::EMAIL.to_string()),
             api_key_id: None,
+            email_from: Some(d.mail_from.clone()).filter(|a| !a.is_empty()),
         };
         let render = Box::new(|_: &[i64]| String::new());
         match self.dispatcher.submit(submission, None, render).await {

@@ -102,6 +102,9 @@ pub struct NewMessage {
     pub origin: Option<String>,
     /// The API key it was sent with (its webhook secret signs the status callbacks).
     pub api_key_id: Option<Id>,
+    /// For a text that came from e-mail: the sender's address (answers and failure notices
+    /// go there).
+    pub email_from: Option<String>,
 }
 
 /// Names for [`NewMessage::origin`].
@@ -153,6 +156,7 @@ impl NewMessage {
             done_at: None,
             origin: self.origin,
             api_key_id: self.api_key_id,
+            email_from: self.email_from,
         }
     }
 }
@@ -206,6 +210,8 @@ pub struct Message {
     pub origin: Option<String>,
     /// The API key it was sent with.
     pub api_key_id: Option<Id>,
+    /// The e-mail sender of a text that came from e-mail.
+    pub email_from: Option<String>,
 }
 
 impl Message {
@@ -440,7 +446,7 @@ pub struct Part {
 }
 
 /// The columns of `messages` in the order both backends read them.
-pub(crate) const MESSAGE_COLUMNS: &str = "id, owner_id, job_id, recipient, sender, body, encoding, segments, status, priority, due_at, expires_at, attempts, device, error_code, error, callback_url, reference, created_at, sent_at, done_at, origin, api_key_id";
+pub(crate) const MESSAGE_COLUMNS: &str = "id, owner_id, job_id, recipient, sender, body, encoding, segments, status, priority, due_at, expires_at, attempts, device, error_code, error, callback_url, reference, created_at, sent_at, done_at, origin, api_key_id, email_from";
 
 /// The `messages` row for a message, with its final status worked out from its parts:
 /// any undelivered part makes it undelivered, all parts delivered make it delivered.
@@ -497,6 +503,9 @@ pub struct InboundRouting {
     pub webhooks: Vec<String>,
     /// E-mail addresses it is forwarded to (one delivery for all of them).
     pub emails: Vec<String>,
+    /// Forward it by e-mail to the sender of the latest text from e-mail to this number
+    /// within the conversation window (an answer to an e-mail-originated text).
+    pub email_answers: bool,
     /// Automatic replies: `(owner name, message)`; the owner `None` or unknown = the first
     /// admin. Skipped when a reply went to the same number since `reply_since`.
     pub replies: Vec<(Option<String>, NewMessage)>,

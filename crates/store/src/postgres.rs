@@ -22,6 +22,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("migrations/postgres/0001_init.sql")),
     (2, include_str!("migrations/postgres/0002_inbound.sql")),
     (3, include_str!("migrations/postgres/0003_jobs.sql")),
+    (4, include_str!("migrations/postgres/0004_email.sql")),
 ];
 const POOL_SIZE: usize = 8;
 /// Any constant: it names the lock that serialises migrations between nodes starting at once.
@@ -149,6 +150,7 @@ fn message_from_row(r: &Row) -> Result<Message> {
         done_at: r.try_get(20).map_err(g)?,
         origin: r.try_get(21).map_err(g)?,
         api_key_id: r.try_get(22).map_err(g)?,
+        email_from: r.try_get(23).map_err(g)?,
     })
 }
 
@@ -158,8 +160,8 @@ async fn insert_message_row(tx: &Transaction<'_>, m: &NewMessage) -> Result<Id> 
         .prepare(
             "INSERT INTO messages (owner_id, job_id, recipient, sender, body, encoding, segments, status,
                priority, due_at, expires_at, callback_url, reference, created_at, lease_until, attempts,
-               origin, api_key_id)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) RETURNING id",
+               origin, api_key_id, email_from)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19) RETURNING id",
         )
         .await
         .map_err(db_err)?;
@@ -187,6 +189,7 @@ async fn insert_message_row(tx: &Transaction<'_>, m: &NewMessage) -> Result<Id> 
                 &i64::from(claimed),
                 &m.origin,
                 &m.api_key_id,
+                &m.email_from,
             ],
         )
         .await

@@ -25,6 +25,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("migrations/sqlite/0001_init.sql")),
     (2, include_str!("migrations/sqlite/0002_inbound.sql")),
     (3, include_str!("migrations/sqlite/0003_jobs.sql")),
+    (4, include_str!("migrations/sqlite/0004_email.sql")),
 ];
 
 /// How many queued calls one transaction takes at most; bounds the latency of the first.
@@ -247,6 +248,7 @@ fn message_from_row(r: &Row) -> rusqlite::Result<Message> {
         done_at: opt_i64(r, 20)?,
         origin: r.get(21)?,
         api_key_id: opt_i64(r, 22)?,
+        email_from: r.get(23)?,
     })
 }
 
@@ -271,8 +273,8 @@ fn insert_message_row(c: &Connection, m: &NewMessage) -> rusqlite::Result<Id> {
     c.prepare_cached(
         "INSERT INTO messages (owner_id, job_id, recipient, sender, body, encoding, segments, status,
            priority, due_at, expires_at, callback_url, reference, created_at, lease_until, attempts,
-           origin, api_key_id)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
+           origin, api_key_id, email_from)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
     )?
     .execute(params![
         m.owner_id,
@@ -292,7 +294,8 @@ fn insert_message_row(c: &Connection, m: &NewMessage) -> rusqlite::Result<Id> {
         m.claimed_until.filter(|_| claimed),
         i64::from(claimed),
         m.origin,
-        m.api_key_id
+        m.api_key_id,
+        m.email_from
     ])?;
     Ok(c.last_insert_rowid())
 }

@@ -78,6 +78,7 @@ fn msg(owner: Id, to: &str, now: i64) -> NewMessage {
         claimed_until: None,
         origin: None,
         api_key_id: None,
+        email_from: None,
     }
 }
 

@@ -231,6 +231,7 @@ pub async fn send(
         now,
         origin: None,
         api_key_id: caller.key_id,
+        email_from: None,
     };
     match st.dispatcher.submit(submission, idem, render).await? {
         Accepted::New { response, .. } => {

@@ -119,6 +119,18 @@ async fn route(tx: &Transaction<'_>, id: Id, t: &NewInbound) -> Result<()> {
             .await
             .map_err(db_err)?;
     }
+    if let (true, Some(since)) = (r.email_answers, r.conversation_since) {
+        // An answer to a text that came from e-mail goes back to whoever wrote that e-mail.
+        tx.execute(
+            "INSERT INTO deliveries (channel, event, target, inbound_id, next_at, give_up_at, created_at)
+             SELECT 'email', 'message.inbound', email_from, $3::BIGINT, $4::BIGINT, $5::BIGINT, $4::BIGINT FROM messages
+             WHERE recipient = $1 AND created_at >= $2 AND origin = 'email' AND email_from IS NOT NULL
+             ORDER BY created_at DESC LIMIT 1",
+            &[&t.from, &since, &id, &t.received_at, &r.give_up_at],
+        )
+        .await
+        .map_err(db_err)?;
+    }
     for w in &r.webhooks {
         insert_delivery(tx, "webhook", w, id, t.received_at, r.give_up_at).await?;
     }

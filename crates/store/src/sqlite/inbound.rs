@@ -112,6 +112,16 @@ fn route(c: &Connection, id: Id, t: &NewInbound) -> rusqlite::Result<()> {
             )?
             .execute(params![t.from, since, id])?;
     }
+    if let (true, Some(since)) = (r.email_answers, r.conversation_since) {
+        // An answer to a text that came from e-mail goes back to whoever wrote that e-mail.
+        c.prepare_cached(
+            "INSERT INTO deliveries (channel, event, target, inbound_id, next_at, give_up_at, created_at)
+             SELECT 'email', 'message.inbound', email_from, ?3, ?4, ?5, ?4 FROM messages
+             WHERE recipient = ?1 AND created_at >= ?2 AND origin = 'email' AND email_from IS NOT NULL
+             ORDER BY created_at DESC LIMIT 1",
+        )?
+        .execute(params![t.from, since, id, t.received_at, r.give_up_at])?;
+    }
     for w in &r.webhooks {
         insert_delivery(c, "webhook", w, id, t.received_at, r.give_up_at)?;
     }
