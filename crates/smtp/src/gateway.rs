@@ -11,7 +11,7 @@
 //! for every message would otherwise pay each time.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -52,17 +52,6 @@ impl Cache {
     }
 }
 
-/// Counters of the e-mail gateway.
-#[derive(Default)]
-pub struct SmtpCounters {
-    /// E-mails accepted (250 after DATA).
-    pub mails: AtomicU64,
-    /// Texts stored from them.
-    pub texts: AtomicU64,
-    /// Failed authentications.
-    pub auth_failures: AtomicU64,
-}
-
 /// Resolves the session's actions against the store and the dispatcher.
 pub struct Gateway {
     store: Store,
@@ -71,8 +60,6 @@ pub struct Gateway {
     validity: Millis,
     credentials: Cache,
     senders: Cache,
-    /// What the gateway has done.
-    pub counters: SmtpCounters,
 }
 
 fn owner(u: User) -> Owner {
@@ -106,7 +93,6 @@ impl Gateway {
             validity: cfg.server.default_validity.0.as_millis() as Millis,
             credentials: Cache::default(),
             senders: Cache::default(),
-            counters: SmtpCounters::default(),
         })
     }
 
@@ -155,7 +141,10 @@ impl Gateway {
                 Answer::Authenticated(Some(o))
             }
             Ok(None) => {
-                self.counters.auth_failures.fetch_add(1, Ordering::Relaxed);
+                self.dispatcher
+                    .counters
+                    .smtp_auth_failures
+                    .fetch_add(1, Ordering::Relaxed);
                 tracing::info!(username = %c.username, "SMTP AUTH refused");
                 Answer::Authenticated(None)
             }
@@ -205,8 +194,9 @@ impl Gateway {
         let render = Box::new(|_: &[i64]| String::new());
         match self.dispatcher.submit(submission, None, render).await {
             Ok(Accepted::New { ids, .. }) => {
-                self.counters.mails.fetch_add(1, Ordering::Relaxed);
-                self.counters.texts.fetch_add(count, Ordering::Relaxed);
+                let counters = &self.dispatcher.counters;
+                counters.emails.fetch_add(1, Ordering::Relaxed);
+                counters.email_texts.fetch_add(count, Ordering::Relaxed);
                 tracing::debug!(user = %d.owner.name, from = %d.mail_from, texts = count, "e-mail stored as texts");
                 Answer::Stored(ids)
             }

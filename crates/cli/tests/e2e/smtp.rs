@@ -153,6 +153,14 @@ fn domain_and_address_mode_texts_belong_to_the_sender() {
     assert_eq!(final_["status"], "delivered");
     // The other user sees none of carol's texts.
     assert!(app.all_messages(&app.key).is_empty());
+    let metrics = app.get("/metrics").text();
+    for line in [
+        "textgate_emails_accepted_total 2",
+        "textgate_email_texts_total 6",
+        "textgate_smtp_auth_failures_total 0",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in {metrics}");
+    }
 }
 
 #[test]
