@@ -74,3 +74,21 @@ pub async fn wait_delivered(
 pub fn cpu_since(pid: Option<u32>, before: Option<f64>) -> Option<f64> {
     Some(cpu_seconds(pid?)? - before?)
 }
+
+/// Prints the latency percentiles (of sorted durations) and the server's CPU per item.
+pub fn print_latency_and_cpu(what: &str, lat: &[Duration], cpu: Option<f64>, unit: &str) {
+    println!(
+        "{what:<18}p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        pct(lat, 0.5),
+        pct(lat, 0.9),
+        pct(lat, 0.99),
+        pct(lat, 1.0)
+    );
+    if let Some(cpu) = cpu {
+        println!(
+            "textgate CPU      {:.2} s total, {:.1} µs per {unit}",
+            cpu,
+            cpu * 1e6 / lat.len().max(1) as f64
+        );
+    }
+}

@@ -17,7 +17,9 @@ use hyper_util::rt::TokioExecutor;
 
 mod common;
 
-use common::{cpu_seconds, cpu_since, metric, pct, wait_delivered, HttpClient, DELIVERED};
+use common::{
+    cpu_seconds, cpu_since, metric, print_latency_and_cpu, wait_delivered, HttpClient, DELIVERED,
+};
 
 struct Args {
     url: String,
@@ -147,20 +149,7 @@ async fn main() -> anyhow::Result<()> {
         accepted as f64 / e2e_time.as_secs_f64(),
         e2e_time.as_secs_f64()
     );
-    println!(
-        "accept latency    p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-        pct(&lat, 0.5),
-        pct(&lat, 0.9),
-        pct(&lat, 0.99),
-        pct(&lat, 1.0)
-    );
-    if let Some(cpu) = cpu {
-        println!(
-            "textgate CPU      {:.2} s total, {:.1} µs per message",
-            cpu,
-            cpu * 1e6 / accepted.max(1) as f64
-        );
-    }
+    print_latency_and_cpu("accept latency", &lat, cpu, "message");
     if errors > 0 {
         bail!("{errors} requests failed");
     }

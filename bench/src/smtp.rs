@@ -18,7 +18,9 @@ use tokio::net::TcpStream;
 
 mod common;
 
-use common::{cpu_seconds, cpu_since, metric, pct, wait_delivered, HttpClient, DELIVERED};
+use common::{
+    cpu_seconds, cpu_since, metric, print_latency_and_cpu, wait_delivered, HttpClient, DELIVERED,
+};
 
 struct Args {
     smtp: String,
@@ -181,20 +183,7 @@ async fn main() -> anyhow::Result<()> {
         accepted as f64 / e2e_time.as_secs_f64(),
         e2e_time.as_secs_f64()
     );
-    println!(
-        "session latency   p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-        pct(&lat, 0.5),
-        pct(&lat, 0.9),
-        pct(&lat, 0.99),
-        pct(&lat, 1.0)
-    );
-    if let Some(cpu) = cpu {
-        println!(
-            "textgate CPU      {:.2} s total, {:.1} µs per e-mail",
-            cpu,
-            cpu * 1e6 / accepted.max(1) as f64
-        );
-    }
+    print_latency_and_cpu("session latency", &lat, cpu, "e-mail");
     if !errors.is_empty() {
         bail!("{} sessions failed, the first: {}", errors.len(), errors[0]);
     }
