@@ -8,7 +8,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{bail, Context};
 use hyper_util::client::legacy::Client;
@@ -18,7 +18,9 @@ use tokio::net::TcpStream;
 
 mod common;
 
-use common::{cpu_seconds, metric, pct, HttpClient};
+use common::{
+    cpu_seconds, cpu_since, metric, print_latency_and_cpu, wait_delivered, HttpClient, DELIVERED,
+};
 
 struct Args {
     smtp: String,
@@ -129,8 +131,7 @@ async fn session(a: &Args, i: usize) -> anyhow::Result<()> {
 async fn main() -> anyhow::Result<()> {
     let a = Arc::new(parse_args()?);
     let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
-    let delivered_metric = "textgate_messages_final_total{status=\"delivered\"}";
-    let delivered_before = metric(&client, &a.url, delivered_metric).await?;
+    let delivered_before = metric(&client, &a.url, DELIVERED).await?;
     let cpu_before = a.pid.and_then(cpu_seconds);
     let next = Arc::new(AtomicUsize::new(0));
     let start = Instant::now();
@@ -163,22 +164,9 @@ async fn main() -> anyhow::Result<()> {
     }
     let accept_time = start.elapsed();
     let accepted = lat.len();
-    let deadline = Instant::now() + Duration::from_secs(300);
-    loop {
-        let d = metric(&client, &a.url, delivered_metric).await? - delivered_before;
-        if d as usize >= accepted {
-            break;
-        }
-        if Instant::now() > deadline {
-            bail!("only {d} of {accepted} texts were delivered within 300 s");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_delivered(&client, &a.url, delivered_before, accepted).await?;
     let e2e_time = start.elapsed();
-    let cpu = match (cpu_before, a.pid.and_then(cpu_seconds)) {
-        (Some(b), Some(e)) => Some(e - b),
-        _ => None,
-    };
+    let cpu = cpu_since(a.pid, cpu_before);
     lat.sort();
     println!("== {} ==", a.label);
     println!(
@@ -195,20 +183,7 @@ async fn main() -> anyhow::Result<()> {
         accepted as f64 / e2e_time.as_secs_f64(),
         e2e_time.as_secs_f64()
     );
-    println!(
-        "session latency   p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-        pct(&lat, 0.5),
-        pct(&lat, 0.9),
-        pct(&lat, 0.99),
-        pct(&lat, 1.0)
-    );
-    if let Some(cpu) = cpu {
-        println!(
-            "textgate CPU      {:.2} s total, {:.1} µs per e-mail",
-            cpu,
-            cpu * 1e6 / accepted.max(1) as f64
-        );
-    }
+    print_latency_and_cpu("session latency", &lat, cpu, "e-mail");
     if !errors.is_empty() {
         bail!("{} sessions failed, the first: {}", errors.len(), errors[0]);
     }

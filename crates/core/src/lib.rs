@@ -7,11 +7,13 @@
 //! - [`inbound`]: inbound rules, opt-out keywords and webhook retry settings.
 //! - [`config`]: the TOML configuration, its defaults, environment overrides and checks.
 //! - [`auth`]: password hashing (argon2id) and API keys (random, stored as SHA-256).
+//! - [`cache`]: a map of recent answers with a time to live (verified keys and credentials).
 //! - [`clock`]: timestamps (milliseconds since the Unix epoch, UTC) and their RFC 3339 form.
 #![forbid(unsafe_code)]
 
 pub mod address;
 pub mod auth;
+pub mod cache;
 pub mod clock;
 pub mod config;
 pub mod encoding;

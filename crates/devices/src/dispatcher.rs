@@ -80,6 +80,12 @@ pub struct Counters {
     pub unmatched_receipts: AtomicU64,
     /// Inbound texts stored.
     pub inbound: AtomicU64,
+    /// E-mails the SMTP listener accepted (each stored as texts).
+    pub emails: AtomicU64,
+    /// Texts stored from those e-mails.
+    pub email_texts: AtomicU64,
+    /// SMTP AUTH attempts refused.
+    pub smtp_auth_failures: AtomicU64,
 }
 
 impl Counters {

@@ -2,26 +2,17 @@
 //! a verified key is cached for a minute so that the hot path (thousands of sends a second)
 //! costs a hash and a map lookup, not a database read.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
-
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use textgate_core::auth::hash_api_key;
+use textgate_core::cache::Recent;
 use textgate_store::{Id, Role, User};
 
 use crate::error::ApiError;
 use crate::AppState;
 
-const TTL: Duration = Duration::from_secs(60);
-const MAX_ENTRIES: usize = 10_000;
-
-/// Verified keys by hash.
-#[derive(Default)]
-pub struct KeyCache {
-    entries: Mutex<HashMap<String, (Caller, Instant)>>,
-}
+/// Verified keys by hash, for a minute.
+pub type KeyCache = Recent<Caller>;
 
 /// The authenticated caller.
 #[derive(Debug, Clone)]
@@ -60,23 +51,6 @@ impl From<User> for Caller {
             name: u.name,
             role: u.role,
             key_id: None,
-        }
-    }
-}
-
-impl KeyCache {
-    fn get(&self, hash: &str) -> Option<Caller> {
-        let map = self.entries.lock().ok()?;
-        let (c, at) = map.get(hash)?;
-        (at.elapsed() < TTL).then(|| c.clone())
-    }
-
-    fn put(&self, hash: String, caller: Caller) {
-        if let Ok(mut map) = self.entries.lock() {
-            if map.len() >= MAX_ENTRIES {
-                map.retain(|_, (_, at)| at.elapsed() < TTL);
-            }
-            map.insert(hash, (caller, Instant::now()));
         }
     }
 }

@@ -94,6 +94,21 @@ pub async fn metrics(State(st): State<AppState>) -> Response {
         "Webhook deliveries given up and kept as dead letters.",
         w.dead.load(Ordering::Relaxed),
     );
+    counter(
+        "textgate_emails_accepted_total",
+        "E-mails the SMTP listener accepted and stored as texts.",
+        c.emails.load(Ordering::Relaxed),
+    );
+    counter(
+        "textgate_email_texts_total",
+        "Texts stored from accepted e-mails.",
+        c.email_texts.load(Ordering::Relaxed),
+    );
+    counter(
+        "textgate_smtp_auth_failures_total",
+        "SMTP AUTH attempts refused.",
+        c.smtp_auth_failures.load(Ordering::Relaxed),
+    );
     let _ = writeln!(out, "# HELP textgate_messages_final_total Messages that reached a final status.\n# TYPE textgate_messages_final_total counter");
     for (i, s) in Status::ALL.iter().enumerate() {
         if s.is_final() {

@@ -10,13 +10,12 @@
 //! API keys: argon2 costs milliseconds of CPU by design, which a client that authenticates
 //! for every message would otherwise pay each time.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 use textgate_core::auth::{hash_api_key, hex, verify_password, API_KEY_PREFIX};
+use textgate_core::cache::Recent;
 use textgate_core::clock::{now_ms, Millis};
 use textgate_core::config::Config;
 use textgate_devices::dispatcher::Dispatcher;
@@ -26,53 +25,14 @@ use textgate_store::{Store, User};
 use crate::session::{Action, Answer, Credentials, Delivery, Owner};
 use crate::SmtpError;
 
-const TTL: Duration = Duration::from_secs(60);
-const MAX_ENTRIES: usize = 10_000;
-
-/// A small map of recent positive answers; entries expire after [`TTL`].
-#[derive(Default)]
-struct Cache {
-    entries: Mutex<HashMap<String, (Owner, Instant)>>,
-}
-
-impl Cache {
-    fn get(&self, key: &str) -> Option<Owner> {
-        let map = self.entries.lock().ok()?;
-        let (o, at) = map.get(key)?;
-        (at.elapsed() < TTL).then(|| o.clone())
-    }
-
-    fn put(&self, key: String, owner: Owner) {
-        if let Ok(mut map) = self.entries.lock() {
-            if map.len() >= MAX_ENTRIES {
-                map.retain(|_, (_, at)| at.elapsed() < TTL);
-            }
-            map.insert(key, (owner, Instant::now()));
-        }
-    }
-}
-
-/// Counters of the e-mail gateway.
-#[derive(Default)]
-pub struct SmtpCounters {
-    /// E-mails accepted (250 after DATA).
-    pub mails: AtomicU64,
-    /// Texts stored from them.
-    pub texts: AtomicU64,
-    /// Failed authentications.
-    pub auth_failures: AtomicU64,
-}
-
 /// Resolves the session's actions against the store and the dispatcher.
 pub struct Gateway {
     store: Store,
     dispatcher: Arc<Dispatcher>,
     default_owner: Option<Owner>,
     validity: Millis,
-    credentials: Cache,
-    senders: Cache,
-    /// What the gateway has done.
-    pub counters: SmtpCounters,
+    credentials: Recent<Owner>,
+    senders: Recent<Owner>,
 }
 
 fn owner(u: User) -> Owner {
@@ -104,9 +64,8 @@ impl Gateway {
             dispatcher,
             default_owner,
             validity: cfg.server.default_validity.0.as_millis() as Millis,
-            credentials: Cache::default(),
-            senders: Cache::default(),
-            counters: SmtpCounters::default(),
+            credentials: Recent::default(),
+            senders: Recent::default(),
         })
     }
 
@@ -155,7 +114,10 @@ impl Gateway {
                 Answer::Authenticated(Some(o))
             }
             Ok(None) => {
-                self.counters.auth_failures.fetch_add(1, Ordering::Relaxed);
+                self.dispatcher
+                    .counters
+                    .smtp_auth_failures
+                    .fetch_add(1, Ordering::Relaxed);
                 tracing::info!(username = %c.username, "SMTP AUTH refused");
                 Answer::Authenticated(None)
             }
@@ -208,8 +170,9 @@ impl Gateway {
         let render = Box::new(|_: &[i64]| String::new());
         match self.dispatcher.submit(submission, None, render).await {
             Ok(Accepted::New { ids, .. }) => {
-                self.counters.mails.fetch_add(1, Ordering::Relaxed);
-                self.counters.texts.fetch_add(count, Ordering::Relaxed);
+                let counters = &self.dispatcher.counters;
+                counters.emails.fetch_add(1, Ordering::Relaxed);
+                counters.email_texts.fetch_add(count, Ordering::Relaxed);
                 tracing::debug!(user = %d.owner.name, from = %d.mail_from, texts = count, "e-mail stored as texts");
                 Answer::Stored(ids)
             }

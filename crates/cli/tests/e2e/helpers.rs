@@ -718,6 +718,81 @@ fn parse_response(raw: &[u8]) -> std::io::Result<Resp> {
     })
 }
 
+/// A private CA and a certificate it signed for 127.0.0.1 and localhost, made with the
+/// `openssl` command in `dir`: `(certificate, key, CA certificate)` paths. (webpki refuses a
+/// self-signed CA certificate used as a server's own, hence the CA.)
+pub fn test_certificate(dir: &Path) -> (String, String, String) {
+    let p = |f: &str| dir.join(f).to_string_lossy().to_string();
+    std::fs::write(
+        p("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    let (ca_key, ca, key, csr, cert, ext) = (
+        p("ca.key"),
+        p("ca.pem"),
+        p("key.pem"),
+        p("leaf.csr"),
+        p("cert.pem"),
+        p("ext.cnf"),
+    );
+    let steps: [&[&str]; 3] = [
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=textgate test CA",
+            "-keyout",
+            &ca_key,
+            "-out",
+            &ca,
+        ],
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            &key,
+            "-out",
+            &csr,
+        ],
+        &[
+            "x509",
+            "-req",
+            "-days",
+            "2",
+            "-CAcreateserial",
+            "-in",
+            &csr,
+            "-CA",
+            &ca,
+            "-CAkey",
+            &ca_key,
+            "-out",
+            &cert,
+            "-extfile",
+            &ext,
+        ],
+    ];
+    for args in steps {
+        let ok = Command::new("openssl")
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        assert!(ok.is_ok_and(|s| s.success()), "openssl {args:?}");
+    }
+    (cert, key, ca)
+}
+
 /// Milliseconds since the Unix epoch, now.
 pub fn now_ms() -> i64 {
     SystemTime::now()

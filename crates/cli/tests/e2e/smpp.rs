@@ -391,64 +391,7 @@ fn smpp_over_tls_with_a_private_ca() {
     // A private CA and a certificate it signed for 127.0.0.1; textgate trusts the CA through
     // tls_ca_file (webpki refuses a self-signed CA certificate used as the server's own).
     let dir = TempDir::new("tls");
-    let p = |name: &str| dir.path().join(name).to_string_lossy().to_string();
-    std::fs::write(
-        p("ext"),
-        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
-    )
-    .unwrap();
-    let steps: [Vec<String>; 3] = [
-        [
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=test-ca",
-            "-keyout",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .chain([p("ca.key"), "-out".into(), p("ca.pem")])
-        .collect(),
-        [
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-subj",
-            "/CN=smsc.test",
-            "-keyout",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .chain([p("key.pem"), "-out".into(), p("leaf.csr")])
-        .collect(),
-        ["x509", "-req", "-days", "2", "-CAcreateserial", "-in"]
-            .iter()
-            .map(|s| s.to_string())
-            .chain([
-                p("leaf.csr"),
-                "-CA".into(),
-                p("ca.pem"),
-                "-CAkey".into(),
-                p("ca.key"),
-            ])
-            .chain(["-out".into(), p("cert.pem"), "-extfile".into(), p("ext")])
-            .collect(),
-    ];
-    for args in steps {
-        let ok = Command::new("openssl")
-            .args(&args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-        assert!(ok.is_ok_and(|s| s.success()), "openssl {args:?}");
-    }
-    let (key, cert, ca) = (p("key.pem"), p("cert.pem"), p("ca.pem"));
+    let (cert, key, ca) = test_certificate(dir.path());
     let mut smsc = Smsc::start(&["--tls-key", &key, "--tls-cert", &cert]);
     let app = spawn_on(&smsc, &format!("tls = true\ntls_ca_file = \"{ca}\""));
     let id = app.send_ok(&json!({"to": "+15551234567", "body": "over TLS"}))[0]["id"]

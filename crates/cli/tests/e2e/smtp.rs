@@ -153,6 +153,14 @@ fn domain_and_address_mode_texts_belong_to_the_sender() {
     assert_eq!(final_["status"], "delivered");
     // The other user sees none of carol's texts.
     assert!(app.all_messages(&app.key).is_empty());
+    let metrics = app.get("/metrics").text();
+    for line in [
+        "textgate_emails_accepted_total 2",
+        "textgate_email_texts_total 6",
+        "textgate_smtp_auth_failures_total 0",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in {metrics}");
+    }
 }
 
 #[test]
@@ -358,79 +366,10 @@ fn allowed_senders_without_a_user_go_to_the_default_owner_and_long_texts_can_be_
     assert!(app.all_messages(app.key_of("alice")).is_empty());
 }
 
-fn make_cert(dir: &std::path::Path) -> (String, String, String) {
-    let p = |f: &str| dir.join(f).to_str().unwrap().to_string();
-    // A private CA, and a certificate for 127.0.0.1 signed by it, as the SMPP TLS test does.
-    for args in [
-        vec![
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=textgate test CA",
-            "-keyout",
-            &p("ca.key"),
-            "-out",
-            &p("ca.pem"),
-        ],
-        vec![
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-subj",
-            "/CN=127.0.0.1",
-            "-keyout",
-            &p("key.pem"),
-            "-out",
-            &p("req.csr"),
-        ],
-    ] {
-        let ok = Command::new("openssl")
-            .args(&args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-        assert!(ok.is_ok_and(|s| s.success()), "openssl {args:?}");
-    }
-    std::fs::write(
-        p("ext.cnf"),
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n",
-    )
-    .unwrap();
-    let ok = Command::new("openssl")
-        .args([
-            "x509",
-            "-req",
-            "-in",
-            &p("req.csr"),
-            "-CA",
-            &p("ca.pem"),
-            "-CAkey",
-            &p("ca.key"),
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            &p("ext.cnf"),
-            "-out",
-            &p("cert.pem"),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-    assert!(ok.is_ok_and(|s| s.success()), "openssl x509");
-    (p("cert.pem"), p("key.pem"), p("ca.pem"))
-}
-
 #[test]
 fn starttls_then_auth_plain_with_a_password_and_login_with_an_api_key() {
     let certs = TempDir::new("smtp-tls");
-    let (cert, key, ca) = make_cert(certs.path());
+    let (cert, key, ca) = test_certificate(certs.path());
     // No allowed_senders: only authenticated senders may send.
     let app = spawn_app(&format!(
         "[smtp]\nlisten = \"127.0.0.1:0\"\ndomains = [\"sms.example.com\"]\ntls_cert = \"{cert}\"\ntls_key = \"{key}\"\n"
