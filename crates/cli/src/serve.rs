@@ -74,6 +74,16 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         }
         None => None,
     };
+    let mailer_stop = Arc::new(tokio::sync::Notify::new());
+    let mailer = match textgate_smtp::mailer::Mailer::check(&cfg, &store) {
+        Ok(()) => tokio::spawn(textgate_smtp::mailer::run(
+            store.clone(),
+            dispatcher.clone(),
+            cfg.clone(),
+            mailer_stop.clone(),
+        )),
+        Err(e) => return Err(e.into()),
+    };
     // SMTP is bound first, so that when the HTTP line below is printed both are listening.
     let smtp = match textgate_smtp::Listener::bind(&cfg).await? {
         Some(listener) => {
@@ -114,8 +124,10 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     }
     tracing::info!("shutting down: finishing in-flight sends");
     webhooks_stop.notify_one();
+    mailer_stop.notify_one();
     running.shutdown(Duration::from_secs(10)).await;
     let _ = tokio::time::timeout(Duration::from_secs(3), webhooks).await;
+    let _ = tokio::time::timeout(Duration::from_secs(3), mailer).await;
     store.close().await;
     tracing::info!("stopped");
     Ok(())

@@ -104,6 +104,22 @@ pub async fn metrics(State(st): State<AppState>) -> Response {
         "Texts stored from accepted e-mails.",
         c.email_texts.load(Ordering::Relaxed),
     );
+    let m = &c.mail;
+    counter(
+        "textgate_mails_sent_total",
+        "E-mails the mailer handed to the relay.",
+        m.delivered.load(Ordering::Relaxed),
+    );
+    counter(
+        "textgate_mail_failures_total",
+        "Mailer attempts the relay refused or that could not reach it.",
+        m.failed.load(Ordering::Relaxed),
+    );
+    counter(
+        "textgate_mails_dead_total",
+        "E-mails given up after [mailer] retry_for: dead letters.",
+        m.dead.load(Ordering::Relaxed),
+    );
     counter(
         "textgate_smtp_auth_failures_total",
         "SMTP AUTH attempts refused.",

@@ -12,10 +12,13 @@
 //!   password or API key, senders tied to users, texts stored and handed on.
 //! - [`connection`]: the task that owns one client's socket, timeouts and STARTTLS.
 //! - [`server`]: the listener: TLS certificate, connection limit, shutdown.
+//! - [`mailer`]: the other direction, texts to e-mail through the relay (`lettre`):
+//!   forwards, answers to texts from e-mail, failure notices.
 #![forbid(unsafe_code)]
 
 pub mod connection;
 pub mod gateway;
+pub mod mailer;
 pub mod mapping;
 pub mod server;
 pub mod session;

@@ -25,7 +25,7 @@ fn app(extra: &str) -> App {
 }
 
 /// Makes the loopback device receive a text (as root, an admin).
-fn inject(app: &App, from: &str, to: &str, body: &str) {
+pub fn inject(app: &App, from: &str, to: &str, body: &str) {
     let r = app.req_as(
         app.key_of("root"),
         "POST",
@@ -64,7 +64,7 @@ fn bodies(texts: &[Value]) -> Vec<&str> {
     texts.iter().map(|t| t["body"].as_str().unwrap()).collect()
 }
 
-fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+pub fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Some(v) = f() {

@@ -13,6 +13,7 @@ mod helpers;
 mod idempotency;
 mod inbound;
 mod jobs;
+mod mailer;
 mod postgres;
 mod routing;
 mod smpp;

@@ -20,7 +20,7 @@ fn client_script() -> PathBuf {
 }
 
 /// Runs one smtplib session described by `req` (see client.py) against the app.
-fn smtp(app: &App, mut req: Value) -> Value {
+pub fn smtp(app: &App, mut req: Value) -> Value {
     assert!(!app.smtp.is_empty(), "the app has no SMTP listener");
     let (host, port) = app.smtp.rsplit_once(':').unwrap();
     req["host"] = json!(host);
@@ -55,7 +55,7 @@ fn smtp(app: &App, mut req: Value) -> Value {
 }
 
 /// A plain message from `from` to `to` with this text.
-fn plain(from: &str, to: &[&str], subject: &str, text: &str) -> Value {
+pub fn plain(from: &str, to: &[&str], subject: &str, text: &str) -> Value {
     json!({"from": from, "to": to, "message": {"kind": "plain", "subject": subject, "text": text}})
 }
 
