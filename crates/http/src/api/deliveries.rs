@@ -67,7 +67,7 @@ pub async fn list(
     }
     let limit = super::page_limit(q.limit.as_deref(), 50)?;
     let before = super::id_cursor(q.cursor.as_deref())?;
-    let mut page = st
+    let rows = st
         .store
         .list_deliveries(DeliveryFilter {
             state,
@@ -76,17 +76,14 @@ pub async fn list(
             limit: limit + 1,
         })
         .await?;
-    let has_more = page.len() > limit;
-    page.truncate(limit);
-    let next_cursor = page
-        .last()
-        .map(|d| d.id.to_string())
-        .or(q.cursor.filter(|c| !c.is_empty()));
-    Ok(Json(json!({
-        "deliveries": page.iter().map(delivery_json).collect::<Vec<_>>(),
-        "next_cursor": next_cursor,
-        "has_more": has_more,
-    })))
+    Ok(Json(super::page_json(
+        "deliveries",
+        rows,
+        limit,
+        q.cursor.filter(|c| !c.is_empty()),
+        |d| d.id.to_string(),
+        delivery_json,
+    )))
 }
 
 async fn find(st: &AppState, caller: &Caller, raw: &str) -> ApiResult<Delivery> {

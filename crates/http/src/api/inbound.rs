@@ -50,7 +50,9 @@ pub async fn list(
     let Query(q) = q.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
     let limit = super::page_limit(q.limit.as_deref(), 100)?;
     let after = super::id_cursor(q.cursor.as_deref())?;
-    let mut page = st
+    // On an empty page the cursor stays where the caller was: polling with it returns only
+    // new texts.
+    let rows = st
         .store
         .list_inbound(InboundFilter {
             user_id: caller.owner_filter(),
@@ -58,15 +60,14 @@ pub async fn list(
             limit: limit + 1,
         })
         .await?;
-    let has_more = page.len() > limit;
-    page.truncate(limit);
-    // Past the last text, or where the caller was: polling with it returns only new texts.
-    let next_cursor = page.last().map(|t| t.id).or(after).unwrap_or(0).to_string();
-    Ok(Json(json!({
-        "messages": page.iter().map(inbound_json).collect::<Vec<_>>(),
-        "next_cursor": next_cursor,
-        "has_more": has_more,
-    })))
+    Ok(Json(super::page_json(
+        "messages",
+        rows,
+        limit,
+        Some(after.unwrap_or(0).to_string()),
+        |t| t.id.to_string(),
+        inbound_json,
+    )))
 }
 
 /// `GET /api/v1/inbound/{id}`: with the users it is designated to.

@@ -333,7 +333,7 @@ pub async fn list(
         .transpose()?;
     let limit = super::page_limit(q.limit.as_deref(), 50)?;
     let before = super::id_cursor(q.cursor.as_deref())?;
-    let mut page = st
+    let rows = st
         .store
         .list_messages(MessageFilter {
             owner_id: caller.owner_filter(),
@@ -342,17 +342,14 @@ pub async fn list(
             limit: limit + 1,
         })
         .await?;
-    let has_more = page.len() > limit;
-    page.truncate(limit);
-    let next_cursor = page
-        .last()
-        .map(|m| m.id.to_string())
-        .or(q.cursor.filter(|c| !c.is_empty()));
-    Ok(Json(json!({
-        "messages": page.iter().map(message_json).collect::<Vec<_>>(),
-        "next_cursor": next_cursor,
-        "has_more": has_more,
-    })))
+    Ok(Json(super::page_json(
+        "messages",
+        rows,
+        limit,
+        q.cursor.filter(|c| !c.is_empty()),
+        |m| m.id.to_string(),
+        message_json,
+    )))
 }
 
 /// `POST /api/v1/messages/{id}/cancel`.

@@ -102,3 +102,21 @@ pub fn require_admin(caller: &crate::auth::Caller) -> Result<(), ApiError> {
         ))
     }
 }
+
+/// A page of a list answer: the first `limit` of `rows` (read as `limit + 1`, so that one
+/// more says there is more) as `{key: [...], "next_cursor", "has_more"}`. `next_cursor` is the
+/// last item's cursor, or `fallback` on an empty page, so a client can keep polling with it.
+pub fn page_json<T>(
+    key: &str,
+    mut rows: Vec<T>,
+    limit: usize,
+    fallback: Option<String>,
+    cursor: impl Fn(&T) -> String,
+    item: impl Fn(&T) -> serde_json::Value,
+) -> serde_json::Value {
+    let has_more = rows.len() > limit;
+    rows.truncate(limit);
+    let next_cursor = rows.last().map(cursor).or(fallback);
+    let items: Vec<serde_json::Value> = rows.iter().map(item).collect();
+    serde_json::json!({ key: items, "next_cursor": next_cursor, "has_more": has_more })
+}

@@ -51,15 +51,15 @@ pub async fn list(
     let Query(q) = q.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
     let limit = super::page_limit(q.limit.as_deref(), 100)?;
     let after = q.cursor.filter(|c| !c.is_empty());
-    let mut page = st.store.list_suppressions(after.clone(), limit + 1).await?;
-    let has_more = page.len() > limit;
-    page.truncate(limit);
-    let next_cursor = page.last().map(|s| s.number.clone()).or(after);
-    Ok(Json(json!({
-        "suppressions": page.iter().map(suppression_json).collect::<Vec<_>>(),
-        "next_cursor": next_cursor,
-        "has_more": has_more,
-    })))
+    let rows = st.store.list_suppressions(after.clone(), limit + 1).await?;
+    Ok(Json(super::page_json(
+        "suppressions",
+        rows,
+        limit,
+        after,
+        |s| s.number.clone(),
+        suppression_json,
+    )))
 }
 
 /// The body of `POST /api/v1/suppressions`.
