@@ -178,6 +178,7 @@ fn outcome(
             code,
             error,
             next_at,
+            at: now,
         }
     }
 }

@@ -312,6 +312,11 @@ impl Store {
         dispatch!(self, b => b.finish_deliveries(results).await)
     }
 
+    /// Every attempt of a delivery, in order.
+    pub async fn delivery_attempts(&self, id: Id) -> Result<Vec<DeliveryAttempt>> {
+        dispatch!(self, b => b.delivery_attempts(id).await)
+    }
+
     /// Deliveries newest first.
     pub async fn list_deliveries(&self, filter: DeliveryFilter) -> Result<Vec<Delivery>> {
         dispatch!(self, b => b.list_deliveries(filter).await)

@@ -642,6 +642,8 @@ pub enum DeliveryResult {
         error: String,
         /// When to try again.
         next_at: Millis,
+        /// When it failed.
+        at: Millis,
     },
     /// Failed and out of time: a dead letter.
     Dead {
@@ -656,6 +658,48 @@ pub enum DeliveryResult {
         /// When.
         at: Millis,
     },
+}
+
+impl DeliveryResult {
+    /// The attempt as the log keeps it: `(delivery, attempt, at, code, error)`.
+    pub fn log_entry(&self) -> (Id, i64, Millis, Option<i64>, Option<&str>) {
+        match self {
+            DeliveryResult::Delivered {
+                id,
+                attempt,
+                code,
+                at,
+            } => (*id, *attempt, *at, *code, None),
+            DeliveryResult::Retry {
+                id,
+                attempt,
+                code,
+                error,
+                at,
+                ..
+            }
+            | DeliveryResult::Dead {
+                id,
+                attempt,
+                code,
+                error,
+                at,
+            } => (*id, *attempt, *at, *code, Some(error.as_str())),
+        }
+    }
+}
+
+/// One attempt of a delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryAttempt {
+    /// 1, 2, …
+    pub attempt: i64,
+    /// When it ended.
+    pub at: Millis,
+    /// What the receiver answered (HTTP status, SMTP reply code), if it answered.
+    pub code: Option<i64>,
+    /// Why it failed; `None` when it succeeded.
+    pub error: Option<String>,
 }
 
 /// Which deliveries to list, newest first.

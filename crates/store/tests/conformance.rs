@@ -1043,6 +1043,7 @@ async fn deliveries_claim_retry_die_and_replay() {
                 code: Some(500),
                 error: "500".into(),
                 next_at: 2000,
+                at: 1100,
             },
             // A stale attempt number is ignored.
             DeliveryResult::Dead {
@@ -1071,6 +1072,26 @@ async fn deliveries_claim_retry_die_and_replay() {
         }])
         .await
         .unwrap();
+        let log = s.delivery_attempts(got[1].id).await.unwrap();
+        assert_eq!(
+            log,
+            vec![
+                DeliveryAttempt {
+                    attempt: 1,
+                    at: 1100,
+                    code: Some(500),
+                    error: Some("500".into())
+                },
+                DeliveryAttempt {
+                    attempt: 2,
+                    at: 2100,
+                    code: Some(503),
+                    error: Some("gave up".into())
+                },
+            ],
+            "every applied attempt is logged; the stale one is not"
+        );
+        assert_eq!(s.delivery_attempts(got[0].id).await.unwrap()[0].error, None);
         let dead = s
             .list_deliveries(DeliveryFilter {
                 state: Some("dead".into()),

@@ -499,6 +499,13 @@ webhook_secret = "rule-secret"
     });
     assert_eq!(d["attempts"], 4);
     assert_eq!(d["last_code"], 200);
+    let codes: Vec<_> = d["attempt_log"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["code"].clone())
+        .collect();
+    assert_eq!(codes, vec![json!(500), json!(500), json!(500), json!(200)]);
     // A text no rule sends to the webhook is not posted.
     inject(&app, "+15557770020", "", "hello");
     std::thread::sleep(Duration::from_millis(500));

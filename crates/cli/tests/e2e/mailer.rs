@@ -154,7 +154,7 @@ fn forwards_wait_for_a_relay_that_is_down_and_lose_nothing() {
         "{mail}"
     );
     let id = d["id"].as_i64().unwrap();
-    wait_for("the delivery recorded", || {
+    let d = wait_for("the delivery recorded", || {
         let d = app
             .req_as(
                 root,
@@ -164,8 +164,18 @@ fn forwards_wait_for_a_relay_that_is_down_and_lose_nothing() {
                 &[],
             )
             .json();
-        (d["state"] == "delivered").then_some(())
+        (d["state"] == "delivered").then_some(d)
     });
+    // Each attempt is recorded: the failures while the relay was down, then the relay's 250.
+    let log = d["attempt_log"].as_array().unwrap();
+    assert!(log.len() >= 3, "{d}");
+    assert!(
+        log[..log.len() - 1]
+            .iter()
+            .all(|a| a["error"].as_str().is_some_and(|e| e.contains("relay"))),
+        "{d}"
+    );
+    assert_eq!(log.last().unwrap()["code"], 250);
     assert_eq!(relay.mails.lock().unwrap().len(), 1, "sent once");
 }
 

@@ -96,13 +96,27 @@ async fn find(st: &AppState, caller: &Caller, raw: &str) -> ApiResult<Delivery> 
     }
 }
 
-/// `GET /api/v1/webhooks/deliveries/{id}`.
+/// `GET /api/v1/webhooks/deliveries/{id}`: with every attempt (`attempt_log`).
 pub async fn get_one(
     caller: Caller,
     State(st): State<AppState>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    Ok(Json(delivery_json(&find(&st, &caller, &id).await?)))
+    let d = find(&st, &caller, &id).await?;
+    let mut v = delivery_json(&d);
+    let log = st.store.delivery_attempts(d.id).await?;
+    v["attempt_log"] = log
+        .iter()
+        .map(|a| {
+            json!({
+                "attempt": a.attempt,
+                "at": format_rfc3339(a.at),
+                "code": a.code,
+                "error": a.error,
+            })
+        })
+        .collect();
+    Ok(Json(v))
 }
 
 /// `POST /api/v1/webhooks/deliveries/{id}/replay`: a dead delivery is tried again at once,

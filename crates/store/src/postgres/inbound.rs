@@ -442,7 +442,7 @@ impl Postgres {
         let mut c = self.pool.get().await?;
         let tx = c.transaction().await.map_err(db_err)?;
         for r in &results {
-            match r {
+            let applied = match r {
                 DeliveryResult::Delivered { id, attempt, code, at } => {
                     tx.execute(
                         "UPDATE deliveries SET state = 'delivered', last_code = $3, last_error = NULL, done_at = $4
@@ -451,7 +451,7 @@ impl Postgres {
                     )
                     .await
                 }
-                DeliveryResult::Retry { id, attempt, code, error, next_at } => {
+                DeliveryResult::Retry { id, attempt, code, error, next_at, .. } => {
                     tx.execute(
                         "UPDATE deliveries SET next_at = $3, last_code = $4, last_error = $5
                          WHERE id = $1 AND attempts = $2 AND state = 'pending'",
@@ -469,8 +469,39 @@ impl Postgres {
                 }
             }
             .map_err(db_err)?;
+            if applied > 0 {
+                let (id, attempt, at, code, error) = r.log_entry();
+                tx.execute(
+                    "INSERT INTO delivery_attempts (delivery_id, attempt, at, code, error)
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+                    &[&id, &attempt, &at, &code, &error],
+                )
+                .await
+                .map_err(db_err)?;
+            }
         }
         tx.commit().await.map_err(db_err)
+    }
+
+    pub(crate) async fn delivery_attempts(&self, id: Id) -> Result<Vec<DeliveryAttempt>> {
+        let c = self.pool.get().await?;
+        let rows = c
+            .query(
+                "SELECT attempt, at, code, error FROM delivery_attempts WHERE delivery_id = $1 ORDER BY attempt",
+                &[&id],
+            )
+            .await
+            .map_err(db_err)?;
+        rows.iter()
+            .map(|r| {
+                Ok(DeliveryAttempt {
+                    attempt: r.try_get(0).map_err(db_err)?,
+                    at: r.try_get(1).map_err(db_err)?,
+                    code: r.try_get(2).map_err(db_err)?,
+                    error: r.try_get(3).map_err(db_err)?,
+                })
+            })
+            .collect()
     }
 
     pub(crate) async fn list_deliveries(&self, f: DeliveryFilter) -> Result<Vec<Delivery>> {

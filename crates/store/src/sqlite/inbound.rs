@@ -388,14 +388,14 @@ impl Sqlite {
     pub(crate) async fn finish_deliveries(&self, results: Vec<DeliveryResult>) -> Result<()> {
         self.write_lazy(move |c| {
             for r in &results {
-                match r {
+                let applied = match r {
                     DeliveryResult::Delivered { id, attempt, code, at } => c
                         .prepare_cached(
                             "UPDATE deliveries SET state = 'delivered', last_code = ?3, last_error = NULL, done_at = ?4
                              WHERE id = ?1 AND attempts = ?2 AND state = 'pending'",
                         )
                         .and_then(|mut s| s.execute(params![id, attempt, code, at])),
-                    DeliveryResult::Retry { id, attempt, code, error, next_at } => c
+                    DeliveryResult::Retry { id, attempt, code, error, next_at, .. } => c
                         .prepare_cached(
                             "UPDATE deliveries SET next_at = ?3, last_code = ?4, last_error = ?5
                              WHERE id = ?1 AND attempts = ?2 AND state = 'pending'",
@@ -409,8 +409,30 @@ impl Sqlite {
                         .and_then(|mut s| s.execute(params![id, attempt, code, error, at])),
                 }
                 .map_err(db_err)?;
+                if applied > 0 {
+                    let (id, attempt, at, code, error) = r.log_entry();
+                    c.prepare_cached(
+                        "INSERT OR IGNORE INTO delivery_attempts (delivery_id, attempt, at, code, error)
+                         VALUES (?1, ?2, ?3, ?4, ?5)",
+                    )
+                    .and_then(|mut s| s.execute(params![id, attempt, at, code, error]))
+                    .map_err(db_err)?;
+                }
             }
             Ok(())
+        })
+        .await
+    }
+
+    pub(crate) async fn delivery_attempts(&self, id: Id) -> Result<Vec<DeliveryAttempt>> {
+        self.read(move |c| {
+            let mut s = c.prepare_cached(
+                "SELECT attempt, at, code, error FROM delivery_attempts WHERE delivery_id = ?1 ORDER BY attempt",
+            )?;
+            let rows = s.query_map([id], |r| {
+                Ok(DeliveryAttempt { attempt: r.get(0)?, at: r.get(1)?, code: r.get(2)?, error: r.get(3)? })
+            })?;
+            rows.collect()
         })
         .await
     }

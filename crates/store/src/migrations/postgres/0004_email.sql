@@ -17,3 +17,13 @@ END
 $$;
 CREATE TRIGGER messages_email_failure AFTER UPDATE OF status ON messages
 FOR EACH ROW WHEN (NEW.email_from IS NOT NULL) EXECUTE FUNCTION textgate_email_failure();
+
+-- Every attempt of a delivery (webhook POST or e-mail), with what the receiver answered.
+CREATE TABLE delivery_attempts (
+    delivery_id BIGINT NOT NULL REFERENCES deliveries (id) ON DELETE CASCADE,
+    attempt     BIGINT NOT NULL,
+    at          BIGINT NOT NULL,
+    code        BIGINT,
+    error       TEXT,
+    PRIMARY KEY (delivery_id, attempt)
+);

@@ -14,3 +14,13 @@ BEGIN
             CAST(unixepoch('subsec') * 1000 AS INTEGER), 0,
             CAST(unixepoch('subsec') * 1000 AS INTEGER));
 END;
+
+-- Every attempt of a delivery (webhook POST or e-mail), with what the receiver answered.
+CREATE TABLE delivery_attempts (
+    delivery_id INTEGER NOT NULL REFERENCES deliveries (id) ON DELETE CASCADE,
+    attempt     INTEGER NOT NULL,
+    at          INTEGER NOT NULL,
+    code        INTEGER,
+    error       TEXT,
+    PRIMARY KEY (delivery_id, attempt)
+);
