@@ -112,7 +112,7 @@ async fn route(tx: &Transaction<'_>, id: Id, t: &NewInbound) -> Result<()> {
             .execute(
                 "INSERT INTO inbound_designations (user_id, inbound_id)
                  SELECT DISTINCT owner_id, $3::BIGINT FROM messages
-                 WHERE recipient = $1 AND created_at >= $2 AND (origin IS NULL OR origin NOT IN ('reply', 'optout'))
+                 WHERE recipient = $1 AND job_id IS NULL AND created_at >= $2 AND (origin IS NULL OR origin NOT IN ('reply', 'optout'))
                  ON CONFLICT DO NOTHING",
                 &[&t.from, &since, &id],
             )
@@ -124,7 +124,7 @@ async fn route(tx: &Transaction<'_>, id: Id, t: &NewInbound) -> Result<()> {
         tx.execute(
             "INSERT INTO deliveries (channel, event, target, inbound_id, next_at, give_up_at, created_at)
              SELECT 'email', 'message.inbound', email_from, $3::BIGINT, $4::BIGINT, $5::BIGINT, $4::BIGINT FROM messages
-             WHERE recipient = $1 AND created_at >= $2 AND origin = 'email' AND email_from IS NOT NULL
+             WHERE recipient = $1 AND job_id IS NULL AND created_at >= $2 AND origin = 'email' AND email_from IS NOT NULL
              ORDER BY created_at DESC LIMIT 1",
             &[&t.from, &since, &id, &t.received_at, &r.give_up_at],
         )
@@ -197,7 +197,7 @@ async fn route(tx: &Transaction<'_>, id: Id, t: &NewInbound) -> Result<()> {
         for (owner, m) in r.replies.iter().filter(|_| !suppressed) {
             let recent = tx
                 .query_opt(
-                    "SELECT 1 FROM messages WHERE recipient = $1 AND created_at >= $2 AND origin = 'reply' LIMIT 1",
+                    "SELECT 1 FROM messages WHERE recipient = $1 AND job_id IS NULL AND created_at >= $2 AND origin = 'reply' LIMIT 1",
                     &[&m.to, &r.reply_since],
                 )
                 .await

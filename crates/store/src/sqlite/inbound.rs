@@ -108,7 +108,7 @@ fn route(c: &Connection, id: Id, t: &NewInbound) -> rusqlite::Result<()> {
             .prepare_cached(
                 "INSERT OR IGNORE INTO inbound_designations (user_id, inbound_id)
                  SELECT DISTINCT owner_id, ?3 FROM messages
-                 WHERE recipient = ?1 AND created_at >= ?2 AND (origin IS NULL OR origin NOT IN ('reply', 'optout'))",
+                 WHERE recipient = ?1 AND job_id IS NULL AND created_at >= ?2 AND (origin IS NULL OR origin NOT IN ('reply', 'optout'))",
             )?
             .execute(params![t.from, since, id])?;
     }
@@ -117,7 +117,7 @@ fn route(c: &Connection, id: Id, t: &NewInbound) -> rusqlite::Result<()> {
         c.prepare_cached(
             "INSERT INTO deliveries (channel, event, target, inbound_id, next_at, give_up_at, created_at)
              SELECT 'email', 'message.inbound', email_from, ?3, ?4, ?5, ?4 FROM messages
-             WHERE recipient = ?1 AND created_at >= ?2 AND origin = 'email' AND email_from IS NOT NULL
+             WHERE recipient = ?1 AND job_id IS NULL AND created_at >= ?2 AND origin = 'email' AND email_from IS NOT NULL
              ORDER BY created_at DESC LIMIT 1",
         )?
         .execute(params![t.from, since, id, t.received_at, r.give_up_at])?;
@@ -178,7 +178,7 @@ fn route(c: &Connection, id: Id, t: &NewInbound) -> rusqlite::Result<()> {
             let recent: bool = c
                 .prepare_cached(
                     "SELECT EXISTS (SELECT 1 FROM messages
-                     WHERE recipient = ?1 AND created_at >= ?2 AND origin = 'reply')",
+                     WHERE recipient = ?1 AND job_id IS NULL AND created_at >= ?2 AND origin = 'reply')",
                 )?
                 .query_row(params![m.to, r.reply_since], |row| row.get(0))?;
             if recent {

@@ -3,7 +3,7 @@
 
 ALTER TABLE messages ADD COLUMN origin TEXT;
 ALTER TABLE messages ADD COLUMN api_key_id BIGINT;
-CREATE INDEX messages_recipient ON messages (recipient, created_at);
+CREATE INDEX messages_recipient ON messages (recipient, created_at) WHERE job_id IS NULL;
 
 ALTER TABLE api_keys ADD COLUMN webhook_secret TEXT;
 
