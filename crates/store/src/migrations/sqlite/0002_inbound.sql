@@ -8,7 +8,7 @@ ALTER TABLE messages ADD COLUMN origin TEXT;
 ALTER TABLE messages ADD COLUMN api_key_id INTEGER;
 -- Conversations: who last wrote to a number (an inbound reply from it is shown to them).
 -- Bulk-job rows are left out: a million random numbers would make every job import rewrite
--- pages all over this index (bench/jobs/run, 1M rows: 29-31 s with it partial, 37 s whole); replies
+-- pages all over this index (bench/jobs/run, 1M rows: 37 s with it whole); replies
 -- to a mass mailing are the inbound rules' business, not one person's conversation.
 CREATE INDEX messages_recipient ON messages (recipient, created_at) WHERE job_id IS NULL;
 
@@ -46,33 +46,5 @@ CREATE TABLE deliveries (
 CREATE INDEX deliveries_due ON deliveries (channel, next_at) WHERE state = 'pending';
 CREATE INDEX deliveries_state ON deliveries (state, id);
 
--- A status callback for every status change of a message sent with a callback_url, in the
--- same transaction as the change, whichever path made it (device outcome, receipt, expiry,
--- cancel). A message whose receipt came with its submit goes from sending to delivered in
--- one step: it still gets its 'sent' event first, as callers expect.
-CREATE TRIGGER messages_callback_update AFTER UPDATE OF status ON messages
-FOR EACH ROW WHEN NEW.callback_url IS NOT NULL AND NEW.status <> OLD.status
-    AND NEW.status NOT IN ('queued', 'scheduled', 'sending')
-BEGIN
-    INSERT INTO deliveries (channel, event, target, message_id, status, owner_id, api_key_id,
-                            next_at, give_up_at, created_at)
-    SELECT 'webhook', 'message.status', NEW.callback_url, NEW.id, 'sent', NEW.owner_id,
-           NEW.api_key_id, CAST(unixepoch('subsec') * 1000 AS INTEGER), 0,
-           CAST(unixepoch('subsec') * 1000 AS INTEGER)
-    WHERE OLD.status = 'sending' AND NEW.status IN ('delivered', 'undelivered');
-    INSERT INTO deliveries (channel, event, target, message_id, status, owner_id, api_key_id,
-                            next_at, give_up_at, created_at)
-    VALUES ('webhook', 'message.status', NEW.callback_url, NEW.id, NEW.status, NEW.owner_id,
-            NEW.api_key_id, CAST(unixepoch('subsec') * 1000 AS INTEGER), 0,
-            CAST(unixepoch('subsec') * 1000 AS INTEGER));
-END;
-CREATE TRIGGER messages_callback_insert AFTER INSERT ON messages
-FOR EACH ROW WHEN NEW.callback_url IS NOT NULL
-    AND NEW.status NOT IN ('queued', 'scheduled', 'sending')
-BEGIN
-    INSERT INTO deliveries (channel, event, target, message_id, status, owner_id, api_key_id,
-                            next_at, give_up_at, created_at)
-    VALUES ('webhook', 'message.status', NEW.callback_url, NEW.id, NEW.status, NEW.owner_id,
-            NEW.api_key_id, CAST(unixepoch('subsec') * 1000 AS INTEGER), 0,
-            CAST(unixepoch('subsec') * 1000 AS INTEGER));
-END;
+-- Status callbacks are queued by a trigger on messages: see 0004_email.sql, which makes one
+-- trigger of them and of the e-mail failure notices.
