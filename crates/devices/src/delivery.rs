@@ -161,7 +161,7 @@ fn outcome(
     let next_at = now + policy.retry_delay(attempts, fastrand::f64()).as_millis() as Millis;
     if next_at > give_up_at {
         c.dead.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(channel, delivery = d.id, target = %d.target, attempts = d.attempts, error = %error,
+        tracing::warn!(channel, delivery = d.id, target = %redact(&d.target), attempts = d.attempts, error = %error,
             "a delivery could not be made in time and is kept as a dead letter");
         DeliveryResult::Dead {
             id: d.id,
@@ -181,6 +181,20 @@ fn outcome(
             at: now,
         }
     }
+}
+
+/// A delivery's target as logs show it: a URL without its query and credentials, which often
+/// carry a receiver's token; e-mail addresses as they are.
+fn redact(target: &str) -> String {
+    let Some((scheme, rest)) = target.split_once("://") else {
+        return target.to_string();
+    };
+    let rest = rest.split(['?', '#']).next().unwrap_or("");
+    let rest = match rest.split_once('@') {
+        Some((_, host)) => host,
+        None => rest,
+    };
+    format!("{scheme}://{rest}")
 }
 
 /// Writes outcomes in batches: one transaction for all that finished meanwhile.
@@ -227,6 +241,18 @@ mod tests {
             created_at,
             done_at: None,
         }
+    }
+
+    #[test]
+    fn logged_targets_lose_their_tokens() {
+        assert_eq!(
+            redact("https://u:p@hooks.example.com/in?token=s3cret"),
+            "https://hooks.example.com/in"
+        );
+        assert_eq!(
+            redact("a@example.com,b@example.com"),
+            "a@example.com,b@example.com"
+        );
     }
 
     #[test]
