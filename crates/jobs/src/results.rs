@@ -14,12 +14,24 @@ const PAGE: usize = 5000;
 /// The header line.
 pub const HEADER: &str = "row,number,message_id,status,error\n";
 
-/// Quotes a field when it needs it (RFC 4180).
+/// Quotes a field when it needs it (RFC 4180), and defuses a value a spreadsheet would run
+/// as a formula: the file echoes what uploads contained (a rejected row's "number"), and
+/// `=HYPERLINK(…)` or `+cmd|…` in a cell runs when someone opens the results (CSV injection).
+/// A leading `'` makes it text; plain numbers such as `+15551234567` are left alone.
 pub fn field(s: &str) -> String {
+    let formula = s.starts_with(['=', '+', '-', '@', '\t', '\r'])
+        && !s
+            .chars()
+            .all(|c| c.is_ascii_digit() || matches!(c, ' ' | '+' | '-' | '(' | ')' | '.'));
+    let s = if formula {
+        format!("'{s}")
+    } else {
+        s.to_string()
+    };
     if s.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", s.replace('"', "\"\""))
     } else {
-        s.to_string()
+        s
     }
 }
 
@@ -117,5 +129,18 @@ mod tests {
         assert_eq!(field("a, b"), "\"a, b\"");
         assert_eq!(field("say \"hi\""), "\"say \"\"hi\"\"\"");
         assert_eq!(field("two\nlines"), "\"two\nlines\"");
+    }
+
+    #[test]
+    fn formulas_are_defused_and_numbers_are_not() {
+        assert_eq!(
+            field("=HYPERLINK(\"http://x\")"),
+            "\"'=HYPERLINK(\"\"http://x\"\")\""
+        );
+        assert_eq!(field("+cmd|' /C calc'!A0"), "'+cmd|' /C calc'!A0");
+        assert_eq!(field("@SUM(A1)"), "'@SUM(A1)");
+        assert_eq!(field("-2+3+cmd"), "'-2+3+cmd");
+        assert_eq!(field("+1 (555) 123-4567"), "+1 (555) 123-4567");
+        assert_eq!(field("-"), "-");
     }
 }
