@@ -34,6 +34,15 @@ impl ConfigError {
     }
 }
 
+/// The delay before attempt `attempt + 1`: doubling from `first`, capped at `max`, with ±20 %
+/// jitter (`jitter` from 0 to 1) so that a burst of failures does not come back as a burst.
+/// Device retries and webhook and e-mail retries all back off this way.
+pub fn backoff(first: Duration, max: Duration, attempt: u32, jitter: f64) -> Duration {
+    let exp = attempt.saturating_sub(1).min(30);
+    let base = first.saturating_mul(1u32 << exp).min(max);
+    base.mul_f64(0.8 + jitter.clamp(0.0, 1.0) * 0.4)
+}
+
 /// A duration written like `30s`, `5m`, `1h 30m`, `250ms`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Dur(pub Duration);

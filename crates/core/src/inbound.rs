@@ -110,13 +110,7 @@ impl WebhooksConfig {
     /// The delay before attempt `attempts + 1`, doubling from `backoff`, capped, with ±20 %
     /// jitter so that an outage's backlog does not come back as one burst.
     pub fn retry_delay(&self, attempts: u32, jitter: f64) -> Duration {
-        let exp = attempts.saturating_sub(1).min(30);
-        let base = self
-            .backoff
-            .0
-            .saturating_mul(1u32 << exp)
-            .min(self.backoff_max.0);
-        base.mul_f64(0.8 + jitter.clamp(0.0, 1.0) * 0.4)
+        crate::config::backoff(self.backoff.0, self.backoff_max.0, attempts, jitter)
     }
 }
 

@@ -149,12 +149,7 @@ impl Policy {
     /// The delay before attempt `attempt + 1`: doubling from `backoff`, capped, with ±20 %
     /// jitter so that a burst of failures does not come back as a burst.
     pub fn retry_delay(&self, attempt: u32) -> Duration {
-        let exp = attempt.saturating_sub(1).min(30);
-        let base = self
-            .backoff
-            .saturating_mul(1u32 << exp)
-            .min(self.backoff_max);
-        base.mul_f64(0.8 + fastrand::f64() * 0.4)
+        textgate_core::config::backoff(self.backoff, self.backoff_max, attempt, fastrand::f64())
     }
 }
 

@@ -412,21 +412,11 @@ pub async fn get_one(
     Ok(Json(full_json(&st, &j).await?))
 }
 
-/// The query of `GET /api/v1/jobs`.
-#[derive(Debug, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ListQuery {
-    /// Page size (1–100, default 20).
-    pub limit: Option<String>,
-    /// The `next_cursor` of the previous page.
-    pub cursor: Option<String>,
-}
-
 /// `GET /api/v1/jobs`: newest first, without the per-status counts (GET one for those).
 pub async fn list(
     caller: Caller,
     State(st): State<AppState>,
-    q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+    q: Result<Query<super::PageQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Json<Value>> {
     let Query(q) = q.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
     let limit = match q.limit.as_deref() {

@@ -120,3 +120,14 @@ pub fn page_json<T>(
     let items: Vec<serde_json::Value> = rows.iter().map(item).collect();
     serde_json::json!({ key: items, "next_cursor": next_cursor, "has_more": has_more })
 }
+
+/// The query of a list that has only paging: `limit` and `cursor` (the `next_cursor` of the
+/// previous page).
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PageQuery {
+    /// Page size; each list says its range and default.
+    pub limit: Option<String>,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}

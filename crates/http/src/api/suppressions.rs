@@ -31,21 +31,11 @@ fn number(st: &AppState, raw: &str) -> ApiResult<String> {
         .map_err(|e| ApiError::invalid("invalid_number", format!("\"{raw}\": {e}")))
 }
 
-/// The query of `GET /api/v1/suppressions`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ListQuery {
-    /// Page size (1–1000, default 100).
-    pub limit: Option<String>,
-    /// The `next_cursor` of the previous page.
-    pub cursor: Option<String>,
-}
-
 /// `GET /api/v1/suppressions`: in number order.
 pub async fn list(
     caller: Caller,
     State(st): State<AppState>,
-    q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+    q: Result<Query<super::PageQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Json<Value>> {
     super::require_admin(&caller)?;
     let Query(q) = q.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
