@@ -27,9 +27,20 @@ use textgate_core::config::Config;
 use textgate_devices::dispatcher::Dispatcher;
 use textgate_store::Store;
 
-/// What every handler can reach.
+/// What every handler can reach: one pointer, so that the per-request clone axum makes of it
+/// is one reference count.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The parts of [`AppState`].
+pub struct Shared {
     /// The data layer.
     pub store: Store,
     /// Devices and counters; woken when messages are stored.
@@ -61,7 +72,7 @@ impl AppState {
         let d = dispatcher.clone();
         let jobs =
             textgate_jobs::Jobs::new(store.clone(), config.clone(), Arc::new(move || d.wake()));
-        AppState {
+        AppState(Arc::new(Shared {
             jobs,
             country: config.default_country(),
             store,
@@ -69,7 +80,7 @@ impl AppState {
             config,
             keys: Arc::new(auth::KeyCache::default()),
             http: Arc::new(HttpCounters::default()),
-        }
+        }))
     }
 }
 

@@ -14,7 +14,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use textgate_core::address::{Recipient, Sender};
@@ -47,6 +47,22 @@ pub struct SendRequest {
     pub callback_url: Option<String>,
     /// The caller's own reference, echoed back.
     pub reference: Option<String>,
+}
+
+/// The answer to `POST /api/v1/messages`.
+#[derive(Serialize)]
+struct AcceptedBody<'a> {
+    messages: Vec<AcceptedItem<'a>>,
+}
+
+/// One accepted message in [`AcceptedBody`].
+#[derive(Serialize)]
+struct AcceptedItem<'a> {
+    id: i64,
+    to: &'a str,
+    status: &'static str,
+    segments: i64,
+    encoding: &'static str,
 }
 
 const MAX_IDEMPOTENCY_KEY: usize = 255;
@@ -211,12 +227,18 @@ pub async fn send(
     };
     let numbers: Vec<String> = to.iter().map(|r| r.as_str().to_string()).collect();
     let render = Box::new(move |ids: &[i64]| {
-        let items: Vec<Value> = ids
+        let messages = ids
             .iter()
             .zip(&numbers)
-            .map(|(id, n)| json!({"id": id, "to": n, "status": status.as_str(), "segments": segments, "encoding": encoding}))
+            .map(|(&id, to)| AcceptedItem {
+                id,
+                to,
+                status: status.as_str(),
+                segments,
+                encoding,
+            })
             .collect();
-        json!({ "messages": items }).to_string()
+        serde_json::to_string(&AcceptedBody { messages }).unwrap_or_default()
     });
     let count = to.len() as u64;
     let submission = Submission {

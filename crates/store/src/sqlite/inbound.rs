@@ -326,7 +326,7 @@ impl Sqlite {
     pub(crate) async fn remove_suppression(&self, number: String) -> Result<bool> {
         self.write(move |c| {
             let n = c
-                .execute("DELETE FROM suppressions WHERE number = ?1", [number])
+                .execute("DELETE FROM suppressions WHERE number = ?1", [&number])
                 .map_err(db_err)?;
             Ok(n > 0)
         })
