@@ -10,9 +10,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context};
-use textgate_store::{
-    Inserted, NewMessage, NewUser, Outcome, PartReceipt, RenderFn, Role, Store,
-};
+use textgate_store::{Inserted, NewMessage, NewUser, Outcome, PartReceipt, RenderFn, Role, Store};
 
 fn cpu_now() -> f64 {
     let pid = std::process::id();
@@ -33,7 +31,9 @@ async fn main() -> anyhow::Result<()> {
             "-n" => n = val()?.parse()?,
             "-c" => c = val()?.parse()?,
             "--db" => db = Some(val()?),
-            other => bail!("unknown argument {other}; usage: textgate-bench-store [-n N] [-c C] [--db PATH]"),
+            other => bail!(
+                "unknown argument {other}; usage: textgate-bench-store [-n N] [-c C] [--db PATH]"
+            ),
         }
     }
     let dir = std::env::temp_dir().join(format!("textgate-bench-store-{}", std::process::id()));
