@@ -738,9 +738,7 @@ impl Dispatcher {
             }
             if !outcomes.is_empty() {
                 attach_receipts(&mut outcomes, &mut receipts, &mut early);
-                // Lingering for a shared commit is fine unless a peer waits for this round.
-                let soon = !peer_waiting && !draining;
-                self.record(outcomes, soon, &mut early, &mut receipts).await;
+                self.record(outcomes, &mut early, &mut receipts).await;
             }
             drop(permits);
             let recorded = if receipts.is_empty() {
@@ -822,19 +820,13 @@ impl Dispatcher {
     async fn record(
         &self,
         outcomes: Vec<Outcome>,
-        soon: bool,
         early: &mut HashMap<(String, String), (Receipt, tokio::time::Instant)>,
         receipts: &mut Vec<Receipt>,
     ) {
         let mut delay = Duration::from_millis(50);
         let outcomes = Arc::new(outcomes);
         let applied = loop {
-            let recorded = if soon {
-                self.store.record_outcomes_soon(outcomes.clone()).await
-            } else {
-                self.store.record_outcomes(outcomes.clone()).await
-            };
-            match recorded {
+            match self.store.record_outcomes(outcomes.clone()).await {
                 Ok(a) => break a,
                 Err(e) => {
                     // The store is down; the messages keep their lease. Retry so nothing a

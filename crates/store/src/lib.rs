@@ -207,18 +207,7 @@ impl Store {
         outcomes: impl Into<Arc<Vec<Outcome>>>,
     ) -> Result<Vec<bool>> {
         let outcomes = outcomes.into();
-        dispatch!(self, b => b.record_outcomes(outcomes, false).await)
-    }
-
-    /// [`Store::record_outcomes`] for a caller that can wait a few milliseconds: on SQLite
-    /// the commit then waits for other writes to share it (each commit rewrites every page
-    /// it touches, and under load most of a message's store cost is its share of commits).
-    pub async fn record_outcomes_soon(
-        &self,
-        outcomes: impl Into<Arc<Vec<Outcome>>>,
-    ) -> Result<Vec<bool>> {
-        let outcomes = outcomes.into();
-        dispatch!(self, b => b.record_outcomes(outcomes, true).await)
+        dispatch!(self, b => b.record_outcomes(outcomes).await)
     }
 
     /// Applies delivery receipts to message parts, and to their messages when every part has

@@ -581,12 +581,7 @@ impl Postgres {
         })
     }
 
-    /// Records outcomes (`_soon` matters only to SQLite's commit sharing).
-    pub(crate) async fn record_outcomes(
-        &self,
-        outcomes: Arc<Vec<Outcome>>,
-        _soon: bool,
-    ) -> Result<Vec<bool>> {
+    pub(crate) async fn record_outcomes(&self, outcomes: Arc<Vec<Outcome>>) -> Result<Vec<bool>> {
         let mut c = self.pool.get().await?;
         let tx = c.transaction().await.map_err(db_err)?;
         let mut applied = Vec::with_capacity(outcomes.len());

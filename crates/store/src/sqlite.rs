@@ -76,24 +76,9 @@ where
 /// next durable commit syncs it too. A power cut can lose such a record; then the message's
 /// lease runs out and it is sent again, which DESIGN.md §1 allows.
 struct Job {
-    mode: Mode,
+    durable: bool,
     work: Box<dyn Work>,
 }
-
-/// How a write is committed.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Mode {
-    /// Fsynced before the answer.
-    Durable,
-    /// Committed without an fsync (see [`Job`]).
-    Lazy,
-    /// Lazy, and the caller can wait: when only such writes are queued, the writer waits up
-    /// to [`LINGER`] for others to share their commit.
-    Soon,
-}
-
-/// How long writes that can wait are held for others to share their commit.
-const LINGER: std::time::Duration = std::time::Duration::from_millis(4);
 
 /// The SQLite store.
 #[derive(Clone)]
@@ -213,30 +198,13 @@ fn drain(rx: &mpsc::Receiver<Job>, batch: &mut Vec<Job>) {
     }
 }
 
-/// While everything in `batch` can wait ([`Mode::Soon`]), waits up to [`LINGER`] for more
-/// writes, and takes everything queued once one that cannot wait arrives.
-fn linger(rx: &mpsc::Receiver<Job>, batch: &mut Vec<Job>) {
-    let deadline = std::time::Instant::now() + LINGER;
-    while batch.len() < MAX_BATCH && batch.iter().all(|j| j.mode == Mode::Soon) {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(job) => {
-                batch.push(job);
-                drain(rx, batch);
-            }
-            Err(_) => return,
-        }
-    }
-}
-
 fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>) {
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
     let mut synced = true;
     while let Ok(first) = rx.recv() {
         batch.push(first);
         drain(&rx, &mut batch);
-        linger(&rx, &mut batch);
-        let durable = batch.iter().any(|j| j.mode == Mode::Durable);
+        let durable = batch.iter().any(|j| j.durable);
         if durable != synced {
             let pragma = if durable {
                 "PRAGMA synchronous = FULL"
@@ -455,7 +423,7 @@ impl Sqlite {
         &self,
         f: impl FnMut(&Connection) -> Result<T> + Send + 'static,
     ) -> Result<T> {
-        self.submit(Mode::Durable, f).await
+        self.submit(true, f).await
     }
 
     /// A write of the dispatcher's bookkeeping (see [`Job`]).
@@ -463,12 +431,12 @@ impl Sqlite {
         &self,
         f: impl FnMut(&Connection) -> Result<T> + Send + 'static,
     ) -> Result<T> {
-        self.submit(Mode::Lazy, f).await
+        self.submit(false, f).await
     }
 
     async fn submit<T: Send + 'static>(
         &self,
-        mode: Mode,
+        durable: bool,
         f: impl FnMut(&Connection) -> Result<T> + Send + 'static,
     ) -> Result<T> {
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -478,7 +446,7 @@ impl Sqlite {
             tx,
         });
         self.jobs
-            .send(Job { mode, work })
+            .send(Job { durable, work })
             .map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
@@ -744,13 +712,8 @@ impl Sqlite {
         .await
     }
 
-    pub(crate) async fn record_outcomes(
-        &self,
-        outcomes: Arc<Vec<Outcome>>,
-        soon: bool,
-    ) -> Result<Vec<bool>> {
-        let mode = if soon { Mode::Soon } else { Mode::Lazy };
-        self.submit(mode, move |c| {
+    pub(crate) async fn record_outcomes(&self, outcomes: Arc<Vec<Outcome>>) -> Result<Vec<bool>> {
+        self.write_lazy(move |c| {
             let mut applied = Vec::with_capacity(outcomes.len());
             for o in outcomes.iter() {
                 let n = match o {
