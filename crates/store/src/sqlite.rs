@@ -255,8 +255,10 @@ fn run_batch(
             .map_err(db_err)
     };
     if let Err(e) = exec("BEGIN IMMEDIATE") {
-        // Nothing was written, so nothing is half-accepted: each caller gets the error.
+        // Nothing was written, so nothing is half-accepted: each caller gets the error. A
+        // transaction left open by a failed rollback would refuse every later BEGIN: end it.
         tracing::error!(error = %e, "sqlite: cannot begin a transaction");
+        let _ = conn.execute_batch("ROLLBACK");
         return Err(Failed::Tx(e));
     }
     for job in batch.iter_mut() {
