@@ -55,7 +55,7 @@ pub async fn list(
     State(st): State<AppState>,
     q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Json<Value>> {
-    let Query(q) = q.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    let q = super::list_query(q)?;
     let state = q.state.filter(|s| !s.is_empty());
     if let Some(s) = &state {
         if !matches!(s.as_str(), "pending" | "delivered" | "dead") {
@@ -65,7 +65,7 @@ pub async fn list(
             ));
         }
     }
-    let limit = super::page_limit(q.limit.as_deref(), 50)?;
+    let limit = super::page_limit(q.limit.as_deref(), 50, 1000)?;
     let before = super::id_cursor(q.cursor.as_deref())?;
     let rows = st
         .store

@@ -37,8 +37,8 @@ pub async fn list(
     State(st): State<AppState>,
     q: Result<Query<super::PageQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Json<Value>> {
-    let Query(q) = q.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
-    let limit = super::page_limit(q.limit.as_deref(), 100)?;
+    let q = super::list_query(q)?;
+    let limit = super::page_limit(q.limit.as_deref(), 100, 1000)?;
     let after = super::id_cursor(q.cursor.as_deref())?;
     // On an empty page the cursor stays where the caller was: polling with it returns only
     // new texts.

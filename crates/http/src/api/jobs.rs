@@ -418,44 +418,21 @@ pub async fn list(
     State(st): State<AppState>,
     q: Result<Query<super::PageQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Json<Value>> {
-    let Query(q) = q.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
-    let limit = match q.limit.as_deref() {
-        None | Some("") => 20,
-        Some(l) => l
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=100).contains(n))
-            .ok_or_else(|| {
-                ApiError::bad_request(
-                    "invalid_limit",
-                    "limit must be a whole number from 1 to 100",
-                )
-            })?,
-    };
-    let before = match q.cursor.as_deref() {
-        None | Some("") => None,
-        Some(c) => Some(c.parse::<i64>().map_err(|_| {
-            ApiError::bad_request(
-                "invalid_cursor",
-                "cursor must be a next_cursor value from an earlier page",
-            )
-        })?),
-    };
-    let mut page = st
+    let q = super::list_query(q)?;
+    let limit = super::page_limit(q.limit.as_deref(), 20, 100)?;
+    let before = super::id_cursor(q.cursor.as_deref())?;
+    let page = st
         .store
         .list_jobs(caller.owner_filter(), before, limit + 1)
         .await?;
-    let has_more = page.len() > limit;
-    page.truncate(limit);
-    let next_cursor = page
-        .last()
-        .map(|j| j.id.to_string())
-        .or(q.cursor.filter(|c| !c.is_empty()));
-    Ok(Json(json!({
-        "jobs": page.iter().map(|j| job_json(j, None)).collect::<Vec<_>>(),
-        "next_cursor": next_cursor,
-        "has_more": has_more,
-    })))
+    Ok(Json(super::page_json(
+        "jobs",
+        page,
+        limit,
+        q.cursor.filter(|c| !c.is_empty()),
+        |j| j.id.to_string(),
+        |j| job_json(j, None),
+    )))
 }
 
 async fn control(

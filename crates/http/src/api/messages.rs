@@ -338,7 +338,7 @@ pub async fn list(
     State(st): State<AppState>,
     q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Json<Value>> {
-    let Query(q) = q.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    let q = super::list_query(q)?;
     let status = q
         .status
         .as_deref()
@@ -353,7 +353,7 @@ pub async fn list(
             })
         })
         .transpose()?;
-    let limit = super::page_limit(q.limit.as_deref(), 50)?;
+    let limit = super::page_limit(q.limit.as_deref(), 50, 1000)?;
     let before = super::id_cursor(q.cursor.as_deref())?;
     let rows = st
         .store

@@ -60,21 +60,29 @@ pub fn json_body<T: DeserializeOwned>(
     Ok((value, bytes))
 }
 
-/// A page size from the query: 1–1000, `default` when absent.
-pub fn page_limit(raw: Option<&str>, default: usize) -> Result<usize, ApiError> {
+/// A page size from the query: 1 to `max`, `default` when absent.
+pub fn page_limit(raw: Option<&str>, default: usize, max: usize) -> Result<usize, ApiError> {
     match raw {
         None | Some("") => Ok(default),
         Some(l) => l
             .parse::<usize>()
             .ok()
-            .filter(|n| (1..=1000).contains(n))
+            .filter(|n| (1..=max).contains(n))
             .ok_or_else(|| {
                 ApiError::bad_request(
                     "invalid_limit",
-                    "limit must be a whole number from 1 to 1000",
+                    format!("limit must be a whole number from 1 to {max}"),
                 )
             }),
     }
+}
+
+/// The query of a list request, or a 400 that says what is wrong with it.
+pub fn list_query<T>(
+    q: Result<axum::extract::Query<T>, axum::extract::rejection::QueryRejection>,
+) -> Result<T, ApiError> {
+    q.map(|axum::extract::Query(q)| q)
+        .map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))
 }
 
 /// A numeric cursor from the query (an id from an earlier page's `next_cursor`).

@@ -38,8 +38,8 @@ pub async fn list(
     q: Result<Query<super::PageQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Json<Value>> {
     super::require_admin(&caller)?;
-    let Query(q) = q.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
-    let limit = super::page_limit(q.limit.as_deref(), 100)?;
+    let q = super::list_query(q)?;
+    let limit = super::page_limit(q.limit.as_deref(), 100, 1000)?;
     let after = q.cursor.filter(|c| !c.is_empty());
     let rows = st.store.list_suppressions(after.clone(), limit + 1).await?;
     Ok(Json(super::page_json(
