@@ -614,6 +614,7 @@ impl Sqlite {
                 .and_then(|mut s| s.execute(params![k.user_id, k.key, k.fingerprint, response, textgate_core::clock::now_ms()]))
                 .map_err(db_err)?;
             }
+            // Cloned, not moved: the writer may run this call a second time (see the module doc).
             let stored = msgs.iter().zip(&ids).map(|(m, id)| m.clone().stored(*id)).collect();
             Ok(Inserted::New { ids, response, stored })
         })
