@@ -749,7 +749,7 @@ impl Dispatcher {
             // Receipts are acknowledged to their device once written (or held for a submit
             // not yet recorded); when the store failed, the peer is asked to send them again.
             for ack in receipt_acks {
-                let _ = ack.send(recorded);
+                ack.send(recorded);
             }
             let now = tokio::time::Instant::now();
             early.retain(|_, (r, t)| {
@@ -765,13 +765,7 @@ impl Dispatcher {
 
     /// Stores a round's inbound texts in one commit, then lets each device acknowledge its
     /// own; on failure none is acknowledged, so the SMSC delivers them again.
-    async fn store_inbound(
-        &self,
-        texts: Vec<(
-            textgate_store::NewInbound,
-            Option<tokio::sync::oneshot::Sender<bool>>,
-        )>,
-    ) {
+    async fn store_inbound(&self, texts: Vec<(textgate_store::NewInbound, Option<crate::Ack>)>) {
         let (mut rows, acks): (Vec<_>, Vec<_>) = texts.into_iter().unzip();
         for t in &mut rows {
             self.inbound.route(t);
@@ -812,7 +806,7 @@ impl Dispatcher {
                 }
             }
             if let Some(ack) = ack {
-                let _ = ack.send(ok);
+                ack.send(ok);
             }
         }
     }

@@ -100,7 +100,7 @@ pub enum DeviceEvent {
         at: Millis,
         /// Answered once the receipt is recorded (`true`), so the device acknowledges it to
         /// its peer only then; `false` asks the peer to deliver it again.
-        ack: Option<tokio::sync::oneshot::Sender<bool>>,
+        ack: Option<Ack>,
     },
     /// An inbound text, reassembled. The device acknowledges it to its peer only after
     /// `ack` answers `true` (the text is committed).
@@ -108,8 +108,56 @@ pub enum DeviceEvent {
         /// The text.
         text: textgate_store::NewInbound,
         /// Answered once the text is stored (`true`) or could not be (`false`).
-        ack: Option<tokio::sync::oneshot::Sender<bool>>,
+        ack: Option<Ack>,
     },
+}
+
+/// How a device hears that an event it reported is recorded: called once, with `true` once
+/// committed and `false` when it could not be (the device then asks its peer to send it
+/// again). Dropped unanswered, it answers `false`.
+///
+/// A function rather than a channel: the SMPP session's answer is one message on the
+/// session's own queue, with no task or channel per text between the commit and the
+/// deliver_sm_resp.
+pub struct Ack(Option<Box<dyn FnOnce(bool) + Send>>);
+
+impl Ack {
+    /// Calls `f` with the outcome.
+    pub fn new(f: impl FnOnce(bool) + Send + 'static) -> Ack {
+        Ack(Some(Box::new(f)))
+    }
+
+    /// An answer to await.
+    pub fn channel() -> (Ack, tokio::sync::oneshot::Receiver<bool>) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        (
+            Ack::new(move |ok| {
+                let _ = tx.send(ok);
+            }),
+            rx,
+        )
+    }
+
+    /// Answers: recorded (`true`) or not.
+    pub fn send(mut self, recorded: bool) {
+        if let Some(f) = self.0.take() {
+            f(recorded);
+        }
+    }
+}
+
+impl Drop for Ack {
+    fn drop(&mut self) {
+        if let Some(f) = self.0.take() {
+            f(false);
+        }
+    }
+}
+
+impl std::fmt::Debug for Ack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Ack")
+    }
 }
 
 /// A device's state as the API shows it (DESIGN.md §5).
@@ -200,4 +248,20 @@ pub fn build_devices(
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Ack;
+
+    #[tokio::test]
+    async fn an_ack_answers_once_and_a_dropped_one_answers_not_recorded() {
+        let (ack, rx) = Ack::channel();
+        ack.send(true);
+        assert_eq!(rx.await, Ok(true));
+        // A device must never wait for ever on an event the recorder lost track of.
+        let (ack, rx) = Ack::channel();
+        drop(ack);
+        assert_eq!(rx.await, Ok(false));
+    }
 }

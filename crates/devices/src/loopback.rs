@@ -12,7 +12,7 @@ use textgate_core::config::LoopbackConfig;
 use textgate_store::NewInbound;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::{BoxFuture, Device, DeviceEvent, DeviceState, OutboundSms, SendError, Submitted};
+use crate::{Ack, BoxFuture, Device, DeviceEvent, DeviceState, OutboundSms, SendError, Submitted};
 
 /// The built-in loopback device.
 pub struct Loopback {
@@ -39,7 +39,7 @@ impl Loopback {
     /// when it is stored.
     fn receive(&self, from: &str, to: &str, body: &str) -> Option<oneshot::Receiver<bool>> {
         let events = self.events.get()?;
-        let (tx, rx) = oneshot::channel();
+        let (ack, rx) = Ack::channel();
         let text = NewInbound {
             device: self.name.clone(),
             from: from.to_string(),
@@ -60,7 +60,7 @@ impl Loopback {
         events
             .send(DeviceEvent::Inbound {
                 text,
-                ack: Some(tx),
+                ack: Some(ack),
             })
             .ok()?;
         Some(rx)

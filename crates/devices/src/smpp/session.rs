@@ -28,7 +28,7 @@ use super::reassembly::{Fragment, PartKey, Pushed, Reassembler};
 use super::receipt;
 use super::text::{self, Decoded};
 use super::Shared;
-use crate::{DeviceEvent, DeviceState, SendError};
+use crate::{Ack, DeviceEvent, DeviceState, SendError};
 
 /// The connection: plain TCP, or TLS over it.
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -369,7 +369,11 @@ impl<'a> Session<'a> {
                     None => return "the device was shut down".into(),
                 },
                 Some((seq, status)) = self.acks_rx.recv() => {
+                    // One commit answers many: one write carries all of their responses.
                     self.queue(&Command::new(status, seq, Pdu::from(DeliverSmResp::default())));
+                    while let Ok((seq, status)) = self.acks_rx.try_recv() {
+                        self.queue(&Command::new(status, seq, Pdu::from(DeliverSmResp::default())));
+                    }
                 }
                 _ = enquire.tick() => {
                     // One enquire_link at a time: while one is unanswered, only check its age.
@@ -550,12 +554,9 @@ impl<'a> Session<'a> {
                         self.ctx.shared.receipt_ids,
                         self.ctx.shared.resp_ids,
                     );
-                    let (ack, recorded) = if cfg.ack_receipts_after_commit {
-                        let (tx, rx) = oneshot::channel();
-                        (Some(tx), Some(rx))
-                    } else {
-                        (None, None)
-                    };
+                    let ack = cfg
+                        .ack_receipts_after_commit
+                        .then(|| self.ack_when_recorded(seq));
                     let _ = self.ctx.events.send(DeviceEvent::Receipt {
                         device: self.ctx.shared.name.clone(),
                         device_msg_id: id,
@@ -564,9 +565,8 @@ impl<'a> Session<'a> {
                         at: now_ms(),
                         ack,
                     });
-                    match recorded {
-                        Some(rx) => self.ack_when(seq, rx),
-                        None => self.ack(seq),
+                    if !cfg.ack_receipts_after_commit {
+                        self.ack(seq);
                     }
                     return;
                 }
@@ -635,17 +635,19 @@ impl<'a> Session<'a> {
         }
     }
 
-    /// Answers deliver_sm `seq` once `stored` says the store has it.
-    fn ack_when(&self, seq: u32, stored: oneshot::Receiver<bool>) {
+    /// An [`Ack`] that answers deliver_sm `seq` when the store has recorded what it
+    /// carried: ESME_ROK, or ESME_RX_T_APPN (§4.6.2), which asks the SMSC to deliver it
+    /// again later.
+    fn ack_when_recorded(&self, seq: u32) -> Ack {
         let acks = self.acks_tx.clone();
-        tokio::spawn(async move {
-            // §4.6.2: ESME_RX_T_APPN asks the SMSC to deliver it again later.
-            let status = match stored.await {
-                Ok(true) => CommandStatus::EsmeRok,
-                _ => CommandStatus::EsmeRxTAppn,
+        Ack::new(move |recorded| {
+            let status = if recorded {
+                CommandStatus::EsmeRok
+            } else {
+                CommandStatus::EsmeRxTAppn
             };
             let _ = acks.send((seq, status));
-        });
+        })
     }
 
     /// Hands an inbound text to the store; `ack_seq` is answered after it is committed.
@@ -664,7 +666,6 @@ impl<'a> Session<'a> {
             Decoded::Text { text, encoding } => (text, encoding.to_string()),
             Decoded::Binary { bytes } => (textgate_core::auth::hex(&bytes), "binary".to_string()),
         };
-        let (ack_tx, ack_rx) = oneshot::channel();
         let text = textgate_store::NewInbound {
             device: self.ctx.shared.name.clone(),
             dedup_key: None,
@@ -678,13 +679,8 @@ impl<'a> Session<'a> {
             routing: Default::default(),
         };
         self.ctx.shared.received.fetch_add(1, Ordering::Relaxed);
-        let _ = self.ctx.events.send(DeviceEvent::Inbound {
-            text,
-            ack: Some(ack_tx),
-        });
-        if let Some(seq) = ack_seq {
-            self.ack_when(seq, ack_rx);
-        }
+        let ack = ack_seq.map(|seq| self.ack_when_recorded(seq));
+        let _ = self.ctx.events.send(DeviceEvent::Inbound { text, ack });
     }
 }
 
