@@ -758,8 +758,12 @@ async fn apply_receipt(tx: &Transaction<'_>, r: &Receipt) -> Result<ReceiptMatch
     };
     let hit = tx
         .query_opt(
+            // An id the SMSC has used before belongs to the newest part that has it.
             "UPDATE message_parts SET status = $3, error_code = $4, done_at = $5
-             WHERE device = $1 AND device_msg_id = $2 RETURNING message_id",
+             WHERE (message_id, part_no) = (SELECT message_id, part_no FROM message_parts
+                                            WHERE device = $1 AND device_msg_id = $2
+                                            ORDER BY message_id DESC LIMIT 1)
+             RETURNING message_id",
             &[&r.device, &r.device_msg_id, &state, &r.code, &r.at],
         )
         .await

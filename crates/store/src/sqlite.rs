@@ -28,6 +28,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("migrations/sqlite/0002_inbound.sql")),
     (3, include_str!("migrations/sqlite/0003_jobs.sql")),
     (4, include_str!("migrations/sqlite/0004_email.sql")),
+    (5, include_str!("migrations/sqlite/0005_status_events.sql")),
 ];
 
 /// How many queued calls one transaction takes at most; bounds the latency of the first.
@@ -282,6 +283,75 @@ fn run_batch(
         let _ = conn.execute_batch("ROLLBACK");
         Failed::Tx(e)
     })
+}
+
+/// A status UPDATE of one message in its two forms: for the common message, which has neither
+/// a callback_url nor an e-mail sender and so no events, and for any message. See
+/// [`set_status`].
+macro_rules! status_update {
+    ($sql:literal) => {
+        (
+            concat!($sql, " AND callback_url IS NULL AND email_from IS NULL"),
+            $sql,
+        )
+    };
+}
+
+/// Runs a status UPDATE of message `id` (from [`status_update!`]) and queues the events of
+/// the change, if it has any; `Ok(false)` when the UPDATE matched nothing. The common message
+/// costs one UPDATE, as without events; one with a callback or an e-mail sender costs two.
+/// (`RETURNING` would say which it was, but SQLite fills an ephemeral table for it, which
+/// costs more than a second UPDATE of the few messages with events.)
+fn set_status(
+    c: &Connection,
+    (plain, any): (&str, &str),
+    params: &[&dyn rusqlite::ToSql],
+    id: Id,
+    from_sending: bool,
+) -> rusqlite::Result<bool> {
+    if c.prepare_cached(plain)?.execute(params)? > 0 {
+        return Ok(true);
+    }
+    if c.prepare_cached(any)?.execute(params)? == 0 {
+        return Ok(false);
+    }
+    queue_status_events(c, id, from_sending)?;
+    Ok(true)
+}
+
+/// Queues the events of the status change just written to message `id`, as PostgreSQL's
+/// triggers do there: its status callback when it has a callback_url (a 'sent' one first when
+/// it went from `sending` straight to delivered or undelivered), and the failure notice to
+/// the sender of a text from e-mail. (A trigger did this until schema version 5, but SQLite
+/// runs a trigger's program on every row an UPDATE OF status touches, whatever its WHEN says:
+/// a fifth of the writer's instructions per message, with no callbacks at all.)
+pub(crate) fn queue_status_events(
+    c: &Connection,
+    id: Id,
+    from_sending: bool,
+) -> rusqlite::Result<()> {
+    let now = textgate_core::clock::now_ms();
+    if from_sending {
+        c.prepare_cached(
+            "INSERT INTO deliveries (channel, event, target, message_id, status, owner_id, api_key_id, next_at, give_up_at, created_at)
+             SELECT 'webhook', 'message.status', callback_url, id, 'sent', owner_id, api_key_id, ?2, 0, ?2
+             FROM messages WHERE id = ?1 AND callback_url IS NOT NULL AND status IN ('delivered', 'undelivered')",
+        )?
+        .execute(params![id, now])?;
+    }
+    c.prepare_cached(
+        "INSERT INTO deliveries (channel, event, target, message_id, status, owner_id, api_key_id, next_at, give_up_at, created_at)
+         SELECT 'webhook', 'message.status', callback_url, id, status, owner_id, api_key_id, ?2, 0, ?2
+         FROM messages WHERE id = ?1 AND callback_url IS NOT NULL",
+    )?
+    .execute(params![id, now])?;
+    c.prepare_cached(
+        "INSERT INTO deliveries (channel, event, target, message_id, status, owner_id, next_at, give_up_at, created_at)
+         SELECT 'email', 'message.status', email_from, id, status, owner_id, ?2, 0, ?2
+         FROM messages WHERE id = ?1 AND email_from IS NOT NULL AND status IN ('undelivered', 'failed', 'expired')",
+    )?
+    .execute(params![id, now])?;
+    Ok(())
 }
 
 fn opt_i64(r: &Row, i: usize) -> rusqlite::Result<Option<i64>> {
@@ -656,11 +726,16 @@ impl Sqlite {
             if !matches!(m.status, Status::Queued | Status::Scheduled) {
                 return Ok(Cancel::TooLate(m.status));
             }
-            c.execute(
-                "UPDATE messages SET status = 'cancelled', done_at = ?2, lease_until = NULL WHERE id = ?1",
-                params![id, now],
-            )
-            .map_err(db_err)?;
+            let notify: Option<bool> = c
+                .prepare_cached(
+                    "UPDATE messages SET status = 'cancelled', done_at = ?2, lease_until = NULL WHERE id = ?1
+                     RETURNING callback_url IS NOT NULL OR email_from IS NOT NULL",
+                )
+                .and_then(|mut s| s.query_row(params![id, now], |r| r.get(0)).optional())
+                .map_err(db_err)?;
+            if notify == Some(true) {
+                queue_status_events(c, id, false).map_err(db_err)?;
+            }
             let m = get_message_on(c, id).map_err(db_err)?.ok_or(StoreError::Corrupt("cancelled message vanished".into()))?;
             Ok(Cancel::Cancelled(Box::new(m)))
         })
@@ -703,13 +778,23 @@ impl Sqlite {
                     [now],
                 )
                 .map_err(db_err)? as u64;
-            let expired = c
-                .execute(
+            let expired: Vec<(Id, bool)> = c
+                .prepare_cached(
                     "UPDATE messages SET status = 'expired', done_at = ?1, error = ?2
-                     WHERE status = 'sent' AND expires_at < ?3",
-                    params![now, NO_RECEIPT_ERROR, now - RECEIPT_GRACE_MS],
+                     WHERE status = 'sent' AND expires_at < ?3
+                     RETURNING id, callback_url IS NOT NULL OR email_from IS NOT NULL",
                 )
-                .map_err(db_err)? as u64;
+                .and_then(|mut s| {
+                    s.query_map(params![now, NO_RECEIPT_ERROR, now - RECEIPT_GRACE_MS], |r| Ok((r.get(0)?, r.get(1)?)))?
+                        .collect()
+                })
+                .map_err(db_err)?;
+            for &(id, notify) in &expired {
+                if notify {
+                    queue_status_events(c, id, false).map_err(db_err)?;
+                }
+            }
+            let expired = expired.len() as u64;
             Ok(Maintenance { promoted, requeued, expired })
         })
         .await
@@ -722,15 +807,19 @@ impl Sqlite {
                 let n = match o {
                     Outcome::Sent { id, attempt, device, part_ids, receipts, at } => {
                         let (status, done_at, code, error) = sent_with_receipts(receipts, part_ids.len());
-                        let n = c
-                            .prepare_cached(
+                        let applied = set_status(
+                            c,
+                            status_update!(
                                 "UPDATE messages SET status = ?5, device = ?3, sent_at = ?4, done_at = ?6, lease_until = NULL,
                                    error_code = ?7, error = ?8
-                                 WHERE id = ?1 AND attempts = ?2 AND status = 'sending'",
-                            )
-                            .and_then(|mut s| s.execute(params![id, attempt, device, at, status.as_str(), done_at, code, error]))
-                            .map_err(db_err)?;
-                        if n > 0 {
+                                 WHERE id = ?1 AND attempts = ?2 AND status = 'sending'"
+                            ),
+                            params![id, attempt, device, at, status.as_str(), done_at, code, error],
+                            *id,
+                            true,
+                        )
+                        .map_err(db_err)?;
+                        if applied {
                             let mut ins = c
                                 .prepare_cached(
                                     "INSERT INTO message_parts
@@ -749,26 +838,32 @@ impl Sqlite {
                                     .map_err(db_err)?;
                             }
                         }
-                        n
+                        applied
                     }
-                    Outcome::Retry { id, attempt, device, due_at, code, error, refund } => c
-                        .prepare_cached(
+                    Outcome::Retry { id, attempt, device, due_at, code, error, refund } => {
+                        c.prepare_cached(
                             "UPDATE messages SET status = 'queued', due_at = ?3, lease_until = NULL,
                                device = coalesce(?4, device), error_code = ?5, error = ?6, attempts = attempts - ?7
                              WHERE id = ?1 AND attempts = ?2 AND status = 'sending'",
                         )
                         .and_then(|mut s| s.execute(params![id, attempt, due_at, device, code, error, i64::from(*refund)]))
-                        .map_err(db_err)?,
-                    Outcome::Final { id, attempt, status, device, code, error, at } => c
-                        .prepare_cached(
+                        .map_err(db_err)?
+                            > 0
+                    }
+                    Outcome::Final { id, attempt, status, device, code, error, at } => set_status(
+                        c,
+                        status_update!(
                             "UPDATE messages SET status = ?3, done_at = ?4, lease_until = NULL,
                                device = coalesce(?5, device), error_code = ?6, error = ?7
-                             WHERE id = ?1 AND attempts = ?2 AND status = 'sending'",
-                        )
-                        .and_then(|mut s| s.execute(params![id, attempt, status.as_str(), at, device, code, error]))
-                        .map_err(db_err)?,
+                             WHERE id = ?1 AND attempts = ?2 AND status = 'sending'"
+                        ),
+                        params![id, attempt, status.as_str(), at, device, code, error],
+                        *id,
+                        true,
+                    )
+                    .map_err(db_err)?,
                 };
-                applied.push(n > 0);
+                applied.push(n);
             }
             Ok(applied)
         })
@@ -783,29 +878,40 @@ impl Sqlite {
             let mut out = Vec::with_capacity(receipts.len());
             for r in receipts.iter() {
                 let state = if r.delivered { "delivered" } else { "undelivered" };
-                let hit: Option<Id> = c
+                // Found first, then updated by its key: `UPDATE … RETURNING` would cost SQLite an
+                // ephemeral table per receipt. An id the SMSC has used before belongs to the
+                // newest part that has it.
+                let hit: Option<(Id, i64)> = c
                     .prepare_cached(
-                        "UPDATE message_parts SET status = ?3, error_code = ?4, done_at = ?5
-                         WHERE device = ?1 AND device_msg_id = ?2 RETURNING message_id",
+                        "SELECT message_id, part_no FROM message_parts WHERE device = ?1 AND device_msg_id = ?2
+                         ORDER BY message_id DESC LIMIT 1",
                     )
-                    .and_then(|mut s| s.query_row(params![r.device, r.device_msg_id, state, r.code, r.at], |row| row.get(0)).optional())
+                    .and_then(|mut s| s.query_row(params![r.device, r.device_msg_id], |row| Ok((row.get(0)?, row.get(1)?))).optional())
                     .map_err(db_err)?;
-                let Some(message_id) = hit else {
+                let Some((message_id, part_no)) = hit else {
                     out.push(ReceiptMatch::Unknown);
                     continue;
                 };
+                c.prepare_cached("UPDATE message_parts SET status = ?3, error_code = ?4, done_at = ?5 WHERE message_id = ?1 AND part_no = ?2")
+                    .and_then(|mut s| s.execute(params![message_id, part_no, state, r.code, r.at]))
+                    .map_err(db_err)?;
                 // The common case, a one-part message: its part's receipt is the message's.
                 let st = if r.delivered { Status::Delivered } else { Status::Undelivered };
                 let error = (!r.delivered).then(|| undelivered_error(r.code.as_deref()));
-                let single = c
-                    .prepare_cached(
+                let code = r.code.as_ref().filter(|_| !r.delivered);
+                let single = set_status(
+                    c,
+                    status_update!(
                         "UPDATE messages SET status = ?2, done_at = ?3, error_code = coalesce(?4, error_code),
                            error = coalesce(?5, error)
-                         WHERE id = ?1 AND status = 'sent' AND segments = 1",
-                    )
-                    .and_then(|mut s| s.execute(params![message_id, st.as_str(), r.at, r.code.clone().filter(|_| !r.delivered), error]))
-                    .map_err(db_err)?;
-                if single > 0 {
+                         WHERE id = ?1 AND status = 'sent' AND segments = 1"
+                    ),
+                    params![message_id, st.as_str(), r.at, code, error],
+                    message_id,
+                    false,
+                )
+                .map_err(db_err)?;
+                if single {
                     out.push(ReceiptMatch::Part { message_id, status: Some(st) });
                     continue;
                 }
@@ -822,15 +928,19 @@ impl Sqlite {
                 let mut changed = None;
                 if let Some(st) = status_from_parts(segments, delivered, undelivered) {
                     let error = (st == Status::Undelivered).then(|| undelivered_error(r.code.as_deref()));
-                    let n = c
-                        .prepare_cached(
+                    let applied = set_status(
+                        c,
+                        status_update!(
                             "UPDATE messages SET status = ?2, done_at = ?3, error_code = coalesce(?4, error_code),
                                error = coalesce(?5, error)
-                             WHERE id = ?1 AND status = 'sent'",
-                        )
-                        .and_then(|mut s| s.execute(params![message_id, st.as_str(), r.at, r.code.clone().filter(|_| !r.delivered), error]))
-                        .map_err(db_err)?;
-                    if n > 0 {
+                             WHERE id = ?1 AND status = 'sent'"
+                        ),
+                        params![message_id, st.as_str(), r.at, code, error],
+                        message_id,
+                        false,
+                    )
+                    .map_err(db_err)?;
+                    if applied {
                         changed = Some(st);
                     }
                 }

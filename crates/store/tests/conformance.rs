@@ -1195,6 +1195,194 @@ async fn status_changes_of_messages_with_a_callback_queue_deliveries() {
     .await;
 }
 
+/// Every path that ends a message queues the same events on both backends (PostgreSQL by
+/// triggers, SQLite by the statements themselves): status callbacks for messages with a
+/// callback_url, failure notices for texts from e-mail, nothing for the rest.
+#[tokio::test]
+async fn every_status_change_queues_its_events_and_only_those() {
+    both(|s| async move {
+        let u = user(&s, "alice").await;
+        let with = |to: &str, callback: bool, email: bool, segments: i64| {
+            let mut m = msg(u.id, to, 1000);
+            m.segments = segments;
+            m.expires_at = 2000;
+            m.callback_url = callback.then(|| format!("http://cb/{to}"));
+            m.email_from = email.then(|| format!("{to}@mail.test"));
+            m
+        };
+        let ids = insert(
+            &s,
+            vec![
+                with("+15550000001", true, true, 1), // undelivered with its submit
+                with("+15550000002", true, true, 1), // failed by the device
+                with("+15550000003", false, true, 1), // sent, then expired
+                with("+15550000004", true, false, 1), // retried, then cancelled
+                with("+15550000005", true, false, 2), // two parts, receipts one by one
+                with("+15550000006", false, false, 1), // plain: no events
+            ],
+        )
+        .await;
+        assert_eq!(s.claim(1000, 60_000, 10).await.unwrap().len(), 6);
+        let sent = |id: Id, parts: usize, receipts: Vec<Option<PartReceipt>>| Outcome::Sent {
+            id,
+            attempt: 1,
+            device: "lb".into(),
+            part_ids: (1..=parts).map(|p| format!("{id}-{p}")).collect(),
+            receipts,
+            at: 1100,
+        };
+        let failed_receipt = PartReceipt {
+            delivered: false,
+            code: Some("027".into()),
+            at: 1100,
+        };
+        let applied = s
+            .record_outcomes(vec![
+                sent(ids[0], 1, vec![Some(failed_receipt)]),
+                Outcome::Final {
+                    id: ids[1],
+                    attempt: 1,
+                    status: Status::Failed,
+                    device: Some("lb".into()),
+                    code: Some("11".into()),
+                    error: "bad number".into(),
+                    at: 1100,
+                },
+                sent(ids[2], 1, vec![]),
+                Outcome::Retry {
+                    id: ids[3],
+                    attempt: 1,
+                    device: Some("lb".into()),
+                    due_at: 5000,
+                    code: None,
+                    error: "busy".into(),
+                    refund: false,
+                },
+                sent(ids[4], 2, vec![]),
+                sent(ids[5], 1, vec![]),
+            ])
+            .await
+            .unwrap();
+        assert!(applied.iter().all(|a| *a), "{applied:?}");
+        let receipt = |id: Id, part: usize| Receipt {
+            device: "lb".into(),
+            device_msg_id: format!("{id}-{part}"),
+            delivered: true,
+            code: None,
+            at: 1200,
+        };
+        s.apply_receipts(vec![receipt(ids[4], 1), receipt(ids[5], 1)])
+            .await
+            .unwrap();
+        s.apply_receipts(vec![receipt(ids[4], 2)]).await.unwrap();
+        assert!(matches!(
+            s.cancel_message(ids[3], None, 1300).await.unwrap(),
+            Cancel::Cancelled(_)
+        ));
+        let m = s.maintain(2000 + RECEIPT_GRACE_MS + 1).await.unwrap();
+        assert_eq!(m.expired, 1);
+
+        let mut events: Vec<(Id, String, String, String)> = s
+            .list_deliveries(DeliveryFilter {
+                state: None,
+                owner_id: Some(u.id),
+                before: None,
+                limit: 100,
+            })
+            .await
+            .unwrap()
+            .into_iter()
+            .rev()
+            .map(|d| {
+                assert_eq!(d.event, "message.status");
+                (
+                    d.message_id.unwrap_or(0),
+                    d.channel,
+                    d.status.unwrap_or_default(),
+                    d.target,
+                )
+            })
+            .collect();
+        // Oldest first; the order within one message is the order of its changes.
+        events.sort_by_key(|e| e.0);
+        let ev = |i: usize, channel: &str, status: &str| {
+            let target = match channel {
+                "webhook" => format!("http://cb/+1555000000{}", i + 1),
+                _ => format!("+1555000000{}@mail.test", i + 1),
+            };
+            (ids[i], channel.to_string(), status.to_string(), target)
+        };
+        assert_eq!(
+            events,
+            vec![
+                ev(0, "webhook", "sent"),
+                ev(0, "webhook", "undelivered"),
+                ev(0, "email", "undelivered"),
+                ev(1, "webhook", "failed"),
+                ev(1, "email", "failed"),
+                ev(2, "email", "expired"),
+                ev(3, "webhook", "cancelled"),
+                ev(4, "webhook", "sent"),
+                ev(4, "webhook", "delivered"),
+            ]
+        );
+    })
+    .await;
+}
+
+/// SMSCs reuse message ids (counters wrap, accounts are reset): a receipt goes to the newest
+/// part that has its id, and the older message is left as it was.
+#[tokio::test]
+async fn a_reused_smsc_id_is_the_newest_parts() {
+    both(|s| async move {
+        let u = user(&s, "alice").await;
+        let ids = insert(
+            &s,
+            vec![
+                msg(u.id, "+15550000001", 1000),
+                msg(u.id, "+15550000002", 1000),
+            ],
+        )
+        .await;
+        assert_eq!(s.claim(1000, 60_000, 10).await.unwrap().len(), 2);
+        let sent = |id: Id| Outcome::Sent {
+            id,
+            attempt: 1,
+            device: "smsc".into(),
+            part_ids: vec!["42".into()],
+            receipts: vec![],
+            at: 1100,
+        };
+        s.record_outcomes(vec![sent(ids[0]), sent(ids[1])])
+            .await
+            .unwrap();
+        let got = s
+            .apply_receipts(vec![Receipt {
+                device: "smsc".into(),
+                device_msg_id: "42".into(),
+                delivered: true,
+                code: None,
+                at: 1200,
+            }])
+            .await
+            .unwrap();
+        assert_eq!(
+            got,
+            vec![ReceiptMatch::Part {
+                message_id: ids[1],
+                status: Some(Status::Delivered)
+            }]
+        );
+        let old = s.get_message(ids[0]).await.unwrap().unwrap();
+        assert_eq!(old.status, Status::Sent);
+        assert_eq!(
+            s.get_message(ids[1]).await.unwrap().unwrap().status,
+            Status::Delivered
+        );
+    })
+    .await;
+}
+
 fn job_msg(row: i64, to: &str, due_at: i64) -> JobMessage {
     JobMessage {
         row,

@@ -285,7 +285,8 @@ impl Sqlite {
                 JobAction::Cancel => {
                     "UPDATE messages SET status = 'cancelled', done_at = ?5, lease_until = NULL
                      WHERE id IN (SELECT id FROM messages WHERE job_id = ?1 AND status IN ('queued', 'scheduled')
-                                  LIMIT ?2)"
+                                  LIMIT ?2)
+                     RETURNING id, callback_url IS NOT NULL OR email_from IS NOT NULL"
                 }
             };
             let pause_len = now - job.paused_at.unwrap_or(now);
@@ -300,7 +301,19 @@ impl Sqlite {
                             JobAction::Resume => {
                                 s.execute(params![id, CONTROL_CHUNK, PAUSE_SHIFT, pause_len, now])
                             }
-                            JobAction::Cancel => s.execute(params![id, CONTROL_CHUNK, 0, 0, now]),
+                            JobAction::Cancel => s
+                                .query_map(params![id, CONTROL_CHUNK, 0, 0, now], |r| {
+                                    Ok((r.get::<_, Id>(0)?, r.get::<_, bool>(1)?))
+                                })
+                                .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+                                .and_then(|cancelled| {
+                                    for &(message, notify) in &cancelled {
+                                        if notify {
+                                            super::queue_status_events(c, message, false)?;
+                                        }
+                                    }
+                                    Ok(cancelled.len())
+                                }),
                         }
                         .map_err(db_err)?;
                         Ok(n)
