@@ -399,7 +399,7 @@ mod tests {
         tokio::spawn(async move {
             while let Some(ev) = rx.recv().await {
                 if let DeviceEvent::Inbound { ack: Some(ack), .. } = ev {
-                    let _ = ack.send(true);
+                    ack.send(true);
                 }
             }
         });
