@@ -726,16 +726,14 @@ impl Sqlite {
             if !matches!(m.status, Status::Queued | Status::Scheduled) {
                 return Ok(Cancel::TooLate(m.status));
             }
-            let notify: Option<bool> = c
-                .prepare_cached(
-                    "UPDATE messages SET status = 'cancelled', done_at = ?2, lease_until = NULL WHERE id = ?1
-                     RETURNING callback_url IS NOT NULL OR email_from IS NOT NULL",
-                )
-                .and_then(|mut s| s.query_row(params![id, now], |r| r.get(0)).optional())
-                .map_err(db_err)?;
-            if notify == Some(true) {
-                queue_status_events(c, id, false).map_err(db_err)?;
-            }
+            set_status(
+                c,
+                status_update!("UPDATE messages SET status = 'cancelled', done_at = ?2, lease_until = NULL WHERE id = ?1"),
+                params![id, now],
+                id,
+                false,
+            )
+            .map_err(db_err)?;
             let m = get_message_on(c, id).map_err(db_err)?.ok_or(StoreError::Corrupt("cancelled message vanished".into()))?;
             Ok(Cancel::Cancelled(Box::new(m)))
         })
@@ -778,23 +776,24 @@ impl Sqlite {
                     [now],
                 )
                 .map_err(db_err)? as u64;
-            let expired: Vec<(Id, bool)> = c
+            // Those with events are found first: after the UPDATE nothing tells them apart.
+            let with_events: Vec<Id> = c
                 .prepare_cached(
-                    "UPDATE messages SET status = 'expired', done_at = ?1, error = ?2
-                     WHERE status = 'sent' AND expires_at < ?3
-                     RETURNING id, callback_url IS NOT NULL OR email_from IS NOT NULL",
+                    "SELECT id FROM messages WHERE status = 'sent' AND expires_at < ?1
+                       AND (callback_url IS NOT NULL OR email_from IS NOT NULL)",
                 )
-                .and_then(|mut s| {
-                    s.query_map(params![now, NO_RECEIPT_ERROR, now - RECEIPT_GRACE_MS], |r| Ok((r.get(0)?, r.get(1)?)))?
-                        .collect()
-                })
+                .and_then(|mut s| s.query_map([now - RECEIPT_GRACE_MS], |r| r.get(0))?.collect())
                 .map_err(db_err)?;
-            for &(id, notify) in &expired {
-                if notify {
-                    queue_status_events(c, id, false).map_err(db_err)?;
-                }
+            let expired = c
+                .execute(
+                    "UPDATE messages SET status = 'expired', done_at = ?1, error = ?2
+                     WHERE status = 'sent' AND expires_at < ?3",
+                    params![now, NO_RECEIPT_ERROR, now - RECEIPT_GRACE_MS],
+                )
+                .map_err(db_err)? as u64;
+            for id in with_events {
+                queue_status_events(c, id, false).map_err(db_err)?;
             }
-            let expired = expired.len() as u64;
             Ok(Maintenance { promoted, requeued, expired })
         })
         .await
