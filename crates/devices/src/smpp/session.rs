@@ -368,11 +368,12 @@ impl<'a> Session<'a> {
                     }
                     None => return "the device was shut down".into(),
                 },
-                Some((seq, status)) = self.acks_rx.recv() => {
+                Some(first) = self.acks_rx.recv() => {
                     // One commit answers many: one write carries all of their responses.
-                    self.queue(&Command::new(status, seq, Pdu::from(DeliverSmResp::default())));
-                    while let Ok((seq, status)) = self.acks_rx.try_recv() {
-                        self.queue(&Command::new(status, seq, Pdu::from(DeliverSmResp::default())));
+                    let mut next = Some(first);
+                    while let Some((seq, status)) = next {
+                        self.answer_deliver(seq, status);
+                        next = self.acks_rx.try_recv().ok();
                     }
                 }
                 _ = enquire.tick() => {
@@ -501,8 +502,13 @@ impl<'a> Session<'a> {
     }
 
     fn ack(&mut self, seq: u32) {
+        self.answer_deliver(seq, CommandStatus::EsmeRok);
+    }
+
+    /// Queues the deliver_sm_resp to `seq`.
+    fn answer_deliver(&mut self, seq: u32, status: CommandStatus) {
         self.queue(&Command::new(
-            CommandStatus::EsmeRok,
+            status,
             seq,
             Pdu::from(DeliverSmResp::default()),
         ));
