@@ -48,7 +48,10 @@ async fn shutdown_signal() {
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
     init_tracing();
     let cfg = Arc::new(cfg);
+    // The numbering plan loads while the store opens, not when the first text arrives.
+    let numbers = tokio::task::spawn_blocking(textgate_core::address::warm_up);
     let store = Store::open(&cfg.server.database_url).await?;
+    let _ = numbers.await;
     tracing::info!(database = %redact_url(&cfg.server.database_url), backend = store.backend_name(), "store open");
     bootstrap_admin(&store).await?;
     warn_unknown_users(&cfg, &store).await;

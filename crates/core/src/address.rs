@@ -74,6 +74,15 @@ impl fmt::Display for Country {
     }
 }
 
+/// Loads the numbering-plan data that parsing numbers needs (libphonenumber's metadata and
+/// the table built from it). It happens on first use anyway, but takes tens of milliseconds:
+/// a server calls this at start so that its first text does not wait for it.
+pub fn warm_up() {
+    let _ = code_table();
+    let _ = E164::parse("+1 202 555 0100", None);
+    let _ = E164::parse("020 7946 0000", "GB".parse().ok());
+}
+
 /// A valid E.164 number, always stored as "+<digits>".
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct E164(String);

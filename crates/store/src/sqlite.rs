@@ -158,6 +158,43 @@ fn open_conn(path: &Path, reader: bool) -> Result<Connection> {
     Ok(conn)
 }
 
+/// Writes zeros to the write-ahead log up to the size it reaches between checkpoints, and
+/// syncs them, before the first commit. While the log grows, every commit's fdatasync must
+/// also write the file's new size and block map: on ext4 that is two more synchronous writes
+/// for each one. Measured with `bench/smpp/run`, inbound texts committed one window at a time
+/// came in a third faster with the log preallocated. SQLite deletes the log at a clean
+/// shutdown, so this runs at every start (20 MB, a tenth of a second here); it never touches
+/// what the log already holds, and zeros past its last frame are not a frame to SQLite.
+fn presize_wal(conn: &Connection, db: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let pragma = |name: &str| -> std::io::Result<u64> {
+        conn.query_row(&format!("PRAGMA {name}"), [], |r| r.get::<_, i64>(0))
+            .map(|v| v.max(0) as u64)
+            .map_err(std::io::Error::other)
+    };
+    let frame = pragma("page_size")? + WAL_FRAME_HEADER;
+    // The commit that crosses the checkpoint threshold ends past it: leave room for that.
+    let target = WAL_HEADER + frame * pragma("wal_autocheckpoint")? * 5 / 4;
+    let mut name = db.as_os_str().to_owned();
+    name.push("-wal");
+    let wal = std::fs::OpenOptions::new().write(true).open(&name)?;
+    let mut at = wal.metadata()?.len();
+    if at >= target {
+        return Ok(());
+    }
+    let zeros = vec![0u8; 1 << 20];
+    while at < target {
+        let n = (target - at).min(zeros.len() as u64);
+        wal.write_all_at(&zeros[..n as usize], at)?;
+        at += n;
+    }
+    wal.sync_data()
+}
+
+/// Sizes in SQLite's write-ahead log format.
+const WAL_HEADER: u64 = 32;
+const WAL_FRAME_HEADER: u64 = 24;
+
 fn migrate(conn: &Connection) -> rusqlite::Result<()> {
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
@@ -470,6 +507,9 @@ impl Sqlite {
                 url: format!("sqlite://{}", p.display()),
                 reason: format!("migration failed: {e}"),
             })?;
+            if let Err(e) = presize_wal(&conn, &p) {
+                tracing::warn!(error = %e, "sqlite: could not preallocate the write-ahead log; commits will be slower until it has grown");
+            }
             Ok(conn)
         })
         .await
@@ -1069,6 +1109,59 @@ mod tests {
             assert_eq!(found.is_some(), present, "user {name}");
         }
         db.close().await;
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// The log is preallocated at open, and a crash image of it (frames, then the zeros
+    /// that follow them) recovers every commit: the zeros are not read as frames.
+    #[tokio::test]
+    async fn the_write_ahead_log_is_preallocated_and_recovers_past_its_zeros() {
+        let dir = std::env::temp_dir().join(format!(
+            "tg-sqlite-wal-{}-{}",
+            std::process::id(),
+            now_nanos()
+        ));
+        let path = dir.join("t.db");
+        let db = Sqlite::open(&path.to_string_lossy()).await.expect("open");
+        let wal_len = |p: &Path| {
+            let mut name = p.as_os_str().to_owned();
+            name.push("-wal");
+            std::fs::metadata(name).map(|m| m.len()).unwrap_or(0)
+        };
+        // 4,000 frames between checkpoints, a quarter more room, 4,096 + 24 bytes a frame.
+        assert_eq!(wal_len(&path), 32 + 5000 * 4120);
+        for name in ["a", "b", "c"] {
+            db.write(move |c| {
+                c.execute(
+                    "INSERT INTO users (name, role, created_at) VALUES (?1, 'user', 0)",
+                    [name],
+                )
+                .map_err(db_err)
+            })
+            .await
+            .expect("insert");
+        }
+        // What a killed process leaves: the database and its log as they are, no -shm.
+        let crashed = dir.join("crashed");
+        std::fs::create_dir_all(&crashed).expect("mkdir");
+        for suffix in ["", "-wal"] {
+            std::fs::copy(
+                dir.join(format!("t.db{suffix}")),
+                crashed.join(format!("t.db{suffix}")),
+            )
+            .expect("copy");
+        }
+        db.close().await;
+        let copy = crashed.join("t.db");
+        let reopened = Sqlite::open(&copy.to_string_lossy()).await.expect("reopen");
+        for name in ["a", "b", "c"] {
+            let found = reopened.user_by_name(name.into()).await.expect("read");
+            assert!(
+                found.is_some(),
+                "user {name} was committed before the crash"
+            );
+        }
+        reopened.close().await;
         let _ = std::fs::remove_dir_all(dir);
     }
 
