@@ -781,6 +781,9 @@ impl Dispatcher {
         let replies = rows
             .iter()
             .any(|t| t.routing.opt_reply.is_some() || !t.routing.replies.is_empty());
+        // Waking the delivery loops costs each of them a write transaction: only when this
+        // round may have queued something for them.
+        let deliveries = rows.iter().any(|t| t.routing.may_deliver());
         let ok = match self.store.insert_inbound_many(rows).await {
             Ok(_) => {
                 for (from, opt) in opts {
@@ -790,7 +793,9 @@ impl Dispatcher {
                 if replies {
                     self.wake();
                 }
-                self.deliveries.notify_waiters();
+                if deliveries {
+                    self.deliveries.notify_waiters();
+                }
                 true
             }
             Err(e) => {

@@ -519,6 +519,14 @@ pub struct InboundRouting {
     pub give_up_at: Millis,
 }
 
+impl InboundRouting {
+    /// Whether storing the text may queue a delivery (a webhook, an e-mail forward, an
+    /// answer to an e-mail), so that the delivery loops have something to look for.
+    pub fn may_deliver(&self) -> bool {
+        !self.webhooks.is_empty() || !self.emails.is_empty() || self.email_answers
+    }
+}
+
 /// A stored inbound text.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Inbound {
