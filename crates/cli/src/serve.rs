@@ -52,6 +52,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let numbers = tokio::task::spawn_blocking(textgate_core::address::warm_up);
     let store = Store::open(&cfg.server.database_url).await?;
     let _ = numbers.await;
+    store.preallocate_log().await;
     tracing::info!(database = %redact_url(&cfg.server.database_url), backend = store.backend_name(), "store open");
     bootstrap_admin(&store).await?;
     warn_unknown_users(&cfg, &store).await;

@@ -417,6 +417,16 @@ impl Store {
         dispatch!(self, b => b.job_rejects(job, after_row, limit).await)
     }
 
+    /// Prepares the store for a long run under load: SQLite writes its log's full size in
+    /// zeros once, so that commits overwrite it in place rather than grow it (see
+    /// `docs/operations.md`); PostgreSQL manages its own. Failing is only logged. The server
+    /// calls this at start; short-lived commands (`user add`) do not.
+    pub async fn preallocate_log(&self) {
+        if let Backend::Sqlite(b) = &self.backend {
+            b.preallocate_log().await;
+        }
+    }
+
     /// Stops the writer after what is queued has been committed.
     pub async fn close(&self) {
         dispatch!(self, b => b.close().await)

@@ -159,11 +159,11 @@ fn open_conn(path: &Path, reader: bool) -> Result<Connection> {
 }
 
 /// Writes zeros to the write-ahead log up to the size it reaches between checkpoints, and
-/// syncs them, before the first commit. While the log grows, every commit's fdatasync must
+/// syncs them. While the log grows, every commit's fdatasync must
 /// also write the file's new size and block map: on ext4 that is two more synchronous writes
 /// for each one. Measured with `bench/smpp/run`, inbound texts committed one window at a time
 /// came in a third faster with the log preallocated. SQLite deletes the log at a clean
-/// shutdown, so this runs at every start (20 MB, a tenth of a second here); it never touches
+/// shutdown, so the server does this at every start (20 MB, a tenth of a second here); it never touches
 /// what the log already holds, and zeros past its last frame are not a frame to SQLite.
 fn presize_wal(conn: &Connection, db: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::FileExt;
@@ -507,9 +507,6 @@ impl Sqlite {
                 url: format!("sqlite://{}", p.display()),
                 reason: format!("migration failed: {e}"),
             })?;
-            if let Err(e) = presize_wal(&conn, &p) {
-                tracing::warn!(error = %e, "sqlite: could not preallocate the write-ahead log; commits will be slower until it has grown");
-            }
             Ok(conn)
         })
         .await
@@ -539,6 +536,20 @@ impl Sqlite {
     }
 
     /// A write of the dispatcher's bookkeeping (see [`Job`]).
+    /// See [`crate::Store::preallocate_log`]. Runs on the writer, before whatever is queued
+    /// after it; the zeros go past the log's last frame, so an open transaction is no matter.
+    pub(crate) async fn preallocate_log(&self) {
+        let path = self.readers.path.clone();
+        let done = self
+            .write_lazy(move |c| {
+                presize_wal(c, &path).map_err(|e| StoreError::Backend(e.to_string()))
+            })
+            .await;
+        if let Err(e) = done {
+            tracing::warn!(error = %e, "sqlite: could not preallocate the write-ahead log; commits will be slower until it has grown");
+        }
+    }
+
     async fn write_lazy<T: Send + 'static>(
         &self,
         f: impl FnMut(&Connection) -> Result<T> + Send + 'static,
@@ -1123,6 +1134,7 @@ mod tests {
         ));
         let path = dir.join("t.db");
         let db = Sqlite::open(&path.to_string_lossy()).await.expect("open");
+        db.preallocate_log().await;
         let wal_len = |p: &Path| {
             let mut name = p.as_os_str().to_owned();
             name.push("-wal");
