@@ -164,3 +164,49 @@ impl InboundRouter {
         Ok(n)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn routed(config: &str, to: &str) -> InboundRouting {
+        let base = "[[device]]\nname = \"lb\"\nkind = \"loopback\"\n";
+        let cfg = Config::parse(&format!("{base}{config}"), &|_| None).expect("config");
+        let router = InboundRouter::new(&cfg);
+        let mut t = NewInbound {
+            device: "lb".into(),
+            dedup_key: None,
+            from: "+15550002222".into(),
+            to: to.into(),
+            body: "hello".into(),
+            encoding: "gsm7".into(),
+            parts: 1,
+            partial: false,
+            received_at: now_ms(),
+            routing: Default::default(),
+        };
+        router.route(&mut t);
+        *t.routing
+    }
+
+    /// The dispatcher wakes the delivery loops only for texts that may have queued
+    /// something for them: a webhook, an e-mail forward, or (with a mailer) an answer to an
+    /// e-mail.
+    #[test]
+    fn only_texts_with_somewhere_to_go_may_deliver() {
+        let rules =
+            "[[inbound_rule]]\nto = \"+15550001111\"\nwebhook = \"https://crm.example.com/hook\"\n\
+                     [[inbound_rule]]\nto = \"+15550003333\"\nemail = [\"desk@example.com\"]\n";
+        assert!(routed(rules, "+15550001111").may_deliver(), "webhook");
+        assert!(
+            routed(rules, "+15550003333").may_deliver(),
+            "e-mail forward"
+        );
+        assert!(!routed(rules, "+15550009999").may_deliver(), "inbox only");
+        let mailer = "[mailer]\nrelay = \"smtp://mail.example.com\"\nfrom = \"sms@example.com\"\n";
+        assert!(
+            routed(mailer, "+15550009999").may_deliver(),
+            "answer to an e-mail"
+        );
+    }
+}
