@@ -159,12 +159,12 @@ fn open_conn(path: &Path, reader: bool) -> Result<Connection> {
 }
 
 /// Writes zeros to the write-ahead log up to the size it reaches between checkpoints, and
-/// syncs them. While the log grows, every commit's fdatasync must
-/// also write the file's new size and block map: on ext4 that is two more synchronous writes
-/// for each one. Measured with `bench/smpp/run`, inbound texts committed one window at a time
-/// came in a third faster with the log preallocated. SQLite deletes the log at a clean
-/// shutdown, so the server does this at every start (20 MB, a tenth of a second here); it never touches
-/// what the log already holds, and zeros past its last frame are not a frame to SQLite.
+/// syncs them. While the log grows, every commit's fdatasync must also write the file's new
+/// size and block map: on ext4 that is two more synchronous writes for each one. Measured
+/// with `bench/smpp/run`, inbound texts committed one window at a time came in a third
+/// faster with the log preallocated. SQLite deletes the log at a clean shutdown, so the
+/// server does this at every start (20 MB, a tenth of a second here). It never touches what
+/// the log already holds, and zeros past its last frame are not a frame to SQLite.
 fn presize_wal(conn: &Connection, db: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::FileExt;
     let pragma = |name: &str| -> std::io::Result<u64> {
@@ -535,7 +535,6 @@ impl Sqlite {
         self.submit(true, f).await
     }
 
-    /// A write of the dispatcher's bookkeeping (see [`Job`]).
     /// See [`crate::Store::preallocate_log`]. Runs on the writer, before whatever is queued
     /// after it; the zeros go past the log's last frame, so an open transaction is no matter.
     pub(crate) async fn preallocate_log(&self) {
@@ -550,6 +549,7 @@ impl Sqlite {
         }
     }
 
+    /// A write of the dispatcher's bookkeeping (see [`Job`]).
     async fn write_lazy<T: Send + 'static>(
         &self,
         f: impl FnMut(&Connection) -> Result<T> + Send + 'static,
@@ -1070,11 +1070,7 @@ mod tests {
     /// writes are undone, theirs are committed, and each caller gets its own answer.
     #[tokio::test]
     async fn a_failing_call_leaves_the_rest_of_its_batch_intact() {
-        let dir = std::env::temp_dir().join(format!(
-            "tg-sqlite-batch-{}-{}",
-            std::process::id(),
-            now_nanos()
-        ));
+        let dir = scratch_dir("batch");
         let db = Sqlite::open(&dir.join("t.db").to_string_lossy())
             .await
             .expect("open");
@@ -1123,15 +1119,11 @@ mod tests {
         let _ = std::fs::remove_dir_all(dir);
     }
 
-    /// The log is preallocated at open, and a crash image of it (frames, then the zeros
-    /// that follow them) recovers every commit: the zeros are not read as frames.
+    /// The log is preallocated to its full size, and a crash image of it (frames, then the
+    /// zeros that follow them) recovers every commit: the zeros are not read as frames.
     #[tokio::test]
     async fn the_write_ahead_log_is_preallocated_and_recovers_past_its_zeros() {
-        let dir = std::env::temp_dir().join(format!(
-            "tg-sqlite-wal-{}-{}",
-            std::process::id(),
-            now_nanos()
-        ));
+        let dir = scratch_dir("wal");
         let path = dir.join("t.db");
         let db = Sqlite::open(&path.to_string_lossy()).await.expect("open");
         db.preallocate_log().await;
@@ -1175,6 +1167,15 @@ mod tests {
         }
         reopened.close().await;
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// A folder of its own for one test's database.
+    fn scratch_dir(tag: &str) -> PathBuf {
+        std::env::temp_dir().join(format!(
+            "tg-sqlite-{tag}-{}-{}",
+            std::process::id(),
+            now_nanos()
+        ))
     }
 
     fn now_nanos() -> u128 {
