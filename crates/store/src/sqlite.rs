@@ -175,9 +175,7 @@ fn presize_wal(conn: &Connection, db: &Path) -> std::io::Result<()> {
     let frame = pragma("page_size")? + WAL_FRAME_HEADER;
     // The commit that crosses the checkpoint threshold ends past it: leave room for that.
     let target = WAL_HEADER + frame * pragma("wal_autocheckpoint")? * 5 / 4;
-    let mut name = db.as_os_str().to_owned();
-    name.push("-wal");
-    let wal = std::fs::OpenOptions::new().write(true).open(&name)?;
+    let wal = std::fs::OpenOptions::new().write(true).open(wal_path(db))?;
     let mut at = wal.metadata()?.len();
     if at >= target {
         return Ok(());
@@ -189,6 +187,13 @@ fn presize_wal(conn: &Connection, db: &Path) -> std::io::Result<()> {
         at += n;
     }
     wal.sync_data()
+}
+
+/// Where SQLite keeps the write-ahead log of the database at `db`.
+fn wal_path(db: &Path) -> PathBuf {
+    let mut name = db.as_os_str().to_owned();
+    name.push("-wal");
+    PathBuf::from(name)
 }
 
 /// Sizes in SQLite's write-ahead log format.
@@ -1127,13 +1132,11 @@ mod tests {
         let path = dir.join("t.db");
         let db = Sqlite::open(&path.to_string_lossy()).await.expect("open");
         db.preallocate_log().await;
-        let wal_len = |p: &Path| {
-            let mut name = p.as_os_str().to_owned();
-            name.push("-wal");
-            std::fs::metadata(name).map(|m| m.len()).unwrap_or(0)
-        };
+        let wal_len = std::fs::metadata(wal_path(&path))
+            .map(|m| m.len())
+            .unwrap_or(0);
         // 4,000 frames between checkpoints, a quarter more room, 4,096 + 24 bytes a frame.
-        assert_eq!(wal_len(&path), 32 + 5000 * 4120);
+        assert_eq!(wal_len, 32 + 5000 * 4120);
         for name in ["a", "b", "c"] {
             db.write(move |c| {
                 c.execute(

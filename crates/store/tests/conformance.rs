@@ -82,6 +82,19 @@ fn msg(owner: Id, to: &str, now: i64) -> NewMessage {
     }
 }
 
+/// The device's permanent refusal of attempt 1 of message `id`.
+fn failed(id: Id, at: i64) -> Outcome {
+    Outcome::Final {
+        id,
+        attempt: 1,
+        status: Status::Failed,
+        device: Some("lb".into()),
+        code: Some("11".into()),
+        error: "bad number".into(),
+        at,
+    }
+}
+
 fn render_ids() -> RenderFn {
     Box::new(|ids: &[Id]| format!("{ids:?}"))
 }
@@ -405,15 +418,7 @@ async fn outcomes_are_fenced_by_attempt_and_receipts_complete_messages() {
                     error: "throttled".into(),
                     refund: true,
                 },
-                Outcome::Final {
-                    id: ids[3],
-                    attempt: 1,
-                    status: Status::Failed,
-                    device: Some("lb".into()),
-                    code: Some("11".into()),
-                    error: "bad number".into(),
-                    at: 20,
-                },
+                failed(ids[3], 20),
                 // A stale worker's outcome (attempt 0) is ignored.
                 sent(ids[2], vec!["X"]),
             ])
@@ -1239,15 +1244,7 @@ async fn every_status_change_queues_its_events_and_only_those() {
         let applied = s
             .record_outcomes(vec![
                 sent(ids[0], 1, vec![Some(failed_receipt)]),
-                Outcome::Final {
-                    id: ids[1],
-                    attempt: 1,
-                    status: Status::Failed,
-                    device: Some("lb".into()),
-                    code: Some("11".into()),
-                    error: "bad number".into(),
-                    at: 1100,
-                },
+                failed(ids[1], 1100),
                 sent(ids[2], 1, vec![]),
                 Outcome::Retry {
                     id: ids[3],
