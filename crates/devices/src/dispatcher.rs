@@ -845,10 +845,11 @@ impl Dispatcher {
                     device,
                     part_ids,
                     receipts: known,
+                    at,
                     ..
                 } => {
                     self.counters.sent.fetch_add(1, Ordering::Relaxed);
-                    let (st, ..) = textgate_store::sent_with_receipts(known, part_ids.len());
+                    let (st, ..) = textgate_store::sent_with_receipts(known, part_ids.len(), *at);
                     if st.is_final() {
                         self.counters.final_status(st);
                     }

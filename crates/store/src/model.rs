@@ -373,6 +373,7 @@ pub struct PartReceipt {
 pub fn sent_with_receipts(
     receipts: &[Option<PartReceipt>],
     parts: usize,
+    sent_at: Millis,
 ) -> (Status, Option<Millis>, Option<String>, Option<String>) {
     let known: Vec<&PartReceipt> = receipts.iter().flatten().collect();
     let delivered = known.iter().filter(|r| r.delivered).count() as i64;
@@ -380,7 +381,8 @@ pub fn sent_with_receipts(
     let complete = known.len() == parts && parts > 0;
     match status_from_parts(parts as i64, delivered, failed.len() as i64) {
         Some(st) if complete || st == Status::Undelivered => {
-            let done = known.iter().map(|r| r.at).max();
+            // A receipt read before the submit's answer is not dated before the send.
+            let done = known.iter().map(|r| r.at.max(sent_at)).max();
             let code = failed.first().and_then(|r| r.code.clone());
             let error = (st == Status::Undelivered).then(|| undelivered_error(code.as_deref()));
             (st, done, code, error)

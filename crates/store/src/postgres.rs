@@ -596,7 +596,7 @@ impl Postgres {
                     at,
                 } => {
                     let (status, done_at, code, error) =
-                        sent_with_receipts(receipts, part_ids.len());
+                        sent_with_receipts(receipts, part_ids.len(), *at);
                     let n = tx
                         .execute(
                             "UPDATE messages SET status = $5, device = $3, sent_at = $4, done_at = $6, lease_until = NULL,
@@ -622,7 +622,7 @@ impl Postgres {
                                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
                                  ON CONFLICT (message_id, part_no) DO UPDATE SET device = $3, device_msg_id = $4,
                                    status = $5, error_code = $6, submitted_at = $7, done_at = $8",
-                                &[&id, &(i as i64 + 1), &device, pid, &state, &r.and_then(|r| r.code.clone()), &at, &r.map(|r| r.at)],
+                                &[&id, &(i as i64 + 1), &device, pid, &state, &r.and_then(|r| r.code.clone()), &at, &r.map(|r| r.at.max(*at))],
                             )
                             .await
                             .map_err(db_err)?;
@@ -759,7 +759,8 @@ async fn apply_receipt(tx: &Transaction<'_>, r: &Receipt) -> Result<ReceiptMatch
     let hit = tx
         .query_opt(
             // An id the SMSC has used before belongs to the newest part that has it.
-            "UPDATE message_parts SET status = $3, error_code = $4, done_at = $5
+            // A receipt is never dated before its part's submit (it may be read first).
+            "UPDATE message_parts SET status = $3, error_code = $4, done_at = GREATEST($5, submitted_at)
              WHERE (message_id, part_no) = (SELECT message_id, part_no FROM message_parts
                                             WHERE device = $1 AND device_msg_id = $2
                                             ORDER BY message_id DESC LIMIT 1)
@@ -792,7 +793,7 @@ async fn apply_receipt(tx: &Transaction<'_>, r: &Receipt) -> Result<ReceiptMatch
         let error = (st == Status::Undelivered).then(|| undelivered_error(r.code.as_deref()));
         let n = tx
             .execute(
-                "UPDATE messages SET status = $2, done_at = $3, error_code = coalesce($4, error_code),
+                "UPDATE messages SET status = $2, done_at = GREATEST($3, sent_at), error_code = coalesce($4, error_code),
                    error = coalesce($5, error)
                  WHERE id = $1 AND status = 'sent'",
                 &[&message_id, &st.as_str(), &r.at, &code, &error],

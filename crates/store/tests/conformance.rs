@@ -769,6 +769,60 @@ async fn receipts_known_at_submit_are_written_with_the_parts() {
     .await;
 }
 
+/// A receipt can be read before its submit's answer (and so be stamped first): the message
+/// is never delivered before it was sent, whether the receipt is written with the outcome
+/// or after it.
+#[tokio::test]
+async fn a_receipt_read_before_its_submit_is_not_dated_before_it() {
+    both(|s| async move {
+        let a = user(&s, "a").await;
+        let ids = insert(
+            &s,
+            vec![msg(a.id, "+15550000001", 1), msg(a.id, "+15550000002", 1)],
+        )
+        .await;
+        s.claim(10, 1000, 10).await.unwrap();
+        let early = Some(PartReceipt {
+            delivered: true,
+            code: None,
+            at: 15,
+        });
+        let sent = |id, part: &str, receipts| Outcome::Sent {
+            id,
+            attempt: 1,
+            device: "lb".into(),
+            part_ids: vec![part.to_string()],
+            receipts,
+            at: 20,
+        };
+        s.record_outcomes(vec![
+            sent(ids[0], "A", vec![early]),
+            sent(ids[1], "B", vec![None]),
+        ])
+        .await
+        .unwrap();
+        let late = Receipt {
+            device: "lb".into(),
+            device_msg_id: "B".into(),
+            delivered: true,
+            code: None,
+            at: 18,
+        };
+        s.apply_receipts(vec![late]).await.unwrap();
+        for id in ids {
+            let m = s.get_message(id).await.unwrap().unwrap();
+            assert_eq!(
+                (m.status, m.sent_at, m.delivered_at()),
+                (Status::Delivered, Some(20), Some(20)),
+                "message {id}"
+            );
+            let parts = s.message_parts(id).await.unwrap();
+            assert_eq!(parts[0].done_at, Some(20), "message {id}'s part");
+        }
+    })
+    .await;
+}
+
 async fn admin(s: &Store, name: &str) -> User {
     s.create_user(NewUser {
         name: name.into(),
@@ -823,8 +877,15 @@ async fn inbound_routing_designates_rules_conversations_and_catch_all() {
         let alice = user(&s, "alice").await;
         let bob = user(&s, "bob").await;
         let carol = user(&s, "carol").await;
-        // Bob texted +15550000009 at t=1000.
-        insert(&s, vec![msg(bob.id, "+15550000009", 1000)]).await;
+        // Bob texted +15550000009 at t=1000 and again at 1100: one conversation.
+        insert(
+            &s,
+            vec![
+                msg(bob.id, "+15550000009", 1000),
+                msg(bob.id, "+15550000009", 1100),
+            ],
+        )
+        .await;
         let rules = InboundRouting {
             matched: true,
             users: vec!["alice".into(), "nobody".into()],

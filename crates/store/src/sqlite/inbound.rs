@@ -46,6 +46,9 @@ fn delivery_from_row(r: &Row) -> rusqlite::Result<Delivery> {
 }
 
 fn designate(c: &Connection, inbound: Id, users: &[String]) -> rusqlite::Result<usize> {
+    if users.is_empty() {
+        return Ok(0);
+    }
     let mut s = c.prepare_cached(
         "INSERT OR IGNORE INTO inbound_designations (user_id, inbound_id)
          SELECT id, ?2 FROM users WHERE name = ?1",
@@ -103,11 +106,13 @@ fn route(c: &Connection, id: Id, t: &NewInbound) -> rusqlite::Result<()> {
     let mut reached = designate(c, id, &r.users)?;
     if let Some(since) = r.conversation_since {
         // Conversations: whoever texted this number lately sees the answer. System
-        // messages (automatic replies, confirmations) start no conversation.
+        // messages (automatic replies, confirmations) start no conversation. OR IGNORE
+        // drops an owner's second message, and is cheaper than DISTINCT: that builds a
+        // temporary B-tree per text.
         reached += c
             .prepare_cached(
                 "INSERT OR IGNORE INTO inbound_designations (user_id, inbound_id)
-                 SELECT DISTINCT owner_id, ?3 FROM messages
+                 SELECT owner_id, ?3 FROM messages
                  WHERE recipient = ?1 AND job_id IS NULL AND created_at >= ?2 AND (origin IS NULL OR origin NOT IN ('reply', 'optout'))",
             )?
             .execute(params![t.from, since, id])?;
@@ -207,7 +212,7 @@ impl Sqlite {
         &self,
         texts: Vec<NewInbound>,
     ) -> Result<Vec<InboundStored>> {
-        self.write(move |c| {
+        self.write_here(true, move |c| {
             let mut out = Vec::with_capacity(texts.len());
             for t in &texts {
                 let n = c
