@@ -29,6 +29,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("migrations/sqlite/0003_jobs.sql")),
     (4, include_str!("migrations/sqlite/0004_email.sql")),
     (5, include_str!("migrations/sqlite/0005_status_events.sql")),
+    (6, include_str!("migrations/sqlite/0006_inbound_dedup.sql")),
 ];
 
 /// How many queued calls one transaction takes at most; bounds the latency of the first.
@@ -181,7 +182,11 @@ fn presize_wal(conn: &Connection, db: &Path) -> std::io::Result<()> {
     if at >= target {
         return Ok(());
     }
-    let zeros = vec![0u8; 1 << 20];
+    // One page per write. The page cache keeps a write's pages together in one folio, and
+    // every later write into a folio walks all of its blocks: zeros written a megabyte at a
+    // time made each of SQLite's frame writes walk 256 (ext4_block_write_begin and
+    // block_commit_write were 7.5 % of an inbound run's CPU; with pages, nothing).
+    let zeros = vec![0u8; 4096];
     while at < target {
         let n = (target - at).min(zeros.len() as u64);
         wal.write_all_at(&zeros[..n as usize], at)?;
@@ -201,11 +206,11 @@ fn wal_path(db: &Path) -> PathBuf {
 const WAL_HEADER: u64 = 32;
 const WAL_FRAME_HEADER: u64 = 24;
 
-fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+fn migrate(conn: &Connection, migrations: &[(i64, &str)]) -> rusqlite::Result<()> {
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
     )?;
-    for (version, sql) in MIGRATIONS {
+    for (version, sql) in migrations {
         let done: Option<i64> = conn
             .query_row(
                 "SELECT version FROM schema_migrations WHERE version = ?1",
@@ -532,7 +537,7 @@ impl Sqlite {
                 }
             }
             let conn = open_conn(&p, false)?;
-            migrate(&conn).map_err(|e| StoreError::Open {
+            migrate(&conn, MIGRATIONS).map_err(|e| StoreError::Open {
                 url: format!("sqlite://{}", p.display()),
                 reason: format!("migration failed: {e}"),
             })?;
@@ -594,8 +599,9 @@ impl Sqlite {
     ///
     /// A queued write crosses threads twice: the writer must be woken, and then the caller.
     /// At SMPP window 10, an inbound text's deliver_sm_resp waits for its commit, the peer
-    /// waits for the responses, and those two wake-ups were a third of each round
-    /// (`bench/smpp/run`: 26,000 texts/s queued, 36,000 committed here). The price is a
+    /// waits for the responses, and those two wake-ups were a third of each round (the
+    /// inbound half of `bench/smpp/run`, alternating runs: 25,000–26,000 texts/s queued,
+    /// 35,000–37,500 committed here; docs/benchmarks.md). The price is a
     /// Tokio worker busy for one commit, fsync included: so only the recorder, which waits
     /// for its commit anyway, calls this, and only when the runtime has another worker to
     /// go on serving everything else.
@@ -1307,6 +1313,82 @@ mod tests {
             .await
             .expect("write");
         assert_eq!(on.as_deref(), Some("sqlite-writer"));
+        db.close().await;
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// Migration 6 rebuilds the inbound table: a database made by an older textgate keeps
+    /// its texts, their ids and who they were for, and a dedup key is still refused twice.
+    #[tokio::test]
+    async fn an_older_database_keeps_its_inbound_texts_through_the_rebuild() {
+        let dir = scratch_dir("v5");
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("t.db");
+        {
+            let c = open_conn(&path, false).expect("open");
+            migrate(&c, &MIGRATIONS[..5]).expect("version 5");
+            c.execute_batch(
+                "INSERT INTO users (id, name, role, created_at) VALUES (1, 'ann', 'user', 0);
+                 INSERT INTO inbound (id, device, sender, recipient, body, encoding, dedup_key, received_at)
+                 VALUES (7, 'lb', '+15550000001', '+15550000000', 'keyed', 'gsm7', 'lb:k', 1),
+                        (9, 'lb', '+15550000002', '+15550000000', 'plain', 'gsm7', NULL, 2);
+                 INSERT INTO inbound_designations (user_id, inbound_id) VALUES (1, 9);",
+            )
+            .expect("version 5 rows");
+        }
+        let db = Sqlite::open(&path.to_string_lossy())
+            .await
+            .expect("migrate");
+        let index: String = db
+            .read(|c| {
+                c.query_row(
+                    "SELECT sql FROM sqlite_master WHERE name = 'inbound_dedup_key'",
+                    [],
+                    |r| r.get(0),
+                )
+            })
+            .await
+            .expect("the new index");
+        assert!(index.ends_with("WHERE dedup_key IS NOT NULL"), "{index}");
+        let keyed = db
+            .get_inbound(7, None)
+            .await
+            .expect("read")
+            .expect("7 kept");
+        assert_eq!(
+            (keyed.body.as_str(), keyed.from.as_str()),
+            ("keyed", "+15550000001")
+        );
+        let plain = db
+            .get_inbound(9, Some(1))
+            .await
+            .expect("read")
+            .expect("9 kept");
+        assert_eq!(plain.body, "plain", "still in ann's inbox");
+        let text = |key: Option<&str>| NewInbound {
+            device: "lb".into(),
+            dedup_key: key.map(str::to_string),
+            from: "+15550000003".into(),
+            to: "+15550000000".into(),
+            body: "again".into(),
+            encoding: "gsm7".into(),
+            parts: 1,
+            partial: false,
+            received_at: 3,
+            routing: Default::default(),
+        };
+        let stored = db
+            .insert_inbound(vec![text(Some("lb:k")), text(None), text(None)])
+            .await
+            .expect("insert");
+        assert_eq!(
+            stored,
+            vec![
+                InboundStored::Duplicate,
+                InboundStored::New(10),
+                InboundStored::New(11)
+            ]
+        );
         db.close().await;
         let _ = std::fs::remove_dir_all(dir);
     }

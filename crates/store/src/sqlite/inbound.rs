@@ -218,7 +218,7 @@ impl Sqlite {
                 let n = c
                     .prepare_cached(
                         "INSERT INTO inbound (device, sender, recipient, body, encoding, parts, partial, dedup_key, received_at)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT (dedup_key) DO NOTHING",
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT (dedup_key) WHERE dedup_key IS NOT NULL DO NOTHING",
                     )
                     .and_then(|mut s| {
                         s.execute(params![t.device, t.from, t.to, t.body, t.encoding, t.parts, t.partial, t.dedup_key, t.received_at])
