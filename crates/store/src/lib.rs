@@ -240,6 +240,8 @@ impl Store {
 
     /// Stores inbound texts in one transaction (one commit for all of them), each with its
     /// routing carried out: designations, deliveries, automatic replies, opt-out changes.
+    /// On SQLite the calling thread may run the commit itself, fsync included (see
+    /// `Sqlite::write_here`): call it only from a task that waits for it anyway.
     pub async fn insert_inbound_many(&self, texts: Vec<NewInbound>) -> Result<Vec<InboundStored>> {
         dispatch!(self, b => b.insert_inbound(texts).await)
     }
