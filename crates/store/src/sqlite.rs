@@ -600,7 +600,7 @@ impl Sqlite {
     /// A queued write crosses threads twice: the writer must be woken, and then the caller.
     /// At SMPP window 10, an inbound text's deliver_sm_resp waits for its commit, the peer
     /// waits for the responses, and those two wake-ups were a third of each round (the
-    /// inbound half of `bench/smpp/run`, alternating runs: 25,000–26,000 texts/s queued,
+    /// inbound half of `bench/smpp/run`, alternating runs: 25,000–28,000 texts/s queued,
     /// 35,000–37,500 committed here; docs/benchmarks.md). The price is a
     /// Tokio worker busy for one commit, fsync included: so only the recorder, which waits
     /// for its commit anyway, calls this, and only when the runtime has another worker to
