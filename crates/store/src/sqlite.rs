@@ -632,9 +632,8 @@ impl Sqlite {
                 return rx.try_recv().map_err(|_| StoreError::Closed)?;
             }
         }
-        for job in batch {
-            self.jobs.send(job).map_err(|_| StoreError::Closed)?;
-        }
+        let job = batch.pop().ok_or(StoreError::Closed)?;
+        self.jobs.send(job).map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
@@ -1250,7 +1249,6 @@ mod tests {
         let _ = std::fs::remove_dir_all(dir);
     }
 
-    /// A folder of its own for one test's database.
     /// Where [`Sqlite::write_here`] commits: on the caller's own thread when the writer is
     /// idle; on the writer when it is busy, or when the runtime has no other worker to go on
     /// serving while the caller waits for the disk. Either way the row is committed.
@@ -1393,6 +1391,7 @@ mod tests {
         let _ = std::fs::remove_dir_all(dir);
     }
 
+    /// A folder of its own for one test's database.
     fn scratch_dir(tag: &str) -> PathBuf {
         std::env::temp_dir().join(format!(
             "tg-sqlite-{tag}-{}-{}",
