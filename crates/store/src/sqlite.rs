@@ -611,28 +611,20 @@ impl Sqlite {
         f: impl FnMut(&Connection) -> Result<T> + Send + 'static,
     ) -> Result<T> {
         let (tx, mut rx) = tokio::sync::oneshot::channel();
-        let mut batch = vec![Job {
+        let job = Job {
             durable,
             work: Box::new(Call {
                 f,
                 result: None,
                 tx,
             }),
-        }];
+        };
         if another_worker() {
-            // The guard is dropped before any await: this future stays Send.
-            let ran = match self.writer_conn.try_lock() {
-                Ok(mut w) => {
-                    w.commit(&mut batch);
-                    true
-                }
-                Err(_) => false,
-            };
-            if ran {
+            if let Ok(mut w) = self.writer_conn.try_lock() {
+                w.commit(&mut vec![job]);
                 return rx.try_recv().map_err(|_| StoreError::Closed)?;
             }
         }
-        let job = batch.pop().ok_or(StoreError::Closed)?;
         self.jobs.send(job).map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
     }

@@ -82,6 +82,19 @@ fn msg(owner: Id, to: &str, now: i64) -> NewMessage {
     }
 }
 
+/// Attempt 1 of message `id`, sent through "lb" at t=20 as `parts`, with the receipts known
+/// by then (one per part, or none at all).
+fn sent(id: Id, parts: &[&str], receipts: Vec<Option<PartReceipt>>) -> Outcome {
+    Outcome::Sent {
+        id,
+        attempt: 1,
+        device: "lb".into(),
+        part_ids: parts.iter().map(|p| p.to_string()).collect(),
+        receipts,
+        at: 20,
+    }
+}
+
 /// The device's permanent refusal of attempt 1 of message `id`.
 fn failed(id: Id, at: i64) -> Outcome {
     Outcome::Final {
@@ -397,18 +410,10 @@ async fn outcomes_are_fenced_by_attempt_and_receipts_complete_messages() {
         .await;
         let c = s.claim(10, 1000, 10).await.unwrap();
         assert_eq!(c.len(), 4);
-        let sent = |id, parts: Vec<&str>| Outcome::Sent {
-            id,
-            attempt: 1,
-            device: "lb".into(),
-            part_ids: parts.into_iter().map(String::from).collect(),
-            receipts: vec![],
-            at: 20,
-        };
         let applied = s
             .record_outcomes(vec![
-                sent(ids[0], vec!["A1"]),
-                sent(ids[1], vec!["B1", "B2"]),
+                sent(ids[0], &["A1"], vec![]),
+                sent(ids[1], &["B1", "B2"], vec![]),
                 Outcome::Retry {
                     id: ids[2],
                     attempt: 1,
@@ -420,7 +425,7 @@ async fn outcomes_are_fenced_by_attempt_and_receipts_complete_messages() {
                 },
                 failed(ids[3], 20),
                 // A stale worker's outcome (attempt 0) is ignored.
-                sent(ids[2], vec!["X"]),
+                sent(ids[2], &["X"], vec![]),
             ])
             .await
             .unwrap();
@@ -604,17 +609,12 @@ async fn unreceipted_parts_and_receipt_expiry() {
         long.expires_at = 10_000;
         let ids = insert(&s, vec![msg(a.id, "+15550000001", 1), long]).await;
         s.claim(10, 1000, 10).await.unwrap();
-        let sent = |id, parts: &[&str]| Outcome::Sent {
-            id,
-            attempt: 1,
-            device: "lb".into(),
-            part_ids: parts.iter().map(|p| p.to_string()).collect(),
-            receipts: vec![],
-            at: 20,
-        };
-        s.record_outcomes(vec![sent(ids[0], &["A"]), sent(ids[1], &["B1", "B2"])])
-            .await
-            .unwrap();
+        s.record_outcomes(vec![
+            sent(ids[0], &["A"], vec![]),
+            sent(ids[1], &["B1", "B2"], vec![]),
+        ])
+        .await
+        .unwrap();
         s.apply_receipts(vec![Receipt {
             device: "lb".into(),
             device_msg_id: "B1".into(),
@@ -711,14 +711,6 @@ async fn receipts_known_at_submit_are_written_with_the_parts() {
             code: Some("027".into()),
             at: 40,
         });
-        let sent = |id, parts: &[&str], receipts| Outcome::Sent {
-            id,
-            attempt: 1,
-            device: "lb".into(),
-            part_ids: parts.iter().map(|p| p.to_string()).collect(),
-            receipts,
-            at: 20,
-        };
         let applied = s
             .record_outcomes(vec![
                 sent(ids[0], &["A"], vec![ok(30)]),
@@ -787,17 +779,9 @@ async fn a_receipt_read_before_its_submit_is_not_dated_before_it() {
             code: None,
             at: 15,
         });
-        let sent = |id, part: &str, receipts| Outcome::Sent {
-            id,
-            attempt: 1,
-            device: "lb".into(),
-            part_ids: vec![part.to_string()],
-            receipts,
-            at: 20,
-        };
         s.record_outcomes(vec![
-            sent(ids[0], "A", vec![early]),
-            sent(ids[1], "B", vec![None]),
+            sent(ids[0], &["A"], vec![early]),
+            sent(ids[1], &["B"], vec![None]),
         ])
         .await
         .unwrap();
