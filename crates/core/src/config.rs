@@ -176,9 +176,85 @@ pub struct ServerConfig {
     pub upload_dir: Option<String>,
     /// Column names taken as a job file's number column, in order of preference.
     pub job_number_columns: Vec<String>,
+    /// HTTP connections served at once; one more is answered 503.
+    pub max_connections: usize,
+    /// From a request's first byte to the end of its headers.
+    pub header_read_timeout: Dur,
+    /// A connection that sends nothing between requests, or does not read its answer, for
+    /// this long is closed.
+    pub idle_timeout: Dur,
+    /// A request not answered within this is answered 408.
+    pub request_timeout: Dur,
+    /// The same for `POST /api/v1/jobs` (an upload, answered once every row is stored).
+    pub upload_timeout: Dur,
+    /// Let users' `callback_url`s reach loopback, private, link-local and other internal
+    /// addresses (a single-tenant test setup; never on a shared server).
+    pub allow_private_callbacks: bool,
+    /// Internal hosts and networks users' `callback_url`s may reach even so: host names
+    /// (`hooks.internal`) or CIDRs (`10.1.2.0/24`, `fd00::/8`).
+    pub callback_allow: Vec<String>,
+    /// `/metrics` answers only requests with `Authorization: Bearer` this token.
+    pub metrics_token: Option<String>,
+    /// Serve `/metrics` (and `/healthz`) on this address only, apart from the API.
+    pub metrics_listen: Option<String>,
 }
 
 impl ServerConfig {
+    /// The HTTP deadlines, the connection cap, the callback allow-list and `/metrics`.
+    fn check_limits(&self) -> Result<(), ConfigError> {
+        if self.max_connections == 0 {
+            return Err(ConfigError::new(
+                "server.max_connections",
+                "must be at least 1",
+            ));
+        }
+        for (key, d) in [
+            ("header_read_timeout", self.header_read_timeout),
+            ("idle_timeout", self.idle_timeout),
+            ("request_timeout", self.request_timeout),
+            ("upload_timeout", self.upload_timeout),
+        ] {
+            if d.0 < Duration::from_millis(100) {
+                return Err(ConfigError::new(
+                    format!("server.{key}"),
+                    "must be at least 100ms",
+                ));
+            }
+        }
+        for entry in &self.callback_allow {
+            let host_like = !entry.is_empty()
+                && entry
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-');
+            let is_ip_like = entry.contains(':')
+                || entry.contains('/')
+                || entry.chars().all(|c| c.is_ascii_digit() || c == '.');
+            if is_ip_like || !host_like {
+                entry.parse::<crate::net::Cidr>().map_err(|e| {
+                    ConfigError::new(
+                        "server.callback_allow",
+                        format!("{e}; or give a host name such as hooks.internal"),
+                    )
+                })?;
+            }
+        }
+        if self.metrics_token.as_ref().is_some_and(|t| t.len() < 16) {
+            return Err(ConfigError::new(
+                "server.metrics_token",
+                "is shorter than 16 characters: use a long random token (or TEXTGATE_METRICS_TOKEN)",
+            ));
+        }
+        if let Some(l) = &self.metrics_listen {
+            l.parse::<SocketAddr>().map_err(|_| {
+                ConfigError::new(
+                    "server.metrics_listen",
+                    format!("\"{l}\" is not an address: write it like \"127.0.0.1:9100\""),
+                )
+            })?;
+        }
+        Ok(())
+    }
+
     /// The folder for CSV job uploads.
     pub fn upload_dir(&self) -> std::path::PathBuf {
         if let Some(d) = &self.upload_dir {
@@ -242,6 +318,15 @@ impl Default for ServerConfig {
             job_number_columns: ["to", "phone", "mobile", "msisdn", "number"]
                 .map(String::from)
                 .to_vec(),
+            max_connections: 1024,
+            header_read_timeout: Dur(Duration::from_secs(10)),
+            idle_timeout: Dur(Duration::from_secs(60)),
+            request_timeout: Dur(Duration::from_secs(30)),
+            upload_timeout: Dur(Duration::from_secs(30 * 60)),
+            allow_private_callbacks: false,
+            callback_allow: Vec::new(),
+            metrics_token: None,
+            metrics_listen: None,
         }
     }
 }
@@ -1031,6 +1116,9 @@ impl Config {
         if let Some(v) = env("TEXTGATE_WEBHOOK_SECRET") {
             self.server.webhook_secret = Some(v);
         }
+        if let Some(v) = env("TEXTGATE_METRICS_TOKEN") {
+            self.server.metrics_token = Some(v);
+        }
         if let (Some(m), Some(v)) = (self.mailer.as_mut(), env("TEXTGATE_MAILER_PASSWORD")) {
             m.password = Some(v);
         }
@@ -1112,6 +1200,7 @@ impl Config {
                 "must be at least 1KiB",
             ));
         }
+        s.check_limits()?;
         if let Some(smtp) = &self.smtp {
             smtp.check()?;
         }

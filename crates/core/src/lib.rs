@@ -9,6 +9,7 @@
 //! - [`auth`]: password hashing (argon2id) and API keys (random, stored as SHA-256).
 //! - [`cache`]: a map of recent answers with a time to live (verified keys and credentials).
 //! - [`clock`]: timestamps (milliseconds since the Unix epoch, UTC) and their RFC 3339 form.
+//! - [`net`]: CIDR blocks and which addresses are internal (callback and SMTP policies).
 #![forbid(unsafe_code)]
 
 pub mod address;
@@ -18,5 +19,6 @@ pub mod clock;
 pub mod config;
 pub mod encoding;
 pub mod inbound;
+pub mod net;
 pub mod routing;
 pub mod status;

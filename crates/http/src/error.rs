@@ -6,6 +6,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
+use textgate_store::StoreError;
 
 /// A failed request.
 #[derive(Debug)]
@@ -54,34 +55,63 @@ impl ApiError {
 
     /// 500, logging the cause.
     pub fn internal(cause: &dyn std::error::Error) -> ApiError {
-        let mut chain = cause.to_string();
-        let mut src = cause.source();
-        while let Some(s) = src {
-            chain.push_str(": ");
-            chain.push_str(&s.to_string());
-            src = s.source();
-        }
-        tracing::error!(error = %chain, "request failed");
+        tracing::error!(error = %chain(cause), "request failed");
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
             "the server failed to handle the request; it has been logged",
         )
     }
-}
 
-impl From<textgate_store::StoreError> for ApiError {
-    fn from(e: textgate_store::StoreError) -> ApiError {
+    /// A store failure of a request that would have changed something: 503 "nothing was
+    /// stored" when the database did not answer (so the client knows to try again), and as
+    /// [`From<StoreError>`] otherwise.
+    pub fn not_stored(e: StoreError) -> ApiError {
         match e {
-            textgate_store::StoreError::Conflict(m) => {
-                ApiError::new(StatusCode::CONFLICT, "conflict", m)
-            }
-            other => {
-                let mut err = ApiError::internal(&other);
-                err.status = StatusCode::SERVICE_UNAVAILABLE;
-                err.code = "store_unavailable";
+            StoreError::Backend(_) | StoreError::Closed | StoreError::Open { .. } => {
+                let mut err = ApiError::unavailable(&e);
                 err.message = "the database is not answering; nothing was stored, try again".into();
                 err
+            }
+            other => other.into(),
+        }
+    }
+
+    fn unavailable(cause: &StoreError) -> ApiError {
+        tracing::error!(error = %chain(cause), "request failed: the store");
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            "the database is not answering; try again",
+        )
+    }
+}
+
+/// An error with its causes, each once: `outer: inner: innermost` (a cause whose message
+/// its wrapper already shows is not repeated).
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        src = s.source();
+    }
+    out
+}
+
+impl From<StoreError> for ApiError {
+    /// A conflict is 409; a database that does not answer is 503 (try again); a stored value
+    /// that cannot be read is 500 and logged.
+    fn from(e: StoreError) -> ApiError {
+        match e {
+            StoreError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
+            StoreError::Corrupt(_) => ApiError::internal(&e),
+            StoreError::Backend(_) | StoreError::Closed | StoreError::Open { .. } => {
+                ApiError::unavailable(&e)
             }
         }
     }

@@ -6,6 +6,7 @@
 //!   verified keys so the hot path does not hit the database.
 //! - [`error`]: the one error type; every failure is JSON `{"error": {"code", "message"}}`.
 //! - [`ops`]: `/healthz`, `/metrics` (Prometheus text) and `/api/openapi.json`.
+//! - [`server`]: the listener: connection cap, header, idle and request deadlines.
 //! - [`webhooks`]: the worker that POSTs inbound texts and status callbacks, signed, with
 //!   retries and dead letters.
 #![forbid(unsafe_code)]
@@ -14,6 +15,7 @@ pub mod api;
 pub mod auth;
 pub mod error;
 pub mod ops;
+pub mod server;
 pub mod webhooks;
 
 use std::sync::atomic::AtomicU64;
@@ -89,6 +91,10 @@ pub fn router(state: AppState) -> Router {
     let limit = usize::try_from(state.config.server.max_request_bytes.0).unwrap_or(usize::MAX);
     let upload_limit =
         usize::try_from(state.config.server.max_upload_bytes.0).unwrap_or(usize::MAX);
+    let deadlines = server::RequestLimits {
+        request: state.config.server.request_timeout.0,
+        upload: state.config.server.upload_timeout.0,
+    };
     Router::new()
         .route(
             "/api/v1/messages",
@@ -139,6 +145,11 @@ pub fn router(state: AppState) -> Router {
         .fallback(ops::not_found)
         .method_not_allowed_fallback(ops::method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn_with_state(
+            deadlines,
+            server::request_deadline,
+        ))
+        .layer(axum::middleware::map_response(ops::json_errors))
         .with_state(state)
 }
 
@@ -149,7 +160,6 @@ pub async fn serve(
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let limits = server::Limits::from_config(&state.config.server);
+    server::serve(listener, router(state), limits, shutdown).await
 }

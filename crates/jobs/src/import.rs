@@ -194,6 +194,9 @@ impl Jobs {
         if params.name.as_ref().is_some_and(|n| n.len() > 200) {
             return Err(param("name is longer than 200 bytes"));
         }
+        if params.to_column.as_ref().is_some_and(|n| n.len() > 200) {
+            return Err(param("to_column is longer than 200 bytes"));
+        }
         let template = params
             .template
             .as_deref()
@@ -272,7 +275,24 @@ impl Jobs {
     /// Stores a job's rows from its file, from where the job's last committed batch left
     /// off. Returns what this run found (errors of rows stored by an earlier run are in the
     /// results CSV, not here); the job's own counts cover the whole file.
+    ///
+    /// The import runs in a task of its own ([`contained`]): a caller that goes away (a
+    /// client that hangs up) does not stop it half-way, and if it fails in any way, a panic
+    /// included, the job ends `failed` with the reason rather than being taken up again at
+    /// every start.
     pub async fn import(
+        &self,
+        job: &JobRecord,
+        path: &Path,
+        p: &Prepared,
+    ) -> Result<Report, JobError> {
+        let (this, job, path, p) = (self.clone(), job.clone(), path.to_path_buf(), p.clone());
+        let id = job.id;
+        let run = async move { this.import_here(&job, &path, &p).await };
+        contained(self.store.clone(), id, run).await
+    }
+
+    async fn import_here(
         &self,
         job: &JobRecord,
         path: &Path,
@@ -347,7 +367,13 @@ impl Jobs {
             (self.wake)();
         }
         drop(rx);
-        let _ = reader.await;
+        if let Err(e) = reader.await {
+            if result.is_ok() {
+                result = Err(JobError::Io(format!(
+                    "reading the file stopped on an internal error: {e}"
+                )));
+            }
+        }
         if let Err(e) = result {
             // A file that cannot be read to its end: what is stored is cancelled, so the
             // job is not half-sent, and the job says why.
@@ -418,6 +444,32 @@ impl Jobs {
             });
         }
     }
+}
+
+/// Runs `import` as a task of its own and waits for it. Should the task panic, the job's
+/// stored rows are cancelled and the job is failed with the reason, as for a file that
+/// cannot be read; the server goes on, and does not take the job up again.
+pub async fn contained(
+    store: Store,
+    job_id: Id,
+    import: impl std::future::Future<Output = Result<Report, JobError>> + Send + 'static,
+) -> Result<Report, JobError> {
+    let e = match tokio::spawn(import).await {
+        Ok(result) => return result,
+        Err(e) => e,
+    };
+    let reason = if e.is_panic() {
+        "the import stopped on an internal error (a bug; the server log has it): the rows stored were cancelled"
+    } else {
+        "the import was stopped: the rows stored were cancelled"
+    };
+    tracing::error!(job = job_id, error = %e, "a job's import stopped");
+    let now = now_ms();
+    let _ = store
+        .control_job(job_id, None, JobAction::Cancel, now)
+        .await;
+    store.fail_job(job_id, reason.to_string(), now).await?;
+    Err(JobError::Io(reason.to_string()))
 }
 
 impl Report {
@@ -584,5 +636,63 @@ fn read_batches(
     })();
     if let Err(e) = result {
         let _ = tx.blocking_send(Err(e));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use textgate_store::{JobState, NewJob, NewUser, Role};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_import_that_panics_fails_its_job_and_nothing_else() {
+        let dir =
+            std::env::temp_dir().join(format!("tg-contained-{}-{}", std::process::id(), now_ms()));
+        let store = Store::open(&format!("sqlite://{}/t.db", dir.display()))
+            .await
+            .unwrap();
+        let owner = store
+            .create_user(NewUser {
+                name: "batch".into(),
+                role: Role::User,
+                email: None,
+                password_hash: None,
+                created_at: now_ms(),
+            })
+            .await
+            .unwrap();
+        let job = store
+            .create_job(NewJob {
+                owner_id: owner.id,
+                name: None,
+                source: "api".into(),
+                params: "{}".into(),
+                file: None,
+                created_at: now_ms(),
+            })
+            .await
+            .unwrap();
+        let r = contained(store.clone(), job.id, async {
+            panic!("a bug in an import");
+        })
+        .await;
+        assert!(
+            matches!(r, Err(JobError::Io(ref m)) if m.contains("internal error")),
+            "{r:?}"
+        );
+        let job = store.get_job(job.id).await.unwrap().unwrap();
+        assert_eq!(job.state, JobState::Failed);
+        assert!(job
+            .error
+            .as_deref()
+            .unwrap_or("")
+            .contains("internal error"));
+        // Not taken up again at the next start.
+        assert!(store.unfinished_jobs().await.unwrap().is_empty());
+        // And an import that ends is passed through as it is.
+        let ok = contained(store.clone(), job.id, async { Ok(Report::default()) }).await;
+        assert_eq!(ok.unwrap(), Report::default());
+        store.close().await;
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

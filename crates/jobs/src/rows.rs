@@ -207,9 +207,22 @@ impl Checker {
             Ok(r) => r.as_str().to_string(),
             Err(e) => return reject(format!("invalid number: {e}")),
         };
+        // No text of more bytes than the most parts allowed can carry is built, however
+        // long the columns or the template (4 bytes is the most a character takes in UTF-8).
+        let max_bytes = usize::from(self.spec.max_parts.max(1)) * 160 * 4;
+        let too_long = || {
+            reject(format!(
+                "text too long: more than {max_bytes} bytes, which is more than {} SMS parts can carry ([server] max_parts)",
+                self.spec.max_parts
+            ))
+        };
         let text = match &self.layout.text {
+            Text::Column(i) if fields[*i].len() > max_bytes => return too_long(),
             Text::Column(i) => fields[*i].to_string(),
-            Text::Template(b) => b.render(|i| fields.get(i).copied()),
+            Text::Template(b) => match b.render(|i| fields.get(i).copied(), max_bytes) {
+                Some(t) => t,
+                None => return too_long(),
+            },
         };
         let body = match Body::new(&text, self.spec.max_parts) {
             Ok(b) => b,

@@ -5,6 +5,10 @@
 
 use std::fmt;
 
+/// The longest template taken, in bytes: far more than any SMS needs, and small enough that
+/// a template is never a way to make the server hold much memory.
+pub const MAX_TEMPLATE_BYTES: usize = 64 * 1024;
+
 /// A parsed template.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Template {
@@ -26,6 +30,9 @@ pub enum TemplateError {
     /// `{{}}` or `{{ }}`.
     #[error("the template has an empty placeholder \"{{{{}}}}\": name a column inside it")]
     Empty,
+    /// Longer than [`MAX_TEMPLATE_BYTES`].
+    #[error("the template is {0} bytes long; the most taken is 65536 (64 KiB)")]
+    TooLong(usize),
     /// A placeholder names a column the file does not have.
     #[error("the template uses {{{{{missing}}}}}, but the file has no column \"{missing}\" (its columns: {columns})")]
     MissingColumn {
@@ -40,6 +47,9 @@ impl Template {
     /// Parses `Hi {{name}}, ...`. Placeholder names are trimmed and matched to the header
     /// case-insensitively.
     pub fn parse(text: &str) -> Result<Template, TemplateError> {
+        if text.len() > MAX_TEMPLATE_BYTES {
+            return Err(TemplateError::TooLong(text.len()));
+        }
         let mut pieces = Vec::new();
         let mut rest = text;
         while let Some(start) = rest.find("{{") {
@@ -122,16 +132,26 @@ enum BoundPiece {
 
 impl Bound {
     /// The text for one row; `field(i)` gives column `i`'s value (a missing one renders as
-    /// nothing, which the caller has already refused as a broken row).
-    pub fn render<'a>(&self, field: impl Fn(usize) -> Option<&'a str>) -> String {
+    /// nothing, which the caller has already refused as a broken row). `None` as soon as
+    /// the text passes `max_bytes`: a row cannot make the server build a text of any size
+    /// (a 64 KiB template of `{{b}}` over a 1 MiB column would be 30 GB).
+    pub fn render<'a>(
+        &self,
+        field: impl Fn(usize) -> Option<&'a str>,
+        max_bytes: usize,
+    ) -> Option<String> {
         let mut out = String::new();
         for p in &self.pieces {
-            match p {
-                BoundPiece::Text(t) => out.push_str(t),
-                BoundPiece::Column(i) => out.push_str(field(*i).unwrap_or("")),
+            let piece = match p {
+                BoundPiece::Text(t) => t.as_str(),
+                BoundPiece::Column(i) => field(*i).unwrap_or(""),
+            };
+            if out.len() + piece.len() > max_bytes {
+                return None;
             }
+            out.push_str(piece);
         }
-        out
+        Some(out)
     }
 }
 
@@ -150,9 +170,10 @@ mod tests {
         let b = t.bind(&header(&["to", "NAME", "amount", "due"])).unwrap();
         let row = ["+15551234567", "Ann", "$5", "Friday"];
         assert_eq!(
-            b.render(|i| row.get(i).copied()),
-            "Hi Ann, you owe $5 by Friday."
+            b.render(|i| row.get(i).copied(), 1000).as_deref(),
+            Some("Hi Ann, you owe $5 by Friday.")
         );
+        assert_eq!(b.render(|i| row.get(i).copied(), 10), None, "over the cap");
     }
 
     #[test]
@@ -160,7 +181,10 @@ mod tests {
         let t = Template::parse("Plain { text } here").unwrap();
         assert!(t.columns().is_empty());
         let b = t.bind(&header(&["to"])).unwrap();
-        assert_eq!(b.render(|_| None), "Plain { text } here");
+        assert_eq!(
+            b.render(|_| None, 100).as_deref(),
+            Some("Plain { text } here")
+        );
         let t = Template::parse("{{a}}{{a}}").unwrap();
         assert_eq!(t.columns(), vec!["a"]);
         assert_eq!(t.to_string(), "{{a}}{{a}}");
@@ -170,6 +194,11 @@ mod tests {
     fn refuses_broken_templates_and_missing_columns() {
         assert_eq!(Template::parse("Hi {{name"), Err(TemplateError::Unclosed));
         assert_eq!(Template::parse("Hi {{ }}"), Err(TemplateError::Empty));
+        let long = "{{b}}".repeat(MAX_TEMPLATE_BYTES / 5 + 1);
+        assert_eq!(
+            Template::parse(&long),
+            Err(TemplateError::TooLong(long.len()))
+        );
         let t = Template::parse("Hi {{nme}}").unwrap();
         let e = t.bind(&header(&["to", "name"])).unwrap_err();
         assert_eq!(

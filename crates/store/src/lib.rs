@@ -40,16 +40,68 @@ pub enum StoreError {
     /// A uniqueness rule was broken (for example a user name that exists).
     #[error("{0}")]
     Conflict(String),
-    /// The database answered with an error.
-    #[error("database error: {0}")]
-    Backend(String),
-    /// A stored value could not be read back.
+    /// The database answered with an error, or could not be reached.
+    #[error(transparent)]
+    Backend(Cause),
+    /// A stored value could not be read back (a value this version does not know, a row
+    /// that vanished): never read as a default.
     #[error("stored data is not readable: {0}")]
     Corrupt(String),
     /// The store has shut down.
     #[error("the store is shut down")]
     Closed,
 }
+
+impl StoreError {
+    /// A backend failure described by us, with no error of the driver's behind it.
+    pub fn backend(what: impl Into<String>) -> StoreError {
+        StoreError::Backend(Cause::new(Described(what.into())))
+    }
+}
+
+/// The driver's error behind a [`StoreError::Backend`], kept whole (and shared, so that the
+/// one error of a group commit can be handed to every caller in it). Its message shows the
+/// driver's error with its causes (PostgreSQL's says only "db error" by itself), and
+/// [`std::error::Error::source`] gives the driver's error itself.
+#[derive(Debug, Clone)]
+pub struct Cause(Arc<dyn std::error::Error + Send + Sync>);
+
+impl Cause {
+    /// Wraps a driver's error.
+    pub fn new(e: impl std::error::Error + Send + Sync + 'static) -> Cause {
+        Cause(Arc::new(e))
+    }
+}
+
+impl std::fmt::Display for Cause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "database error: {}", self.0)?;
+        let mut next = self.0.source();
+        while let Some(s) = next {
+            write!(f, ": {s}")?;
+            next = s.source();
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Cause {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.0)
+    }
+}
+
+/// A failure the store describes itself.
+#[derive(Debug)]
+struct Described(String);
+
+impl std::fmt::Display for Described {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Described {}
 
 /// The result type of every store call.
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -235,7 +287,7 @@ impl Store {
     pub async fn insert_inbound(&self, text: NewInbound) -> Result<InboundStored> {
         let mut out = self.insert_inbound_many(vec![text]).await?;
         out.pop()
-            .ok_or_else(|| StoreError::Backend("an insert answered nothing".into()))
+            .ok_or_else(|| StoreError::backend("an insert answered nothing"))
     }
 
     /// Stores inbound texts in one transaction (one commit for all of them), each with its

@@ -80,9 +80,8 @@ fn db_err(e: tokio_postgres::Error) -> StoreError {
         if db.code() == &tokio_postgres::error::SqlState::UNIQUE_VIOLATION {
             return StoreError::Conflict(db.message().to_string());
         }
-        return StoreError::Backend(db.message().to_string());
     }
-    StoreError::Backend(e.to_string())
+    StoreError::Backend(crate::Cause::new(e))
 }
 
 async fn connect(url: &str) -> Result<Client> {
@@ -202,7 +201,8 @@ fn user_from_row(r: &Row) -> Result<User> {
     Ok(User {
         id: r.try_get(0).map_err(db_err)?,
         name: r.try_get(1).map_err(db_err)?,
-        role: Role::parse(&role).unwrap_or(Role::User),
+        role: Role::parse(&role)
+            .ok_or_else(|| StoreError::Corrupt(format!("user has the unknown role \"{role}\"")))?,
         email: r.try_get(3).map_err(db_err)?,
         password_hash: r.try_get(4).map_err(db_err)?,
         created_at: r.try_get(5).map_err(db_err)?,

@@ -119,16 +119,32 @@ impl Readers {
 }
 
 fn poisoned<T>(_: T) -> StoreError {
-    StoreError::Backend("a store lock was poisoned by a panic".into())
+    StoreError::backend("a store lock was poisoned by a panic")
 }
 
 fn db_err(e: rusqlite::Error) -> StoreError {
-    if let rusqlite::Error::SqliteFailure(f, msg) = &e {
-        if f.code == rusqlite::ErrorCode::ConstraintViolation {
-            return StoreError::Conflict(msg.clone().unwrap_or_else(|| e.to_string()));
+    match &e {
+        rusqlite::Error::SqliteFailure(f, msg)
+            if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+        {
+            StoreError::Conflict(msg.clone().unwrap_or_else(|| e.to_string()))
         }
+        // A row mapper met a value this version does not know (see `corrupt`).
+        rusqlite::Error::FromSqlConversionFailure(_, _, cause) => {
+            StoreError::Corrupt(cause.to_string())
+        }
+        _ => StoreError::Backend(crate::Cause::new(e)),
     }
-    StoreError::Backend(e.to_string())
+}
+
+/// For a row mapper: a stored value this version cannot read, reported as
+/// [`StoreError::Corrupt`] by [`db_err`] rather than read as a default.
+fn corrupt(column: usize, what: String) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(
+        column,
+        rusqlite::types::Type::Text,
+        Box::new(std::io::Error::other(what)),
+    )
 }
 
 fn open_conn(path: &Path, reader: bool) -> Result<Connection> {
@@ -291,7 +307,7 @@ impl Writer {
         }
         let committed = match committed {
             Ok(()) => Ok(()),
-            Err(Failed::Call) => Err(StoreError::Backend("a call failed twice".into())),
+            Err(Failed::Call) => Err(StoreError::backend("a call failed twice")),
             Err(Failed::Tx(e)) => Err(e),
         };
         for job in batch.drain(..) {
@@ -471,7 +487,8 @@ fn user_from_row(r: &Row) -> rusqlite::Result<User> {
     Ok(User {
         id: r.get(0)?,
         name: r.get(1)?,
-        role: Role::parse(&role).unwrap_or(Role::User),
+        role: Role::parse(&role)
+            .ok_or_else(|| corrupt(2, format!("user has the unknown role \"{role}\"")))?,
         email: r.get(3)?,
         password_hash: r.get(4)?,
         created_at: r.get(5)?,
@@ -544,14 +561,14 @@ impl Sqlite {
             Ok(conn)
         })
         .await
-        .map_err(|e| StoreError::Backend(e.to_string()))??;
+        .map_err(|e| StoreError::Backend(crate::Cause::new(e)))??;
         let (tx, rx) = mpsc::channel::<Job>();
         let writer_conn = Arc::new(Mutex::new(Writer { conn, synced: true }));
         let w = writer_conn.clone();
         let handle = std::thread::Builder::new()
             .name("sqlite-writer".into())
             .spawn(move || writer_loop(w, rx))
-            .map_err(|e| StoreError::Backend(format!("cannot start the writer thread: {e}")))?;
+            .map_err(|e| StoreError::backend(format!("cannot start the writer thread: {e}")))?;
         Ok(Sqlite {
             jobs: tx,
             writer_conn,
@@ -578,7 +595,7 @@ impl Sqlite {
         let path = self.readers.path.clone();
         let done = self
             .write_lazy(move |c| {
-                presize_wal(c, &path).map_err(|e| StoreError::Backend(e.to_string()))
+                presize_wal(c, &path).map_err(|e| StoreError::Backend(crate::Cause::new(e)))
             })
             .await;
         if let Err(e) = done {
@@ -665,7 +682,7 @@ impl Sqlite {
             r
         })
         .await
-        .map_err(|e| StoreError::Backend(e.to_string()))?
+        .map_err(|e| StoreError::Backend(crate::Cause::new(e)))?
     }
 
     pub(crate) async fn health(&self) -> Result<()> {

@@ -10,6 +10,7 @@ mod bad_input;
 mod cli;
 mod durability;
 mod helpers;
+mod http_limits;
 mod idempotency;
 mod inbound;
 mod jobs;

@@ -129,7 +129,12 @@ pub async fn replay(
     let d = find(&st, &caller, &id).await?;
     let now = now_ms();
     let give_up_at = now + st.dispatcher.inbound.retry_for();
-    match st.store.replay_delivery(d.id, now, give_up_at).await? {
+    match st
+        .store
+        .replay_delivery(d.id, now, give_up_at)
+        .await
+        .map_err(ApiError::not_stored)?
+    {
         Some(d) => {
             st.dispatcher.deliveries.notify_waiters();
             Ok(Json(delivery_json(&d)))

@@ -97,10 +97,12 @@ pub async fn simulate(
     caller: Caller,
     State(st): State<AppState>,
     Path(name): Path<String>,
+    headers: axum::http::HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     super::require_admin(&caller)?;
-    let (req, _) = super::json_body::<SimulateRequest>(body, st.config.server.max_request_bytes.0)?;
+    let (req, _) =
+        super::json_body::<SimulateRequest>(&headers, body, st.config.server.max_request_bytes.0)?;
     let entry = st
         .dispatcher
         .devices

@@ -56,7 +56,7 @@ fn job_error(e: JobError) -> ApiError {
             ),
         ),
         JobError::Io(m) => ApiError::internal(&std::io::Error::other(m)),
-        JobError::Store(e) => e.into(),
+        JobError::Store(e) => ApiError::not_stored(e),
     }
 }
 
@@ -236,7 +236,7 @@ pub async fn create(
                 f.flush().await.map_err(|e| ApiError::internal(&e))?;
                 file = Some((up, n));
             } else {
-                let v = field.text().await.map_err(|e| multipart_error(e, limit))?;
+                let v = form_field(&mut field, &name, limit).await?;
                 pairs.push((name, v));
             }
         }
@@ -315,6 +315,38 @@ pub async fn create(
     body["id"] = json!(job.id);
     body["name"] = json!(job.name);
     Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+/// The most bytes of a form field other than `file` (the template is the longest).
+const MAX_FIELD_BYTES: usize = textgate_jobs::template::MAX_TEMPLATE_BYTES;
+
+/// Reads a form field other than `file`, refusing it as soon as it passes
+/// [`MAX_FIELD_BYTES`] rather than holding an upload-sized value in memory.
+async fn form_field(
+    field: &mut axum::extract::multipart::Field<'_>,
+    name: &str,
+    limit: u64,
+) -> ApiResult<String> {
+    let mut bytes = Vec::new();
+    while let Some(chunk) = field.chunk().await.map_err(|e| multipart_error(e, limit))? {
+        if bytes.len() + chunk.len() > MAX_FIELD_BYTES {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "field_too_large",
+                format!(
+                    "the form field \"{}\" is longer than {MAX_FIELD_BYTES} bytes (64 KiB)",
+                    name.chars().take(40).collect::<String>()
+                ),
+            ));
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    String::from_utf8(bytes).map_err(|_| {
+        ApiError::bad_request(
+            "invalid_parameter",
+            format!("the form field \"{name}\" is not UTF-8 text"),
+        )
+    })
 }
 
 fn multipart_error(e: axum::extract::multipart::MultipartError, limit: u64) -> ApiError {
@@ -445,7 +477,8 @@ async fn control(
     match st
         .store
         .control_job(id, caller.owner_filter(), action, now_ms())
-        .await?
+        .await
+        .map_err(ApiError::not_stored)?
     {
         JobControl::Done(j) => {
             if action == JobAction::Resume {

@@ -148,7 +148,8 @@ pub async fn send(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
-    let (req, raw): (SendRequest, Bytes) = json_body(body, st.config.server.max_request_bytes.0)?;
+    let (req, raw): (SendRequest, Bytes) =
+        json_body(&headers, body, st.config.server.max_request_bytes.0)?;
     let to = recipients(&req.to, &st)?;
     let text = Body::new(&req.body, st.config.server.max_parts).map_err(|e| match e {
         BodyError::Empty => {
@@ -255,7 +256,12 @@ pub async fn send(
         api_key_id: caller.key_id,
         email_from: None,
     };
-    match st.dispatcher.submit(submission, idem, render).await? {
+    match st
+        .dispatcher
+        .submit(submission, idem, render)
+        .await
+        .map_err(ApiError::not_stored)?
+    {
         Accepted::New { response, .. } => {
             st.http.accepted.fetch_add(count, Ordering::Relaxed);
             Ok(json_response(StatusCode::ACCEPTED, response))
@@ -384,7 +390,8 @@ pub async fn cancel(
     match st
         .store
         .cancel_message(id, caller.owner_filter(), now_ms())
-        .await?
+        .await
+        .map_err(ApiError::not_stored)?
     {
         Cancel::Cancelled(m) => {
             st.dispatcher.counters.final_status(Status::Cancelled);

@@ -16,17 +16,21 @@ pub mod suppressions;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::http::StatusCode;
+use axum::http::{header, HeaderMap, StatusCode};
 use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
 
-/// Reads a JSON body: a clear 400 for malformed JSON or an unknown or duplicated field, 413
-/// for a body over the configured limit.
+/// Reads a JSON body: 415 unless the request says it is JSON (a browser may send
+/// `text/plain` across sites without asking first, so nothing else is read as JSON), a clear
+/// 400 for malformed JSON or an unknown or duplicated field, 413 for a body over the
+/// configured limit.
 pub fn json_body<T: DeserializeOwned>(
+    headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
     limit: u64,
 ) -> Result<(T, Bytes), ApiError> {
+    require_json(headers)?;
     let bytes = body.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(
@@ -58,6 +62,38 @@ pub fn json_body<T: DeserializeOwned>(
         ApiError::bad_request(code, format!("the JSON body is not acceptable: {msg}"))
     })?;
     Ok((value, bytes))
+}
+
+/// 415 unless `Content-Type` is `application/json` or another `+json` type.
+pub fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
+    let ctype = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let essence = ctype
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+    {
+        return Ok(());
+    }
+    let said = if ctype.is_empty() {
+        "no Content-Type".to_string()
+    } else {
+        format!(
+            "Content-Type \"{}\"",
+            ctype.chars().take(100).collect::<String>()
+        )
+    };
+    Err(ApiError::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+        format!("the request has {said}: send the JSON body with `Content-Type: application/json`"),
+    ))
 }
 
 /// A page size from the query: 1 to `max`, `default` when absent.

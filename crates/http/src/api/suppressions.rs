@@ -66,17 +66,23 @@ pub struct AddRequest {
 pub async fn add(
     caller: Caller,
     State(st): State<AppState>,
+    headers: axum::http::HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     super::require_admin(&caller)?;
-    let (req, _) = super::json_body::<AddRequest>(body, st.config.server.max_request_bytes.0)?;
+    let (req, _) =
+        super::json_body::<AddRequest>(&headers, body, st.config.server.max_request_bytes.0)?;
     let s = Suppression {
         number: number(&st, &req.number)?,
         source: "api".into(),
         note: req.note,
         created_at: now_ms(),
     };
-    let added = st.store.add_suppression(s.clone()).await?;
+    let added = st
+        .store
+        .add_suppression(s.clone())
+        .await
+        .map_err(ApiError::not_stored)?;
     st.dispatcher.inbound.set_suppressed(&s.number, true);
     let code = if added {
         StatusCode::CREATED
@@ -94,7 +100,11 @@ pub async fn remove(
 ) -> ApiResult<StatusCode> {
     super::require_admin(&caller)?;
     let n = number(&st, &raw)?;
-    let removed = st.store.remove_suppression(&n).await?;
+    let removed = st
+        .store
+        .remove_suppression(&n)
+        .await
+        .map_err(ApiError::not_stored)?;
     st.dispatcher.inbound.set_suppressed(&n, false);
     if removed {
         Ok(StatusCode::NO_CONTENT)
