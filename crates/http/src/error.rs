@@ -126,3 +126,29 @@ impl IntoResponse for ApiError {
 
 /// The result of a handler.
 pub type ApiResult<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_read_says_try_again_and_only_a_failed_write_says_nothing_was_stored() {
+        let down = || StoreError::backend("connection refused");
+        let read = ApiError::from(down());
+        assert_eq!(read.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(!read.message.contains("stored"), "{}", read.message);
+        let write = ApiError::not_stored(down());
+        assert_eq!(write.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(write.message.contains("nothing was stored"), "{}", write.message);
+        let corrupt = ApiError::from(StoreError::Corrupt("unknown role".into()));
+        assert_eq!(corrupt.status, StatusCode::INTERNAL_SERVER_ERROR);
+        let conflict = ApiError::not_stored(StoreError::Conflict("taken".into()));
+        assert_eq!((conflict.status, conflict.code), (StatusCode::CONFLICT, "conflict"));
+    }
+
+    #[test]
+    fn chains_show_each_cause_once() {
+        let e = StoreError::Backend(textgate_store::Cause::new(std::io::Error::other("disk")));
+        assert_eq!(chain(&e), "database error: disk");
+    }
+}

@@ -1157,6 +1157,47 @@ impl Sqlite {
 mod tests {
     use super::*;
 
+    /// A role this version does not know is corruption, never a user with fewer rights by
+    /// default; a driver's error keeps its cause.
+    #[tokio::test]
+    async fn unknown_stored_values_are_corruption_and_errors_keep_their_cause() {
+        let dir = scratch_dir("corrupt");
+        let db = Sqlite::open(&dir.join("t.db").to_string_lossy())
+            .await
+            .expect("open");
+        // As a newer version (or a hand edit) might have left it: past the CHECK.
+        db.write(|c| {
+            c.execute_batch("PRAGMA ignore_check_constraints = ON")
+                .map_err(db_err)?;
+            let n = c
+                .execute(
+                    "INSERT INTO users (name, role, created_at) VALUES ('eve', 'superuser', 0)",
+                    [],
+                )
+                .map_err(db_err);
+            c.execute_batch("PRAGMA ignore_check_constraints = OFF")
+                .map_err(db_err)?;
+            n
+        })
+        .await
+        .expect("insert");
+        let e = db.user_by_name("eve".into()).await.unwrap_err();
+        assert!(
+            matches!(&e, StoreError::Corrupt(m) if m.contains("superuser")),
+            "{e:?}"
+        );
+        let e = db
+            .read(|c| c.execute("SELECT * FROM no_such_table", []))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, StoreError::Backend(_)), "{e:?}");
+        assert!(e.to_string().contains("no_such_table"), "{e}");
+        let source = std::error::Error::source(&e).expect("the driver's error is kept");
+        assert!(source.downcast_ref::<rusqlite::Error>().is_some(), "{source:?}");
+        db.close().await;
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
     /// A call that fails after writing, in the same transaction as calls that succeed: its
     /// writes are undone, theirs are committed, and each caller gets its own answer.
     #[tokio::test]
