@@ -74,6 +74,16 @@ impl fmt::Display for Country {
     }
 }
 
+/// `raw` without its control characters (C0, DEL and C1: line breaks, escapes, NUL), cut
+/// to `max_chars`: how every address and name taken from the network is stored, so none can
+/// break a header, a log line or a terminal it is later written to.
+pub fn without_controls(raw: &str, max_chars: usize) -> String {
+    raw.chars()
+        .filter(|c| !c.is_control())
+        .take(max_chars)
+        .collect()
+}
+
 /// Loads the numbering-plan data that parsing numbers needs (libphonenumber's metadata and
 /// the table built from it). It happens on first use anyway, but takes tens of milliseconds:
 /// a server calls this at start so that its first text does not wait for it.

@@ -812,6 +812,8 @@ impl MailerConfig {
             backoff_max: self.backoff_max,
             retry_for: self.retry_for,
             concurrency: self.concurrency,
+            // Failure notices go to each user's own address: one relay serves all of them.
+            per_owner_concurrency: self.concurrency,
         }
     }
 }
@@ -1304,6 +1306,12 @@ impl Config {
         if w.concurrency == 0 {
             return Err(ConfigError::new(
                 "webhooks.concurrency",
+                "must be at least 1",
+            ));
+        }
+        if w.per_owner_concurrency == 0 {
+            return Err(ConfigError::new(
+                "webhooks.per_owner_concurrency",
                 "must be at least 1",
             ));
         }

@@ -92,6 +92,9 @@ pub struct WebhooksConfig {
     pub retry_for: Dur,
     /// POSTs in flight at once.
     pub concurrency: usize,
+    /// Status callbacks in flight at once for one user: a user whose receiver is slow
+    /// waits for themselves, never holding up other users or the inbound rules' webhooks.
+    pub per_owner_concurrency: usize,
 }
 
 impl Default for WebhooksConfig {
@@ -102,6 +105,7 @@ impl Default for WebhooksConfig {
             backoff_max: Dur(Duration::from_secs(3600)),
             retry_for: Dur(Duration::from_secs(24 * 3600)),
             concurrency: 64,
+            per_owner_concurrency: 8,
         }
     }
 }
@@ -328,11 +332,18 @@ fn looks_like_email(a: &str) -> bool {
     }
 }
 
+/// The longest inbound party kept, in characters (SMPP's `source_addr` holds 20; the rest of
+/// a longer one is not an address).
+pub const MAX_PARTY_CHARS: usize = 64;
+
 /// An inbound party (sender or recipient) as stored and shown: numbers as E.164 with `+`
 /// (DESIGN.md §5), so a reply can be matched with the messages sent to that number; anything
-/// else (an alphanumeric sender id, a short code) as received.
+/// else (an alphanumeric sender id, a short code) as received, less its control characters
+/// (a line break in a sender id would end up in an e-mail header) and cut to
+/// [`MAX_PARTY_CHARS`].
 pub fn normalize_party(raw: &str, country: Option<Country>) -> String {
-    let t = raw.trim();
+    let clean = crate::address::without_controls(raw, MAX_PARTY_CHARS);
+    let t = clean.trim();
     // Written-out numbers ("+1 (555) 000-1111") lose their punctuation first.
     let compact: String = t
         .chars()
@@ -479,6 +490,9 @@ mod tests {
         assert_eq!(normalize_party("72345", us), "72345");
         assert_eq!(normalize_party("+1 (555) 000-1111", us), "+15550001111");
         assert_eq!(normalize_party("Mr. Smith", us), "Mr. Smith");
+        assert_eq!(normalize_party("Evil\r\nBcc: x@y\0", us), "EvilBcc: x@y");
+        assert_eq!(normalize_party("\u{1b}[31mRED\u{85}", us), "[31mRED");
+        assert_eq!(normalize_party(&"A".repeat(500), us).len(), MAX_PARTY_CHARS);
     }
 
     #[test]

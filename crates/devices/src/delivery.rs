@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use textgate_core::clock::{now_ms, Millis};
 use textgate_core::config::WebhooksConfig;
-use textgate_store::{Delivery, DeliveryResult, Store};
+use textgate_store::{Delivery, DeliveryResult, Id, Store};
 use tokio::sync::{mpsc, Notify, Semaphore};
 
 use crate::BoxFuture;
@@ -36,9 +36,40 @@ pub struct DeliveryCounters {
     pub dead: AtomicU64,
 }
 
-/// What one attempt came to: `Ok` with the receiver's code, or `Err` with the code (if the
-/// receiver answered) and why it failed.
-pub type Attempt = Result<Option<i64>, (Option<i64>, String)>;
+/// What one attempt came to: `Ok` with the receiver's code, or why it failed.
+pub type Attempt = Result<Option<i64>, Failure>;
+
+/// A failed attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// The receiver's code, if it answered.
+    pub code: Option<i64>,
+    /// Why, for the dead letters and administrators.
+    pub error: String,
+    /// No retry can mend it (a URL the policy refuses, an address that is not one, a mail
+    /// that cannot be built): the delivery becomes a dead letter at once.
+    pub permanent: bool,
+}
+
+impl Failure {
+    /// A failure worth trying again.
+    pub fn retry(code: Option<i64>, error: impl Into<String>) -> Failure {
+        Failure {
+            code,
+            error: error.into(),
+            permanent: false,
+        }
+    }
+
+    /// A failure that would come again the same way.
+    pub fn permanent(code: Option<i64>, error: impl Into<String>) -> Failure {
+        Failure {
+            code,
+            error: error.into(),
+            permanent: true,
+        }
+    }
+}
 
 /// One way of delivering: how to read what a batch reports, and how to make one attempt.
 pub trait Channel: Send + Sync + 'static {
@@ -68,6 +99,7 @@ pub async fn run<C: Channel>(
     let recorder = tokio::spawn(record(store.clone(), done_rx));
     let concurrency = policy.concurrency.max(1);
     let slots = Arc::new(Semaphore::new(concurrency));
+    let owners = Arc::new(Owners::new(policy.per_owner_concurrency.max(1)));
     let policy = Arc::new(policy);
     let stopped = stop.notified();
     tokio::pin!(stopped);
@@ -84,17 +116,33 @@ pub async fn run<C: Channel>(
             {
                 Ok(batch) => {
                     claimed = batch.len();
+                    // A user who has as many attempts in flight as allowed waits: their
+                    // deliveries go back to the queue for a moment, uncounted.
+                    let (batch, waiting): (Vec<Delivery>, Vec<Delivery>) =
+                        batch.into_iter().partition(|d| owners.enter(d.owner_id));
+                    for d in waiting {
+                        let _ = done_tx.send(DeliveryResult::Deferred {
+                            id: d.id,
+                            attempt: d.attempts,
+                            next_at: now + OWNER_WAIT.as_millis() as Millis,
+                        });
+                    }
                     let prepared = channel.prepare(&batch).await;
                     for (d, p) in batch.into_iter().zip(prepared) {
                         let Ok(permit) = slots.clone().acquire_owned().await else {
                             return;
                         };
-                        let (channel, policy, counters) =
-                            (channel.clone(), policy.clone(), counters.clone());
+                        let (channel, policy, counters, owners) = (
+                            channel.clone(),
+                            policy.clone(),
+                            counters.clone(),
+                            owners.clone(),
+                        );
                         let done = done_tx.clone();
                         tokio::spawn(async move {
-                            let attempt = channel.attempt(&d, p).await;
+                            let attempt = contained(channel.clone(), d.clone(), p).await;
                             drop(permit);
+                            owners.leave(d.owner_id);
                             let _ =
                                 done.send(outcome(&d, attempt, &policy, &counters, channel.name()));
                         });
@@ -129,6 +177,67 @@ pub async fn run<C: Channel>(
     let _ = tokio::time::timeout(Duration::from_secs(2), recorder).await;
 }
 
+/// How long a delivery waits when its owner already has as many attempts in flight as allowed.
+const OWNER_WAIT: Duration = Duration::from_secs(1);
+
+/// Attempts in flight per owner (`None`, the inbound rules' own deliveries, is not limited).
+struct Owners {
+    max: usize,
+    in_flight: std::sync::Mutex<std::collections::HashMap<Id, usize>>,
+}
+
+impl Owners {
+    fn new(max: usize) -> Owners {
+        Owners {
+            max,
+            in_flight: Default::default(),
+        }
+    }
+
+    /// Counts an attempt for `owner` if they have room; `false` if they must wait.
+    fn enter(&self, owner: Option<Id>) -> bool {
+        let Some(o) = owner else { return true };
+        let Ok(mut m) = self.in_flight.lock() else {
+            return true;
+        };
+        let n = m.entry(o).or_default();
+        if *n >= self.max {
+            return false;
+        }
+        *n += 1;
+        true
+    }
+
+    fn leave(&self, owner: Option<Id>) {
+        let Some(o) = owner else { return };
+        if let Ok(mut m) = self.in_flight.lock() {
+            if let Some(n) = m.get_mut(&o) {
+                *n -= 1;
+                if *n == 0 {
+                    m.remove(&o);
+                }
+            }
+        }
+    }
+}
+
+/// One attempt in a task of its own: should it panic (a bug, or input nobody foresaw), the
+/// delivery fails for good rather than being claimed and tried, and panicking, again and
+/// again after every lease.
+async fn contained<C: Channel>(channel: Arc<C>, d: Delivery, p: C::Prepared) -> Attempt {
+    let id = d.id;
+    match tokio::spawn(async move { channel.attempt(&d, p).await }).await {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::error!(delivery = id, error = %e, "a delivery attempt failed on an internal error");
+            Err(Failure::permanent(
+                None,
+                "the delivery failed on an internal error (a bug; the server log has it)",
+            ))
+        }
+    }
+}
+
 /// What to record for an attempt: delivered, retried after the backoff, or dead when the
 /// next try would fall after the retry period.
 fn outcome(
@@ -138,7 +247,11 @@ fn outcome(
     c: &DeliveryCounters,
     channel: &str,
 ) -> DeliveryResult {
-    let (code, error) = match attempt {
+    let Failure {
+        code,
+        error,
+        permanent,
+    } = match attempt {
         Ok(code) => {
             c.delivered.fetch_add(1, Ordering::Relaxed);
             return DeliveryResult::Delivered {
@@ -159,10 +272,10 @@ fn outcome(
     };
     let attempts = u32::try_from(d.attempts).unwrap_or(u32::MAX);
     let next_at = now + policy.retry_delay(attempts, fastrand::f64()).as_millis() as Millis;
-    if next_at > give_up_at {
+    if permanent || next_at > give_up_at {
         c.dead.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(channel, delivery = d.id, target = %redact(&d.target), attempts = d.attempts, error = %error,
-            "a delivery could not be made in time and is kept as a dead letter");
+            "a delivery could not be made and is kept as a dead letter");
         DeliveryResult::Dead {
             id: d.id,
             attempt: d.attempts,
@@ -244,6 +357,65 @@ mod tests {
     }
 
     #[test]
+    fn a_permanent_failure_is_a_dead_letter_at_once() {
+        let (policy, c) = (WebhooksConfig::default(), DeliveryCounters::default());
+        let now = now_ms();
+        let r = outcome(
+            &delivery(1, now, 0),
+            Err(Failure::permanent(None, "not an address")),
+            &policy,
+            &c,
+            "email",
+        );
+        assert!(
+            matches!(r, DeliveryResult::Dead { ref error, .. } if error == "not an address"),
+            "{r:?}"
+        );
+    }
+
+    #[test]
+    fn each_owner_has_their_own_slots_and_the_rules_have_no_limit() {
+        let o = Owners::new(2);
+        assert!(o.enter(Some(7)) && o.enter(Some(7)));
+        assert!(!o.enter(Some(7)), "a third attempt of the same owner waits");
+        assert!(o.enter(Some(8)), "another owner does not wait for them");
+        assert!(
+            (0..100).all(|_| o.enter(None)),
+            "inbound rules' deliveries are not counted"
+        );
+        o.leave(Some(7));
+        assert!(o.enter(Some(7)));
+    }
+
+    #[tokio::test]
+    async fn a_panicking_attempt_fails_for_good() {
+        struct Boom;
+        impl Channel for Boom {
+            type Prepared = ();
+            fn name(&self) -> &'static str {
+                "email"
+            }
+            fn prepare<'a>(&'a self, b: &'a [Delivery]) -> BoxFuture<'a, Vec<()>> {
+                Box::pin(async move { vec![(); b.len()] })
+            }
+            fn attempt<'a>(&'a self, _: &'a Delivery, _: ()) -> BoxFuture<'a, Attempt> {
+                Box::pin(async { panic!("a display name with a line break") })
+            }
+        }
+        let a = contained(Arc::new(Boom), delivery(1, now_ms(), 0), ()).await;
+        assert!(
+            matches!(
+                a,
+                Err(Failure {
+                    permanent: true,
+                    ..
+                })
+            ),
+            "{a:?}"
+        );
+    }
+
+    #[test]
     fn logged_targets_lose_their_tokens() {
         assert_eq!(
             redact("https://u:p@hooks.example.com/in?token=s3cret"),
@@ -260,7 +432,7 @@ mod tests {
         let policy = WebhooksConfig::default();
         let c = DeliveryCounters::default();
         let now = now_ms();
-        let fail = || Err((Some(500), "HTTP 500".to_string()));
+        let fail = || Err(Failure::retry(Some(500), "HTTP 500"));
         assert!(matches!(
             outcome(&delivery(1, now, 0), fail(), &policy, &c, "webhook"),
             DeliveryResult::Retry {

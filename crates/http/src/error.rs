@@ -139,11 +139,18 @@ mod tests {
         assert!(!read.message.contains("stored"), "{}", read.message);
         let write = ApiError::not_stored(down());
         assert_eq!(write.status, StatusCode::SERVICE_UNAVAILABLE);
-        assert!(write.message.contains("nothing was stored"), "{}", write.message);
+        assert!(
+            write.message.contains("nothing was stored"),
+            "{}",
+            write.message
+        );
         let corrupt = ApiError::from(StoreError::Corrupt("unknown role".into()));
         assert_eq!(corrupt.status, StatusCode::INTERNAL_SERVER_ERROR);
         let conflict = ApiError::not_stored(StoreError::Conflict("taken".into()));
-        assert_eq!((conflict.status, conflict.code), (StatusCode::CONFLICT, "conflict"));
+        assert_eq!(
+            (conflict.status, conflict.code),
+            (StatusCode::CONFLICT, "conflict")
+        );
     }
 
     #[test]

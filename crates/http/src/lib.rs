@@ -7,12 +7,14 @@
 //! - [`error`]: the one error type; every failure is JSON `{"error": {"code", "message"}}`.
 //! - [`ops`]: `/healthz`, `/metrics` (Prometheus text) and `/api/openapi.json`.
 //! - [`server`]: the listener: connection cap, header, idle and request deadlines.
+//! - [`callbacks`]: where users' `callback_url`s may point (no internal addresses).
 //! - [`webhooks`]: the worker that POSTs inbound texts and status callbacks, signed, with
 //!   retries and dead letters.
 #![forbid(unsafe_code)]
 
 pub mod api;
 pub mod auth;
+pub mod callbacks;
 pub mod error;
 pub mod ops;
 pub mod server;
@@ -57,6 +59,8 @@ pub struct Shared {
     pub http: Arc<HttpCounters>,
     /// Bulk jobs.
     pub jobs: textgate_jobs::Jobs,
+    /// Where users' `callback_url`s may point.
+    pub callbacks: callbacks::Guard,
 }
 
 /// Counters of the HTTP side.
@@ -76,6 +80,7 @@ impl AppState {
             textgate_jobs::Jobs::new(store.clone(), config.clone(), Arc::new(move || d.wake()));
         AppState(Arc::new(Shared {
             jobs,
+            callbacks: callbacks::Guard::from_config(&config.server),
             country: config.default_country(),
             store,
             dispatcher,

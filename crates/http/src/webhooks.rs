@@ -3,8 +3,12 @@
 //!
 //! The `webhook` channel of the shared delivery loop ([`textgate_devices::delivery`]):
 //! POSTs with keep-alive connections pooled per host, each body signed with HMAC-SHA256
-//! (`X-Textgate-Signature: sha256=HEX`); a 2xx is delivered, anything else (or no answer
-//! within `[webhooks] timeout`) is retried with backoff and in the end kept as a dead letter.
+//! (`X-Textgate-Signature: sha256=HEX`, and `X-Textgate-Signature-V2: t=…,v1=…` over the
+//! timestamp, the delivery id and the body, so that a receiver can refuse a replayed POST);
+//! a 2xx is delivered, anything else (or no answer within `[webhooks] timeout`) is retried
+//! with backoff and in the end kept as a dead letter. Users' status callbacks go through a
+//! client whose resolver keeps to the [`crate::callbacks`] policy; a receiver's answer is read
+//! only up to [`MAX_ANSWER_BYTES`].
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -16,7 +20,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{json, Value};
 use sha2::Sha256;
-use textgate_devices::delivery::{Attempt, Channel};
+use textgate_devices::delivery::{Attempt, Channel, Failure};
 use textgate_devices::BoxFuture;
 use textgate_store::{Delivery, Id};
 use tokio::sync::Notify;
@@ -26,10 +30,25 @@ use crate::AppState;
 /// A delivery's `data`, or why it could not be read.
 type Payload = Result<Option<Value>, String>;
 
-type HttpsClient = Client<
-    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+type HttpsClient<R = hyper_util::client::legacy::connect::dns::GaiResolver> = Client<
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector<R>>,
     Full<Bytes>,
 >;
+
+/// The most of a receiver's answer that is read: only its status counts, and a receiver must
+/// not be able to make the server hold a large body.
+pub const MAX_ANSWER_BYTES: usize = 64 * 1024;
+
+/// The second signature's header value: `t=TIMESTAMP,v1=HEX`, where HEX is the HMAC-SHA256
+/// of `TIMESTAMP.DELIVERY.BODY` under `secret` (TIMESTAMP in Unix seconds, DELIVERY the
+/// `X-Textgate-Delivery` id). A receiver that refuses old timestamps and ids it has seen
+/// cannot be fed a captured POST again.
+pub fn signature_v2(secret: &str, timestamp: i64, delivery: i64, body: &[u8]) -> String {
+    let mut signed = format!("{timestamp}.{delivery}.").into_bytes();
+    signed.extend_from_slice(body);
+    let v1 = signature(secret, &signed);
+    format!("t={timestamp},v1={}", v1.trim_start_matches("sha256="))
+}
 
 /// The HMAC-SHA256 signature header value of `body` under `secret`: `sha256=HEX`.
 pub fn signature(secret: &str, body: &[u8]) -> String {
@@ -49,7 +68,11 @@ pub fn signature(secret: &str, body: &[u8]) -> String {
 struct Webhooks {
     st: AppState,
     timeout: Duration,
+    /// For the inbound rules' webhooks, which an administrator configured.
     client: HttpsClient,
+    /// For users' status callbacks: resolves only to addresses the policy allows.
+    callbacks: HttpsClient<crate::callbacks::GuardedResolver>,
+    guard: Arc<crate::callbacks::Guard>,
     /// Webhook secrets of API keys, by key id (`None`: the key has none).
     key_secrets: Mutex<HashMap<Id, Option<String>>>,
 }
@@ -57,19 +80,25 @@ struct Webhooks {
 /// Runs the webhook channel until `stop` is notified.
 pub async fn run(st: AppState, stop: Arc<Notify>) {
     let cfg = st.config.webhooks.clone();
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_webpki_roots()
-        .https_or_http()
-        .enable_http1()
-        .build();
-    let client = Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(30))
-        .pool_max_idle_per_host(cfg.concurrency)
-        .build(https);
+    let guard = Arc::new(crate::callbacks::Guard::from_config(&st.config.server));
+    let client = client(
+        hyper_util::client::legacy::connect::HttpConnector::new(),
+        cfg.concurrency,
+        cfg.timeout.0,
+    );
+    let callbacks = client_with(
+        hyper_util::client::legacy::connect::HttpConnector::new_with_resolver(
+            crate::callbacks::GuardedResolver::new(guard.clone()),
+        ),
+        cfg.per_owner_concurrency,
+        cfg.timeout.0,
+    );
     let channel = Arc::new(Webhooks {
         st: st.clone(),
         timeout: cfg.timeout.0,
         client,
+        callbacks,
+        guard,
         key_secrets: Mutex::new(HashMap::new()),
     });
     textgate_devices::delivery::run(
@@ -81,6 +110,44 @@ pub async fn run(st: AppState, stop: Arc<Notify>) {
         stop,
     )
     .await;
+}
+
+fn client(
+    http: hyper_util::client::legacy::connect::HttpConnector,
+    idle_per_host: usize,
+    timeout: Duration,
+) -> HttpsClient {
+    client_with(http, idle_per_host, timeout)
+}
+
+/// A pooled HTTPS-or-HTTP client over `http` (whose resolver decides where it may connect).
+fn client_with<R>(
+    mut http: hyper_util::client::legacy::connect::HttpConnector<R>,
+    idle_per_host: usize,
+    timeout: Duration,
+) -> HttpsClient<R>
+where
+    R: tower_service::Service<hyper_util::client::legacy::connect::dns::Name>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    R::Response: Iterator<Item = std::net::SocketAddr>,
+    R::Future: Send,
+    R::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    // The TLS layer wraps it, so it must let https URLs through.
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(timeout));
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_webpki_roots()
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(30))
+        .pool_max_idle_per_host(idle_per_host)
+        .build(https)
 }
 
 impl Channel for Webhooks {
@@ -96,13 +163,14 @@ impl Channel for Webhooks {
 
     fn attempt<'a>(&'a self, d: &'a Delivery, p: Payload) -> BoxFuture<'a, Attempt> {
         Box::pin(async move {
-            match self.post(d, p).await {
-                Ok(code) if (200..300).contains(&code) => Ok(Some(i64::from(code))),
-                Ok(code) => Err((
+            let code = self.post(d, p).await?;
+            if (200..300).contains(&code) {
+                Ok(Some(i64::from(code)))
+            } else {
+                Err(Failure::retry(
                     Some(i64::from(code)),
                     format!("the receiver answered HTTP {code}"),
-                )),
-                Err(e) => Err((None, e)),
+                ))
             }
         })
     }
@@ -110,13 +178,23 @@ impl Channel for Webhooks {
 
 impl Webhooks {
     /// One POST: the HTTP status, or why there was none.
-    async fn post(&self, d: &Delivery, data: Payload) -> Result<u16, String> {
-        let Some(data) = data? else {
+    async fn post(&self, d: &Delivery, data: Payload) -> Result<u16, Failure> {
+        let Some(data) = data.map_err(|e| Failure::retry(None, e))? else {
             // What it reports was deleted: nothing to say, so nothing to retry.
             return Ok(204);
         };
-        let body = serde_json::to_vec(&json!({"event": d.event, "data": data}))
-            .map_err(|e| format!("the event could not be encoded: {e}"))?;
+        // A status callback's URL is a user's: kept to the policy here too, since a literal
+        // address is connected to without resolving (and the policy may have changed since
+        // the message was accepted).
+        let user_url = d.message_id.is_some();
+        if user_url {
+            self.guard
+                .check_url(&d.target)
+                .map_err(|e| Failure::permanent(None, e))?;
+        }
+        let body = serde_json::to_vec(&json!({"event": d.event, "data": data})).map_err(|e| {
+            Failure::permanent(None, format!("the event could not be encoded: {e}"))
+        })?;
         let mut req = hyper::Request::post(d.target.as_str())
             .header("content-type", "application/json")
             .header(
@@ -125,32 +203,49 @@ impl Webhooks {
             )
             .header("x-textgate-event", d.event.as_str())
             .header("x-textgate-delivery", d.id.to_string());
-        if let Some(secret) = self.secret(d).await? {
-            req = req.header("x-textgate-signature", signature(&secret, &body));
+        if let Some(secret) = self.secret(d).await.map_err(|e| Failure::retry(None, e))? {
+            let now = textgate_core::clock::now_ms() / 1000;
+            req = req
+                .header("x-textgate-signature", signature(&secret, &body))
+                .header("x-textgate-timestamp", now.to_string())
+                .header(
+                    "x-textgate-signature-v2",
+                    signature_v2(&secret, now, d.id, &body),
+                );
         }
-        let req = req
-            .body(Full::new(Bytes::from(body)))
-            .map_err(|e| format!("\"{}\" is not a usable URL: {e}", d.target))?;
+        let req = req.body(Full::new(Bytes::from(body))).map_err(|e| {
+            Failure::permanent(None, format!("\"{}\" is not a usable URL: {e}", d.target))
+        })?;
         let timeout = self.timeout;
         let answer = tokio::time::timeout(timeout, async {
-            let resp = self.client.request(req).await.map_err(|e| {
-                let mut msg = e.to_string();
-                let mut src = std::error::Error::source(&e);
-                while let Some(s) = src {
-                    msg = format!("{msg}: {s}");
-                    src = s.source();
+            let sent = if user_url {
+                self.callbacks.request(req).await
+            } else {
+                self.client.request(req).await
+            };
+            let resp = sent.map_err(|e| {
+                let msg = crate::error::chain(&e);
+                if msg.contains(crate::callbacks::REFUSED) {
+                    Failure::permanent(None, format!("the request was not made: {msg}"))
+                } else {
+                    Failure::retry(None, format!("the request failed: {msg}"))
                 }
-                format!("the request failed: {msg}")
             })?;
             let status = resp.status().as_u16();
-            // Read the answer to its end so the connection can carry the next POST.
-            let _ = resp.into_body().collect().await;
-            Ok::<u16, String>(status)
+            // Read the answer (up to a limit) so the connection can carry the next POST;
+            // a longer one is dropped with its connection.
+            let _ = http_body_util::Limited::new(resp.into_body(), MAX_ANSWER_BYTES)
+                .collect()
+                .await;
+            Ok::<u16, Failure>(status)
         })
         .await;
         match answer {
             Ok(r) => r,
-            Err(_) => Err(format!("no answer within {}", humantime_ms(timeout))),
+            Err(_) => Err(Failure::retry(
+                None,
+                format!("no answer within {}", humantime_ms(timeout)),
+            )),
         }
     }
 
@@ -252,6 +347,19 @@ fn humantime_ms(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_second_signature_covers_time_delivery_and_body() {
+        // Python: hmac.new(b"s3cret", b'1700000000.42.{"a":1}', hashlib.sha256).hexdigest()
+        assert_eq!(
+            signature_v2("s3cret", 1_700_000_000, 42, br#"{"a":1}"#),
+            "t=1700000000,v1=8cdcf8a780cf67ec21373236130e65c74932711ed69970ce310a26d0d0d12776"
+        );
+        assert_ne!(
+            signature_v2("s3cret", 1_700_000_000, 43, br#"{"a":1}"#),
+            signature_v2("s3cret", 1_700_000_000, 42, br#"{"a":1}"#)
+        );
+    }
 
     #[test]
     fn signature_matches_rfc_4231_case_2() {

@@ -165,7 +165,9 @@ impl Gateway {
             now,
             origin: Some(textgate_store::origin::EMAIL.to_string()),
             api_key_id: None,
-            email_from: Some(d.mail_from.clone()).filter(|a| !a.is_empty()),
+            // Answers and notices go to it in a header: nothing that could break one.
+            email_from: Some(textgate_core::address::without_controls(&d.mail_from, 320))
+                .filter(|a| !a.is_empty()),
         };
         let render = Box::new(|_: &[i64]| String::new());
         match self.dispatcher.submit(submission, None, render).await {

@@ -21,7 +21,7 @@ use lettre::transport::smtp::client::{Tls, TlsParameters};
 use lettre::{Address, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use textgate_core::clock::format_rfc3339;
 use textgate_core::config::{Config, MailerConfig, RelayTls};
-use textgate_devices::delivery::{Attempt, Channel};
+use textgate_devices::delivery::{Attempt, Channel, Failure};
 use textgate_devices::dispatcher::Dispatcher;
 use textgate_devices::BoxFuture;
 use textgate_store::{Delivery, Id, Inbound, Message as Sms, Store};
@@ -107,19 +107,19 @@ impl Mailer {
 
     /// The forward of an inbound text.
     pub fn forward(&self, t: &Inbound) -> Mail {
+        // Stored without control characters already; a text stored by an older version may
+        // have them, and a display name must not carry a line break into a header.
+        let shown = textgate_core::address::without_controls(&t.from, 64);
         let digits: String = t.from.chars().filter(char::is_ascii_digit).collect();
         // A number answers at DIGITS@domain; an alphanumeric sender cannot be answered, so
         // its forward comes from the mailer's own address.
         let from = if digits.len() == t.from.trim_start_matches('+').len() && !digits.is_empty() {
             format!("{digits}@{}", self.reply_domain)
                 .parse::<Address>()
-                .map(|a| Mailbox::new(Some(format!("{} (SMS)", t.from)), a))
+                .map(|a| Mailbox::new(Some(format!("{shown} (SMS)")), a))
                 .unwrap_or_else(|_| Mailbox::new(None, self.envelope_from.clone()))
         } else {
-            Mailbox::new(
-                Some(format!("{} (SMS)", t.from)),
-                self.envelope_from.clone(),
-            )
+            Mailbox::new(Some(format!("{shown} (SMS)")), self.envelope_from.clone())
         };
         let preview: String = t.body.chars().take(40).collect();
         let more = if t.body.chars().count() > 40 {
@@ -129,7 +129,7 @@ impl Mailer {
         };
         Mail {
             from,
-            subject: format!("SMS from {}: {preview}{more}", t.from),
+            subject: format!("SMS from {shown}: {preview}{more}"),
             body: format!(
                 "{}\n\n-- \nA text message from {} to {}, received {} on {}.\nReply to this e-mail to answer by SMS.\n",
                 t.body,
@@ -199,11 +199,16 @@ impl Mailer {
                     rcpts.push(addr);
                 }
                 // Retrying cannot mend an address; the dead letter says what was wrong.
-                Err(e) => return Err((None, format!("\"{a}\" is not an e-mail address: {e}"))),
+                Err(e) => {
+                    return Err(Failure::permanent(
+                        None,
+                        format!("\"{a}\" is not an e-mail address: {e}"),
+                    ))
+                }
             }
         }
         let envelope = lettre::address::Envelope::new(Some(self.envelope_from.clone()), rcpts)
-            .map_err(|e| (None, format!("no usable recipient: {e}")))?;
+            .map_err(|e| Failure::permanent(None, format!("no usable recipient: {e}")))?;
         let message = Message::builder()
             .from(mail.from)
             .mailbox(lettre::message::header::To::from(to))
@@ -211,12 +216,17 @@ impl Mailer {
             .header(ContentType::TEXT_PLAIN)
             .envelope(envelope)
             .body(mail.body)
-            .map_err(|e| (None, format!("the e-mail could not be built: {e}")))?;
+            .map_err(|e| Failure::permanent(None, format!("the e-mail could not be built: {e}")))?;
         match self.transport.send(message).await {
             Ok(resp) => Ok(Some(i64::from(u16::from(resp.code())))),
             Err(e) => {
                 let code = e.status().map(|c| i64::from(u16::from(c)));
-                Err((code, format!("the relay did not take it: {e}")))
+                // A permanent refusal (5xx) of one message is retried too: relays answer 5xx
+                // for passing reasons as well, and the retry period bounds it.
+                Err(Failure::retry(
+                    code,
+                    format!("the relay did not take it: {e}"),
+                ))
             }
         }
     }
@@ -239,7 +249,7 @@ impl Channel for Mailer {
                 Ok(Some(mail)) => self.send(d, mail).await,
                 // Nothing to send (notices off, or the text is gone): done.
                 Ok(None) => Ok(None),
-                Err(e) => Err((None, e)),
+                Err(e) => Err(Failure::retry(None, e)),
             }
         })
     }

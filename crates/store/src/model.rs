@@ -655,7 +655,17 @@ pub enum DeliveryResult {
         /// When it failed.
         at: Millis,
     },
-    /// Failed and out of time: a dead letter.
+    /// Not attempted after all (its owner had as many attempts in flight as allowed): back
+    /// to waiting until `next_at`, its claim undone, so it does not count as an attempt.
+    Deferred {
+        /// Delivery.
+        id: Id,
+        /// The attempt number its claim gave it.
+        attempt: i64,
+        /// When it may be claimed again.
+        next_at: Millis,
+    },
+    /// Failed and out of time (or failed in a way no retry mends): a dead letter.
     Dead {
         /// Delivery.
         id: Id,
@@ -671,9 +681,11 @@ pub enum DeliveryResult {
 }
 
 impl DeliveryResult {
-    /// The attempt as the log keeps it: `(delivery, attempt, at, code, error)`.
-    pub fn log_entry(&self) -> (Id, i64, Millis, Option<i64>, Option<&str>) {
-        match self {
+    /// The attempt as the log keeps it: `(delivery, attempt, at, code, error)`; `None` for a
+    /// delivery that was not attempted.
+    pub fn log_entry(&self) -> Option<LogEntry<'_>> {
+        Some(match self {
+            DeliveryResult::Deferred { .. } => return None,
             DeliveryResult::Delivered {
                 id,
                 attempt,
@@ -695,9 +707,12 @@ impl DeliveryResult {
                 error,
                 at,
             } => (*id, *attempt, *at, *code, Some(error.as_str())),
-        }
+        })
     }
 }
+
+/// An attempt as [`DeliveryResult::log_entry`] gives it: `(delivery, attempt, at, code, error)`.
+pub type LogEntry<'a> = (Id, i64, Millis, Option<i64>, Option<&'a str>);
 
 /// One attempt of a delivery.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1193,7 +1193,10 @@ mod tests {
         assert!(matches!(e, StoreError::Backend(_)), "{e:?}");
         assert!(e.to_string().contains("no_such_table"), "{e}");
         let source = std::error::Error::source(&e).expect("the driver's error is kept");
-        assert!(source.downcast_ref::<rusqlite::Error>().is_some(), "{source:?}");
+        assert!(
+            source.downcast_ref::<rusqlite::Error>().is_some(),
+            "{source:?}"
+        );
         db.close().await;
         let _ = std::fs::remove_dir_all(dir);
     }

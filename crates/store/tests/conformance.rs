@@ -1188,6 +1188,53 @@ async fn deliveries_claim_retry_die_and_replay() {
 }
 
 #[tokio::test]
+async fn a_deferred_delivery_waits_uncounted_and_unlogged() {
+    both(|s| async move {
+        admin(&s, "root").await;
+        let routing = InboundRouting {
+            matched: true,
+            webhooks: vec!["http://a/h".into()],
+            give_up_at: 99_000,
+            ..Default::default()
+        };
+        new_id(&s, text("+15550000001", "hook", 1000, routing)).await;
+        let got = s.claim_deliveries("webhook", 1000, 5000, 10).await.unwrap();
+        assert_eq!((got.len(), got[0].attempts), (1, 1));
+        s.finish_deliveries(vec![DeliveryResult::Deferred {
+            id: got[0].id,
+            attempt: 1,
+            next_at: 1500,
+        }])
+        .await
+        .unwrap();
+        assert!(s
+            .claim_deliveries("webhook", 1499, 5000, 10)
+            .await
+            .unwrap()
+            .is_empty());
+        let again = s.claim_deliveries("webhook", 1500, 5000, 10).await.unwrap();
+        assert_eq!(
+            again[0].attempts, 1,
+            "the deferral did not count as an attempt"
+        );
+        assert!(s.delivery_attempts(got[0].id).await.unwrap().is_empty());
+        // A stale deferral (the claim it undoes is not the current one) changes nothing.
+        s.finish_deliveries(vec![DeliveryResult::Deferred {
+            id: got[0].id,
+            attempt: 7,
+            next_at: 1,
+        }])
+        .await
+        .unwrap();
+        assert_eq!(
+            s.get_delivery(got[0].id).await.unwrap().unwrap().attempts,
+            1
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn status_changes_of_messages_with_a_callback_queue_deliveries() {
     both(|s| async move {
         let u = user(&s, "alice").await;

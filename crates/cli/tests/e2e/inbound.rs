@@ -392,6 +392,11 @@ pub struct Receiver {
 
 impl Receiver {
     pub fn start(port: u16, secret: &str, fail: u32) -> Receiver {
+        Receiver::start_with(port, secret, fail, &[])
+    }
+
+    /// With more of receiver.py's options (`--delay SECONDS`, `--endless`).
+    pub fn start_with(port: u16, secret: &str, fail: u32, more: &[&str]) -> Receiver {
         let script = concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/../../tests/peers/webhook/receiver.py"
@@ -406,6 +411,7 @@ impl Receiver {
                 "--fail",
                 &fail.to_string(),
             ])
+            .args(more)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -477,6 +483,7 @@ webhook_secret = "rule-secret"
         assert_eq!(r["path"], "/sms");
         assert_eq!(r["event"], "message.inbound");
         assert_eq!(r["sig_ok"], true, "request {i}: {r}");
+        assert_eq!(r["sig_v2_ok"], true, "request {i}: {r}");
         assert_eq!(r["answered"], if i < 3 { 500 } else { 200 });
         assert_eq!(r["delivery"], reqs[0]["delivery"], "one delivery, retried");
     }
@@ -517,7 +524,8 @@ webhook_secret = "rule-secret"
 
 #[test]
 fn status_callbacks_are_signed_with_the_key_secret() {
-    let app = app("webhook_secret = \"server-secret\"\n");
+    // The receiver is on this machine: an internal address that must be allowed.
+    let app = app("webhook_secret = \"server-secret\"\ncallback_allow = [\"127.0.0.1\"]\n");
     // A key of alice's with its own webhook secret.
     let o = cli(
         &[
@@ -560,6 +568,7 @@ fn status_callbacks_are_signed_with_the_key_secret() {
     assert_eq!(statuses, vec!["delivered", "sent"]);
     for r in &reqs {
         assert_eq!(r["sig_ok"], true, "{r}");
+        assert_eq!(r["sig_v2_ok"], true, "{r}");
         assert_eq!(r["event"], "message.status");
         assert_eq!(r["path"], "/cb");
         assert_eq!(r["body"]["data"]["id"], id);

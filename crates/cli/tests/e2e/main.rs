@@ -7,6 +7,7 @@
 
 mod api;
 mod bad_input;
+mod callbacks;
 mod cli;
 mod durability;
 mod helpers;

@@ -13,7 +13,25 @@ use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::AppState;
 
-fn delivery_json(d: &Delivery) -> Value {
+/// What a caller is shown of an attempt's failure. Administrators see it whole; a user sees
+/// the receiver's HTTP status, or the policy's refusal of their URL, but never a transport
+/// error: "connection refused" against "timed out" would let a user map a network from the
+/// server's side.
+fn shown_error(caller: &Caller, code: Option<i64>, error: Option<&str>) -> Option<String> {
+    let error = error?;
+    if caller.is_admin() {
+        return Some(error.to_string());
+    }
+    Some(match code {
+        Some(c) => format!("the receiver answered HTTP {c}"),
+        None if error.contains(crate::callbacks::REFUSED) => error.to_string(),
+        None => {
+            "no HTTP answer (the receiver could not be reached or did not answer in time)".into()
+        }
+    })
+}
+
+fn delivery_json(caller: &Caller, d: &Delivery) -> Value {
     let t = |v: Option<i64>| v.map(format_rfc3339);
     json!({
         "id": d.id,
@@ -27,7 +45,7 @@ fn delivery_json(d: &Delivery) -> Value {
         "attempts": d.attempts,
         "next_attempt_at": (d.state == "pending").then(|| format_rfc3339(d.next_at)),
         "last_code": d.last_code,
-        "last_error": d.last_error,
+        "last_error": shown_error(caller, d.last_code, d.last_error.as_deref()),
         "created_at": format_rfc3339(d.created_at),
         "done_at": t(d.done_at),
     })
@@ -82,7 +100,7 @@ pub async fn list(
         limit,
         q.cursor.filter(|c| !c.is_empty()),
         |d| d.id.to_string(),
-        delivery_json,
+        |d| delivery_json(&caller, d),
     )))
 }
 
@@ -103,7 +121,7 @@ pub async fn get_one(
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
     let d = find(&st, &caller, &id).await?;
-    let mut v = delivery_json(&d);
+    let mut v = delivery_json(&caller, &d);
     let log = st.store.delivery_attempts(d.id).await?;
     v["attempt_log"] = log
         .iter()
@@ -112,7 +130,7 @@ pub async fn get_one(
                 "attempt": a.attempt,
                 "at": format_rfc3339(a.at),
                 "code": a.code,
-                "error": a.error,
+                "error": shown_error(&caller, a.code, a.error.as_deref()),
             })
         })
         .collect();
@@ -137,7 +155,7 @@ pub async fn replay(
     {
         Some(d) => {
             st.dispatcher.deliveries.notify_waiters();
-            Ok(Json(delivery_json(&d)))
+            Ok(Json(delivery_json(&caller, &d)))
         }
         None => Err(ApiError::new(
             axum::http::StatusCode::CONFLICT,

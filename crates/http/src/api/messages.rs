@@ -67,6 +67,7 @@ struct AcceptedItem<'a> {
 
 const MAX_IDEMPOTENCY_KEY: usize = 255;
 const MAX_REFERENCE: usize = 256;
+const MAX_CALLBACK_URL: usize = 2048;
 
 fn recipients(to: &Value, state: &AppState) -> ApiResult<Vec<Recipient>> {
     let raw: Vec<&str> = match to {
@@ -180,12 +181,15 @@ pub async fn send(
         ));
     }
     if let Some(url) = &req.callback_url {
-        if !(url.starts_with("http://") || url.starts_with("https://")) || url.len() > 2048 {
+        if url.len() > MAX_CALLBACK_URL {
             return Err(ApiError::invalid(
                 "invalid_callback_url",
-                "callback_url must be an http:// or https:// URL",
+                format!("callback_url is longer than {MAX_CALLBACK_URL} bytes"),
             ));
         }
+        st.callbacks
+            .check_url(url)
+            .map_err(|m| ApiError::invalid("invalid_callback_url", m))?;
     }
     if req
         .reference

@@ -467,10 +467,17 @@ impl Postgres {
                     )
                     .await
                 }
+                DeliveryResult::Deferred { id, attempt, next_at } => {
+                    tx.execute(
+                        "UPDATE deliveries SET next_at = $3, attempts = attempts - 1
+                         WHERE id = $1 AND attempts = $2 AND state = 'pending'",
+                        &[id, attempt, next_at],
+                    )
+                    .await
+                }
             }
             .map_err(db_err)?;
-            if applied > 0 {
-                let (id, attempt, at, code, error) = r.log_entry();
+            if let (true, Some((id, attempt, at, code, error))) = (applied > 0, r.log_entry()) {
                 tx.execute(
                     "INSERT INTO delivery_attempts (delivery_id, attempt, at, code, error)
                      VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",

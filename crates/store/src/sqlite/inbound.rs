@@ -412,10 +412,15 @@ impl Sqlite {
                              WHERE id = ?1 AND attempts = ?2 AND state = 'pending'",
                         )
                         .and_then(|mut s| s.execute(params![id, attempt, code, error, at])),
+                    DeliveryResult::Deferred { id, attempt, next_at } => c
+                        .prepare_cached(
+                            "UPDATE deliveries SET next_at = ?3, attempts = attempts - 1
+                             WHERE id = ?1 AND attempts = ?2 AND state = 'pending'",
+                        )
+                        .and_then(|mut s| s.execute(params![id, attempt, next_at])),
                 }
                 .map_err(db_err)?;
-                if applied > 0 {
-                    let (id, attempt, at, code, error) = r.log_entry();
+                if let (true, Some((id, attempt, at, code, error))) = (applied > 0, r.log_entry()) {
                     c.prepare_cached(
                         "INSERT OR IGNORE INTO delivery_attempts (delivery_id, attempt, at, code, error)
                          VALUES (?1, ?2, ?3, ?4, ?5)",
