@@ -91,8 +91,14 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     // SMTP is bound first, so that when the HTTP line below is printed both are listening.
     let smtp = match textgate_smtp::Listener::bind(&cfg).await? {
         Some(listener) => {
+            let signin = Arc::new(textgate_devices::signin::SignIn::new(
+                store.clone(),
+                &cfg.auth,
+            ));
+            signin.warm_up().await;
             let gateway =
-                textgate_smtp::Gateway::new(store.clone(), dispatcher.clone(), &cfg).await?;
+                textgate_smtp::Gateway::new(store.clone(), dispatcher.clone(), signin, &cfg)
+                    .await?;
             let addr = listener.local_addr()?;
             // Tests and scripts read this line to find the port when [smtp] listen ends in :0.
             println!("textgate smtp listening on {addr}");

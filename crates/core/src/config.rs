@@ -137,6 +137,65 @@ pub struct Config {
     /// `[webhooks]`: timeouts and retries of webhooks and status callbacks.
     #[serde(default)]
     pub webhooks: WebhooksConfig,
+    /// `[auth]`: how failed sign-ins (SMTP AUTH, the web sign-in) are limited.
+    #[serde(default)]
+    pub auth: AuthConfig,
+}
+
+/// `[auth]`: failed sign-ins counted per user name and per client address across
+/// connections, and the passwords hashed at once.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Failures of one user name within `window` that lock the name out.
+    pub max_failures_per_user: u32,
+    /// Failures from one client address within `window` that lock the address out.
+    pub max_failures_per_address: u32,
+    /// The period failures are counted over.
+    pub window: Dur,
+    /// How long a lock-out lasts.
+    pub lockout: Dur,
+    /// Passwords checked at once (each argon2 check takes about 19 MiB and a core for tens
+    /// of milliseconds); 0 = the number of CPU cores. More wait their turn.
+    pub max_concurrent_hashes: usize,
+}
+
+impl Default for AuthConfig {
+    fn default() -> AuthConfig {
+        let p = crate::signin::Policy::default();
+        AuthConfig {
+            max_failures_per_user: p.per_user,
+            max_failures_per_address: p.per_address,
+            window: Dur(p.window),
+            lockout: Dur(p.lockout),
+            max_concurrent_hashes: 0,
+        }
+    }
+}
+
+impl AuthConfig {
+    /// The limiter's policy.
+    pub fn policy(&self) -> crate::signin::Policy {
+        crate::signin::Policy {
+            per_user: self.max_failures_per_user,
+            per_address: self.max_failures_per_address,
+            window: self.window.0,
+            lockout: self.lockout.0,
+        }
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        if self.max_failures_per_user == 0 || self.max_failures_per_address == 0 {
+            return Err(ConfigError::new(
+                "auth.max_failures_per_user",
+                "the failure limits must be at least 1",
+            ));
+        }
+        if self.window.0.is_zero() {
+            return Err(ConfigError::new("auth.window", "must be above zero"));
+        }
+        Ok(())
+    }
 }
 
 /// `[server]`.
@@ -845,10 +904,18 @@ pub struct SmtpConfig {
     pub user: Option<String>,
     /// Cut a text that needs more than `[server] max_parts` parts instead of refusing it.
     pub truncate: bool,
-    /// How long the listener waits for each command (RFC 5321 §4.5.3.2.7 suggests 5m).
+    /// How long a client has for each command line, counted from the reply to the one
+    /// before (RFC 5321 §4.5.3.2.7 suggests 5m): sending it a byte at a time does not help.
     pub command_timeout: Dur,
-    /// How long it waits for more of the message during DATA (RFC 5321 §4.5.3.2.5/6).
+    /// How long a client has for a whole message, from the 354 reply to the final dot.
     pub data_timeout: Dur,
+    /// How long one connection may last, however busy.
+    pub session_timeout: Dur,
+    /// Connections one client address may have open at once; more are answered 421.
+    pub max_connections_per_client: usize,
+    /// Client networks whose mail from `allowed_senders` is taken without AUTH (the company
+    /// mail server that relays to textgate); from anywhere else, AUTH is required.
+    pub trusted_networks: Vec<String>,
 }
 
 impl Default for SmtpConfig {
@@ -866,7 +933,10 @@ impl Default for SmtpConfig {
             user: None,
             truncate: false,
             command_timeout: Dur(Duration::from_secs(300)),
-            data_timeout: Dur(Duration::from_secs(180)),
+            data_timeout: Dur(Duration::from_secs(600)),
+            session_timeout: Dur(Duration::from_secs(3600)),
+            max_connections_per_client: 20,
+            trusted_networks: vec!["127.0.0.0/8".into(), "::1/128".into()],
         }
     }
 }
@@ -940,6 +1010,15 @@ impl SmtpConfig {
                 "must be at least 1KiB",
             ));
         }
+        crate::net::parse_cidrs(&self.trusted_networks)
+            .map_err(|e| ConfigError::new("smtp.trusted_networks", e))?;
+        if self.max_connections_per_client == 0 {
+            return Err(ConfigError::new(
+                "smtp.max_connections_per_client",
+                "must be at least 1",
+            ));
+        }
+
         if self.max_recipients == 0 {
             return Err(ConfigError::new(
                 "smtp.max_recipients",
@@ -986,6 +1065,7 @@ impl SmtpConfig {
         for (key, d) in [
             ("command_timeout", self.command_timeout),
             ("data_timeout", self.data_timeout),
+            ("session_timeout", self.session_timeout),
         ] {
             if d.0 < Duration::from_secs(1) {
                 return Err(ConfigError::new(
@@ -1075,6 +1155,7 @@ impl Config {
             inbound_rules: Vec::new(),
             inbound: InboundConfig::default(),
             webhooks: WebhooksConfig::default(),
+            auth: AuthConfig::default(),
         }
     }
 
@@ -1203,6 +1284,7 @@ impl Config {
             ));
         }
         s.check_limits()?;
+        self.auth.check()?;
         if let Some(smtp) = &self.smtp {
             smtp.check()?;
         }
@@ -1500,7 +1582,7 @@ devices = ["lb"]
         let s = c.smtp.as_ref().unwrap();
         assert_eq!(s.max_message_bytes, Bytes(2 << 20));
         assert_eq!(s.command_timeout, Dur(Duration::from_secs(30)));
-        assert_eq!(s.data_timeout, Dur(Duration::from_secs(180)));
+        assert_eq!(s.data_timeout, Dur(Duration::from_secs(600)));
         assert_eq!(
             (s.user.as_deref(), s.truncate, s.max_recipients),
             (Some("batch"), true, 100)

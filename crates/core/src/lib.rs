@@ -9,6 +9,7 @@
 //! - [`auth`]: password hashing (argon2id) and API keys (random, stored as SHA-256).
 //! - [`cache`]: a map of recent answers with a time to live (verified keys and credentials).
 //! - [`clock`]: timestamps (milliseconds since the Unix epoch, UTC) and their RFC 3339 form.
+//! - [`signin`]: failed sign-ins counted per name and address, with an expiring lock-out.
 //! - [`net`]: CIDR blocks and which addresses are internal (callback and SMTP policies).
 #![forbid(unsafe_code)]
 
@@ -21,4 +22,5 @@ pub mod encoding;
 pub mod inbound;
 pub mod net;
 pub mod routing;
+pub mod signin;
 pub mod status;

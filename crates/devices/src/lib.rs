@@ -9,6 +9,8 @@
 //! - [`inbound`]: inbound texts' routing by the rules, and the suppression list.
 //! - [`delivery`]: the loop that makes webhook and e-mail deliveries, with retries and dead
 //!   letters.
+//! - [`signin`]: passwords and API keys given by people, checked with limits on failures
+//!   and on concurrent hashes.
 //! - [`submit`]: how validated texts from any edge (HTTP, e-mail) are stored and handed to
 //!   the dispatcher.
 #![forbid(unsafe_code)]
@@ -17,6 +19,7 @@ pub mod delivery;
 pub mod dispatcher;
 pub mod inbound;
 pub mod loopback;
+pub mod signin;
 pub mod smpp;
 pub mod submit;
 

@@ -6,21 +6,29 @@
 //! sender (compared without regard to case; the oldest such user if several share it); if
 //! none, the `[smtp] user` when configured; else the mail is refused with `550 5.7.1`.
 //!
-//! Verified credentials and sender owners are cached for a minute, as the HTTP side caches
-//! API keys: argon2 costs milliseconds of CPU by design, which a client that authenticates
-//! for every message would otherwise pay each time.
+//! Credentials are checked by [`SignIn`] (failures limited per name and address across
+//! connections, a bounded number of argon2 checks at once). Verified credentials and sender
+//! owners are cached for a minute, as the HTTP side caches API keys: argon2 costs
+//! milliseconds of CPU by design, which a client that authenticates for every message would
+//! otherwise pay each time.
+//!
+//! Mail without AUTH is never owned by an administrator unless the configuration names that
+//! administrator as `[smtp] user`: an envelope sender is easy to forge.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
-use textgate_core::auth::{hash_api_key, hex, verify_password, API_KEY_PREFIX};
+use std::net::IpAddr;
+
+use textgate_core::auth::hex;
 use textgate_core::cache::Recent;
 use textgate_core::clock::{now_ms, Millis};
 use textgate_core::config::Config;
 use textgate_devices::dispatcher::Dispatcher;
+use textgate_devices::signin::{SignIn, Verdict};
 use textgate_devices::submit::{Accepted, Submission};
-use textgate_store::{Store, User};
+use textgate_store::{Role, Store, User};
 
 use crate::session::{Action, Answer, Credentials, Delivery, Owner};
 use crate::SmtpError;
@@ -29,6 +37,7 @@ use crate::SmtpError;
 pub struct Gateway {
     store: Store,
     dispatcher: Arc<Dispatcher>,
+    signin: Arc<SignIn>,
     default_owner: Option<Owner>,
     validity: Millis,
     credentials: Recent<Owner>,
@@ -39,6 +48,7 @@ fn owner(u: User) -> Owner {
     Owner {
         id: u.id,
         name: u.name,
+        emails: u.email.into_iter().collect(),
     }
 }
 
@@ -47,6 +57,7 @@ impl Gateway {
     pub async fn new(
         store: Store,
         dispatcher: Arc<Dispatcher>,
+        signin: Arc<SignIn>,
         cfg: &Config,
     ) -> Result<Gateway, SmtpError> {
         let default_owner = match cfg.smtp.as_ref().and_then(|s| s.user.as_deref()) {
@@ -62,6 +73,7 @@ impl Gateway {
         Ok(Gateway {
             store,
             dispatcher,
+            signin,
             default_owner,
             validity: cfg.server.default_validity.0.as_millis() as Millis,
             credentials: Recent::default(),
@@ -69,18 +81,18 @@ impl Gateway {
         })
     }
 
-    /// Does what `action` asks; `None` for the actions the connection itself carries out
-    /// (STARTTLS, close).
-    pub async fn answer(&self, action: Action) -> Option<Answer> {
+    /// Does what `action` of the client at `client` asks; `None` for the actions the
+    /// connection itself carries out (STARTTLS, close).
+    pub async fn answer(&self, action: Action, client: IpAddr) -> Option<Answer> {
         match action {
-            Action::Authenticate(c) => Some(self.authenticate(c).await),
+            Action::Authenticate(c) => Some(self.authenticate(c, client).await),
             Action::FindSender(address) => Some(self.sender(&address).await),
             Action::Deliver(d) => Some(self.deliver(d).await),
             Action::StartTls | Action::Close => None,
         }
     }
 
-    async fn authenticate(&self, c: Credentials) -> Answer {
+    async fn authenticate(&self, c: Credentials, client: IpAddr) -> Answer {
         // The cache key is a hash, so that no password is kept in memory longer than needed.
         let key = hex(&Sha256::digest(
             format!("{}\0{}", c.username, c.secret).as_bytes(),
@@ -88,43 +100,26 @@ impl Gateway {
         if let Some(o) = self.credentials.get(&key) {
             return Answer::Authenticated(Some(o));
         }
-        let found = if c.secret.starts_with(API_KEY_PREFIX) {
-            // An API key names its user by itself; the user name the client had to give is
-            // not checked (some clients insist on sending one).
-            self.store.user_by_api_key(&hash_api_key(&c.secret)).await
-        } else {
-            match self.store.user_by_name(&c.username).await {
-                Ok(Some(u)) => {
-                    let hash = u.password_hash.clone().unwrap_or_default();
-                    let secret = c.secret.clone();
-                    // argon2 is slow on purpose: off the async workers.
-                    let ok = tokio::task::spawn_blocking(move || verify_password(&secret, &hash))
-                        .await
-                        .unwrap_or(false);
-                    Ok(ok.then_some(u))
-                }
-                other => other,
-            }
-        };
-        match found {
-            Ok(Some(u)) => {
+        match self.signin.check(client, &c.username, &c.secret).await {
+            Verdict::Accepted(u) => {
                 let o = owner(u);
                 tracing::debug!(user = %o.name, "SMTP AUTH succeeded");
                 self.credentials.put(key, o.clone());
                 Answer::Authenticated(Some(o))
             }
-            Ok(None) => {
+            Verdict::Refused => {
                 self.dispatcher
                     .counters
                     .smtp_auth_failures
                     .fetch_add(1, Ordering::Relaxed);
-                tracing::info!(username = %c.username, "SMTP AUTH refused");
+                tracing::info!(username = %c.username, %client, "SMTP AUTH refused");
                 Answer::Authenticated(None)
             }
-            Err(e) => {
-                tracing::error!(error = %e, "SMTP AUTH: the store failed");
-                Answer::Unavailable
+            Verdict::LockedOut(after) => {
+                tracing::warn!(username = %c.username, %client, "SMTP AUTH refused: locked out after too many failures");
+                Answer::LockedOut(after)
             }
+            Verdict::Unavailable => Answer::Unavailable,
         }
     }
 
@@ -134,6 +129,12 @@ impl Gateway {
             return Answer::Sender(Some(o));
         }
         match self.store.user_by_email(address).await {
+            Ok(Some(u)) if u.role == Role::Admin && !self.is_default_owner(u.id) => {
+                tracing::info!(sender = %address, "mail without AUTH from an administrator's address refused");
+                Answer::SenderRefused(
+                    "this address belongs to an administrator, whose mail must be authenticated (AUTH); an envelope sender alone proves nothing".into(),
+                )
+            }
             Ok(found) => {
                 let o = found.map(owner).or_else(|| self.default_owner.clone());
                 if let Some(o) = &o {
@@ -148,6 +149,10 @@ impl Gateway {
                 Answer::Unavailable
             }
         }
+    }
+
+    fn is_default_owner(&self, id: i64) -> bool {
+        self.default_owner.as_ref().is_some_and(|o| o.id == id)
     }
 
     async fn deliver(&self, d: Delivery) -> Answer {

@@ -1,7 +1,7 @@
 //! The SMTP listener: binds `[smtp] listen`, loads the STARTTLS certificate, accepts
 //! connections up to `max_connections`, gives each a task, and shuts down in order.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,7 +14,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::connection::{self, Timeouts};
 use crate::gateway::Gateway;
-use crate::session::{Session, Settings, BUSY_REPLY};
+use crate::session::{Peer, Session, Settings, BUSY_REPLY};
 use crate::SmtpError;
 
 /// The STARTTLS acceptor for `[smtp] tls_cert` and `tls_key` (rustls with the ring
@@ -69,6 +69,7 @@ pub struct Listener {
     settings: Arc<Settings>,
     timeouts: Timeouts,
     max_connections: usize,
+    per_client: usize,
 }
 
 impl Listener {
@@ -95,8 +96,10 @@ impl Listener {
             timeouts: Timeouts {
                 command: smtp.command_timeout.0,
                 data: smtp.data_timeout.0,
+                session: smtp.session_timeout.0,
             },
             max_connections: smtp.max_connections,
+            per_client: smtp.max_connections_per_client,
         }))
     }
 
@@ -116,6 +119,8 @@ impl Listener {
         // Bounds the connections served at once; a client over the limit is told 421 at
         // once rather than left waiting in the accept backlog.
         let slots = Arc::new(Semaphore::new(self.max_connections));
+        // And per client address, so that one client cannot take every slot.
+        let clients = Arc::new(Clients::new(self.per_client));
         let mut tasks = JoinSet::new();
         let mut backoff = Duration::from_millis(10);
         loop {
@@ -142,11 +147,14 @@ impl Listener {
             // Replies are small and each waits for the client: Nagle would delay them.
             let _ = sock.set_nodelay(true);
             let Ok(permit) = slots.clone().try_acquire_owned() else {
-                tasks.spawn(turn_away(sock));
+                tasks.spawn(turn_away(sock, BUSY_REPLY));
                 continue;
             };
-            let loopback = peer.ip().to_canonical().is_loopback();
-            let session = Session::new(self.settings.clone(), loopback);
+            let Some(this_client) = clients.clone().enter(peer.ip()) else {
+                tasks.spawn(turn_away(sock, CLIENT_BUSY_REPLY));
+                continue;
+            };
+            let session = Session::new(self.settings.clone(), Peer::of(peer.ip(), &self.settings));
             let (gateway, tls, timeouts, stopped) = (
                 gateway.clone(),
                 self.tls.clone(),
@@ -155,10 +163,12 @@ impl Listener {
             );
             tasks.spawn(async move {
                 if let Err(e) =
-                    connection::serve(sock, session, gateway, tls, timeouts, stopped).await
+                    connection::serve(sock, peer.ip(), session, gateway, tls, timeouts, stopped)
+                        .await
                 {
                     tracing::debug!(%peer, error = %e, "SMTP connection ended with an error");
                 }
+                drop(this_client);
                 drop(permit);
             });
         }
@@ -168,9 +178,57 @@ impl Listener {
     }
 }
 
-async fn turn_away(mut sock: TcpStream) {
-    let _ = tokio::time::timeout(Duration::from_secs(1), sock.write_all(BUSY_REPLY)).await;
-    let _ = sock.shutdown().await;
+async fn turn_away(mut sock: TcpStream, reply: &'static [u8]) {
+    let _ = tokio::time::timeout(Duration::from_secs(1), sock.write_all(reply)).await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), sock.shutdown()).await;
+}
+
+/// The reply to a client that has `max_connections_per_client` open already.
+const CLIENT_BUSY_REPLY: &[u8] =
+    b"421 4.7.0 Too many connections from your address; try again later\r\n";
+
+/// Connections open per client address.
+struct Clients {
+    max: usize,
+    open: std::sync::Mutex<std::collections::HashMap<IpAddr, usize>>,
+}
+
+/// One open connection of a client, counted until dropped.
+struct ClientSlot(Arc<Clients>, IpAddr);
+
+impl Clients {
+    fn new(max: usize) -> Clients {
+        Clients {
+            max: max.max(1),
+            open: Default::default(),
+        }
+    }
+
+    fn enter(self: Arc<Self>, ip: IpAddr) -> Option<ClientSlot> {
+        let ip = ip.to_canonical();
+        {
+            let mut m = self.open.lock().ok()?;
+            let n = m.entry(ip).or_default();
+            if *n >= self.max {
+                return None;
+            }
+            *n += 1;
+        }
+        Some(ClientSlot(self, ip))
+    }
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        if let Ok(mut m) = self.0.open.lock() {
+            if let Some(n) = m.get_mut(&self.1) {
+                *n -= 1;
+                if *n == 0 {
+                    m.remove(&self.1);
+                }
+            }
+        }
+    }
 }
 
 /// A running listener.

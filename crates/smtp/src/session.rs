@@ -48,6 +48,8 @@ pub struct Settings {
     pub truncate: bool,
     /// Whether STARTTLS can be offered (a certificate is configured).
     pub tls_available: bool,
+    /// `[smtp] trusted_networks`.
+    pub trusted: Vec<textgate_core::net::Cidr>,
 }
 
 impl Settings {
@@ -64,6 +66,34 @@ impl Settings {
             max_parts,
             truncate: smtp.truncate,
             tls_available: smtp.tls_cert.is_some() && smtp.tls_key.is_some(),
+            // Checked by `textgate check` and at start; an entry that does not parse trusts
+            // nothing.
+            trusted: smtp
+                .trusted_networks
+                .iter()
+                .filter_map(|n| n.parse().ok())
+                .collect(),
+        }
+    }
+}
+
+/// What the listener knows of the client from its address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peer {
+    /// It connected from this machine: AUTH is offered without TLS.
+    pub loopback: bool,
+    /// Its address is in `[smtp] trusted_networks`: mail from allowed senders is taken
+    /// without AUTH.
+    pub trusted: bool,
+}
+
+impl Peer {
+    /// The client at `ip`, under these settings.
+    pub fn of(ip: std::net::IpAddr, settings: &Settings) -> Peer {
+        let ip = ip.to_canonical();
+        Peer {
+            loopback: ip.is_loopback(),
+            trusted: settings.trusted.iter().any(|n| n.contains(ip)),
         }
     }
 }
@@ -75,6 +105,9 @@ pub struct Owner {
     pub id: i64,
     /// User name (for logs).
     pub name: String,
+    /// The user's own e-mail addresses: the only envelope senders an authenticated session
+    /// may use (besides `<>`).
+    pub emails: Vec<String>,
 }
 
 /// A name and secret given with AUTH PLAIN or LOGIN (RFC 4616, and the LOGIN draft).
@@ -131,8 +164,13 @@ pub enum Answer {
     Authenticated(Option<Owner>),
     /// The sender's user (or the default owner), or `None` if there is none.
     Sender(Option<Owner>),
+    /// The sender may not send without AUTH, for this reason (an administrator's address).
+    SenderRefused(String),
     /// The texts are committed, with these ids.
     Stored(Vec<i64>),
+    /// Too many failed sign-ins for this name or from this address: not tried, and the
+    /// session ends; the lock-out lasts this much longer.
+    LockedOut(std::time::Duration),
     /// The outside world failed (a database error): the client should try again later.
     Unavailable,
 }
@@ -186,7 +224,7 @@ struct Transaction {
 /// One SMTP conversation.
 pub struct Session {
     settings: Arc<Settings>,
-    loopback: bool,
+    peer: Peer,
     tls: bool,
     state: State,
     input: Vec<u8>,
@@ -201,11 +239,10 @@ pub struct Session {
 
 impl Session {
     /// A new session with a client; the greeting is already in [`Session::take_output`].
-    /// `loopback`: the client connected from this machine (AUTH is offered without TLS).
-    pub fn new(settings: Arc<Settings>, loopback: bool) -> Session {
+    pub fn new(settings: Arc<Settings>, peer: Peer) -> Session {
         let mut s = Session {
             settings,
-            loopback,
+            peer,
             tls: false,
             state: State::Command(RequestReceiver::default()),
             input: Vec::new(),
@@ -264,6 +301,14 @@ impl Session {
                     "Temporary failure in textgate's database; try again later",
                 );
             }
+            (Pending::Auth, Answer::LockedOut(after)) => {
+                let minutes = after.as_secs().div_ceil(60).max(1);
+                return Some(self.close(
+                    421,
+                    "4.7.0",
+                    &format!("Too many failed authentications for this user or from your address; try again in {minutes} minute(s)"),
+                ));
+            }
             (Pending::Auth, Answer::Authenticated(Some(owner))) => {
                 self.authenticated = Some(owner);
                 self.reply(235, "2.7.0", "Authentication successful");
@@ -277,6 +322,9 @@ impl Session {
             }
             (Pending::Sender(from), Answer::Sender(Some(owner))) => {
                 self.start_transaction(from, owner);
+            }
+            (Pending::Sender(from), Answer::SenderRefused(why)) => {
+                self.reply(550, "5.7.1", &format!("<{from}>: {why}"));
             }
             (Pending::Sender(from), _) => {
                 self.reply(
@@ -333,7 +381,7 @@ impl Session {
     }
 
     fn auth_offered(&self) -> bool {
-        self.tls || self.loopback
+        self.tls || self.peer.loopback
     }
 
     fn reply(&mut self, code: u16, esc: &str, text: &str) {
@@ -594,7 +642,39 @@ impl Session {
             );
         }
         if let Some(owner) = self.authenticated.clone() {
+            // The sender is who notices and replies go to: only the user's own address.
+            let own = from.is_empty() || owner.emails.iter().any(|e| e.eq_ignore_ascii_case(&from));
+            if !own {
+                let yours = if owner.emails.is_empty() {
+                    "your user has no e-mail address, so send with an empty sender (MAIL FROM:<>) or ask an administrator to set one".to_string()
+                } else {
+                    format!("use your own address ({})", owner.emails.join(", "))
+                };
+                self.reply(
+                    550,
+                    "5.7.1",
+                    &format!("<{from}> is not {}'s address: {yours}", owner.name),
+                );
+                return None;
+            }
             self.start_transaction(from, owner);
+            return None;
+        }
+        if !self.peer.trusted {
+            let how = if self.auth_offered() {
+                "authenticate first (AUTH)"
+            } else if self.settings.tls_available {
+                "authenticate (STARTTLS, then AUTH)"
+            } else {
+                "this server takes mail without AUTH only from its trusted networks"
+            };
+            self.reply(
+                530,
+                "5.7.0",
+                &format!(
+                    "Authentication required: mail from your address must be authenticated; {how}"
+                ),
+            );
             return None;
         }
         if !self.settings.rules.sender_allowed(&from) {
@@ -898,6 +978,15 @@ mod tests {
         Owner {
             id: 7,
             name: "bob".into(),
+            emails: vec!["bob@example.com".into()],
+        }
+    }
+
+    /// A client in the trusted networks (the company's relay), on loopback or not.
+    fn trusted(loopback: bool) -> Peer {
+        Peer {
+            loopback,
+            trusted: true,
         }
     }
 
@@ -912,7 +1001,7 @@ mod tests {
 
     impl Client {
         fn new(loopback: bool, tls: bool) -> Client {
-            let mut s = Session::new(settings(tls), loopback);
+            let mut s = Session::new(settings(tls), trusted(loopback));
             let greeting = String::from_utf8(s.take_output()).unwrap();
             assert!(
                 greeting.starts_with("220 sms.example.com ESMTP"),
@@ -1139,7 +1228,7 @@ mod tests {
         let mut cfg = (*settings(false)).clone();
         cfg.truncate = true;
         let mut c = Client::new(false, false);
-        c.s = Session::new(Arc::new(cfg), false);
+        c.s = Session::new(Arc::new(cfg), trusted(false));
         c.s.take_output();
         let body = format!("EHLO x\r\nMAIL FROM:<bob@example.com>\r\nRCPT TO:<15551234567@sms.example.com>\r\nDATA\r\nSubject: x\r\n\r\n{}\r\n.\r\n", "y".repeat(400));
         let r = c.send(body.as_bytes());
@@ -1177,10 +1266,69 @@ mod tests {
         // "\0bob\0pw"
         let r = c.line("AUTH PLAIN AGJvYgBwdw==");
         assert!(r.starts_with("235 2.7.0"), "{r}");
-        // Any envelope sender may send once authenticated; texts are bob's.
-        let r = c.send(b"MAIL FROM:<anyone@anywhere.org>\r\nRCPT TO:<15551234567@sms.example.com>\r\nDATA\r\nSubject: s\r\n\r\nhi\r\n.\r\n");
+        // Authenticated, bob may use only his own address (or none) as the envelope sender:
+        // notices and replies go there.
+        let r = c.line("MAIL FROM:<anyone@anywhere.org>");
+        assert!(
+            r.starts_with("550 5.7.1") && r.contains("bob@example.com"),
+            "{r}"
+        );
+        let r = c.send(b"MAIL FROM:<Bob@Example.COM>\r\nRCPT TO:<15551234567@sms.example.com>\r\nDATA\r\nSubject: s\r\n\r\nhi\r\n.\r\n");
         assert_eq!(codes(&r), ["250", "250", "354", "250"], "{r}");
         assert_eq!(c.delivered[0].owner, bob());
+        let r = c.line("MAIL FROM:<>");
+        assert!(
+            r.starts_with("250 2.1.0"),
+            "an empty sender is always allowed: {r}"
+        );
+    }
+
+    #[test]
+    fn mail_without_auth_is_taken_only_from_trusted_networks() {
+        let untrusted = Peer {
+            loopback: false,
+            trusted: false,
+        };
+        let mut s = Session::new(settings(true), untrusted);
+        s.take_output();
+        s.ingest(b"EHLO x\r\n");
+        s.take_output();
+        // An allowed sender's address, but from anywhere: AUTH is required.
+        assert!(
+            s.ingest(b"MAIL FROM:<bob@example.com>\r\n").is_none(),
+            "no lookup"
+        );
+        let r = String::from_utf8(s.take_output()).unwrap();
+        assert!(
+            r.starts_with("530 5.7.0 Authentication required") && r.contains("STARTTLS"),
+            "{r}"
+        );
+        // The sender is looked up from a trusted network; an administrator's address is refused
+        // with the reason the store's side gives.
+        let mut c = Client::new(false, false);
+        c.line("EHLO x");
+        c.s.ingest(b"MAIL FROM:<root@example.com>\r\n");
+        let r = String::from_utf8(c.s.take_output()).unwrap();
+        assert!(r.is_empty(), "waiting for the lookup: {r}");
+        c.s.resolve(Answer::SenderRefused("an administrator's address".into()));
+        let r = String::from_utf8(c.s.take_output()).unwrap();
+        assert!(
+            r.starts_with("550 5.7.1 <root@example.com>: an administrator's address"),
+            "{r}"
+        );
+    }
+
+    #[test]
+    fn a_locked_out_sign_in_ends_the_session() {
+        let mut c = Client::new(true, false);
+        c.line("EHLO x");
+        assert!(c.s.ingest(b"AUTH PLAIN AGJvYgB4\r\n").is_some());
+        let a =
+            c.s.resolve(Answer::LockedOut(std::time::Duration::from_secs(600)));
+        assert_eq!(a, Some(Action::Close));
+        let r = String::from_utf8(c.s.take_output()).unwrap();
+        assert!(r.starts_with("421 4.7.0") && r.contains("10 minute"), "{r}");
+        assert!(c.s.is_closed());
     }
 
     #[test]
@@ -1344,7 +1492,7 @@ mod tests {
 
     #[test]
     fn answers_unavailable_and_timeouts() {
-        let mut s = Session::new(settings(false), false);
+        let mut s = Session::new(settings(false), trusted(false));
         s.take_output();
         let a = s.ingest(b"EHLO x\r\nMAIL FROM:<bob@example.com>\r\nNOOP\r\n");
         assert_eq!(a, Some(Action::FindSender("bob@example.com".into())));
@@ -1358,7 +1506,7 @@ mod tests {
         assert!(String::from_utf8(s.take_output())
             .unwrap()
             .starts_with("421 4.4.2"));
-        let mut s = Session::new(settings(false), false);
+        let mut s = Session::new(settings(false), trusted(false));
         assert_eq!(s.shutting_down(), Action::Close);
         assert!(String::from_utf8(s.take_output())
             .unwrap()

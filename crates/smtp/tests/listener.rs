@@ -50,7 +50,11 @@ async fn start(tune: impl FnOnce(&mut SmtpConfig)) -> Server {
     let devices = textgate_devices::build_devices(&cfg).expect("devices");
     let dispatcher = Dispatcher::new(store.clone(), &cfg, devices);
     let dispatcher_running = dispatcher.start();
-    let gateway = Gateway::new(store.clone(), dispatcher, &cfg)
+    let signin = Arc::new(textgate_devices::signin::SignIn::new(
+        store.clone(),
+        &cfg.auth,
+    ));
+    let gateway = Gateway::new(store.clone(), dispatcher, signin, &cfg)
         .await
         .expect("gateway");
     let listener = Listener::bind(&cfg)

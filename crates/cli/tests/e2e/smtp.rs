@@ -20,7 +20,18 @@ fn client_script() -> PathBuf {
 }
 
 /// Runs one smtplib session described by `req` (see client.py) against the app.
-pub fn smtp(app: &App, mut req: Value) -> Value {
+pub fn smtp(app: &App, req: Value) -> Value {
+    let v = smtp_session(app, req);
+    assert!(
+        v.get("error").is_none(),
+        "the SMTP client failed: {v}; log:\n{}",
+        app.log_text()
+    );
+    v
+}
+
+/// The same, for a session the server may end (the client then reports an `error`).
+fn smtp_session(app: &App, mut req: Value) -> Value {
     assert!(!app.smtp.is_empty(), "the app has no SMTP listener");
     let (host, port) = app.smtp.rsplit_once(':').unwrap();
     req["host"] = json!(host);
@@ -46,11 +57,6 @@ pub fn smtp(app: &App, mut req: Value) -> Value {
             String::from_utf8_lossy(&out.stderr)
         )
     });
-    assert!(
-        v.get("error").is_none(),
-        "the SMTP client failed: {v}; log:\n{}",
-        app.log_text()
-    );
     v
 }
 
@@ -374,7 +380,7 @@ fn starttls_then_auth_plain_with_a_password_and_login_with_an_api_key() {
     let app = spawn_app(&format!(
         "[smtp]\nlisten = \"127.0.0.1:0\"\ndomains = [\"sms.example.com\"]\ntls_cert = \"{cert}\"\ntls_key = \"{key}\"\n"
     ));
-    let frank = add_user(&app, "frank", None, "frank-password");
+    let frank = add_user(&app, "frank", Some("frank@example.com"), "frank-password");
     let to = ["15555000001@sms.example.com"];
     // Unauthenticated: refused, and the client is told how to get in.
     let v = smtp(&app, plain("frank@example.com", &to, "s", "x"));
@@ -388,11 +394,20 @@ fn starttls_then_auth_plain_with_a_password_and_login_with_an_api_key() {
             && features.contains("8bitmime"),
         "{features}"
     );
-    // STARTTLS (the certificate checked against our CA), then AUTH PLAIN with a password.
+    // STARTTLS (the certificate checked against our CA), then AUTH PLAIN with a password;
+    // authenticated, frank may not claim another sender (notices would go there).
     let mut req = plain("frank@anywhere.org", &to, "s", "over TLS with a password");
     req["tls"] = json!(true);
     req["cafile"] = json!(ca);
     req["auth"] = json!({"user": "frank", "password": "frank-password", "mech": "PLAIN"});
+    let v = smtp(&app, req.clone());
+    assert_eq!(code(&v, "auth"), 235, "{v}");
+    assert_eq!(code(&v, "mail"), 550, "{v}");
+    assert!(
+        text(&v, "mail").starts_with("5.7.1") && text(&v, "mail").contains("frank@example.com"),
+        "{v}"
+    );
+    req["from"] = json!("Frank@Example.com");
     let v = smtp(&app, req.clone());
     assert_eq!(code(&v, "tls"), 220, "{v}");
     assert!(v["features"].to_string().contains("auth"), "{v}");
@@ -549,8 +564,9 @@ fn embedded_defaults_take_mail_for_sms_localhost_from_authenticated_senders() {
         serde_json::from_slice(&out.stdout).unwrap()
     };
     // On loopback AUTH is offered without TLS; the admin's password is from the environment.
+    // The admin has no e-mail address, so the envelope sender is empty.
     let mut req = plain(
-        "admin@localhost",
+        "",
         &["+15557000001@sms.localhost"],
         "s",
         "from the defaults",
@@ -590,4 +606,197 @@ fn embedded_defaults_take_mail_for_sms_localhost_from_authenticated_senders() {
     assert_eq!(msgs[0]["to"], "+15557000001");
     assert_eq!(msgs[0]["body"], "from the defaults");
     drop(guard);
+}
+
+/// Reads one SMTP reply (all its lines) from a raw socket.
+fn reply(s: &mut BufReader<TcpStream>) -> String {
+    let mut out = String::new();
+    loop {
+        let mut line = String::new();
+        if s.read_line(&mut line).unwrap_or(0) == 0 {
+            return out;
+        }
+        out.push_str(&line);
+        if line.as_bytes().get(3) != Some(&b'-') {
+            return out;
+        }
+    }
+}
+
+fn raw(app: &App) -> (TcpStream, BufReader<TcpStream>) {
+    let s = TcpStream::connect(&app.smtp).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    let greeting = reply(&mut r);
+    assert!(greeting.starts_with("220"), "{greeting}");
+    (s, r)
+}
+
+#[test]
+fn mail_without_auth_needs_a_trusted_network_and_never_speaks_for_an_administrator() {
+    // Loopback is not among the trusted networks here: this client is "anyone".
+    let app = spawn_app(&SMTP.replace(
+        "[smtp]\n",
+        "[smtp]\ntrusted_networks = [\"192.0.2.0/24\"]\n",
+    ));
+    let v = smtp(
+        &app,
+        plain(
+            "bob@example.com",
+            &["15555000001@sms.example.com"],
+            "s",
+            "x",
+        ),
+    );
+    assert_eq!(code(&v, "mail"), 530, "{v}");
+    assert!(
+        text(&v, "mail").starts_with("5.7.0 Authentication required"),
+        "{v}"
+    );
+    assert_eq!(app.count(), 0);
+
+    // From a trusted network (the default, loopback), an administrator's address is still
+    // refused without AUTH: anyone can write it in MAIL FROM.
+    let app = spawn_app(SMTP);
+    add_user(&app, "boss", Some("boss@example.com"), "boss-password");
+    let o = cli(
+        &[
+            "user",
+            "add",
+            "root",
+            "--role",
+            "admin",
+            "--email",
+            "root@example.com",
+            "--config",
+            app.config.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v = smtp(
+        &app,
+        plain(
+            "root@example.com",
+            &["15555000002@sms.example.com"],
+            "s",
+            "x",
+        ),
+    );
+    assert_eq!(code(&v, "mail"), 550, "{v}");
+    assert!(
+        text(&v, "mail").contains("administrator") && text(&v, "mail").contains("AUTH"),
+        "{v}"
+    );
+    // A plain user's address goes through as before.
+    let v = smtp(
+        &app,
+        plain(
+            "boss@example.com",
+            &["15555000003@sms.example.com"],
+            "s",
+            "x",
+        ),
+    );
+    assert_eq!(code(&v, "data"), 250, "{v}");
+}
+
+#[test]
+fn failed_authentications_lock_the_name_out_across_connections() {
+    let app = spawn_app(&format!(
+        "{SMTP}\n[auth]\nmax_failures_per_user = 3\nlockout = \"10m\"\n"
+    ));
+    add_user(&app, "gina", Some("gina@example.com"), "gina-password");
+    let mut req = plain(
+        "gina@example.com",
+        &["15555000001@sms.example.com"],
+        "s",
+        "x",
+    );
+    // Three wrong guesses, each on a connection of its own.
+    for _ in 0..3 {
+        req["auth"] = json!({"user": "gina", "password": "guess", "mech": "PLAIN"});
+        let v = smtp(&app, req.clone());
+        assert_eq!(code(&v, "auth"), 535, "{v}");
+    }
+    // Now even the right password is refused, without being checked, on a fresh connection.
+    req["auth"] = json!({"user": "gina", "password": "gina-password", "mech": "PLAIN"});
+    let v = smtp_session(&app, req.clone());
+    assert_eq!(code(&v, "auth"), 421, "{v}");
+    assert!(text(&v, "auth").contains("try again in 10 minute"), "{v}");
+    // Another user is not locked out by gina's guesser.
+    add_user(&app, "hal", Some("hal@example.com"), "hal-password");
+    let mut other = plain(
+        "hal@example.com",
+        &["15555000002@sms.example.com"],
+        "s",
+        "y",
+    );
+    other["auth"] = json!({"user": "hal", "password": "hal-password", "mech": "PLAIN"});
+    let v = smtp(&app, other);
+    assert_eq!(code(&v, "data"), 250, "{v}");
+    let m = http(&app.addr, "GET", "/metrics", &[], None)
+        .unwrap()
+        .text();
+    assert!(m.contains("textgate_smtp_auth_failures_total 3"), "{m}");
+}
+
+#[test]
+fn a_client_that_trickles_or_lingers_is_cut_off_and_one_address_has_few_connections() {
+    let app = spawn_app(&SMTP.replace(
+        "[smtp]\n",
+        "[smtp]\ncommand_timeout = \"2s\"\nsession_timeout = \"4s\"\nmax_connections_per_client = 3\n",
+    ));
+    // A command sent a byte every 300 ms: the line is not complete within 2 s of the reply
+    // before it, whatever the bytes in between.
+    let (mut s, mut r) = raw(&app);
+    s.write_all(b"EHLO x\r\n").unwrap();
+    assert!(reply(&mut r).starts_with("250"));
+    let start = Instant::now();
+    for b in b"MAIL FROM:<bob@example.com>".iter() {
+        if s.write_all(&[*b]).is_err() || start.elapsed() > Duration::from_secs(6) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let end = reply(&mut r);
+    assert!(end.starts_with("421 4.4.2"), "{end:?}");
+    assert!(
+        start.elapsed() < Duration::from_secs(4),
+        "cut after {:?}",
+        start.elapsed()
+    );
+
+    // Busy, but for longer than the session may last: NOOP every 500 ms.
+    let (mut s, mut r) = raw(&app);
+    let start = Instant::now();
+    let last = loop {
+        if s.write_all(b"NOOP\r\n").is_err() {
+            break String::new();
+        }
+        let line = reply(&mut r);
+        if !line.starts_with("250") {
+            break line;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        assert!(start.elapsed() < Duration::from_secs(10), "never cut off");
+    };
+    assert!(last.starts_with("421"), "{last:?}");
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_millis(3500) && took < Duration::from_secs(6),
+        "{took:?}"
+    );
+
+    // Three connections from one address are served; a fourth is told why it is not.
+    let held: Vec<_> = (0..3).map(|_| raw(&app)).collect();
+    let mut s = TcpStream::connect(&app.smtp).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut line = String::new();
+    BufReader::new(&mut s).read_line(&mut line).unwrap();
+    assert!(
+        line.starts_with("421 4.7.0 Too many connections from your address"),
+        "{line:?}"
+    );
+    drop(held);
 }
