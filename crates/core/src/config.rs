@@ -570,6 +570,11 @@ pub struct SmppConfig {
     /// How long the parts of an inbound long text are awaited before it is stored as partial.
     #[serde(default = "default_reassembly")]
     pub reassembly_timeout: Dur,
+    /// The most bytes of parts of incomplete long texts one bind holds; past it, the oldest
+    /// incomplete texts are stored as partial (counted in
+    /// `textgate_device_reassembly_evicted_total`).
+    #[serde(default = "default_reassembly_budget")]
+    pub reassembly_budget: Bytes,
 }
 
 fn default_smpp_port() -> u16 {
@@ -610,6 +615,9 @@ fn default_id_format() -> String {
 }
 fn default_reassembly() -> Dur {
     Dur(Duration::from_secs(60))
+}
+fn default_reassembly_budget() -> Bytes {
+    Bytes(2 << 20)
 }
 
 /// `kind = "loopback"`: accepts every message and reports it delivered, with knobs for
@@ -700,6 +708,9 @@ impl DeviceConfig {
                 }
                 if cfg.binds == 0 {
                     return Err(ConfigError::new(format!("{key}.binds"), "must be at least 1"));
+                }
+                if cfg.reassembly_budget.0 < 1024 {
+                    return Err(ConfigError::new(format!("{key}.reassembly_budget"), "must be at least 1KiB"));
                 }
                 if cfg.enquire_link.0 < Duration::from_secs(1) {
                     return Err(ConfigError::new(format!("{key}.enquire_link"), "must be at least 1s"));

@@ -288,7 +288,7 @@ impl Dispatcher {
         let mut recorder = JoinSet::new();
         let stop = Arc::new(Notify::new());
         let (rec_tx, rec_rx) = mpsc::unbounded_channel::<Record>();
-        let (ev_tx, ev_rx) = mpsc::unbounded_channel::<DeviceEvent>();
+        let (ev_tx, ev_rx) = mpsc::channel::<DeviceEvent>(crate::EVENTS_CAPACITY);
         let mut queues = Vec::new();
         for (i, entry) in self.devices.iter().enumerate() {
             // A disabled device is listed but never connects.
@@ -650,7 +650,7 @@ impl Dispatcher {
     async fn recorder(
         self: Arc<Self>,
         mut rx: mpsc::UnboundedReceiver<Record>,
-        mut events: mpsc::UnboundedReceiver<DeviceEvent>,
+        mut events: mpsc::Receiver<DeviceEvent>,
         drain: Arc<Notify>,
     ) {
         let drain_signal = drain.notified();

@@ -31,6 +31,24 @@ use textgate_core::clock::Millis;
 use textgate_core::config::{Config, DeviceSettings};
 use tokio::sync::mpsc;
 
+/// Events the devices may have handed over that the dispatcher has not taken yet.
+pub const EVENTS_CAPACITY: usize = 8192;
+
+/// Hands an event over without waiting: at once if there is room, else from a task that
+/// waits for room (for devices whose own traffic is bounded already, such as loopback).
+pub(crate) fn emit(events: &mpsc::Sender<DeviceEvent>, ev: DeviceEvent) {
+    match events.try_send(ev) {
+        Ok(()) => {}
+        Err(mpsc::error::TrySendError::Full(ev)) => {
+            let events = events.clone();
+            tokio::spawn(async move {
+                let _ = events.send(ev).await;
+            });
+        }
+        Err(mpsc::error::TrySendError::Closed(_)) => {}
+    }
+}
+
 /// A boxed future, so that [`Device`] can be used as a trait object.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -195,7 +213,9 @@ pub trait Device: Send + Sync + 'static {
     /// `smpp`, `modem`, `remote` or `loopback`.
     fn kind(&self) -> &'static str;
     /// Starts its background work; receipts and inbound texts go to `events` from then on.
-    fn start(&self, events: mpsc::UnboundedSender<DeviceEvent>);
+    /// The channel is bounded: a device that finds it full waits (an SMPP session stops
+    /// reading, so that the SMSC's own window holds back what it sends).
+    fn start(&self, events: mpsc::Sender<DeviceEvent>);
     /// Hands over one message; resolves when the device has taken or refused it.
     fn send(&self, sms: OutboundSms) -> BoxFuture<'_, Result<Submitted, SendError>>;
     /// Its state now.

@@ -18,7 +18,7 @@ use crate::{Ack, BoxFuture, Device, DeviceEvent, DeviceState, OutboundSms, SendE
 pub struct Loopback {
     name: String,
     cfg: LoopbackConfig,
-    events: OnceLock<mpsc::UnboundedSender<DeviceEvent>>,
+    events: OnceLock<mpsc::Sender<DeviceEvent>>,
     next_id: AtomicU64,
 }
 
@@ -57,12 +57,13 @@ impl Loopback {
             received_at: now_ms(),
             routing: Default::default(),
         };
-        events
-            .send(DeviceEvent::Inbound {
+        crate::emit(
+            events,
+            DeviceEvent::Inbound {
                 text,
                 ack: Some(ack),
-            })
-            .ok()?;
+            },
+        );
         Some(rx)
     }
 
@@ -75,15 +76,18 @@ impl Loopback {
         let device = self.name.clone();
         let send_all = move || {
             for id in part_ids {
-                let _ = events.send(DeviceEvent::Receipt {
-                    device: device.clone(),
-                    device_msg_id: id,
-                    delivered,
-                    // GSM 04.11 cause 27 "destination out of order", as an SMSC would report it.
-                    code: (!delivered).then(|| "027".to_string()),
-                    at: now_ms(),
-                    ack: None,
-                });
+                crate::emit(
+                    &events,
+                    DeviceEvent::Receipt {
+                        device: device.clone(),
+                        device_msg_id: id,
+                        delivered,
+                        // GSM 04.11 cause 27 "destination out of order", as an SMSC would report it.
+                        code: (!delivered).then(|| "027".to_string()),
+                        at: now_ms(),
+                        ack: None,
+                    },
+                );
             }
         };
         let delay = self.cfg.report_delay.0;
@@ -107,7 +111,7 @@ impl Device for Loopback {
         "loopback"
     }
 
-    fn start(&self, events: mpsc::UnboundedSender<DeviceEvent>) {
+    fn start(&self, events: mpsc::Sender<DeviceEvent>) {
         let _ = self.events.set(events);
     }
 
@@ -188,7 +192,7 @@ mod tests {
     #[tokio::test]
     async fn takes_and_reports_every_part() {
         let lb = Loopback::new("lb", LoopbackConfig::default());
-        let (tx, mut rx) = mpsc::unbounded_channel();
+        let (tx, mut rx) = mpsc::channel(crate::EVENTS_CAPACITY);
         lb.start(tx);
         let got = lb.send(sms(3)).await.unwrap();
         assert_eq!(got.part_ids.len(), 3);
@@ -215,7 +219,7 @@ mod tests {
     #[tokio::test]
     async fn recovers_receipts_lost_in_a_crash() {
         let lb = Loopback::new("lb", LoopbackConfig::default());
-        let (tx, mut rx) = mpsc::unbounded_channel();
+        let (tx, mut rx) = mpsc::channel(crate::EVENTS_CAPACITY);
         lb.start(tx);
         lb.recover(vec!["a1".into(), "a2".into()]);
         for want in ["a1", "a2"] {
@@ -250,7 +254,7 @@ mod tests {
             ..Default::default()
         };
         let lb = Loopback::new("lb", cfg);
-        let (tx, mut rx) = mpsc::unbounded_channel();
+        let (tx, mut rx) = mpsc::channel(crate::EVENTS_CAPACITY);
         lb.start(tx);
         lb.send(sms(1)).await.unwrap();
         assert!(rx.try_recv().is_err(), "not before the delay");

@@ -432,3 +432,63 @@ fn a_receiver_bind_takes_inbound_texts_and_is_never_routed_to() {
         metric(&app, "textgate_inbound_total") >= 1.0
     });
 }
+
+#[test]
+fn an_smsc_that_never_completes_its_long_texts_gets_a_bounded_memory_and_loses_nothing() {
+    let mut smsc = Smsc::start(&[]);
+    let app = spawn_on(
+        &smsc,
+        "reassembly_budget = \"2KiB\"\nreassembly_timeout = \"3s\"\n",
+    );
+    // Forty long texts of which only the first part ever comes: ~150 bytes each held until
+    // the rest arrives, so 2 KiB holds about a dozen.
+    for i in 0..40 {
+        let r = smsc.cmd(
+            json!({"cmd": "mo_multipart", "from": format!("+1555000{i:04}"), "to": "12345",
+            "text": "y".repeat(300), "coding": "gsm7", "order": [0]}),
+        );
+        assert_eq!(r["ok"], true, "{r}");
+    }
+    let held = "textgate_device_reassembly_bytes{device=\"smsc1\"}";
+    let evicted = "textgate_device_reassembly_evicted_total{device=\"smsc1\"}";
+    wait_for("every part acknowledged", || {
+        smsc.stats()["deliver_sm_acked"].as_u64() == Some(40)
+    });
+    assert!(metric(&app, held) <= 2048.0, "held {}", metric(&app, held));
+    let early = metric(&app, evicted);
+    assert!(early >= 20.0, "the oldest were handed on early: {early}");
+    // Each one handed on early is stored at once, partial; the rest after the timeout.
+    wait_for("all forty stored", || {
+        metric(&app, "textgate_inbound_total") >= 40.0
+    });
+    assert_eq!(metric(&app, held), 0.0);
+    let root = create_user_with_key(&app.config, "root", "admin");
+    let mut texts = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let r = app.req_as(
+            &root,
+            "GET",
+            &format!("/api/v1/inbound?limit=100&cursor={cursor}"),
+            None,
+            &[],
+        );
+        let v = r.json();
+        let page = v["messages"].as_array().cloned().unwrap_or_default();
+        if page.is_empty() {
+            break;
+        }
+        cursor = v["next_cursor"]
+            .as_str()
+            .map(String::from)
+            .unwrap_or_else(|| v["next_cursor"].to_string());
+        texts.extend(page);
+    }
+    assert_eq!(texts.len(), 40, "nothing lost, nothing doubled");
+    assert!(
+        texts
+            .iter()
+            .all(|t| t["partial"] == true && t["body"].as_str().unwrap().starts_with("yyy")),
+        "{texts:?}"
+    );
+}

@@ -42,6 +42,11 @@ pub struct Shared {
     pub throttled: AtomicU64,
     /// Delivery receipts read.
     pub receipts: AtomicU64,
+    /// Incomplete long texts handed back early to keep within the reassembly budget (or
+    /// the most sets pending).
+    pub reassembly_evicted: AtomicU64,
+    /// Bytes of parts of long texts held, over all binds.
+    pub reassembly_bytes: AtomicI64,
     /// Set on shutdown: sessions drain their window, unbind and stop.
     pub closing: AtomicBool,
     /// Wakes sessions when `closing` is set.
@@ -149,6 +154,8 @@ impl Smpp {
                 binds: AtomicU64::new(0),
                 throttled: AtomicU64::new(0),
                 receipts: AtomicU64::new(0),
+                reassembly_evicted: AtomicU64::new(0),
+                reassembly_bytes: AtomicI64::new(0),
                 closing: AtomicBool::new(false),
                 close: tokio::sync::Notify::new(),
                 closed: std::sync::atomic::AtomicUsize::new(0),
@@ -188,7 +195,7 @@ impl Device for Smpp {
         "smpp"
     }
 
-    fn start(&self, events: mpsc::UnboundedSender<DeviceEvent>) {
+    fn start(&self, events: mpsc::Sender<DeviceEvent>) {
         if self.started.swap(true, Ordering::SeqCst) {
             return;
         }
@@ -284,6 +291,14 @@ impl Device for Smpp {
             ("throttled_total", count(&self.shared.throttled)),
             ("receipts_read_total", count(&self.shared.receipts)),
             ("inbound_texts_total", count(&self.shared.received)),
+            (
+                "reassembly_evicted_total",
+                count(&self.shared.reassembly_evicted),
+            ),
+            (
+                "reassembly_bytes",
+                self.shared.reassembly_bytes.load(Ordering::Relaxed).max(0),
+            ),
         ]
     }
 }
@@ -317,7 +332,7 @@ mod tests {
         u32::from_be_bytes([b[0], b[1], b[2], b[3]])
     }
 
-    async fn bound() -> (Smpp, TcpStream, mpsc::UnboundedReceiver<DeviceEvent>) {
+    async fn bound() -> (Smpp, TcpStream, mpsc::Receiver<DeviceEvent>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let port = listener.local_addr().expect("addr").port();
         let cfg: SmppConfig = toml::from_str(&format!(
@@ -325,7 +340,7 @@ mod tests {
         ))
         .expect("config");
         let dev = Smpp::new("s", cfg);
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(crate::EVENTS_CAPACITY);
         dev.start(tx);
         let (mut smsc, _) = listener.accept().await.expect("the session connects");
         let bind = read_pdu(&mut smsc).await;
@@ -375,6 +390,110 @@ mod tests {
         let resp = read_pdu(&mut smsc).await;
         assert_eq!((be(&resp[4..8]), be(&resp[12..16])), (0x8000_0015, 43));
         assert_eq!(dev.state(), DeviceState::Up);
+    }
+
+    /// A deliver_sm of a one-part text: source "1", destination "2", text "hi".
+    fn deliver(seq: u32) -> Vec<u8> {
+        // service_type "", ton/npi, "1", ton/npi, "2", esm 0, pid 0, prio 0, sched "",
+        // valid "", reg 0, replace 0, dc 0, default_msg_id 0, sm_length 2, "hi".
+        let body =
+            b"\x00\x01\x01\x31\x00\x01\x01\x32\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02hi";
+        let mut pdu = header(16 + body.len() as u32, 0x0000_0005, 0, seq);
+        pdu.extend_from_slice(body);
+        pdu
+    }
+
+    #[tokio::test]
+    async fn texts_sent_right_behind_the_bind_resp_are_not_lost() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let cfg: SmppConfig = toml::from_str(&format!(
+            "host='127.0.0.1'\nport={port}\nsystem_id='t'\npassword='p'\n"
+        ))
+        .expect("config");
+        let dev = Smpp::new("s", cfg);
+        let (tx, mut rx) = mpsc::channel(16);
+        dev.start(tx);
+        let (mut smsc, _) = listener.accept().await.expect("connect");
+        let bind = read_pdu(&mut smsc).await;
+        // bind_resp and a queued text in one write, as an SMSC with texts waiting sends them.
+        let mut bytes = header(17, 0x8000_0009, 0, be(&bind[12..16]));
+        bytes.push(0);
+        bytes.extend(deliver(7));
+        smsc.write_all(&bytes).await.unwrap();
+        let ev = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .expect("the text is read")
+            .expect("an event");
+        assert!(
+            matches!(ev, DeviceEvent::Inbound { ref text, .. } if text.body == "hi"),
+            "{ev:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_full_event_queue_stops_the_session_reading_until_there_is_room() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let cfg: SmppConfig = toml::from_str(&format!(
+            "host='127.0.0.1'\nport={port}\nsystem_id='t'\npassword='p'\n"
+        ))
+        .expect("config");
+        let dev = Smpp::new("s", cfg);
+        // Room for two events, and nobody taking them yet.
+        let (tx, mut rx) = mpsc::channel(2);
+        dev.start(tx);
+        let (mut smsc, _) = listener.accept().await.expect("connect");
+        let bind = read_pdu(&mut smsc).await;
+        let mut resp = header(17, 0x8000_0009, 0, be(&bind[12..16]));
+        resp.push(0);
+        smsc.write_all(&resp).await.unwrap();
+        // Five texts, then an enquire_link: the session reads the texts, finds no room for
+        // the last ones, and reads nothing more.
+        for seq in 10..15 {
+            smsc.write_all(&deliver(seq)).await.unwrap();
+        }
+        smsc.write_all(&header(16, 0x0000_0015, 0, 99))
+            .await
+            .unwrap();
+        let early = tokio::time::timeout(Duration::from_millis(500), read_pdu(&mut smsc)).await;
+        assert!(
+            early.is_err(),
+            "nothing is read, so the enquire_link is not answered yet"
+        );
+        // Room again: every text comes through, and the enquire_link is answered.
+        let texts = tokio::spawn(async move {
+            let mut n = 0;
+            while n < 5 {
+                if let Some(DeviceEvent::Inbound { ack: Some(ack), .. }) = rx.recv().await {
+                    ack.send(true);
+                    n += 1;
+                }
+            }
+            n
+        });
+        let mut acked = Vec::new();
+        let answered = loop {
+            let pdu = tokio::time::timeout(Duration::from_secs(5), read_pdu(&mut smsc))
+                .await
+                .expect("answered once there is room");
+            match be(&pdu[4..8]) {
+                0x8000_0005 => acked.push((be(&pdu[8..12]), be(&pdu[12..16]))),
+                _ => break pdu,
+            }
+        };
+        assert_eq!(
+            (be(&answered[4..8]), be(&answered[12..16])),
+            (0x8000_0015, 99)
+        );
+        assert_eq!(texts.await.unwrap(), 5);
+        // Every text was answered ESME_ROK once stored; none was lost while waiting.
+        while acked.len() < 5 {
+            let pdu = read_pdu(&mut smsc).await;
+            acked.push((be(&pdu[8..12]), be(&pdu[12..16])));
+        }
+        acked.sort();
+        assert_eq!(acked, (10..15).map(|s| (0, s)).collect::<Vec<_>>());
     }
 
     #[tokio::test]

@@ -91,15 +91,18 @@ pub enum Pushed {
 pub struct PushOutcome {
     /// What became of the fragment.
     pub pushed: Pushed,
-    /// A partial message that was pending longest, handed back to make room when
-    /// `max_pending` sets were already pending; deliver it as [`Reassembler::expire`]'s.
-    pub evicted: Option<Assembled>,
+    /// Partial messages pending longest, handed back to make room (when `max_pending` sets
+    /// were pending, or the parts held passed the byte budget); deliver them as
+    /// [`Reassembler::expire`]'s. May include the fragment's own set.
+    pub evicted: Vec<Assembled>,
 }
 
 /// A message whose parts are arriving.
 #[derive(Debug)]
 struct Pending {
     first_seen: Instant,
+    /// The bytes of the parts held.
+    bytes: usize,
     data_coding: u8,
     /// Index `seq - 1`; `key.total` slots.
     parts: Vec<Option<Vec<u8>>>,
@@ -115,12 +118,16 @@ struct Recent {
 }
 
 /// Puts concatenated messages together, in bounded memory: at most `max_pending` sets
-/// pending, each at most 255 parts, and as many recently finished sets remembered (as
-/// hashes) to recognise duplicates.
+/// pending, holding at most `max_bytes` of parts together (each set at most 255 parts),
+/// and as many recently finished sets remembered (as hashes) to recognise duplicates. A
+/// peer that sends first parts and never the rest gets its oldest sets handed back as
+/// partial texts, not more memory.
 #[derive(Debug)]
 pub struct Reassembler {
     timeout: Duration,
     max_pending: usize,
+    max_bytes: usize,
+    bytes: usize,
     pending: HashMap<PartKey, Pending>,
     recent: HashMap<PartKey, Recent>,
     /// `recent`'s keys in the order they were remembered; an entry whose time differs from
@@ -136,10 +143,24 @@ impl Reassembler {
         Reassembler {
             timeout,
             max_pending: max_pending.max(1),
+            max_bytes: usize::MAX,
+            bytes: 0,
             pending: HashMap::new(),
             recent: HashMap::new(),
             recent_order: VecDeque::new(),
         }
+    }
+
+    /// Holds at most `max_bytes` of parts; past that the sets pending longest are handed
+    /// back partial.
+    pub fn with_byte_budget(mut self, max_bytes: usize) -> Self {
+        self.max_bytes = max_bytes.max(1);
+        self
+    }
+
+    /// The bytes of the parts held.
+    pub fn pending_bytes(&self) -> usize {
+        self.bytes
     }
 
     /// Adds one part.
@@ -153,7 +174,8 @@ impl Reassembler {
     ///   with the same bytes. Different bytes under a recently finished key mean the
     ///   sender reused the reference: a new message.
     /// - A new set when `max_pending` sets are pending first evicts the set pending longest,
-    ///   returned in [`PushOutcome::evicted`].
+    ///   returned in [`PushOutcome::evicted`]; so do parts past the byte budget, until what
+    ///   is held fits again (the fragment's own set last).
     pub fn push(&mut self, frag: Fragment, now: Instant) -> PushOutcome {
         let Fragment {
             key,
@@ -163,7 +185,7 @@ impl Reassembler {
         } = frag;
         let outcome = |pushed| PushOutcome {
             pushed,
-            evicted: None,
+            evicted: Vec::new(),
         };
         if key.total == 0 || seq == 0 || seq > key.total {
             return outcome(Pushed::Complete(Assembled {
@@ -184,10 +206,16 @@ impl Reassembler {
             if slot.is_some() {
                 return outcome(Pushed::Duplicate);
             }
+            let len = payload.len();
             *slot = Some(payload);
             set.received = set.received.saturating_add(1);
+            set.bytes += len;
+            self.bytes += len;
             if set.received < key.total {
-                return outcome(Pushed::Incomplete);
+                return PushOutcome {
+                    pushed: Pushed::Incomplete,
+                    evicted: self.make_room(now),
+                };
             }
             let Some((key, set)) = self.pending.remove_entry(&key) else {
                 return outcome(Pushed::Incomplete);
@@ -205,30 +233,51 @@ impl Reassembler {
         }
 
         let mut parts = vec![None; usize::from(key.total)];
+        let len = payload.len();
         if let Some(slot) = parts.get_mut(index) {
             *slot = Some(payload);
         }
         let set = Pending {
             first_seen: now,
+            bytes: len,
             data_coding,
             parts,
             received: 1,
         };
         if key.total == 1 {
+            // Never held: nothing to count off.
+            let set = Pending { bytes: 0, ..set };
             return outcome(Pushed::Complete(self.finish(key, set, now)));
         }
-        let evicted = if self.pending.len() >= self.max_pending {
-            self.oldest()
-                .and_then(|oldest| self.pending.remove_entry(&oldest))
-                .map(|(k, s)| self.finish(k, s, now))
-        } else {
-            None
-        };
+        let mut evicted = Vec::new();
+        if self.pending.len() >= self.max_pending {
+            evicted.extend(self.evict_oldest(now));
+        }
+        self.bytes += len;
         self.pending.insert(key, set);
+        evicted.extend(self.make_room(now));
         PushOutcome {
             pushed: Pushed::Incomplete,
             evicted,
         }
+    }
+
+    /// Hands back the sets pending longest until the parts held fit the byte budget.
+    fn make_room(&mut self, now: Instant) -> Vec<Assembled> {
+        let mut out = Vec::new();
+        while self.bytes > self.max_bytes {
+            match self.evict_oldest(now) {
+                Some(a) => out.push(a),
+                None => break,
+            }
+        }
+        out
+    }
+
+    fn evict_oldest(&mut self, now: Instant) -> Option<Assembled> {
+        let oldest = self.oldest()?;
+        let (k, s) = self.pending.remove_entry(&oldest)?;
+        Some(self.finish(k, s, now))
     }
 
     /// Hands back, oldest first, every set whose first part arrived `timeout` or more before
@@ -276,6 +325,7 @@ impl Reassembler {
     /// Builds the message of a set taken out of `pending`, and remembers its parts for
     /// duplicate detection.
     fn finish(&mut self, key: PartKey, set: Pending, now: Instant) -> Assembled {
+        self.bytes -= set.bytes;
         let hashes = set.parts.iter().map(|p| p.as_deref().map(hash)).collect();
         let mut payload = Vec::new();
         let mut missing = Vec::new();
@@ -391,7 +441,7 @@ mod tests {
 
     fn pushed(r: &mut Reassembler, f: Fragment, now: Instant) -> Pushed {
         let out = r.push(f, now);
-        assert_eq!(out.evicted, None);
+        assert_eq!(out.evicted, vec![]);
         out.pushed
     }
 
@@ -465,6 +515,42 @@ mod tests {
             pushed(&mut r, frag(&k, 1, b"A"), t0 + T),
             Pushed::Incomplete
         );
+    }
+
+    #[test]
+    fn parts_past_the_byte_budget_hand_back_the_oldest_sets_whole() {
+        let mut r = Reassembler::new(Duration::from_secs(60), 1000).with_byte_budget(1000);
+        let t0 = Instant::now();
+        let mut handed = Vec::new();
+        for i in 0..30u16 {
+            let now = t0 + Duration::from_millis(u64::from(i));
+            let k = PartKey {
+                from: format!("+1{i}"),
+                ..key(i, 2)
+            };
+            let out = r.push(frag(&k, 1, &[b'a'; 100]), now);
+            assert_eq!(out.pushed, Pushed::Incomplete);
+            handed.extend(out.evicted);
+            assert!(r.pending_bytes() <= 1000, "{}", r.pending_bytes());
+        }
+        assert_eq!(handed.len(), 20, "ten sets of 100 bytes fit");
+        assert!(handed
+            .iter()
+            .all(|a| a.payload.len() == 100 && a.missing == vec![2]));
+        // Oldest first.
+        assert_eq!(handed[0].key.from, "+10");
+        // One part larger than the whole budget: its own set is handed back at once.
+        let big = PartKey {
+            from: "+1big".into(),
+            ..key(99, 2)
+        };
+        let out = r.push(frag(&big, 1, &[b'b'; 2000]), t0);
+        assert!(out.evicted.iter().any(|a| a.key.from == "+1big"));
+        assert!(r.pending_bytes() <= 1000);
+        let held = r.pending();
+        let rest = r.expire(t0 + Duration::from_secs(61));
+        assert_eq!((rest.len(), r.pending()), (held, 0));
+        assert_eq!(r.pending_bytes(), 0);
     }
 
     #[test]
@@ -564,7 +650,7 @@ mod tests {
         let _ = pushed(&mut r, frag(&k1, 1, b"1"), t0);
         let out = r.push(frag(&k3, 1, b"3"), t0 + Duration::from_secs(2));
         assert_eq!(out.pushed, Pushed::Incomplete);
-        let evicted = out.evicted.unwrap();
+        let evicted = out.evicted.into_iter().next().unwrap();
         assert_eq!((evicted.key, evicted.payload), (k1, b"1".to_vec()));
         assert_eq!(evicted.missing, vec![2]);
         assert_eq!(r.pending(), 2);
@@ -583,7 +669,13 @@ mod tests {
         );
         let out = r.push(frag(&key(2, 2), 1, b"b"), now);
         assert_eq!(out.pushed, Pushed::Incomplete);
-        assert_eq!(out.evicted.map(|a| a.payload), Some(b"a".to_vec()));
+        assert_eq!(
+            out.evicted
+                .into_iter()
+                .map(|a| a.payload)
+                .collect::<Vec<_>>(),
+            vec![b"a".to_vec()]
+        );
         assert_eq!(r.pending(), 1);
     }
 
@@ -595,7 +687,7 @@ mod tests {
         for i in 0..2000u16 {
             let k = key(i, 2);
             let out = r.push(frag(&k, 1, b"p"), t0);
-            evicted += usize::from(out.evicted.is_some());
+            evicted += out.evicted.len();
             if i % 3 == 0 {
                 let _ = r.push(frag(&k, 2, b"q"), t0);
             }
@@ -706,7 +798,7 @@ mod tests {
             let mut seen = std::collections::HashSet::new();
             for seq in seqs {
                 let out = r.push(frag(&k, seq, &parts[usize::from(seq - 1)]), now);
-                prop_assert_eq!(out.evicted, None);
+                prop_assert_eq!(out.evicted, vec![]);
                 match out.pushed {
                     Pushed::Incomplete => prop_assert!(seen.insert(seq) && seen.len() < parts.len()),
                     Pushed::Duplicate => prop_assert!(seen.contains(&seq)),

@@ -75,7 +75,7 @@ pub struct SessionCtx {
     /// Submits to send, shared by the device's sessions.
     pub submits: Arc<Mutex<mpsc::Receiver<SubmitReq>>>,
     /// Receipts and inbound texts.
-    pub events: mpsc::UnboundedSender<DeviceEvent>,
+    pub events: mpsc::Sender<DeviceEvent>,
 }
 
 /// Whether an error status is worth retrying (§5.1.3): throttling, a full queue, system
@@ -113,12 +113,12 @@ pub async fn run(ctx: SessionCtx, index: usize) {
     loop {
         ctx.shared.set_state(index, DeviceState::Connecting);
         let reason = match connect_and_bind(&ctx).await {
-            Ok((stream, seq)) => {
+            Ok((stream, seq, early)) => {
                 backoff = cfg.reconnect_min.0;
                 ctx.shared.set_state(index, DeviceState::Up);
                 ctx.shared.binds.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(device = %ctx.shared.name, session = index, "bound to the SMSC");
-                let reason = Session::new(&ctx, stream, seq).serve().await;
+                let reason = Session::new(&ctx, stream, seq).serve(early).await;
                 ctx.shared.set_state(index, DeviceState::Down);
                 if ctx.shared.closing.load(Ordering::Relaxed) {
                     tracing::info!(device = %ctx.shared.name, session = index, "SMPP session closed: {reason}");
@@ -142,7 +142,10 @@ pub async fn run(ctx: SessionCtx, index: usize) {
     }
 }
 
-async fn connect_and_bind(ctx: &SessionCtx) -> Result<(Box<dyn Io>, u32), String> {
+/// Connects and binds: the stream, the next sequence number, and whatever the SMSC sent
+/// right behind its bind_resp (an SMSC with texts queued sends them at once, often in the
+/// same segment), which the session must read first.
+async fn connect_and_bind(ctx: &SessionCtx) -> Result<(Box<dyn Io>, u32, BytesMut), String> {
     let cfg = &ctx.shared.cfg;
     let addr = format!("{}:{}", cfg.host, cfg.port);
     let timeout = cfg.response_timeout.0;
@@ -206,7 +209,7 @@ async fn connect_and_bind(ctx: &SessionCtx) -> Result<(Box<dyn Io>, u32), String
                         cfg.system_id, c.status
                     ));
                 }
-                return Ok((stream, 2));
+                return Ok((stream, 2, buf));
             }
             Some(_) => continue,
             None => {}
@@ -235,6 +238,11 @@ struct Session<'a> {
     acks_tx: mpsc::UnboundedSender<(u32, CommandStatus)>,
     acks_rx: mpsc::UnboundedReceiver<(u32, CommandStatus)>,
     reassembler: Reassembler,
+    /// What the reassembler held when the gauge was last updated.
+    reassembly_bytes: usize,
+    /// Events read but not yet taken by the dispatcher. While any wait, nothing more is read
+    /// from the SMSC: unanswered deliver_sm fill its window, and it stops sending.
+    backlog: std::collections::VecDeque<DeviceEvent>,
     enquire_sent: Option<Instant>,
 }
 
@@ -249,7 +257,12 @@ impl<'a> Session<'a> {
             out: Vec::with_capacity(8192),
             acks_tx,
             acks_rx,
-            reassembler: Reassembler::new(ctx.shared.cfg.reassembly_timeout.0, 10_000),
+            reassembler: Reassembler::new(ctx.shared.cfg.reassembly_timeout.0, 10_000)
+                .with_byte_budget(
+                    usize::try_from(ctx.shared.cfg.reassembly_budget.0).unwrap_or(usize::MAX),
+                ),
+            reassembly_bytes: 0,
+            backlog: std::collections::VecDeque::new(),
             enquire_sent: None,
         }
     }
@@ -294,9 +307,49 @@ impl<'a> Session<'a> {
         self.out.extend_from_slice(&codec::encode(command));
     }
 
-    /// Serves the bound session until it ends; returns why.
-    async fn serve(mut self) -> String {
-        let reason = self.serve_inner().await;
+    /// Hands an event to the dispatcher, or keeps it (and stops reading) while the
+    /// dispatcher's queue is full.
+    fn emit(&mut self, ev: DeviceEvent) {
+        if !self.backlog.is_empty() {
+            self.backlog.push_back(ev);
+            return;
+        }
+        match self.ctx.events.try_send(ev) {
+            Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
+            Err(mpsc::error::TrySendError::Full(ev)) => self.backlog.push_back(ev),
+        }
+    }
+
+    /// Keeps the reassembly gauge up to date.
+    fn note_reassembly(&mut self, evicted: usize) {
+        if evicted > 0 {
+            self.ctx
+                .shared
+                .reassembly_evicted
+                .fetch_add(evicted as u64, Ordering::Relaxed);
+        }
+        let now = self.reassembler.pending_bytes();
+        let delta = now as i64 - self.reassembly_bytes as i64;
+        if delta != 0 {
+            self.ctx
+                .shared
+                .reassembly_bytes
+                .fetch_add(delta, Ordering::Relaxed);
+            self.reassembly_bytes = now;
+        }
+    }
+
+    /// Serves the bound session until it ends, starting with `early` (what came behind the
+    /// bind_resp); returns why.
+    async fn serve(mut self, early: BytesMut) -> String {
+        let reason = self.serve_inner(early).await;
+        // What was held for this bind is no longer held; the parts of incomplete texts are
+        // sent again by the SMSC (it had them acknowledged, but never saw a whole text
+        // answered) or are lost with the connection, as with any SMSC.
+        self.ctx
+            .shared
+            .reassembly_bytes
+            .fetch_sub(self.reassembly_bytes as i64, Ordering::Relaxed);
         self.ctx
             .shared
             .in_flight
@@ -310,11 +363,16 @@ impl<'a> Session<'a> {
         reason
     }
 
-    async fn serve_inner(&mut self) -> String {
+    async fn serve_inner(&mut self, early: BytesMut) -> String {
         let cfg = self.ctx.shared.cfg.clone();
         let can_send = cfg.bind != BindMode::Receiver;
         let window = cfg.window as usize;
-        let mut buf = BytesMut::with_capacity(16 * 1024);
+        let mut buf = early;
+        buf.reserve(16 * 1024);
+        // Frames that came with the bind_resp are handled before anything is read.
+        if let Some(end) = self.handle_buffered(&mut buf) {
+            return end;
+        }
         let mut enquire = tokio::time::interval(cfg.enquire_link.0);
         enquire.tick().await;
         let mut sweep = tokio::time::interval(Duration::from_millis(250));
@@ -340,16 +398,24 @@ impl<'a> Session<'a> {
                 && self.pending.len() < window
                 && !self.ctx.shared.throttled()
                 && !self.ctx.shared.closing.load(Ordering::Relaxed);
+            let reading = self.backlog.is_empty();
+            let events = self.ctx.events.clone();
             tokio::select! {
-                read = self.stream.read_buf(&mut buf) => match read {
-                    Ok(0) => return "the SMSC closed the connection".into(),
-                    Ok(_) => loop {
-                        match codec::next_frame(&mut buf, DEFAULT_MAX_LEN) {
-                            Ok(Some(frame)) => if let Some(end) = self.handle(frame) { return end },
-                            Ok(None) => break,
-                            Err(e) => return format!("unreadable data from the SMSC: {e}"),
+                permit = events.reserve(), if !reading => match permit {
+                    Ok(permit) => {
+                        if let Some(ev) = self.backlog.pop_front() {
+                            permit.send(ev);
                         }
-                    },
+                        // Room at last: go on with the frames already read.
+                        if let Some(end) = self.handle_buffered(&mut buf) {
+                            return end;
+                        }
+                    }
+                    Err(_) => return "the dispatcher is gone".into(),
+                },
+                read = self.stream.read_buf(&mut buf), if reading => match read {
+                    Ok(0) => return "the SMSC closed the connection".into(),
+                    Ok(_) => if let Some(end) = self.handle_buffered(&mut buf) { return end },
                     Err(e) => return format!("reading from the SMSC failed: {e}"),
                 },
                 req = async { submits.lock().await.recv().await }, if room => match req {
@@ -396,6 +462,24 @@ impl<'a> Session<'a> {
         }
     }
 
+    /// Handles the whole frames in `buf` for as long as the dispatcher takes events; the
+    /// rest wait in `buf` (and nothing more is read) until it has room; `Some(reason)` ends
+    /// the session.
+    fn handle_buffered(&mut self, buf: &mut BytesMut) -> Option<String> {
+        while self.backlog.is_empty() {
+            match codec::next_frame(buf, DEFAULT_MAX_LEN) {
+                Ok(Some(frame)) => {
+                    if let Some(end) = self.handle(frame) {
+                        return Some(end);
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => return Some(format!("unreadable data from the SMSC: {e}")),
+            }
+        }
+        None
+    }
+
     fn sweep(&mut self) {
         let now = Instant::now();
         let late: Vec<u32> = self
@@ -412,7 +496,9 @@ impl<'a> Session<'a> {
                 }));
             }
         }
-        for done in self.reassembler.expire(std::time::Instant::now()) {
+        let expired = self.reassembler.expire(std::time::Instant::now());
+        self.note_reassembly(0);
+        for done in expired {
             tracing::warn!(device = %self.ctx.shared.name, missing = ?done.missing, "an inbound long text is incomplete after the reassembly timeout; stored as partial");
             self.inbound(
                 done.key.from,
@@ -563,7 +649,7 @@ impl<'a> Session<'a> {
                     let ack = cfg
                         .ack_receipts_after_commit
                         .then(|| self.ack_when_recorded(seq));
-                    let _ = self.ctx.events.send(DeviceEvent::Receipt {
+                    self.emit(DeviceEvent::Receipt {
                         device: self.ctx.shared.name.clone(),
                         device_msg_id: id,
                         delivered: r.state.delivered(),
@@ -611,7 +697,11 @@ impl<'a> Session<'a> {
                     payload: data,
                 };
                 let out = self.reassembler.push(frag, std::time::Instant::now());
-                if let Some(ev) = out.evicted {
+                self.note_reassembly(out.evicted.len());
+                if !out.evicted.is_empty() {
+                    tracing::warn!(device = %self.ctx.shared.name, texts = out.evicted.len(), "incomplete inbound long texts handed on early, partial, to keep within the reassembly budget");
+                }
+                for ev in out.evicted {
                     self.inbound(
                         ev.key.from,
                         ev.key.to,
@@ -686,7 +776,7 @@ impl<'a> Session<'a> {
         };
         self.ctx.shared.received.fetch_add(1, Ordering::Relaxed);
         let ack = ack_seq.map(|seq| self.ack_when_recorded(seq));
-        let _ = self.ctx.events.send(DeviceEvent::Inbound { text, ack });
+        self.emit(DeviceEvent::Inbound { text, ack });
     }
 }
 
