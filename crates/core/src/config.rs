@@ -859,6 +859,14 @@ impl MailerConfig {
                 "username and password go together: give both (the password may come from TEXTGATE_MAILER_PASSWORD) or neither",
             ));
         }
+        // smtp:// uses STARTTLS only when the relay offers it, and anyone on the path can
+        // strip the offer: the password would then go in the clear.
+        if self.username.is_some() && self.relay_parts()?.0 == RelayTls::Opportunistic {
+            return Err(ConfigError::new(
+                "mailer.relay",
+                "a username and password are set, but smtp:// does not require TLS, so they could be sent in the clear: use smtp+starttls:// (port 587) or smtps:// (port 465)",
+            ));
+        }
         if self.concurrency == 0 {
             return Err(ConfigError::new("mailer.concurrency", "must be at least 1"));
         }
@@ -1548,6 +1556,11 @@ devices = ["lb"]
         assert_eq!(e.key, "mailer.from");
         let e = bad("[mailer]\nrelay='smtp://x'\nfrom='a@b.c'\nusername='u'\n[[device]]\nname='a'\nkind='loopback'\n");
         assert_eq!(e.key, "mailer.password");
+        let e = bad("[mailer]\nrelay='smtp://x'\nfrom='a@b.c'\nusername='u'\npassword='p'\n[[device]]\nname='a'\nkind='loopback'\n");
+        assert_eq!(e.key, "mailer.relay");
+        assert!(e.message.contains("in the clear") && e.message.contains("smtp+starttls://"), "{e}");
+        let ok = Config::parse("[mailer]\nrelay='smtp+starttls://x'\nfrom='a@b.c'\nusername='u'\npassword='p'\n[[device]]\nname='a'\nkind='loopback'\n", &no_env).unwrap();
+        ok.check().unwrap();
         let ok = Config::parse("[mailer]\nrelay='smtps://mail.example.com'\nfrom='a@b.c'\n[[device]]\nname='a'\nkind='loopback'\n", &no_env).unwrap();
         ok.check().unwrap();
         let m = ok.mailer.unwrap();

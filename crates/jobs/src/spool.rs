@@ -172,6 +172,12 @@ impl Spool {
     /// The job's parameters: the sidecar's, with the config's defaults under them.
     fn params(&self, work: &Path) -> Result<JobParams, JobError> {
         let sidecar = sidecar_of(work);
+        if std::fs::symlink_metadata(&sidecar).is_ok_and(|m| !m.is_file()) {
+            return Err(JobError::Param(
+                "invalid_sidecar",
+                "the sidecar is not a plain file (a link is not followed): write the settings into the .json file itself".into(),
+            ));
+        }
         let mut p: JobParams = match std::fs::read_to_string(&sidecar) {
             Ok(text) => serde_json::from_str(&text).map_err(|e| {
                 JobError::Param(
@@ -244,7 +250,10 @@ impl Spool {
                     }
                 }
                 reason.push('\n');
-                let _ = std::fs::write(format!("{}.reason", failed.display()), reason);
+                let reason_file = PathBuf::from(format!("{}.reason", failed.display()));
+                if let Err(e) = write_new(&reason_file, reason.as_bytes()) {
+                    tracing::error!(file = %name, error = %e, "spool: cannot write the reason file");
+                }
                 let _ = std::fs::rename(work, &failed);
                 let _ = std::fs::remove_file(sidecar_of(work));
                 tracing::warn!(file = %name, error = %e, "spool: file refused");
@@ -253,10 +262,10 @@ impl Spool {
     }
 
     async fn write_report(&self, job: Id, path: &Path) -> Result<(), String> {
-        let tmp = PathBuf::from(format!("{}.tmp", path.display()));
+        let (mut file, tmp) = create_new_free(&PathBuf::from(format!("{}.tmp", path.display())))
+            .map_err(|e| e.to_string())?;
         let mut text = String::new();
         let mut results = Results::new(job);
-        let mut file = std::fs::File::create(&tmp).map_err(|e| e.to_string())?;
         while let Some(chunk) = results
             .next_chunk(self.jobs.store())
             .await
@@ -361,6 +370,38 @@ fn original_name(work: &Path) -> String {
 }
 
 /// `dir/name`, or `dir/name.N` if that is taken.
+/// Creates a file that did not exist, never through a link: whoever can write into the
+/// spool's folders cannot make textgate write somewhere else by leaving a symbolic link
+/// where it will write (`O_CREAT | O_EXCL` fails on any existing name, links included).
+/// When the name is taken, `NAME.1`, `NAME.2`, … are tried.
+fn create_new_free(path: &Path) -> std::io::Result<(std::fs::File, PathBuf)> {
+    let mut candidate = path.to_path_buf();
+    for n in 1..=100 {
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&candidate)
+        {
+            Ok(f) => return Ok((f, candidate)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                candidate = PathBuf::from(format!("{}.{n}", path.display()));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::AlreadyExists,
+        format!("no free name for {}", path.display()),
+    ))
+}
+
+/// Writes a new file (see [`create_new_free`]).
+fn write_new(path: &Path, bytes: &[u8]) -> std::io::Result<PathBuf> {
+    let (mut f, p) = create_new_free(path)?;
+    std::io::Write::write_all(&mut f, bytes)?;
+    Ok(p)
+}
+
 fn free_name(dir: &Path, name: &str) -> PathBuf {
     let p = dir.join(name);
     if !p.exists() {
@@ -375,6 +416,21 @@ fn free_name(dir: &Path, name: &str) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn new_files_are_never_written_through_a_link() {
+        let dir = std::env::temp_dir().join(format!("tg-spool-link-{}-{}", std::process::id(), now_ms()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let victim = dir.join("victim");
+        std::fs::write(&victim, "precious").unwrap();
+        let target = dir.join("list.csv.reason");
+        std::os::unix::fs::symlink(&victim, &target).unwrap();
+        let written = write_new(&target, b"reason").unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+        assert_eq!(written, dir.join("list.csv.reason.1"));
+        assert_eq!(std::fs::read_to_string(&written).unwrap(), "reason");
+        let _ = std::fs::remove_dir_all(dir);
+    }
 
     #[test]
     fn names() {

@@ -88,6 +88,21 @@ fn check_names_the_bad_key_and_exits_2() {
             "device",
         ),
         ("syntax", "[server\n".to_string(), "line 1"),
+        (
+            "clear-relay-password",
+            format!("{GOOD}\n[mailer]\nrelay = \"smtp://mail.example.com\"\nfrom = \"sms@example.com\"\nusername = \"u\"\npassword = \"p\"\n"),
+            "mailer.relay",
+        ),
+        (
+            "trusted",
+            format!("{GOOD}\n[smtp]\ndomains = [\"sms.example.com\"]\ntrusted_networks = [\"mail.example.com\"]\n"),
+            "smtp.trusted_networks",
+        ),
+        (
+            "callback-allow",
+            GOOD.replace("max_recipients = 100", "max_recipients = 100\ncallback_allow = [\"10.0.0.0/99\"]"),
+            "server.callback_allow",
+        ),
     ];
     for (name, text, key) in &cases {
         let f = write(&dir, &format!("{name}.toml"), text);

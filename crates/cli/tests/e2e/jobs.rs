@@ -713,3 +713,29 @@ fn a_template_cannot_make_the_server_build_a_huge_text() {
     r.assert_error(413, "field_too_large");
     assert_eq!(app.count(), 1, "only the one good row was ever stored");
 }
+
+#[test]
+fn links_left_in_the_watched_folder_are_never_written_through_nor_read() {
+    let spool = TempDir::new("spool-links");
+    let app = spawn_app(&spool_config(spool.path()));
+    let victim = spool.path().join("victim.txt");
+    std::fs::write(&victim, "precious\n").unwrap();
+    // Whoever can write into failed/ guesses where the next reason goes.
+    std::fs::create_dir_all(spool.path().join("failed")).unwrap();
+    std::os::unix::fs::symlink(&victim, spool.path().join("failed/broken.csv.reason")).unwrap();
+    let incoming = spool.path().join("incoming");
+    std::fs::write(incoming.join("broken.csv"), "name,body\nx,y\n").unwrap();
+    let reason = spool.path().join("failed/broken.csv.reason.1");
+    wait_for_file(&reason, 30, &app);
+    assert!(std::fs::read_to_string(&reason).unwrap().contains("number column"));
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n", "the link was not followed");
+    // A sidecar that is a link to another file is refused, not read.
+    let secret = spool.path().join("secret.json");
+    std::fs::write(&secret, r#"{"template": "the secret is 42"}"#).unwrap();
+    std::fs::write(incoming.join("list.csv"), "to,body\n+15550000100,hello\n").unwrap();
+    std::os::unix::fs::symlink(&secret, incoming.join("list.csv.json")).unwrap();
+    let reason = spool.path().join("failed/list.csv.reason");
+    wait_for_file(&reason, 30, &app);
+    assert!(std::fs::read_to_string(&reason).unwrap().contains("not a plain file"));
+    assert_eq!(app.count(), 0);
+}
