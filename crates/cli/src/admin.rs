@@ -4,8 +4,8 @@
 use std::io::BufRead;
 
 use anyhow::{bail, Context};
-use textgate_core::auth::{generate_api_key, generate_password, hash_api_key, hash_password};
-use textgate_core::clock::now_ms;
+use textgate_core::auth::{generate_password, hash_password, new_api_key};
+use textgate_core::clock::{format_rfc3339, now_ms};
 use textgate_core::config::Config;
 use textgate_store::{NewUser, Role, Store};
 
@@ -73,24 +73,64 @@ pub async fn apikey_create(cfg: Config, user: &str, webhook_secret: bool) -> any
     let Some(u) = store.user_by_name(user).await? else {
         bail!("no user named \"{user}\": create one with `textgate user add {user}`");
     };
-    let key = generate_api_key()?;
-    let label = format!("{}…", &key[..7.min(key.len())]);
-    // The secret signs requests we send, so it is kept as it is (it cannot be hashed); it
-    // is a different value from the key, which is stored only hashed.
-    let secret = if webhook_secret {
-        Some(format!("whsec_{}", &generate_api_key()?[3..]))
-    } else {
-        None
-    };
+    let k = new_api_key(webhook_secret)?;
     store
-        .create_api_key(u.id, hash_api_key(&key), label, secret.clone())
+        .create_api_key(u.id, k.hash, k.label, k.webhook_secret.clone())
         .await?;
     store.close().await;
-    println!("{key}");
-    if let Some(s) = secret {
+    println!("{}", k.key);
+    if let Some(s) = k.webhook_secret {
         println!("{s}");
     }
     Ok(())
+}
+
+/// `textgate apikey list [--user NAME]`: one line per key, newest first.
+pub async fn apikey_list(cfg: Config, user: Option<&str>) -> anyhow::Result<()> {
+    let store = Store::open(&cfg.server.database_url).await?;
+    let user_id = match user {
+        None => None,
+        Some(name) => match store.user_by_name(name).await? {
+            Some(u) => Some(u.id),
+            None => bail!("no user named \"{name}\""),
+        },
+    };
+    let keys = store.list_api_keys(user_id).await?;
+    store.close().await;
+    let t = |v: Option<i64>| v.map(format_rfc3339).unwrap_or_else(|| "-".into());
+    println!(
+        "{:>6}  {:<16} {:<10} {:<20} {:<20} {:<20}",
+        "id", "user", "label", "created", "last used", "revoked"
+    );
+    for k in keys {
+        println!(
+            "{:>6}  {:<16} {:<10} {:<20} {:<20} {:<20}",
+            k.id,
+            k.user,
+            k.label,
+            format_rfc3339(k.created_at),
+            t(k.last_used_at),
+            t(k.revoked_at)
+        );
+    }
+    Ok(())
+}
+
+/// `textgate apikey revoke ID`.
+pub async fn apikey_revoke(cfg: Config, id: i64) -> anyhow::Result<()> {
+    let store = Store::open(&cfg.server.database_url).await?;
+    let k = store.revoke_api_key(id, None, now_ms()).await?;
+    store.close().await;
+    match k {
+        Some(k) => {
+            println!(
+                "revoked key {} ({}) of \"{}\"; running servers refuse it within seconds",
+                k.id, k.label, k.user
+            );
+            Ok(())
+        }
+        None => bail!("no API key with id {id}: `textgate apikey list` shows them"),
+    }
 }
 
 /// On a database without users, creates `admin` with `TEXTGATE_ADMIN_PASSWORD` or a

@@ -160,6 +160,24 @@ enum ApikeyCommand {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// List API keys (never the keys themselves): id, user, label, created, last used, revoked.
+    List {
+        /// Only this user's.
+        #[arg(long)]
+        user: Option<String>,
+        /// The config file (for the database).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Revoke an API key by its id (see `apikey list`); running servers refuse it within
+    /// seconds.
+    Revoke {
+        /// The key's id.
+        id: i64,
+        /// The config file (for the database).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
 }
 
 /// The config from a file, or the embedded defaults; checked either way.
@@ -250,6 +268,12 @@ async fn run(command: Command) -> anyhow::Result<()> {
                     config,
                 },
         } => admin::apikey_create(load_config(config.as_deref())?, &user, webhook_secret).await,
+        Command::Apikey {
+            command: ApikeyCommand::List { user, config },
+        } => admin::apikey_list(load_config(config.as_deref())?, user.as_deref()).await,
+        Command::Apikey {
+            command: ApikeyCommand::Revoke { id, config },
+        } => admin::apikey_revoke(load_config(config.as_deref())?, id).await,
         Command::Send {
             to,
             body,

@@ -89,6 +89,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         Err(e) => return Err(e.into()),
     };
     // SMTP is bound first, so that when the HTTP line below is printed both are listening.
+    let mut gateway_ref: Option<Arc<textgate_smtp::Gateway>> = None;
     let smtp = match textgate_smtp::Listener::bind(&cfg).await? {
         Some(listener) => {
             let signin = Arc::new(textgate_devices::signin::SignIn::new(
@@ -103,7 +104,9 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             // Tests and scripts read this line to find the port when [smtp] listen ends in :0.
             println!("textgate smtp listening on {addr}");
             tracing::info!(%addr, "serving SMTP");
-            Some(listener.start(Arc::new(gateway)))
+            let gateway = Arc::new(gateway);
+            gateway_ref = Some(gateway.clone());
+            Some(listener.start(gateway))
         }
         None => None,
     };
@@ -115,6 +118,40 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
                 cfg.server.http_listen
             )
         })?;
+    // Revoked API keys are forgotten here too, wherever they were revoked.
+    let (stop_revocations, revocations_stopped) = tokio::sync::oneshot::channel::<()>();
+    let revocations = tokio::spawn(textgate_http::auth::watch_revocations(
+        store.clone(),
+        state.keys.clone(),
+        move || {
+            if let Some(g) = &gateway_ref {
+                g.forget_credentials();
+            }
+        },
+        async {
+            let _ = revocations_stopped.await;
+        },
+    ));
+    let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
+    let metrics = match &cfg.server.metrics_listen {
+        Some(at) => {
+            let l = tokio::net::TcpListener::bind(at)
+                .await
+                .with_context(|| format!("cannot listen on {at} ([server] metrics_listen)"))?;
+            let addr = l.local_addr()?;
+            println!("textgate metrics listening on http://{addr}");
+            let limits = textgate_http::server::Limits::from_config(&cfg.server);
+            Some(tokio::spawn(textgate_http::server::serve(
+                l,
+                textgate_http::metrics_router(state.clone()),
+                limits,
+                async {
+                    let _ = metrics_stopped.await;
+                },
+            )))
+        }
+        None => None,
+    };
     let addr = listener.local_addr()?;
     // Tests and scripts read this line to find the port when http_listen ends in :0.
     println!("textgate listening on http://{addr}");
@@ -122,6 +159,12 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     textgate_http::serve(listener, state, shutdown_signal())
         .await
         .context("the HTTP server failed")?;
+    let _ = stop_revocations.send(());
+    let _ = revocations.await;
+    let _ = stop_metrics.send(());
+    if let Some(m) = metrics {
+        let _ = m.await;
+    }
     // A file half-imported is safe to leave: its job resumes from the last committed batch.
     let _ = stop_spool.send(true);
     if let Some(task) = spool {

@@ -63,6 +63,39 @@ pub fn generate_api_key() -> Result<String, AuthError> {
     Ok(format!("{API_KEY_PREFIX}{}", hex(&bytes)))
 }
 
+/// A new API key and what the store keeps of it.
+pub struct NewKey {
+    /// The key, shown once to its owner.
+    pub key: String,
+    /// Its SHA-256, which the store keeps.
+    pub hash: String,
+    /// Its first characters, to recognise it in lists.
+    pub label: String,
+    /// A secret that signs the status callbacks of messages sent with it, when asked for.
+    /// Kept as it is (it signs what the server sends, so it cannot be hashed).
+    pub webhook_secret: Option<String>,
+}
+
+/// Makes a new API key, with a webhook secret of its own if asked.
+pub fn new_api_key(webhook_secret: bool) -> Result<NewKey, AuthError> {
+    let key = generate_api_key()?;
+    let label = format!("{}…", &key[..7.min(key.len())]);
+    let webhook_secret = if webhook_secret {
+        Some(format!(
+            "whsec_{}",
+            &generate_api_key()?[API_KEY_PREFIX.len()..]
+        ))
+    } else {
+        None
+    };
+    Ok(NewKey {
+        hash: hash_api_key(&key),
+        key,
+        label,
+        webhook_secret,
+    })
+}
+
 /// A generated password: 20 characters from an alphabet without look-alikes.
 pub fn generate_password() -> Result<String, AuthError> {
     const ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";

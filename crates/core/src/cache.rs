@@ -31,6 +31,20 @@ impl<V: Clone> Recent<V> {
         (at.elapsed() < self.ttl).then(|| v.clone())
     }
 
+    /// Forgets every answer for which `keep` says no (a revoked key's, a changed user's).
+    pub fn retain(&self, keep: impl Fn(&V) -> bool) {
+        if let Ok(mut map) = self.entries.lock() {
+            map.retain(|_, (v, _)| keep(v));
+        }
+    }
+
+    /// Forgets everything.
+    pub fn clear(&self) {
+        if let Ok(mut map) = self.entries.lock() {
+            map.clear();
+        }
+    }
+
     /// Remembers an answer.
     pub fn put(&self, key: String, value: V) {
         if let Ok(mut map) = self.entries.lock() {

@@ -1558,7 +1558,10 @@ devices = ["lb"]
         assert_eq!(e.key, "mailer.password");
         let e = bad("[mailer]\nrelay='smtp://x'\nfrom='a@b.c'\nusername='u'\npassword='p'\n[[device]]\nname='a'\nkind='loopback'\n");
         assert_eq!(e.key, "mailer.relay");
-        assert!(e.message.contains("in the clear") && e.message.contains("smtp+starttls://"), "{e}");
+        assert!(
+            e.message.contains("in the clear") && e.message.contains("smtp+starttls://"),
+            "{e}"
+        );
         let ok = Config::parse("[mailer]\nrelay='smtp+starttls://x'\nfrom='a@b.c'\nusername='u'\npassword='p'\n[[device]]\nname='a'\nkind='loopback'\n", &no_env).unwrap();
         ok.check().unwrap();
         let ok = Config::parse("[mailer]\nrelay='smtps://mail.example.com'\nfrom='a@b.c'\n[[device]]\nname='a'\nkind='loopback'\n", &no_env).unwrap();

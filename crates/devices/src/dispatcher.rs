@@ -86,6 +86,8 @@ pub struct Counters {
     pub email_texts: AtomicU64,
     /// SMTP AUTH attempts refused.
     pub smtp_auth_failures: AtomicU64,
+    /// Sign-ins refused unchecked: the name or the address was locked out.
+    pub signin_lockouts: AtomicU64,
     /// E-mails the mailer sent, failed to send, gave up on.
     pub mail: Arc<crate::delivery::DeliveryCounters>,
 }

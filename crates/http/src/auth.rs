@@ -1,6 +1,9 @@
 //! Who is calling. API keys are looked up by their SHA-256 (the store never sees the key);
 //! a verified key is cached for a minute so that the hot path (thousands of sends a second)
-//! costs a hash and a map lookup, not a database read.
+//! costs a hash and a map lookup, not a database read. A revoked key is forgotten at once by
+//! the node that revoked it, and by every other node (and after `textgate apikey revoke`)
+//! within [`REVOCATION_POLL`]: [`watch_revocations`] asks the store for keys revoked since it
+//! last looked.
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -13,6 +16,39 @@ use crate::AppState;
 
 /// Verified keys by hash, for a minute.
 pub type KeyCache = Recent<Caller>;
+
+/// How often a node looks for keys revoked elsewhere: the longest a revoked key may still
+/// be taken by a node that had it cached.
+pub const REVOCATION_POLL: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Forgets revoked keys as they are revoked, until `stop` resolves; `also` is told of each
+/// round of revocations (the SMTP gateway forgets its verified credentials).
+pub async fn watch_revocations(
+    store: textgate_store::Store,
+    keys: std::sync::Arc<KeyCache>,
+    also: impl Fn() + Send + 'static,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    let mut since = textgate_core::clock::now_ms();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => return,
+            _ = tokio::time::sleep(REVOCATION_POLL) => {}
+        }
+        match store.revoked_api_keys_since(since).await {
+            Ok(revoked) if !revoked.is_empty() => {
+                let ids: std::collections::HashSet<Id> =
+                    revoked.iter().map(|(id, _)| *id).collect();
+                since = revoked.iter().map(|(_, at)| *at).max().unwrap_or(since);
+                keys.retain(|c| c.key_id.is_none_or(|k| !ids.contains(&k)));
+                also();
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot look for revoked API keys; trying again"),
+        }
+    }
+}
 
 /// The authenticated caller.
 #[derive(Debug, Clone)]
@@ -85,6 +121,14 @@ impl FromRequestParts<AppState> for Caller {
                     ..Caller::from(key.user)
                 };
                 state.keys.put(hash, caller.clone());
+                // When it was last used: written when a node verifies it, at most once a
+                // minute (the cache's life), never on the request's own time.
+                let (store, id) = (state.store.clone(), key.id);
+                tokio::spawn(async move {
+                    let _ = store
+                        .touch_api_key(id, textgate_core::clock::now_ms())
+                        .await;
+                });
                 Ok(caller)
             }
             None => {

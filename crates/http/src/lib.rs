@@ -61,6 +61,8 @@ pub struct Shared {
     pub jobs: textgate_jobs::Jobs,
     /// Where users' `callback_url`s may point.
     pub callbacks: callbacks::Guard,
+    /// The queue depth `/metrics` shows.
+    pub queue_depth: ops::QueueDepth,
 }
 
 /// Counters of the HTTP side.
@@ -81,6 +83,7 @@ impl AppState {
         AppState(Arc::new(Shared {
             jobs,
             callbacks: callbacks::Guard::from_config(&config.server),
+            queue_depth: ops::QueueDepth::default(),
             country: config.default_country(),
             store,
             dispatcher,
@@ -100,7 +103,7 @@ pub fn router(state: AppState) -> Router {
         request: state.config.server.request_timeout.0,
         upload: state.config.server.upload_timeout.0,
     };
-    Router::new()
+    let router = Router::new()
         .route(
             "/api/v1/messages",
             post(api::messages::send).get(api::messages::list),
@@ -121,6 +124,11 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/jobs/{id}/cancel", post(api::jobs::cancel))
         .route("/api/v1/jobs/{id}/results.csv", get(api::jobs::results))
         .route("/api/v1/devices", get(api::devices::list))
+        .route("/api/v1/keys", get(api::keys::list).post(api::keys::create))
+        .route(
+            "/api/v1/keys/{id}",
+            axum::routing::delete(api::keys::revoke),
+        )
         .route(
             "/api/v1/devices/{name}/inbound",
             post(api::inbound::simulate),
@@ -145,8 +153,14 @@ pub fn router(state: AppState) -> Router {
             post(api::deliveries::replay),
         )
         .route("/api/openapi.json", get(ops::openapi))
-        .route("/healthz", get(ops::healthz))
-        .route("/metrics", get(ops::metrics))
+        .route("/healthz", get(ops::healthz));
+    // With a listen address of its own, /metrics is served there only.
+    let router = if state.config.server.metrics_listen.is_none() {
+        router.route("/metrics", get(ops::metrics))
+    } else {
+        router
+    };
+    router
         .fallback(ops::not_found)
         .method_not_allowed_fallback(ops::method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
@@ -154,6 +168,16 @@ pub fn router(state: AppState) -> Router {
             deadlines,
             server::request_deadline,
         ))
+        .layer(axum::middleware::map_response(ops::json_errors))
+        .with_state(state)
+}
+
+/// The application of `[server] metrics_listen`: `/metrics` and `/healthz` only.
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(ops::metrics))
+        .route("/healthz", get(ops::healthz))
+        .fallback(ops::not_found)
         .layer(axum::middleware::map_response(ops::json_errors))
         .with_state(state)
 }

@@ -42,8 +42,67 @@ pub async fn openapi() -> Response {
     ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
 }
 
-/// `GET /metrics`, in the Prometheus text format.
-pub async fn metrics(State(st): State<AppState>) -> Response {
+/// How old the queue depth on `/metrics` may be: it is counted in the database, at most this
+/// often however many scrapers ask (everything else on `/metrics` is kept in memory).
+pub const QUEUE_DEPTH_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Messages waiting, by status.
+type Depth = Vec<(Status, i64)>;
+
+/// The queue depth of `/metrics`, counted at most once per [`QUEUE_DEPTH_MAX_AGE`]; while one
+/// scrape counts, the others answer with the last count.
+#[derive(Default)]
+pub struct QueueDepth {
+    last: std::sync::Mutex<Option<(std::time::Instant, Depth)>>,
+    counting: std::sync::atomic::AtomicBool,
+}
+
+impl QueueDepth {
+    /// The depth, counted by `count` when the last count is too old.
+    pub async fn get<F, Fut>(&self, count: F) -> Vec<(Status, i64)>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Option<Vec<(Status, i64)>>>,
+    {
+        let cached = self.last.lock().ok().and_then(|l| l.clone());
+        let fresh = cached
+            .as_ref()
+            .is_some_and(|(at, _)| at.elapsed() < QUEUE_DEPTH_MAX_AGE);
+        if fresh || self.counting.swap(true, Ordering::AcqRel) {
+            return cached.map(|(_, v)| v).unwrap_or_default();
+        }
+        let counted = count().await;
+        self.counting.store(false, Ordering::Release);
+        match counted {
+            Some(v) => {
+                if let Ok(mut l) = self.last.lock() {
+                    *l = Some((std::time::Instant::now(), v.clone()));
+                }
+                v
+            }
+            None => cached.map(|(_, v)| v).unwrap_or_default(),
+        }
+    }
+}
+
+/// `GET /metrics`, in the Prometheus text format; with `[server] metrics_token`, only for
+/// `Authorization: Bearer TOKEN`.
+pub async fn metrics(State(st): State<AppState>, headers: axum::http::HeaderMap) -> Response {
+    if let Some(token) = &st.config.server.metrics_token {
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        // Compared as hashes, so the time taken says nothing about the token.
+        use sha2::{Digest, Sha256};
+        if Sha256::digest(given.as_bytes()) != Sha256::digest(token.as_bytes()) {
+            return ApiError::unauthorized(
+                "/metrics needs `Authorization: Bearer TOKEN` with [server] metrics_token",
+            )
+            .into_response();
+        }
+    }
     let mut out = String::with_capacity(4096);
     let d = &st.dispatcher;
     let c = &d.counters;
@@ -125,6 +184,11 @@ pub async fn metrics(State(st): State<AppState>) -> Response {
         "SMTP AUTH attempts refused.",
         c.smtp_auth_failures.load(Ordering::Relaxed),
     );
+    counter(
+        "textgate_signin_lockouts_total",
+        "Sign-ins refused unchecked because the name or address was locked out.",
+        c.signin_lockouts.load(Ordering::Relaxed),
+    );
     let _ = writeln!(out, "# HELP textgate_messages_final_total Messages that reached a final status.\n# TYPE textgate_messages_final_total counter");
     for (i, s) in Status::ALL.iter().enumerate() {
         if s.is_final() {
@@ -135,14 +199,20 @@ pub async fn metrics(State(st): State<AppState>) -> Response {
             );
         }
     }
-    match st.store.queue_depth().await {
-        Ok(depth) => {
-            let _ = writeln!(out, "# HELP textgate_queue_depth Messages waiting, by status.\n# TYPE textgate_queue_depth gauge");
-            for (s, n) in depth {
-                let _ = writeln!(out, "textgate_queue_depth{{status=\"{s}\"}} {n}");
-            }
-        }
-        Err(e) => tracing::warn!(error = %e, "metrics: queue depth unavailable"),
+    let store = st.store.clone();
+    let depth = st
+        .queue_depth
+        .get(|| async move {
+            store
+                .queue_depth()
+                .await
+                .map_err(|e| tracing::warn!(error = %e, "metrics: queue depth unavailable"))
+                .ok()
+        })
+        .await;
+    let _ = writeln!(out, "# HELP textgate_queue_depth Messages waiting, by status (counted at most every 10 s).\n# TYPE textgate_queue_depth gauge");
+    for (s, n) in depth {
+        let _ = writeln!(out, "textgate_queue_depth{{status=\"{s}\"}} {n}");
     }
     let _ = writeln!(out, "# HELP textgate_device_up Whether the device is up (1) or not (0).\n# TYPE textgate_device_up gauge");
     for e in &d.devices {
@@ -282,4 +352,29 @@ pub async fn json_errors(resp: Response) -> Response {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_queue_depth_is_counted_at_most_once_per_interval() {
+        let q = QueueDepth::default();
+        let counted = std::sync::atomic::AtomicU32::new(0);
+        for _ in 0..100 {
+            let v = q
+                .get(|| async {
+                    counted.fetch_add(1, Ordering::Relaxed);
+                    Some(vec![(Status::Queued, 7)])
+                })
+                .await;
+            assert_eq!(v, vec![(Status::Queued, 7)]);
+        }
+        assert_eq!(
+            counted.load(Ordering::Relaxed),
+            1,
+            "a hundred scrapes, one count"
+        );
+    }
 }

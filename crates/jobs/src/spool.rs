@@ -419,7 +419,8 @@ mod tests {
 
     #[test]
     fn new_files_are_never_written_through_a_link() {
-        let dir = std::env::temp_dir().join(format!("tg-spool-link-{}-{}", std::process::id(), now_ms()));
+        let dir =
+            std::env::temp_dir().join(format!("tg-spool-link-{}-{}", std::process::id(), now_ms()));
         std::fs::create_dir_all(&dir).unwrap();
         let victim = dir.join("victim");
         std::fs::write(&victim, "precious").unwrap();

@@ -116,6 +116,10 @@ impl Gateway {
                 Answer::Authenticated(None)
             }
             Verdict::LockedOut(after) => {
+                self.dispatcher
+                    .counters
+                    .signin_lockouts
+                    .fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(username = %c.username, %client, "SMTP AUTH refused: locked out after too many failures");
                 Answer::LockedOut(after)
             }
@@ -149,6 +153,11 @@ impl Gateway {
                 Answer::Unavailable
             }
         }
+    }
+
+    /// Forgets every verified credential (an API key was revoked: the next AUTH checks again).
+    pub fn forget_credentials(&self) {
+        self.credentials.clear();
     }
 
     fn is_default_owner(&self, id: i64) -> bool {

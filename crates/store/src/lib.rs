@@ -152,6 +152,32 @@ impl Store {
         }
     }
 
+    /// API keys, newest first: one user's, or everyone's.
+    pub async fn list_api_keys(&self, user_id: Option<Id>) -> Result<Vec<KeyInfo>> {
+        dispatch!(self, b => b.list_api_keys(user_id).await)
+    }
+
+    /// Revokes a key (of `owner`, unless `None`); the key as it now is, or `None` if there is
+    /// no such key (of that owner). Revoking a revoked key changes nothing.
+    pub async fn revoke_api_key(
+        &self,
+        id: Id,
+        owner: Option<Id>,
+        now: Millis,
+    ) -> Result<Option<KeyInfo>> {
+        dispatch!(self, b => b.revoke_api_key(id, owner, now).await)
+    }
+
+    /// Notes that a key was used.
+    pub async fn touch_api_key(&self, id: Id, now: Millis) -> Result<()> {
+        dispatch!(self, b => b.touch_api_key(id, now).await)
+    }
+
+    /// Keys revoked after `since`, with when: what nodes that cache verified keys forget.
+    pub async fn revoked_api_keys_since(&self, since: Millis) -> Result<Vec<(Id, Millis)>> {
+        dispatch!(self, b => b.revoked_api_keys_since(since).await)
+    }
+
     /// Succeeds when the database answers.
     pub async fn health(&self) -> Result<()> {
         dispatch!(self, b => b.health().await)

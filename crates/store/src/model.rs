@@ -574,6 +574,27 @@ pub struct ApiKey {
     pub webhook_secret: Option<String>,
 }
 
+/// An API key as it is listed (never the key itself, which is not stored).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyInfo {
+    /// The key's id.
+    pub id: Id,
+    /// Its owner's id.
+    pub user_id: Id,
+    /// Its owner's name.
+    pub user: String,
+    /// Its label: the key's first characters, to recognise it by.
+    pub label: String,
+    /// Whether it has a webhook secret of its own.
+    pub webhook_secret: bool,
+    /// When it was made.
+    pub created_at: Millis,
+    /// When a node last verified it (at most once a minute per node).
+    pub last_used_at: Option<Millis>,
+    /// When it was revoked.
+    pub revoked_at: Option<Millis>,
+}
+
 /// A number on the suppression list.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Suppression {

@@ -23,6 +23,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("migrations/postgres/0002_inbound.sql")),
     (3, include_str!("migrations/postgres/0003_jobs.sql")),
     (4, include_str!("migrations/postgres/0004_email.sql")),
+    (5, include_str!("migrations/postgres/0005_key_use.sql")),
 ];
 const POOL_SIZE: usize = 8;
 /// Any constant: it names the lock that serialises migrations between nodes starting at once.
@@ -194,6 +195,21 @@ async fn insert_message_row(tx: &Transaction<'_>, m: &NewMessage) -> Result<Id> 
         .await
         .map_err(db_err)?;
     row.try_get(0).map_err(db_err)
+}
+
+const KEY_COLUMNS: &str = "k.id, k.user_id, u.name, k.label, k.webhook_secret IS NOT NULL, k.created_at, k.last_used_at, k.revoked_at";
+
+fn key_from_row(r: &Row) -> Result<KeyInfo> {
+    Ok(KeyInfo {
+        id: r.try_get(0).map_err(db_err)?,
+        user_id: r.try_get(1).map_err(db_err)?,
+        user: r.try_get(2).map_err(db_err)?,
+        label: r.try_get(3).map_err(db_err)?,
+        webhook_secret: r.try_get(4).map_err(db_err)?,
+        created_at: r.try_get(5).map_err(db_err)?,
+        last_used_at: r.try_get(6).map_err(db_err)?,
+        revoked_at: r.try_get(7).map_err(db_err)?,
+    })
 }
 
 fn user_from_row(r: &Row) -> Result<User> {
@@ -386,6 +402,73 @@ impl Postgres {
                 })
             })
             .transpose()
+    }
+
+    pub(crate) async fn list_api_keys(&self, user_id: Option<Id>) -> Result<Vec<KeyInfo>> {
+        let c = self.pool.get().await?;
+        let rows = c
+            .query(
+                &format!(
+                    "SELECT {KEY_COLUMNS} FROM api_keys k JOIN users u ON u.id = k.user_id
+                     WHERE ($1::BIGINT IS NULL OR k.user_id = $1) ORDER BY k.id DESC"
+                ),
+                &[&user_id],
+            )
+            .await
+            .map_err(db_err)?;
+        rows.iter().map(key_from_row).collect()
+    }
+
+    pub(crate) async fn revoke_api_key(
+        &self,
+        id: Id,
+        owner: Option<Id>,
+        now: Millis,
+    ) -> Result<Option<KeyInfo>> {
+        let c = self.pool.get().await?;
+        c.execute(
+            "UPDATE api_keys SET revoked_at = $3
+             WHERE id = $1 AND ($2::BIGINT IS NULL OR user_id = $2) AND revoked_at IS NULL",
+            &[&id, &owner, &now],
+        )
+        .await
+        .map_err(db_err)?;
+        let row = c
+            .query_opt(
+                &format!(
+                    "SELECT {KEY_COLUMNS} FROM api_keys k JOIN users u ON u.id = k.user_id
+                     WHERE k.id = $1 AND ($2::BIGINT IS NULL OR k.user_id = $2)"
+                ),
+                &[&id, &owner],
+            )
+            .await
+            .map_err(db_err)?;
+        row.as_ref().map(key_from_row).transpose()
+    }
+
+    pub(crate) async fn touch_api_key(&self, id: Id, now: Millis) -> Result<()> {
+        let c = self.pool.get().await?;
+        c.execute(
+            "UPDATE api_keys SET last_used_at = $2 WHERE id = $1",
+            &[&id, &now],
+        )
+        .await
+        .map_err(db_err)?;
+        Ok(())
+    }
+
+    pub(crate) async fn revoked_api_keys_since(&self, since: Millis) -> Result<Vec<(Id, Millis)>> {
+        let c = self.pool.get().await?;
+        let rows = c
+            .query(
+                "SELECT id, revoked_at FROM api_keys WHERE revoked_at > $1 ORDER BY revoked_at",
+                &[&since],
+            )
+            .await
+            .map_err(db_err)?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0).map_err(db_err)?, r.try_get(1).map_err(db_err)?)))
+            .collect()
     }
 
     pub(crate) async fn api_key_secret(&self, id: Id) -> Result<Option<String>> {

@@ -30,6 +30,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (4, include_str!("migrations/sqlite/0004_email.sql")),
     (5, include_str!("migrations/sqlite/0005_status_events.sql")),
     (6, include_str!("migrations/sqlite/0006_inbound_dedup.sql")),
+    (7, include_str!("migrations/sqlite/0007_key_use.sql")),
 ];
 
 /// How many queued calls one transaction takes at most; bounds the latency of the first.
@@ -482,6 +483,21 @@ fn message_from_row(r: &Row) -> rusqlite::Result<Message> {
     })
 }
 
+const KEY_COLUMNS: &str = "k.id, k.user_id, u.name, k.label, k.webhook_secret IS NOT NULL, k.created_at, k.last_used_at, k.revoked_at";
+
+fn key_from_row(r: &Row) -> rusqlite::Result<KeyInfo> {
+    Ok(KeyInfo {
+        id: r.get(0)?,
+        user_id: r.get(1)?,
+        user: r.get(2)?,
+        label: r.get(3)?,
+        webhook_secret: r.get(4)?,
+        created_at: r.get(5)?,
+        last_used_at: r.get(6)?,
+        revoked_at: r.get(7)?,
+    })
+}
+
 fn user_from_row(r: &Row) -> rusqlite::Result<User> {
     let role: String = r.get(2)?;
     Ok(User {
@@ -782,6 +798,62 @@ impl Sqlite {
                 Ok(ApiKey { user: user_from_row(r)?, id: r.get(6)?, webhook_secret: r.get(7)? })
             })
             .optional()
+        })
+        .await
+    }
+
+    pub(crate) async fn list_api_keys(&self, user_id: Option<Id>) -> Result<Vec<KeyInfo>> {
+        self.read(move |c| {
+            let mut s = c.prepare_cached(&format!(
+                "SELECT {KEY_COLUMNS} FROM api_keys k JOIN users u ON u.id = k.user_id
+                 WHERE (?1 IS NULL OR k.user_id = ?1) ORDER BY k.id DESC"
+            ))?;
+            let rows = s.query_map([user_id], key_from_row)?;
+            rows.collect()
+        })
+        .await
+    }
+
+    pub(crate) async fn revoke_api_key(
+        &self,
+        id: Id,
+        owner: Option<Id>,
+        now: Millis,
+    ) -> Result<Option<KeyInfo>> {
+        self.write(move |c| {
+            c.prepare_cached(
+                "UPDATE api_keys SET revoked_at = ?3
+                 WHERE id = ?1 AND (?2 IS NULL OR user_id = ?2) AND revoked_at IS NULL",
+            )
+            .and_then(|mut s| s.execute(params![id, owner, now]))
+            .map_err(db_err)?;
+            c.prepare_cached(&format!(
+                "SELECT {KEY_COLUMNS} FROM api_keys k JOIN users u ON u.id = k.user_id
+                 WHERE k.id = ?1 AND (?2 IS NULL OR k.user_id = ?2)"
+            ))
+            .and_then(|mut s| s.query_row(params![id, owner], key_from_row).optional())
+            .map_err(db_err)
+        })
+        .await
+    }
+
+    pub(crate) async fn touch_api_key(&self, id: Id, now: Millis) -> Result<()> {
+        self.write_lazy(move |c| {
+            c.prepare_cached("UPDATE api_keys SET last_used_at = ?2 WHERE id = ?1")
+                .and_then(|mut s| s.execute(params![id, now]))
+                .map_err(db_err)?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub(crate) async fn revoked_api_keys_since(&self, since: Millis) -> Result<Vec<(Id, Millis)>> {
+        self.read(move |c| {
+            let mut s = c.prepare_cached(
+                "SELECT id, revoked_at FROM api_keys WHERE revoked_at > ?1 ORDER BY revoked_at",
+            )?;
+            let rows = s.query_map([since], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect()
         })
         .await
     }

@@ -164,6 +164,65 @@ async fn users_and_api_keys() {
 }
 
 #[tokio::test]
+async fn api_keys_are_listed_used_and_revoked() {
+    both(|s| async move {
+        let a = user(&s, "alice").await;
+        let b = user(&s, "bob").await;
+        let ka = s
+            .create_api_key(a.id, "ha".into(), "tg_aa…".into(), Some("whsec".into()))
+            .await
+            .unwrap();
+        let kb = s
+            .create_api_key(b.id, "hb".into(), "tg_bb…".into(), None)
+            .await
+            .unwrap();
+        let all = s.list_api_keys(None).await.unwrap();
+        assert_eq!(
+            all.iter().map(|k| k.id).collect::<Vec<_>>(),
+            vec![kb, ka],
+            "newest first"
+        );
+        let mine = s.list_api_keys(Some(a.id)).await.unwrap();
+        assert_eq!(mine.len(), 1);
+        assert_eq!(
+            (
+                mine[0].user.as_str(),
+                mine[0].label.as_str(),
+                mine[0].webhook_secret,
+                mine[0].last_used_at
+            ),
+            ("alice", "tg_aa…", true, None)
+        );
+        s.touch_api_key(ka, 5000).await.unwrap();
+        assert_eq!(
+            s.list_api_keys(Some(a.id)).await.unwrap()[0].last_used_at,
+            Some(5000)
+        );
+        // Bob cannot revoke alice's key; it is as if it did not exist.
+        assert_eq!(s.revoke_api_key(ka, Some(b.id), 6000).await.unwrap(), None);
+        assert!(s.api_key_by_hash("ha").await.unwrap().is_some());
+        let revoked = s
+            .revoke_api_key(ka, Some(a.id), 6000)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(revoked.revoked_at, Some(6000));
+        assert_eq!(s.api_key_by_hash("ha").await.unwrap(), None);
+        // Again: nothing changes.
+        let again = s.revoke_api_key(ka, None, 7000).await.unwrap().unwrap();
+        assert_eq!(again.revoked_at, Some(6000));
+        assert_eq!(
+            s.revoked_api_keys_since(5999).await.unwrap(),
+            vec![(ka, 6000)]
+        );
+        assert!(s.revoked_api_keys_since(6000).await.unwrap().is_empty());
+        assert_eq!(s.revoke_api_key(999_999, None, 1).await.unwrap(), None);
+        assert!(s.api_key_by_hash("hb").await.unwrap().is_some());
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn users_by_email_ignore_case_and_take_the_oldest() {
     both(|s| async move {
         let with_email = |name: &str, email: Option<&str>| NewUser {

@@ -279,6 +279,8 @@ pub struct App {
     pub key: String,
     /// Every user's API key, by name.
     pub keys: HashMap<String, String>,
+    /// `[server] metrics_listen`'s address, when set.
+    pub metrics: String,
     pub config: PathBuf,
     pub log: PathBuf,
     child: Option<Child>,
@@ -351,6 +353,7 @@ pub fn spawn_app_with(opts: Opts<'_>) -> App {
         base: String::new(),
         addr: String::new(),
         smtp: String::new(),
+        metrics: String::new(),
         key: first,
         keys,
         config,
@@ -400,6 +403,9 @@ impl App {
                     }
                     if let Some(addr) = line.strip_prefix("textgate smtp listening on ") {
                         self.smtp = addr.trim().to_string();
+                    }
+                    if let Some(addr) = line.strip_prefix("textgate metrics listening on http://") {
+                        self.metrics = addr.trim().to_string();
                     }
                     seen.push(line);
                 }

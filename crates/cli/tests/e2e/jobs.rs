@@ -727,8 +727,14 @@ fn links_left_in_the_watched_folder_are_never_written_through_nor_read() {
     std::fs::write(incoming.join("broken.csv"), "name,body\nx,y\n").unwrap();
     let reason = spool.path().join("failed/broken.csv.reason.1");
     wait_for_file(&reason, 30, &app);
-    assert!(std::fs::read_to_string(&reason).unwrap().contains("number column"));
-    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n", "the link was not followed");
+    assert!(std::fs::read_to_string(&reason)
+        .unwrap()
+        .contains("number column"));
+    assert_eq!(
+        std::fs::read_to_string(&victim).unwrap(),
+        "precious\n",
+        "the link was not followed"
+    );
     // A sidecar that is a link to another file is refused, not read.
     let secret = spool.path().join("secret.json");
     std::fs::write(&secret, r#"{"template": "the secret is 42"}"#).unwrap();
@@ -736,6 +742,8 @@ fn links_left_in_the_watched_folder_are_never_written_through_nor_read() {
     std::os::unix::fs::symlink(&secret, incoming.join("list.csv.json")).unwrap();
     let reason = spool.path().join("failed/list.csv.reason");
     wait_for_file(&reason, 30, &app);
-    assert!(std::fs::read_to_string(&reason).unwrap().contains("not a plain file"));
+    assert!(std::fs::read_to_string(&reason)
+        .unwrap()
+        .contains("not a plain file"));
     assert_eq!(app.count(), 0);
 }

@@ -15,6 +15,7 @@ mod http_limits;
 mod idempotency;
 mod inbound;
 mod jobs;
+mod keys;
 mod mailer;
 mod postgres;
 mod routing;

@@ -136,8 +136,20 @@ fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// The device as an administrator sees it (users are not shown `last_error`).
 fn device_state(app: &App) -> Value {
-    app.get("/api/v1/devices").json()["devices"][0].clone()
+    app.req_as(app.key_of("root"), "GET", "/api/v1/devices", None, &[])
+        .json()["devices"][0]
+        .clone()
+}
+
+/// An app with alice (the default caller) and root, an administrator.
+fn spawn_smpp_app(config: &str) -> App {
+    spawn_app_with(Opts {
+        extra: config,
+        users: &[("alice", "user"), ("root", "admin")],
+        ..Opts::default()
+    })
 }
 
 fn metric(app: &App, name: &str) -> f64 {
@@ -152,7 +164,7 @@ fn metric(app: &App, name: &str) -> f64 {
 }
 
 fn spawn_on(smsc: &Smsc, extra: &str) -> App {
-    let app = spawn_app(&smsc.device(extra));
+    let app = spawn_smpp_app(&smsc.device(extra));
     wait_for("the SMPP bind", || device_state(&app)["state"] == "up");
     app
 }
@@ -260,7 +272,7 @@ fn inbound_texts_single_and_multipart_are_stored_before_they_are_acknowledged() 
 fn throttling_answers_slow_down_and_retry_without_losing_anything() {
     let mut smsc = Smsc::start(&["--throttle-every", "3", "--queue-full-every", "7"]);
     // One attempt allowed: a throttled answer must not use it up.
-    let app = spawn_app(
+    let app = spawn_smpp_app(
         &smsc
             .device("window = 4")
             .replace("max_attempts = 50", "max_attempts = 1"),
@@ -332,7 +344,7 @@ fn a_dropped_connection_resends_only_what_was_not_acknowledged() {
 #[test]
 fn a_refused_bind_is_shown_and_retried() {
     let smsc = Smsc::start(&[]);
-    let app = spawn_app(
+    let app = spawn_smpp_app(
         &smsc
             .device("")
             .replace("password = \"secret\"", "password = \"wrong\""),
@@ -401,7 +413,7 @@ fn smpp_over_tls_with_a_private_ca() {
     assert_eq!(smsc.submits()[0]["text"], "over TLS");
 
     // Without the CA the certificate is refused, and the device says why.
-    let plain = spawn_app(&smsc.device("tls = true"));
+    let plain = spawn_smpp_app(&smsc.device("tls = true"));
     wait_for("the certificate refusal", || {
         device_state(&plain)["last_error"]
             .as_str()
@@ -415,7 +427,7 @@ fn a_receiver_bind_takes_inbound_texts_and_is_never_routed_to() {
     let mut smsc = Smsc::start(&[]);
     let extra = smsc.device("bind = \"receiver\"")
         + "[[device]]\nname = \"lb\"\nkind = \"loopback\"\n[[route]]\ndevices = [\"smsc1\", \"lb\"]\n";
-    let app = spawn_app(&extra);
+    let app = spawn_smpp_app(&extra);
     wait_for("the receiver bind", || device_state(&app)["state"] == "up");
     let id = app.send_ok(&json!({"to": "+15551234567", "body": "goes by loopback"}))[0]["id"]
         .as_i64()
@@ -462,7 +474,7 @@ fn an_smsc_that_never_completes_its_long_texts_gets_a_bounded_memory_and_loses_n
         metric(&app, "textgate_inbound_total") >= 40.0
     });
     assert_eq!(metric(&app, held), 0.0);
-    let root = create_user_with_key(&app.config, "root", "admin");
+    let root = app.key_of("root").to_string();
     let mut texts = Vec::new();
     let mut cursor = String::new();
     loop {

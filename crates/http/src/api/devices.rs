@@ -1,4 +1,5 @@
-//! `GET /api/v1/devices`: each device's state and counters.
+//! `GET /api/v1/devices`: each device's state and counters. Only administrators see a
+//! device's `last_error`: it names the SMSC's host, port and account.
 
 use std::sync::atomic::Ordering;
 
@@ -10,7 +11,8 @@ use crate::auth::Caller;
 use crate::AppState;
 
 /// Lists the devices.
-pub async fn list(_caller: Caller, State(st): State<AppState>) -> Json<Value> {
+pub async fn list(caller: Caller, State(st): State<AppState>) -> Json<Value> {
+    let admin = caller.is_admin();
     let devices: Vec<Value> = st
         .dispatcher
         .devices
@@ -29,7 +31,9 @@ pub async fn list(_caller: Caller, State(st): State<AppState>) -> Json<Value> {
                 "window": d.device.window(),
                 "max_rate": d.max_rate,
                 "details": d.device.details().into_iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
-                "last_error": d.device.last_error().or_else(|| s.last_error.lock().ok().and_then(|e| e.clone())),
+                "last_error": admin
+                    .then(|| d.device.last_error().or_else(|| s.last_error.lock().ok().and_then(|e| e.clone())))
+                    .flatten(),
             })
         })
         .collect();

@@ -6,11 +6,13 @@
 //! - [`suppressions`]: the opt-out list (admins).
 //! - [`deliveries`]: webhook deliveries and the dead letters, replayable.
 //! - [`jobs`]: bulk CSV jobs: upload, progress, pause/resume/cancel, results.
+//! - [`keys`]: API keys: list, create, revoke.
 
 pub mod deliveries;
 pub mod devices;
 pub mod inbound;
 pub mod jobs;
+pub mod keys;
 pub mod messages;
 pub mod suppressions;
 
