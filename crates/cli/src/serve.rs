@@ -118,6 +118,15 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
                 cfg.server.http_listen
             )
         })?;
+    let (stop_retention, retention_stopped) = tokio::sync::oneshot::channel::<()>();
+    let retention = tokio::spawn(textgate_devices::retention::run(
+        store.clone(),
+        cfg.retention.clone(),
+        cfg.spool.as_ref().map(|s| std::path::PathBuf::from(&s.dir)),
+        async {
+            let _ = retention_stopped.await;
+        },
+    ));
     // Revoked API keys are forgotten here too, wherever they were revoked.
     let (stop_revocations, revocations_stopped) = tokio::sync::oneshot::channel::<()>();
     let revocations = tokio::spawn(textgate_http::auth::watch_revocations(
@@ -161,6 +170,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         .context("the HTTP server failed")?;
     let _ = stop_revocations.send(());
     let _ = revocations.await;
+    let _ = stop_retention.send(());
+    let _ = retention.await;
     let _ = stop_metrics.send(());
     if let Some(m) = metrics {
         let _ = m.await;

@@ -9,6 +9,7 @@
 //! - [`inbound`]: inbound texts' routing by the rules, and the suppression list.
 //! - [`delivery`]: the loop that makes webhook and e-mail deliveries, with retries and dead
 //!   letters.
+//! - [`retention`]: old records and files deleted (or stripped of their text) in batches.
 //! - [`signin`]: passwords and API keys given by people, checked with limits on failures
 //!   and on concurrent hashes.
 //! - [`submit`]: how validated texts from any edge (HTTP, e-mail) are stored and handed to
@@ -19,6 +20,7 @@ pub mod delivery;
 pub mod dispatcher;
 pub mod inbound;
 pub mod loopback;
+pub mod retention;
 pub mod signin;
 pub mod smpp;
 pub mod submit;

@@ -103,6 +103,59 @@ impl std::fmt::Display for Described {
 
 impl std::error::Error for Described {}
 
+/// Which rows of a scanned batch a retention pass takes, and where the next batch starts:
+/// rows in id order as `(id, created, eligible)`. The pass stops at the first row created at
+/// or after `before` (ids grow with time); rows not eligible (not final yet, or stripped
+/// already) are passed over. Decided here once for both backends.
+pub(crate) fn purge_plan(rows: &[(Id, Millis, bool)], batch: &PurgeBatch) -> (Vec<Id>, Option<Id>) {
+    let mut take = Vec::new();
+    for &(id, at, eligible) in rows {
+        if at >= batch.before {
+            return (take, None);
+        }
+        if eligible {
+            take.push(id);
+        }
+    }
+    let next = if rows.len() < batch.limit {
+        None
+    } else {
+        rows.last().map(|r| r.0)
+    };
+    (take, next)
+}
+
+/// The SQL that lists a batch for [`purge_plan`] (`?1` after, `?2` limit; PostgreSQL takes
+/// `$1`, `$2`), and whether it is a delete or a strip that the backend then runs.
+pub(crate) fn purge_scan(batch: &PurgeBatch) -> String {
+    let finals: Vec<String> = Status::ALL
+        .iter()
+        .filter(|s| s.is_final())
+        .map(|s| format!("'{}'", s.as_str()))
+        .collect();
+    match (batch.what, batch.strip) {
+        (Purge::Messages, false) => format!(
+            "SELECT id, created_at, status IN ({}) FROM messages WHERE id > ?1 ORDER BY id LIMIT ?2",
+            finals.join(", ")
+        ),
+        (Purge::Messages, true) => format!(
+            "SELECT id, created_at, status IN ({}) AND body <> '' FROM messages WHERE id > ?1 ORDER BY id LIMIT ?2",
+            finals.join(", ")
+        ),
+        (Purge::Inbound, false) => {
+            "SELECT id, received_at, TRUE FROM inbound WHERE id > ?1 ORDER BY id LIMIT ?2".into()
+        }
+        (Purge::Inbound, true) => {
+            "SELECT id, received_at, body <> '' FROM inbound WHERE id > ?1 ORDER BY id LIMIT ?2"
+                .into()
+        }
+        (Purge::Deliveries, _) => {
+            "SELECT id, created_at, state <> 'pending' FROM deliveries WHERE id > ?1 ORDER BY id LIMIT ?2"
+                .into()
+        }
+    }
+}
+
 /// The result type of every store call.
 pub type Result<T> = std::result::Result<T, StoreError>;
 
@@ -150,6 +203,14 @@ impl Store {
             Backend::Sqlite(_) => "sqlite",
             Backend::Postgres(_) => "postgres",
         }
+    }
+
+    /// One batch of a retention pass (`[retention]`): deletes (or strips the text of) at
+    /// most `limit` rows older than `before`, in id order, in one short transaction, so that
+    /// sending is never held up for long. Ids grow with time, so the pass stops at the first
+    /// row too young; rows not yet final are skipped.
+    pub async fn purge(&self, batch: PurgeBatch) -> Result<Purged> {
+        dispatch!(self, b => b.purge(batch).await)
     }
 
     /// API keys, newest first: one user's, or everyone's.

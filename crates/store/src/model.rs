@@ -574,6 +574,42 @@ pub struct ApiKey {
     pub webhook_secret: Option<String>,
 }
 
+/// What a retention pass works on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purge {
+    /// Messages that reached a final status, with their parts and deliveries.
+    Messages,
+    /// Inbound texts, with their inbox entries and deliveries.
+    Inbound,
+    /// Webhook and e-mail deliveries that are done (delivered or dead), with their attempts.
+    Deliveries,
+}
+
+/// One batch of a retention pass: rows after `after` (by id), older than `before`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PurgeBatch {
+    /// What.
+    pub what: Purge,
+    /// Rows created (received) before this go.
+    pub before: Millis,
+    /// Only rows with an id above this (the last batch's `next`).
+    pub after: Id,
+    /// Rows looked at, at most.
+    pub limit: usize,
+    /// Keep the rows, with their text emptied (messages and inbound texts only).
+    pub strip: bool,
+}
+
+/// What a batch did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Purged {
+    /// Rows deleted (or stripped).
+    pub rows: u64,
+    /// Where the next batch starts; `None` when the pass is done (it reached rows too young,
+    /// or the end).
+    pub next: Option<Id>,
+}
+
 /// An API key as it is listed (never the key itself, which is not stored).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyInfo {

@@ -404,6 +404,46 @@ impl Postgres {
             .transpose()
     }
 
+    pub(crate) async fn purge(&self, batch: PurgeBatch) -> Result<Purged> {
+        let scan = crate::purge_scan(&batch)
+            .replace("?1", "$1")
+            .replace("?2", "$2");
+        let mut c = self.pool.get().await?;
+        let tx = c.transaction().await.map_err(db_err)?;
+        let rows = tx
+            .query(&scan, &[&batch.after, &(batch.limit as i64)])
+            .await
+            .map_err(db_err)?;
+        let rows: Vec<(Id, Millis, bool)> = rows
+            .iter()
+            .map(|r| {
+                Ok((
+                    r.try_get(0).map_err(db_err)?,
+                    r.try_get(1).map_err(db_err)?,
+                    r.try_get(2).map_err(db_err)?,
+                ))
+            })
+            .collect::<Result<_>>()?;
+        let (ids, next) = crate::purge_plan(&rows, &batch);
+        if !ids.is_empty() {
+            // Parts, deliveries, their attempts and inbox entries go with their rows
+            // (ON DELETE CASCADE).
+            let sql = match (batch.what, batch.strip) {
+                (Purge::Messages, true) => "UPDATE messages SET body = '' WHERE id = ANY($1)",
+                (Purge::Inbound, true) => "UPDATE inbound SET body = '' WHERE id = ANY($1)",
+                (Purge::Messages, false) => "DELETE FROM messages WHERE id = ANY($1)",
+                (Purge::Inbound, false) => "DELETE FROM inbound WHERE id = ANY($1)",
+                (Purge::Deliveries, _) => "DELETE FROM deliveries WHERE id = ANY($1)",
+            };
+            tx.execute(sql, &[&ids]).await.map_err(db_err)?;
+        }
+        tx.commit().await.map_err(db_err)?;
+        Ok(Purged {
+            rows: ids.len() as u64,
+            next,
+        })
+    }
+
     pub(crate) async fn list_api_keys(&self, user_id: Option<Id>) -> Result<Vec<KeyInfo>> {
         let c = self.pool.get().await?;
         let rows = c

@@ -802,6 +802,52 @@ impl Sqlite {
         .await
     }
 
+    pub(crate) async fn purge(&self, batch: PurgeBatch) -> Result<Purged> {
+        let scan = crate::purge_scan(&batch);
+        self.write(move |c| {
+            let rows: Vec<(Id, Millis, bool)> = c
+                .prepare_cached(&scan)
+                .and_then(|mut s| {
+                    s.query_map(params![batch.after, batch.limit as i64], |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                    })?
+                    .collect()
+                })
+                .map_err(db_err)?;
+            let (ids, next) = crate::purge_plan(&rows, &batch);
+            if !ids.is_empty() {
+                // Foreign keys are off (see `open_conn`): children go first, by hand.
+                let list = ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
+                let sql = match (batch.what, batch.strip) {
+                    (Purge::Messages, true) => format!("UPDATE messages SET body = '' WHERE id IN ({list})"),
+                    (Purge::Inbound, true) => format!("UPDATE inbound SET body = '' WHERE id IN ({list})"),
+                    (Purge::Messages, false) => format!(
+                        "DELETE FROM delivery_attempts WHERE delivery_id IN (SELECT id FROM deliveries WHERE message_id IN ({list}));
+                         DELETE FROM deliveries WHERE message_id IN ({list});
+                         DELETE FROM message_parts WHERE message_id IN ({list});
+                         DELETE FROM messages WHERE id IN ({list});"
+                    ),
+                    (Purge::Inbound, false) => format!(
+                        "DELETE FROM delivery_attempts WHERE delivery_id IN (SELECT id FROM deliveries WHERE inbound_id IN ({list}));
+                         DELETE FROM deliveries WHERE inbound_id IN ({list});
+                         DELETE FROM inbound_designations WHERE inbound_id IN ({list});
+                         DELETE FROM inbound WHERE id IN ({list});"
+                    ),
+                    (Purge::Deliveries, _) => format!(
+                        "DELETE FROM delivery_attempts WHERE delivery_id IN ({list});
+                         DELETE FROM deliveries WHERE id IN ({list});"
+                    ),
+                };
+                c.execute_batch(&sql).map_err(db_err)?;
+            }
+            Ok(Purged {
+                rows: ids.len() as u64,
+                next,
+            })
+        })
+        .await
+    }
+
     pub(crate) async fn list_api_keys(&self, user_id: Option<Id>) -> Result<Vec<KeyInfo>> {
         self.read(move |c| {
             let mut s = c.prepare_cached(&format!(

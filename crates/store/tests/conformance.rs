@@ -1714,3 +1714,122 @@ async fn job_batches_resume_points_control_and_results() {
     })
     .await;
 }
+
+fn purge(what: Purge, before: i64, after: Id, strip: bool) -> PurgeBatch {
+    PurgeBatch {
+        what,
+        before,
+        after,
+        limit: 2,
+        strip,
+    }
+}
+
+/// Runs a retention pass to its end, batch by batch; the rows it took.
+async fn purge_all(s: &Store, what: Purge, before: i64, strip: bool) -> u64 {
+    let (mut after, mut rows) = (0, 0);
+    loop {
+        let p = s.purge(purge(what, before, after, strip)).await.unwrap();
+        rows += p.rows;
+        match p.next {
+            Some(n) => after = n,
+            None => return rows,
+        }
+    }
+}
+
+#[tokio::test]
+async fn retention_deletes_or_strips_old_finished_messages_only() {
+    both(|s| async move {
+        let a = user(&s, "a").await;
+        let ids = insert(
+            &s,
+            vec![
+                msg(a.id, "+15550000001", 1000),
+                msg(a.id, "+15550000002", 1100),
+                msg(a.id, "+15550000003", 1200),
+                msg(a.id, "+15550000004", 9000),
+            ],
+        )
+        .await;
+        // 1 and 3 end; 2 is still queued; 4 ends but is too young.
+        for id in [ids[0], ids[2], ids[3]] {
+            assert!(matches!(
+                s.cancel_message(id, None, 1300).await.unwrap(),
+                Cancel::Cancelled(_)
+            ));
+        }
+        // Stripped: the rows stay, without their text.
+        assert_eq!(purge_all(&s, Purge::Messages, 5000, true).await, 2);
+        let m = s.get_message(ids[0]).await.unwrap().unwrap();
+        assert_eq!((m.body.as_str(), m.status), ("", Status::Cancelled));
+        assert_eq!(s.get_message(ids[1]).await.unwrap().unwrap().body, "hello");
+        assert_eq!(
+            purge_all(&s, Purge::Messages, 5000, true).await,
+            0,
+            "nothing twice"
+        );
+        // Deleted: finished and old only.
+        assert_eq!(purge_all(&s, Purge::Messages, 5000, false).await, 2);
+        assert!(s.get_message(ids[0]).await.unwrap().is_none());
+        assert!(s.get_message(ids[2]).await.unwrap().is_none());
+        assert!(
+            s.get_message(ids[1]).await.unwrap().is_some(),
+            "not final: kept"
+        );
+        assert!(
+            s.get_message(ids[3]).await.unwrap().is_some(),
+            "too young: kept"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn retention_deletes_old_inbound_texts_with_their_inboxes_and_done_deliveries() {
+    both(|s| async move {
+        let root = admin(&s, "root").await;
+        let routing = || InboundRouting {
+            matched: true,
+            webhooks: vec!["http://a/h".into()],
+            users: vec!["root".into()],
+            give_up_at: 99_000,
+            ..Default::default()
+        };
+        let old = new_id(&s, text("+15550000001", "old", 1000, routing())).await;
+        let young = new_id(&s, text("+15550000002", "young", 9000, routing())).await;
+        assert_eq!(inbox(&s, Some(root.id)).await.len(), 2);
+        // Deliveries: the old text's is delivered, the young one's still pending.
+        let got = s
+            .claim_deliveries("webhook", 10_000, 20_000, 10)
+            .await
+            .unwrap();
+        let old_delivery = got.iter().find(|d| d.inbound_id == Some(old)).unwrap().id;
+        s.finish_deliveries(vec![DeliveryResult::Delivered {
+            id: old_delivery,
+            attempt: 1,
+            code: Some(200),
+            at: 10_100,
+        }])
+        .await
+        .unwrap();
+        assert_eq!(
+            purge_all(&s, Purge::Deliveries, 99_999, false).await,
+            1,
+            "done ones only"
+        );
+        assert!(s.get_delivery(old_delivery).await.unwrap().is_none());
+        assert!(s.delivery_attempts(old_delivery).await.unwrap().is_empty());
+        // Inbound texts before 5000: the old one, out of the inbox too.
+        assert_eq!(purge_all(&s, Purge::Inbound, 5000, true).await, 1);
+        assert_eq!(s.get_inbound(old, None).await.unwrap().unwrap().body, "");
+        assert_eq!(purge_all(&s, Purge::Inbound, 5000, false).await, 1);
+        assert!(s.get_inbound(old, None).await.unwrap().is_none());
+        assert_eq!(
+            s.get_inbound(young, None).await.unwrap().unwrap().body,
+            "young"
+        );
+        assert_eq!(inbox(&s, Some(root.id)).await, vec!["young".to_string()]);
+    })
+    .await;
+}

@@ -18,6 +18,7 @@ mod jobs;
 mod keys;
 mod mailer;
 mod postgres;
+mod retention;
 mod routing;
 mod smpp;
 mod smtp;
