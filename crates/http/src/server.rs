@@ -307,13 +307,14 @@ impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
+impl<S> Watched<S> {
+    /// What a write came to, with the connection's deadline applied to a write that waits.
+    fn wrote(
+        &mut self,
         cx: &mut Context<'_>,
-        data: &[u8],
+        r: Poll<io::Result<usize>>,
     ) -> Poll<io::Result<usize>> {
-        match Pin::new(&mut self.inner).poll_write(cx, data) {
+        match r {
             Poll::Ready(Ok(n)) => {
                 if n > 0 {
                     self.activity.moved(false);
@@ -329,6 +330,17 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
                 Poll::Pending
             }
         }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, data);
+        self.wrote(cx, r)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -344,22 +356,8 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        match Pin::new(&mut self.inner).poll_write_vectored(cx, bufs) {
-            Poll::Ready(Ok(n)) => {
-                if n > 0 {
-                    self.activity.moved(false);
-                }
-                Poll::Ready(Ok(n))
-            }
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => {
-                let deadline = self.activity.write_deadline(&self.limits);
-                if self.expired(cx, deadline) {
-                    return Poll::Ready(Err(timed_out("the client read nothing in time")));
-                }
-                Poll::Pending
-            }
-        }
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.wrote(cx, r)
     }
 
     fn is_write_vectored(&self) -> bool {

@@ -12,11 +12,7 @@ use crate::inbound::{inject, wait_for, Receiver};
 const USERS: &[(&str, &str)] = &[("alice", "user"), ("bob", "user"), ("root", "admin")];
 
 fn app(extra: &str) -> App {
-    spawn_app_with(Opts {
-        extra,
-        users: USERS,
-        ..Opts::default()
-    })
+    spawn_app_users(extra, USERS)
 }
 
 fn send_with_callback(app: &App, key: &str, url: &str) -> Resp {

@@ -298,6 +298,15 @@ pub fn spawn_app(config_extra: &str) -> App {
     })
 }
 
+/// Starts an app with these users (the first is the default caller) plus `config_extra`.
+pub fn spawn_app_users(config_extra: &str, users: &[(&str, &str)]) -> App {
+    spawn_app_with(Opts {
+        extra: config_extra,
+        users,
+        ..Opts::default()
+    })
+}
+
 /// Starts an app on a fresh PostgreSQL schema.
 pub fn spawn_app_pg(config_extra: &str) -> App {
     spawn_app_with(Opts {

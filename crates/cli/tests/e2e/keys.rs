@@ -10,11 +10,7 @@ use crate::helpers::*;
 const USERS: &[(&str, &str)] = &[("alice", "user"), ("bob", "user"), ("root", "admin")];
 
 fn app(extra: &str) -> App {
-    spawn_app_with(Opts {
-        extra,
-        users: USERS,
-        ..Opts::default()
-    })
+    spawn_app_users(extra, USERS)
 }
 
 fn new_key(app: &App, as_key: &str, body: Value) -> Value {

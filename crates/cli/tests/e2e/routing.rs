@@ -64,11 +64,7 @@ fn error_of(m: &Value) -> &str {
 
 #[test]
 fn transient_failures_fail_over_to_the_next_device() {
-    let app = spawn_app_with(Opts {
-        extra: CONFIG,
-        users: &[("alice", "user"), ("root", "admin")],
-        ..Opts::default()
-    });
+    let app = spawn_app_users(CONFIG, &[("alice", "user"), ("root", "admin")]);
     for i in 0..3 {
         let m = send_one(&app, &format!("+155510000{i:02}"));
         assert_eq!(m["status"], "delivered", "{m}");

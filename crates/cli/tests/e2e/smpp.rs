@@ -145,11 +145,7 @@ fn device_state(app: &App) -> Value {
 
 /// An app with alice (the default caller) and root, an administrator.
 fn spawn_smpp_app(config: &str) -> App {
-    spawn_app_with(Opts {
-        extra: config,
-        users: &[("alice", "user"), ("root", "admin")],
-        ..Opts::default()
-    })
+    spawn_app_users(config, &[("alice", "user"), ("root", "admin")])
 }
 
 fn metric(app: &App, name: &str) -> f64 {

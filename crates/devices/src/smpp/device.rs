@@ -332,7 +332,9 @@ mod tests {
         u32::from_be_bytes([b[0], b[1], b[2], b[3]])
     }
 
-    async fn bound() -> (Smpp, TcpStream, mpsc::Receiver<DeviceEvent>) {
+    /// A device whose session has connected and sent its bind, with an event queue of
+    /// `capacity`; the bind is not answered yet (see [`bind_resp`]).
+    async fn connected(capacity: usize) -> (Smpp, TcpStream, mpsc::Receiver<DeviceEvent>, u32) {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let port = listener.local_addr().expect("addr").port();
         let cfg: SmppConfig = toml::from_str(&format!(
@@ -340,7 +342,7 @@ mod tests {
         ))
         .expect("config");
         let dev = Smpp::new("s", cfg);
-        let (tx, rx) = mpsc::channel(crate::EVENTS_CAPACITY);
+        let (tx, rx) = mpsc::channel(capacity);
         dev.start(tx);
         let (mut smsc, _) = listener.accept().await.expect("the session connects");
         let bind = read_pdu(&mut smsc).await;
@@ -349,9 +351,19 @@ mod tests {
             0x0000_0009,
             "bind_transceiver (SMPP 3.4 §4.1.5)"
         );
-        let mut resp = header(17, 0x8000_0009, 0, be(&bind[12..16]));
+        (dev, smsc, rx, be(&bind[12..16]))
+    }
+
+    /// The bind_transceiver_resp to the bind with sequence number `seq`.
+    fn bind_resp(seq: u32) -> Vec<u8> {
+        let mut resp = header(17, 0x8000_0009, 0, seq);
         resp.push(0); // system_id ""
-        smsc.write_all(&resp).await.expect("write");
+        resp
+    }
+
+    async fn bound() -> (Smpp, TcpStream, mpsc::Receiver<DeviceEvent>) {
+        let (dev, mut smsc, rx, seq) = connected(crate::EVENTS_CAPACITY).await;
+        smsc.write_all(&bind_resp(seq)).await.expect("write");
         for _ in 0..100 {
             if dev.state() == DeviceState::Up {
                 break;
@@ -405,20 +417,9 @@ mod tests {
 
     #[tokio::test]
     async fn texts_sent_right_behind_the_bind_resp_are_not_lost() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let port = listener.local_addr().expect("addr").port();
-        let cfg: SmppConfig = toml::from_str(&format!(
-            "host='127.0.0.1'\nport={port}\nsystem_id='t'\npassword='p'\n"
-        ))
-        .expect("config");
-        let dev = Smpp::new("s", cfg);
-        let (tx, mut rx) = mpsc::channel(16);
-        dev.start(tx);
-        let (mut smsc, _) = listener.accept().await.expect("connect");
-        let bind = read_pdu(&mut smsc).await;
+        let (_dev, mut smsc, mut rx, seq) = connected(16).await;
         // bind_resp and a queued text in one write, as an SMSC with texts waiting sends them.
-        let mut bytes = header(17, 0x8000_0009, 0, be(&bind[12..16]));
-        bytes.push(0);
+        let mut bytes = bind_resp(seq);
         bytes.extend(deliver(7));
         smsc.write_all(&bytes).await.unwrap();
         let ev = tokio::time::timeout(Duration::from_secs(5), rx.recv())
@@ -433,21 +434,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_event_queue_stops_the_session_reading_until_there_is_room() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let port = listener.local_addr().expect("addr").port();
-        let cfg: SmppConfig = toml::from_str(&format!(
-            "host='127.0.0.1'\nport={port}\nsystem_id='t'\npassword='p'\n"
-        ))
-        .expect("config");
-        let dev = Smpp::new("s", cfg);
         // Room for two events, and nobody taking them yet.
-        let (tx, mut rx) = mpsc::channel(2);
-        dev.start(tx);
-        let (mut smsc, _) = listener.accept().await.expect("connect");
-        let bind = read_pdu(&mut smsc).await;
-        let mut resp = header(17, 0x8000_0009, 0, be(&bind[12..16]));
-        resp.push(0);
-        smsc.write_all(&resp).await.unwrap();
+        let (_dev, mut smsc, mut rx, seq) = connected(2).await;
+        smsc.write_all(&bind_resp(seq)).await.unwrap();
         // Five texts, then an enquire_link: the session reads the texts, finds no room for
         // the last ones, and reads nothing more.
         for seq in 10..15 {
