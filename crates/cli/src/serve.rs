@@ -1,14 +1,17 @@
 //! `textgate serve`: opens the store, starts the devices and the dispatcher, serves HTTP and
-//! (with `[smtp]`) SMTP, and shuts down in order on SIGINT or SIGTERM (stop taking requests
-//! and mail, let in-flight sends be recorded, flush the store).
+//! (with `[smtp]`) SMTP, and on SIGINT or SIGTERM drains within `[server] shutdown_grace`:
+//! every task holds a token of one tree ([`Stops`]); intake stops first (no new requests,
+//! mail or files, those in progress finish), then the engine (in-flight sends and deliveries
+//! finish and are recorded), then the store is closed.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use textgate_core::config::{redact_url, Config};
 use textgate_devices::dispatcher::Dispatcher;
 use textgate_store::Store;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use crate::admin::bootstrap_admin;
 
@@ -44,7 +47,38 @@ async fn shutdown_signal() {
     }
 }
 
-/// Runs the server until a shutdown signal.
+/// The stop signals of every task, as one tree: cancelling `root` cancels both halves.
+struct Stops {
+    /// What takes new work: the HTTP and SMTP listeners, the watched folder. Cancelled first.
+    intake: CancellationToken,
+    /// What carries work out: the dispatcher, the webhook and e-mail delivery loops, and the
+    /// background passes (retention, revocations). Cancelled once intake has stopped.
+    engine: CancellationToken,
+}
+
+impl Stops {
+    fn new(root: &CancellationToken) -> Stops {
+        Stops {
+            intake: root.child_token(),
+            engine: root.child_token(),
+        }
+    }
+}
+
+/// Waits for a task until `deadline`; a task still running then is left to the process's end
+/// (what it held is committed or leased, and resumes after a restart).
+async fn join_until<T>(what: &str, task: tokio::task::JoinHandle<T>, deadline: Instant) {
+    if tokio::time::timeout_at(deadline, task).await.is_err() {
+        tracing::warn!(
+            task = what,
+            "still busy when [server] shutdown_grace ran out; it resumes after the next start"
+        );
+    }
+}
+
+/// Runs the server until a shutdown signal, then drains it: stop taking requests, mail and
+/// files; let what is in flight finish and be recorded; close the store; all within
+/// `[server] shutdown_grace`.
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
     init_tracing();
     let cfg = Arc::new(cfg);
@@ -56,38 +90,35 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     tracing::info!(database = %redact_url(&cfg.server.database_url), backend = store.backend_name(), "store open");
     bootstrap_admin(&store).await?;
     warn_unknown_users(&cfg, &store).await;
+    let root = CancellationToken::new();
+    let stops = Stops::new(&root);
     let devices = textgate_devices::build_devices(&cfg)?;
     let dispatcher = Dispatcher::new(store.clone(), &cfg, devices);
-    let running = dispatcher.start();
+    let running = dispatcher.start(stops.engine.clone());
     let state = textgate_http::AppState::new(store.clone(), dispatcher.clone(), cfg.clone());
-    let webhooks_stop = Arc::new(tokio::sync::Notify::new());
     let webhooks = tokio::spawn(textgate_http::webhooks::run(
         state.clone(),
-        webhooks_stop.clone(),
+        stops.engine.clone(),
     ));
     // Imports a restart interrupted continue from their last committed batch.
     state.jobs.resume_uploads().await;
-    let (stop_spool, spool_stopped) = tokio::sync::watch::channel(false);
     let spool = match &cfg.spool {
         Some(sp) => {
             let spool = textgate_jobs::spool::Spool::new(state.jobs.clone(), sp.clone())
                 .await
                 .map_err(anyhow::Error::msg)?;
             tracing::info!(dir = %sp.dir, user = %sp.user, "watching the spool folder");
-            Some(tokio::spawn(spool.run(spool_stopped)))
+            Some(tokio::spawn(spool.run(stops.intake.clone())))
         }
         None => None,
     };
-    let mailer_stop = Arc::new(tokio::sync::Notify::new());
-    let mailer = match textgate_smtp::mailer::Mailer::check(&cfg, &store) {
-        Ok(()) => tokio::spawn(textgate_smtp::mailer::run(
-            store.clone(),
-            dispatcher.clone(),
-            cfg.clone(),
-            mailer_stop.clone(),
-        )),
-        Err(e) => return Err(e.into()),
-    };
+    textgate_smtp::mailer::Mailer::check(&cfg, &store)?;
+    let mailer = tokio::spawn(textgate_smtp::mailer::run(
+        store.clone(),
+        dispatcher.clone(),
+        cfg.clone(),
+        stops.engine.clone(),
+    ));
     // SMTP is bound first, so that when the HTTP line below is printed both are listening.
     let mut gateway_ref: Option<Arc<textgate_smtp::Gateway>> = None;
     let smtp = match textgate_smtp::Listener::bind(&cfg).await? {
@@ -106,7 +137,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             tracing::info!(%addr, "serving SMTP");
             let gateway = Arc::new(gateway);
             gateway_ref = Some(gateway.clone());
-            Some(listener.start(gateway))
+            Some(listener.start(gateway, stops.intake.clone()))
         }
         None => None,
     };
@@ -118,17 +149,13 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
                 cfg.server.http_listen
             )
         })?;
-    let (stop_retention, retention_stopped) = tokio::sync::oneshot::channel::<()>();
     let retention = tokio::spawn(textgate_devices::retention::run(
         store.clone(),
         cfg.retention.clone(),
         cfg.spool.as_ref().map(|s| std::path::PathBuf::from(&s.dir)),
-        async {
-            let _ = retention_stopped.await;
-        },
+        stops.engine.clone(),
     ));
     // Revoked API keys are forgotten here too, wherever they were revoked.
-    let (stop_revocations, revocations_stopped) = tokio::sync::oneshot::channel::<()>();
     let revocations = tokio::spawn(textgate_http::auth::watch_revocations(
         store.clone(),
         state.keys.clone(),
@@ -137,11 +164,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
                 g.forget_credentials();
             }
         },
-        async {
-            let _ = revocations_stopped.await;
-        },
+        stops.engine.clone(),
     ));
-    let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
     let metrics = match &cfg.server.metrics_listen {
         Some(at) => {
             let l = tokio::net::TcpListener::bind(at)
@@ -150,13 +174,12 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             let addr = l.local_addr()?;
             println!("textgate metrics listening on http://{addr}");
             let limits = textgate_http::server::Limits::from_config(&cfg.server);
+            // Metrics stay up while the rest drains.
             Some(tokio::spawn(textgate_http::server::serve(
                 l,
                 textgate_http::metrics_router(state.clone()),
                 limits,
-                async {
-                    let _ = metrics_stopped.await;
-                },
+                root.clone(),
             )))
         }
         None => None,
@@ -165,36 +188,47 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     // Tests and scripts read this line to find the port when http_listen ends in :0.
     println!("textgate listening on http://{addr}");
     tracing::info!(%addr, devices = cfg.devices.len(), "serving HTTP");
-    textgate_http::serve(listener, state, shutdown_signal())
-        .await
-        .context("the HTTP server failed")?;
-    let _ = stop_revocations.send(());
-    let _ = revocations.await;
-    let _ = stop_retention.send(());
-    let _ = retention.await;
-    let _ = stop_metrics.send(());
-    if let Some(m) = metrics {
-        let _ = m.await;
-    }
-    // A file half-imported is safe to leave: its job resumes from the last committed batch.
-    let _ = stop_spool.send(true);
-    if let Some(task) = spool {
-        task.abort();
-        let _ = task.await;
+    let mut http = tokio::spawn(textgate_http::serve(listener, state, stops.intake.clone()));
+    let http_failed = tokio::select! {
+        _ = shutdown_signal() => None,
+        r = &mut http => Some(r),
+    };
+    let deadline = Instant::now() + cfg.server.shutdown_grace.0;
+    tracing::info!(
+        "shutting down: taking no new requests, mail or files; finishing what is in flight"
+    );
+    stops.intake.cancel();
+    if http_failed.is_none() {
+        join_until("http", http, deadline).await;
     }
     if let Some(smtp) = smtp {
-        tracing::info!("shutting down: closing SMTP sessions");
-        smtp.shutdown(Duration::from_secs(10)).await;
+        smtp.finish(deadline).await;
     }
-    tracing::info!("shutting down: finishing in-flight sends");
-    webhooks_stop.notify_one();
-    mailer_stop.notify_one();
-    running.shutdown(Duration::from_secs(10)).await;
-    let _ = tokio::time::timeout(Duration::from_secs(3), webhooks).await;
-    let _ = tokio::time::timeout(Duration::from_secs(3), mailer).await;
+    if let Some(task) = spool {
+        join_until("spool", task, deadline).await;
+    }
+    tracing::info!("shutting down: finishing in-flight sends and deliveries");
+    stops.engine.cancel();
+    running.finish(deadline).await;
+    for (what, task) in [
+        ("webhooks", webhooks),
+        ("retention", retention),
+        ("revocations", revocations),
+    ] {
+        join_until(what, task, deadline).await;
+    }
+    join_until("mailer", mailer, deadline).await;
+    root.cancel();
+    if let Some(m) = metrics {
+        join_until("metrics", m, deadline).await;
+    }
     store.close().await;
     tracing::info!("stopped");
-    Ok(())
+    match http_failed {
+        Some(Ok(Err(e))) => Err(anyhow::Error::new(e).context("the HTTP server failed")),
+        Some(Err(e)) => Err(anyhow::Error::new(e).context("the HTTP server stopped")),
+        _ => Ok(()),
+    }
 }
 
 /// Inbound rules and the catch-all name users by name; a name with no user is skipped when

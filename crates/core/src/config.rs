@@ -335,6 +335,10 @@ pub struct ServerConfig {
     pub metrics_token: Option<String>,
     /// Serve `/metrics` (and `/healthz`) on this address only, apart from the API.
     pub metrics_listen: Option<String>,
+    /// After SIGTERM or SIGINT: how long what is in flight may take to finish before the
+    /// process exits anyway (what is left is committed or leased, and resumes at the next
+    /// start).
+    pub shutdown_grace: Dur,
 }
 
 impl ServerConfig {
@@ -351,6 +355,7 @@ impl ServerConfig {
             ("idle_timeout", self.idle_timeout),
             ("request_timeout", self.request_timeout),
             ("upload_timeout", self.upload_timeout),
+            ("shutdown_grace", self.shutdown_grace),
         ] {
             if d.0 < Duration::from_millis(100) {
                 return Err(ConfigError::new(
@@ -465,6 +470,7 @@ impl Default for ServerConfig {
             callback_allow: Vec::new(),
             metrics_token: None,
             metrics_listen: None,
+            shutdown_grace: Dur(Duration::from_secs(30)),
         }
     }
 }

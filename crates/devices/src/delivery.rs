@@ -16,6 +16,7 @@ use textgate_core::clock::{now_ms, Millis};
 use textgate_core::config::WebhooksConfig;
 use textgate_store::{Delivery, DeliveryResult, Id, Store};
 use tokio::sync::{mpsc, Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
 
 use crate::BoxFuture;
 
@@ -84,16 +85,17 @@ pub trait Channel: Send + Sync + 'static {
     fn attempt<'a>(&'a self, d: &'a Delivery, p: Self::Prepared) -> BoxFuture<'a, Attempt>;
 }
 
-/// Runs the loop for one channel until `stop` is notified; `wake` says new deliveries may be
-/// due. Attempts in flight then keep their lease and are made again after it runs out
-/// (delivery is at least once).
+/// Runs the loop for one channel until `stop` is cancelled; `wake` says new deliveries may be
+/// due. Then no more is claimed, and the attempts in flight get until `stop`'s caller's
+/// deadline (the caller stops waiting for this function then); one that does not finish keeps
+/// its lease and is made again after it runs out (delivery is at least once).
 pub async fn run<C: Channel>(
     store: Store,
     channel: Arc<C>,
     policy: WebhooksConfig,
     counters: Arc<DeliveryCounters>,
     wake: Arc<Notify>,
-    stop: Arc<Notify>,
+    stop: CancellationToken,
 ) {
     let (done_tx, done_rx) = mpsc::unbounded_channel();
     let recorder = tokio::spawn(record(store.clone(), done_rx));
@@ -101,7 +103,7 @@ pub async fn run<C: Channel>(
     let slots = Arc::new(Semaphore::new(concurrency));
     let owners = Arc::new(Owners::new(policy.per_owner_concurrency.max(1)));
     let policy = Arc::new(policy);
-    let stopped = stop.notified();
+    let stopped = stop.cancelled();
     tokio::pin!(stopped);
     loop {
         let free = slots.available_permits().min(CLAIM_BATCH);
@@ -173,8 +175,12 @@ pub async fn run<C: Channel>(
             _ = tokio::time::sleep(POLL) => {}
         }
     }
+    // Attempts in flight hold their slots: wait for them, then for their outcomes.
+    let _ = slots
+        .acquire_many(u32::try_from(concurrency).unwrap_or(u32::MAX))
+        .await;
     drop(done_tx);
-    let _ = tokio::time::timeout(Duration::from_secs(2), recorder).await;
+    let _ = recorder.await;
 }
 
 /// How long a delivery waits when its owner already has as many attempts in flight as allowed.

@@ -31,6 +31,7 @@ use textgate_core::status::Status;
 use textgate_store::{Message, Outcome, PartReceipt, Receipt, ReceiptMatch, Store};
 use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
 use crate::inbound::{InboundRouter, OPTED_OUT};
 use crate::{Device, DeviceEvent, DeviceState, OutboundSms, SendError};
@@ -215,19 +216,16 @@ pub struct Running {
     senders: JoinSet<()>,
     /// Records outcomes; it ends when everything that feeds it has.
     recorder: JoinSet<()>,
-    stop: Arc<Notify>,
     /// Tells the recorder to finish what is queued and end.
     drain: Arc<Notify>,
     dispatcher: Arc<Dispatcher>,
 }
 
 impl Running {
-    /// Stops claiming, lets in-flight sends finish and their outcomes be recorded (at most
-    /// `grace`), then returns. Anything still unrecorded keeps its lease and is retried after
-    /// a restart.
-    pub async fn shutdown(mut self, grace: Duration) {
-        self.stop.notify_waiters();
-        let deadline = tokio::time::Instant::now() + grace;
+    /// Once the dispatcher's stop token is cancelled: lets in-flight sends finish and their
+    /// outcomes be recorded (until `deadline`), closes the devices, then returns. Anything
+    /// still unrecorded keeps its lease and is retried after a restart.
+    pub async fn finish(mut self, deadline: tokio::time::Instant) {
         let _ = tokio::time::timeout_at(deadline, async {
             while self.senders.join_next().await.is_some() {}
         })
@@ -284,11 +282,11 @@ impl Dispatcher {
         self.wake.notify_one();
     }
 
-    /// Starts the devices and the dispatcher's tasks.
-    pub fn start(self: &Arc<Self>) -> Running {
+    /// Starts the devices and the dispatcher's tasks, which stop claiming when `stop` is
+    /// cancelled (then [`Running::finish`] waits for what is in flight).
+    pub fn start(self: &Arc<Self>, stop: CancellationToken) -> Running {
         let mut senders = JoinSet::new();
         let mut recorder = JoinSet::new();
-        let stop = Arc::new(Notify::new());
         let (rec_tx, rec_rx) = mpsc::unbounded_channel::<Record>();
         let (ev_tx, ev_rx) = mpsc::channel::<DeviceEvent>(crate::EVENTS_CAPACITY);
         let mut queues = Vec::new();
@@ -319,7 +317,6 @@ impl Dispatcher {
         Running {
             senders,
             recorder,
-            stop,
             drain,
             dispatcher: self.clone(),
         }
@@ -375,8 +372,8 @@ impl Dispatcher {
         }
     }
 
-    async fn claimer(self: Arc<Self>, stop: Arc<Notify>) {
-        let stopped = stop.notified();
+    async fn claimer(self: Arc<Self>, stop: CancellationToken) {
+        let stopped = stop.cancelled();
         tokio::pin!(stopped);
         loop {
             let free = self.budget.available_permits().min(CLAIM_BATCH);
@@ -514,9 +511,9 @@ impl Dispatcher {
         mut urgent: mpsc::UnboundedReceiver<Job>,
         mut bulk: mpsc::UnboundedReceiver<Job>,
         rec: mpsc::UnboundedSender<Record>,
-        stop: Arc<Notify>,
+        stop: CancellationToken,
     ) {
-        let stopped = stop.notified();
+        let stopped = stop.cancelled();
         tokio::pin!(stopped);
         let mut closing = false;
         let entry = &self.devices[index];
@@ -932,8 +929,8 @@ impl Dispatcher {
         }
     }
 
-    async fn maintainer(self: Arc<Self>, stop: Arc<Notify>) {
-        let stopped = stop.notified();
+    async fn maintainer(self: Arc<Self>, stop: CancellationToken) {
+        let stopped = stop.cancelled();
         tokio::pin!(stopped);
         let mut last_reload: Option<tokio::time::Instant> = None;
         loop {

@@ -14,24 +14,23 @@ use textgate_store::{Purge, PurgeBatch, Store};
 /// The pause after each batch: the writer takes whatever queued behind it first.
 const BETWEEN_BATCHES: Duration = Duration::from_millis(20);
 
-/// Runs passes until `stop` resolves. `spool` is the watched folder, if there is one.
+/// Runs passes until `stop` is cancelled. `spool` is the watched folder, if there is one.
 pub async fn run(
     store: Store,
     cfg: RetentionConfig,
     spool: Option<PathBuf>,
-    stop: impl std::future::Future<Output = ()>,
+    stop: tokio_util::sync::CancellationToken,
 ) {
     if !cfg.any() {
         return;
     }
-    tokio::pin!(stop);
     loop {
         tokio::select! {
-            _ = &mut stop => return,
+            _ = stop.cancelled() => return,
             _ = pass(&store, &cfg, spool.as_deref()) => {}
         }
         tokio::select! {
-            _ = &mut stop => return,
+            _ = stop.cancelled() => return,
             _ = tokio::time::sleep(cfg.interval.0) => {}
         }
     }

@@ -21,19 +21,18 @@ pub type KeyCache = Recent<Caller>;
 /// be taken by a node that had it cached.
 pub const REVOCATION_POLL: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Forgets revoked keys as they are revoked, until `stop` resolves; `also` is told of each
-/// round of revocations (the SMTP gateway forgets its verified credentials).
+/// Forgets revoked keys as they are revoked, until `stop` is cancelled; `also` is told of
+/// each round of revocations (the SMTP gateway forgets its verified credentials).
 pub async fn watch_revocations(
     store: textgate_store::Store,
     keys: std::sync::Arc<KeyCache>,
     also: impl Fn() + Send + 'static,
-    stop: impl std::future::Future<Output = ()>,
+    stop: tokio_util::sync::CancellationToken,
 ) {
     let mut since = textgate_core::clock::now_ms();
-    tokio::pin!(stop);
     loop {
         tokio::select! {
-            _ = &mut stop => return,
+            _ = stop.cancelled() => return,
             _ = tokio::time::sleep(REVOCATION_POLL) => {}
         }
         match store.revoked_api_keys_since(since).await {

@@ -182,12 +182,12 @@ pub fn metrics_router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Serves the application on `listener` until `shutdown` resolves, then finishes the requests
-/// in progress.
+/// Serves the application on `listener` until `shutdown` is cancelled, then finishes the
+/// requests in progress.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    shutdown: tokio_util::sync::CancellationToken,
 ) -> std::io::Result<()> {
     let limits = server::Limits::from_config(&state.config.server);
     server::serve(listener, router(state), limits, shutdown).await

@@ -56,14 +56,14 @@ impl Limits {
     }
 }
 
-/// Serves `app` on `listener` until `shutdown` resolves; then takes no new connections, lets
-/// each connection finish the request it is serving (bounded by the request timeouts), and
-/// returns when all are closed.
+/// Serves `app` on `listener` until `shutdown` is cancelled; then takes no new connections,
+/// lets each connection finish the request it is serving (bounded by the request timeouts),
+/// and returns when all are closed.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: Limits,
-    shutdown: impl Future<Output = ()> + Send + 'static,
+    shutdown: tokio_util::sync::CancellationToken,
 ) -> io::Result<()> {
     // Bounds the connections served at once (file descriptors and memory); a client over the
     // limit is told 503 at once rather than left in the accept backlog.
@@ -72,13 +72,12 @@ pub async fn serve(
     let (closing, closed) = watch::channel(false);
     let mut conns = JoinSet::new();
     let mut backoff = Duration::from_millis(10);
-    tokio::pin!(shutdown);
     loop {
         // Reap finished connections so the set does not grow with every client.
         while conns.try_join_next().is_some() {}
         let accepted = tokio::select! {
             a = listener.accept() => a,
-            _ = &mut shutdown => break,
+            _ = shutdown.cancelled() => break,
         };
         let (sock, peer) = match accepted {
             Ok(a) => {
@@ -420,14 +419,12 @@ mod tests {
     use super::*;
     use tokio::io::AsyncReadExt;
 
-    async fn start(limits: Limits) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
+    async fn start(limits: Limits) -> (SocketAddr, tokio_util::sync::CancellationToken) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let app = Router::new().route("/", axum::routing::get(|| async { "hi" }));
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(serve(listener, app, limits, async {
-            let _ = stopped.await;
-        }));
+        let stop = tokio_util::sync::CancellationToken::new();
+        tokio::spawn(serve(listener, app, limits, stop.clone()));
         (addr, stop)
     }
 

@@ -23,7 +23,6 @@ use sha2::Sha256;
 use textgate_devices::delivery::{Attempt, Channel, Failure};
 use textgate_devices::BoxFuture;
 use textgate_store::{Delivery, Id};
-use tokio::sync::Notify;
 
 use crate::AppState;
 
@@ -77,8 +76,8 @@ struct Webhooks {
     key_secrets: Mutex<HashMap<Id, Option<String>>>,
 }
 
-/// Runs the webhook channel until `stop` is notified.
-pub async fn run(st: AppState, stop: Arc<Notify>) {
+/// Runs the webhook channel until `stop` is cancelled (see [`textgate_devices::delivery::run`]).
+pub async fn run(st: AppState, stop: tokio_util::sync::CancellationToken) {
     let cfg = st.config.webhooks.clone();
     let guard = Arc::new(crate::callbacks::Guard::from_config(&st.config.server));
     let client = client(

@@ -95,19 +95,21 @@ impl Spool {
     }
 
     /// Finishes what a restart interrupted, then watches `incoming/` until `stop` fires.
-    pub async fn run(self, stop: tokio::sync::watch::Receiver<bool>) {
+    pub async fn run(self, stop: tokio_util::sync::CancellationToken) {
         self.recover().await;
-        let mut stop = stop;
         let mut seen: HashMap<PathBuf, (u64, Option<SystemTime>, Instant)> = HashMap::new();
         loop {
-            if *stop.borrow() {
-                return;
-            }
             for path in self.ready(&mut seen) {
+                if stop.is_cancelled() {
+                    return;
+                }
+                // A file being imported is not cut short: its import goes on in its own task
+                // and, should the process end first, resumes from its last batch at the next
+                // start.
                 self.take(&path).await;
             }
             tokio::select! {
-                _ = stop.changed() => return,
+                _ = stop.cancelled() => return,
                 _ = tokio::time::sleep(self.cfg.poll_interval.0) => {}
             }
         }

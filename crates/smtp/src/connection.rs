@@ -13,9 +13,9 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
 
 use crate::gateway::Gateway;
 use crate::session::{Action, Session};
@@ -76,7 +76,7 @@ pub(crate) async fn serve(
     gateway: Arc<Gateway>,
     tls: Option<TlsAcceptor>,
     timeouts: Timeouts,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let mut tcp = tcp;
     let mut clock = Clock::new(timeouts);
@@ -85,7 +85,7 @@ pub(crate) async fn serve(
         gateway: &gateway,
         client,
         clock: &mut clock,
-        shutdown: &mut shutdown,
+        shutdown: &shutdown,
     };
     match run(&mut tcp, &mut conn).await? {
         End::Closed => Ok(()),
@@ -120,7 +120,7 @@ struct Conn<'a> {
     gateway: &'a Gateway,
     client: IpAddr,
     clock: &'a mut Clock,
-    shutdown: &'a mut watch::Receiver<bool>,
+    shutdown: &'a CancellationToken,
 }
 
 async fn run<S: AsyncRead + AsyncWrite + Unpin>(
@@ -175,8 +175,7 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                 Ok(Ok(n)) => action = c.session.ingest(&buf[..n]),
                 Ok(Err(e)) => return Err(e),
             },
-            // `wait_for` also returns at once when the listener is gone.
-            _ = c.shutdown.wait_for(|stop| *stop) => action = Some(c.session.shutting_down()),
+            _ = c.shutdown.cancelled() => action = Some(c.session.shutting_down()),
         }
     }
 }

@@ -25,7 +25,6 @@ use textgate_devices::delivery::{Attempt, Channel, Failure};
 use textgate_devices::dispatcher::Dispatcher;
 use textgate_devices::BoxFuture;
 use textgate_store::{Delivery, Id, Inbound, Message as Sms, Store};
-use tokio::sync::Notify;
 
 /// One e-mail, before it has its recipients.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -270,7 +269,7 @@ pub async fn run(
     store: Store,
     dispatcher: Arc<Dispatcher>,
     cfg: Arc<Config>,
-    stop: Arc<Notify>,
+    stop: tokio_util::sync::CancellationToken,
 ) -> Result<(), MailerError> {
     let Some(m) = &cfg.mailer else {
         return Ok(());

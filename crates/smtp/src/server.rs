@@ -8,9 +8,10 @@ use std::time::Duration;
 use textgate_core::config::Config;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
 
 use crate::connection::{self, Timeouts};
 use crate::gateway::Gateway;
@@ -108,14 +109,13 @@ impl Listener {
         self.tcp.local_addr()
     }
 
-    /// Starts accepting connections.
-    pub fn start(self, gateway: Arc<Gateway>) -> Running {
-        let (stop, stopped) = watch::channel(false);
-        let task = tokio::spawn(self.accept_loop(gateway, stopped));
-        Running { stop, task }
+    /// Starts accepting connections, until `stop` is cancelled (then see [`Running::finish`]).
+    pub fn start(self, gateway: Arc<Gateway>, stop: CancellationToken) -> Running {
+        let task = tokio::spawn(self.accept_loop(gateway, stop));
+        Running { task }
     }
 
-    async fn accept_loop(self, gateway: Arc<Gateway>, mut stopped: watch::Receiver<bool>) {
+    async fn accept_loop(self, gateway: Arc<Gateway>, stopped: CancellationToken) {
         // Bounds the connections served at once; a client over the limit is told 421 at
         // once rather than left waiting in the accept backlog.
         let slots = Arc::new(Semaphore::new(self.max_connections));
@@ -128,7 +128,7 @@ impl Listener {
             while tasks.try_join_next().is_some() {}
             let accepted = tokio::select! {
                 a = self.tcp.accept() => a,
-                _ = stopped.wait_for(|s| *s) => break,
+                _ = stopped.cancelled() => break,
             };
             let (sock, peer) = match accepted {
                 Ok(a) => {
@@ -233,17 +233,16 @@ impl Drop for ClientSlot {
 
 /// A running listener.
 pub struct Running {
-    stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Running {
-    /// Stops accepting, tells every session to end (`421`), lets messages being committed
-    /// finish, and returns when all connections are closed or `grace` has passed.
-    pub async fn shutdown(self, grace: Duration) {
-        let _ = self.stop.send(true);
+    /// Once its stop token is cancelled (every session is told `421` at its next read, and
+    /// messages being committed finish): returns when all connections are closed, or at
+    /// `deadline`.
+    pub async fn finish(self, deadline: tokio::time::Instant) {
         let mut task = self.task;
-        if tokio::time::timeout(grace, &mut task).await.is_err() {
+        if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
             task.abort();
         }
     }

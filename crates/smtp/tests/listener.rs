@@ -15,6 +15,7 @@ use tokio::net::TcpStream;
 struct Server {
     addr: String,
     running: Option<Running>,
+    stop: tokio_util::sync::CancellationToken,
     store: Store,
     _dispatcher: textgate_devices::dispatcher::Running,
 }
@@ -49,7 +50,7 @@ async fn start(tune: impl FnOnce(&mut SmtpConfig)) -> Server {
         .expect("user");
     let devices = textgate_devices::build_devices(&cfg).expect("devices");
     let dispatcher = Dispatcher::new(store.clone(), &cfg, devices);
-    let dispatcher_running = dispatcher.start();
+    let dispatcher_running = dispatcher.start(tokio_util::sync::CancellationToken::new());
     let signin = Arc::new(textgate_devices::signin::SignIn::new(
         store.clone(),
         &cfg.auth,
@@ -62,9 +63,11 @@ async fn start(tune: impl FnOnce(&mut SmtpConfig)) -> Server {
         .expect("bind")
         .expect("[smtp] on");
     let addr = listener.local_addr().expect("addr").to_string();
+    let stop = tokio_util::sync::CancellationToken::new();
     Server {
         addr,
-        running: Some(listener.start(Arc::new(gateway))),
+        running: Some(listener.start(Arc::new(gateway), stop.clone())),
+        stop,
         store,
         _dispatcher: dispatcher_running,
     }
@@ -199,10 +202,11 @@ async fn shutdown_tells_open_sessions_and_stops_accepting() {
     let mut s = start(|_| {}).await;
     let mut c = Client::connect(&s.addr).await;
     assert!(c.reply().await.starts_with("220"));
+    s.stop.cancel();
     s.running
         .take()
         .expect("running")
-        .shutdown(Duration::from_secs(5))
+        .finish(tokio::time::Instant::now() + Duration::from_secs(5))
         .await;
     let r = c.reply().await;
     assert!(r.starts_with("421 4.3.2"), "{r}");

@@ -452,6 +452,20 @@ impl App {
         }
     }
 
+    /// Sends SIGTERM and waits for the server to exit; how long it took, and whether it
+    /// exited with success.
+    pub fn terminate(&mut self) -> (Duration, bool) {
+        let mut c = self.child.take().expect("the server is running");
+        let start = Instant::now();
+        let ok = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill -TERM failed");
+        let status = c.wait().expect("wait for textgate");
+        (start.elapsed(), status.success())
+    }
+
     /// Kills and starts again on the same config and database.
     pub fn restart(&mut self) {
         self.kill();
