@@ -11,6 +11,9 @@ fuzz_target!(|data: &[u8]| {
     let _ = html_to_text(&String::from_utf8_lossy(data));
     if let Ok(body) = truncate_to_fit(&mail.text, 2) {
         assert!(body.segments() <= 2);
-        assert!(mail.text.starts_with(body.text()), "truncation keeps a prefix");
+        assert!(
+            mail.text.starts_with(body.text()),
+            "truncation keeps a prefix"
+        );
     }
 });

@@ -65,7 +65,10 @@ impl Model {
             .remove(&a.key)
             .unwrap_or_else(|| panic!("an Assembled for a key that was not pending: {:?}", a.key));
         let expected: Vec<u8> = set.parts.iter().flatten().flatten().copied().collect();
-        assert_eq!(a.payload, expected, "payload is the parts received, in part order");
+        assert_eq!(
+            a.payload, expected,
+            "payload is the parts received, in part order"
+        );
         let missing: Vec<u8> = set
             .parts
             .iter()
@@ -75,8 +78,15 @@ impl Model {
             .collect();
         assert_eq!(a.missing, missing, "missing part numbers");
         let received = set.parts.iter().filter(|p| p.is_some()).count();
-        assert_eq!(usize::from(a.parts), received, "parts counts the parts received");
-        assert_eq!(a.data_coding, set.data_coding, "data_coding of the first part");
+        assert_eq!(
+            usize::from(a.parts),
+            received,
+            "parts counts the parts received"
+        );
+        assert_eq!(
+            a.data_coding, set.data_coding,
+            "data_coding of the first part"
+        );
         assert_eq!(a.is_complete(), received == set.parts.len());
         self.finished.insert(a.key.clone(), (now, set.parts));
     }
@@ -132,7 +142,7 @@ fuzz_target!(|input: Input| {
                     to: "12345".into(),
                     reference: u16::from(reference % 4),
                     total: total % 6,
-                    };
+                };
                 let frag = Fragment {
                     key: key.clone(),
                     seq: seq % 7,
@@ -143,10 +153,21 @@ fuzz_target!(|input: Input| {
                 let index = usize::from(frag.seq).wrapping_sub(1);
                 let out = r.push(frag, now);
                 if let Some(ev) = &out.evicted {
-                    assert!(!invalid && !model.pending.contains_key(&key), "eviction only for a new set");
-                    assert_eq!(model.pending.len(), max_pending.max(1), "eviction only when full");
+                    assert!(
+                        !invalid && !model.pending.contains_key(&key),
+                        "eviction only for a new set"
+                    );
+                    assert_eq!(
+                        model.pending.len(),
+                        max_pending.max(1),
+                        "eviction only when full"
+                    );
                     let oldest = model.pending.values().map(|s| s.first_seen).min();
-                    assert_eq!(Some(model.pending[&ev.key].first_seen), oldest, "the oldest set is evicted");
+                    assert_eq!(
+                        Some(model.pending[&ev.key].first_seen),
+                        oldest,
+                        "the oldest set is evicted"
+                    );
                     returned += ev.payload.len();
                     model.take(ev, now);
                 }
@@ -154,7 +175,10 @@ fuzz_target!(|input: Input| {
                     // Not a valid concatenation: a text of its own, at once.
                     match out.pushed {
                         Pushed::Complete(a) => {
-                            assert_eq!((a.payload, a.parts, a.missing.len()), (payload.clone(), 1, 0));
+                            assert_eq!(
+                                (a.payload, a.parts, a.missing.len()),
+                                (payload.clone(), 1, 0)
+                            );
                         }
                         other => panic!("an invalid part gave {other:?}"),
                     }
@@ -173,8 +197,15 @@ fuzz_target!(|input: Input| {
                                     .finished
                                     .get(&key)
                                     .expect("Duplicate for a key never handed out");
-                                assert!(now.saturating_duration_since(*at) < timeout, "Duplicate after the timeout");
-                                assert_eq!(parts[index].as_deref(), Some(&payload[..]), "Duplicate with other bytes");
+                                assert!(
+                                    now.saturating_duration_since(*at) < timeout,
+                                    "Duplicate after the timeout"
+                                );
+                                assert_eq!(
+                                    parts[index].as_deref(),
+                                    Some(&payload[..]),
+                                    "Duplicate with other bytes"
+                                );
                             }
                         }
                         continue;
@@ -204,9 +235,16 @@ fuzz_target!(|input: Input| {
             }
         }
         assert_eq!(r.pending(), model.pending.len(), "pending count");
-        assert!(r.pending() <= max_pending.max(1), "more than max_pending sets pending");
+        assert!(
+            r.pending() <= max_pending.max(1),
+            "more than max_pending sets pending"
+        );
         let earliest = model.pending.values().map(|s| s.first_seen).min();
-        assert_eq!(r.next_deadline(), earliest.map(|t| t + timeout), "next_deadline");
+        assert_eq!(
+            r.next_deadline(),
+            earliest.map(|t| t + timeout),
+            "next_deadline"
+        );
     }
     // Flush: everything still pending comes back.
     now += timeout;

@@ -17,7 +17,12 @@ struct Input {
 }
 
 fn format(b: u8) -> IdFormat {
-    [IdFormat::Auto, IdFormat::Hex, IdFormat::Decimal, IdFormat::Text][usize::from(b % 4)]
+    [
+        IdFormat::Auto,
+        IdFormat::Hex,
+        IdFormat::Decimal,
+        IdFormat::Text,
+    ][usize::from(b % 4)]
 }
 
 fuzz_target!(|input: Input| {

@@ -10,8 +10,11 @@ fuzz_target!(|data: &[u8]| {
     let [data_coding, alphabet, bytes @ ..] = data else {
         return;
     };
-    let alphabet = [DefaultAlphabet::Gsm7, DefaultAlphabet::Latin1, DefaultAlphabet::Ascii]
-        [usize::from(*alphabet % 3)];
+    let alphabet = [
+        DefaultAlphabet::Gsm7,
+        DefaultAlphabet::Latin1,
+        DefaultAlphabet::Ascii,
+    ][usize::from(*alphabet % 3)];
     match decode(*data_coding, bytes, alphabet) {
         Decoded::Binary { bytes: out } => assert_eq!(out, bytes, "binary is kept as received"),
         Decoded::Text { text, encoding } => {

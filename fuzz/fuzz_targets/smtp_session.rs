@@ -55,13 +55,22 @@ fn check_output(out: &[u8]) {
     if text.is_empty() {
         return;
     }
-    assert!(text.ends_with("\r\n"), "a reply without its line end: {text:?}");
+    assert!(
+        text.ends_with("\r\n"),
+        "a reply without its line end: {text:?}"
+    );
     for line in text[..text.len() - 2].split("\r\n") {
         let b = line.as_bytes();
         assert!(b.len() >= 4, "short reply line {line:?}");
-        assert!(b[..3].iter().all(u8::is_ascii_digit) && (b'2'..=b'5').contains(&b[0]), "{line:?}");
+        assert!(
+            b[..3].iter().all(u8::is_ascii_digit) && (b'2'..=b'5').contains(&b[0]),
+            "{line:?}"
+        );
         assert!(b[3] == b' ' || b[3] == b'-', "{line:?}");
-        assert!(!line.contains(['\r', '\n']), "a bare CR or LF inside a reply: {line:?}");
+        assert!(
+            !line.contains(['\r', '\n']),
+            "a bare CR or LF inside a reply: {line:?}"
+        );
     }
 }
 
@@ -90,7 +99,10 @@ fn run(u: &mut Unstructured) -> arbitrary::Result<()> {
         while let Some(a) = action {
             if let Action::Deliver(d) = &a {
                 assert!(!d.to.is_empty(), "a delivery with no recipient");
-                assert!(d.to.len() <= settings.max_recipients, "more recipients than allowed");
+                assert!(
+                    d.to.len() <= settings.max_recipients,
+                    "more recipients than allowed"
+                );
                 assert!(
                     d.body.segments() <= settings.max_parts,
                     "a body of more parts than allowed"

@@ -194,8 +194,16 @@ put("csv_rows", "to_name_template",
 put("csv_rows", "body_column_crlf_bom",
     b"\x08\x01\x01\x00\xef\xbb\xbfphone, body \r\n+447700900123,hello\r\nbad,\"unclosed\r\n")
 put("csv_rows", "phone_column", b"\x0c\x03\x02\x00phone,body,extra\n5551230000,x\n5551230001,y,z,w\n")
+# Classic Mac line ends (a lone CR), with dedupe: every row used to be numbered 1.
+put("csv_rows", "lone_cr_dedupe",
+    b"\x09\x02\x01\x00to,body\r+15550000001,\"a\rb\"\r\r+15550000001,c\r+15550000003,d")
 
 # ---- configuration: every TOML example in the docs ------------------------------------------
+
+# Retry delays near Duration::MAX: backoff()'s jitter used to overflow and panic.
+put("config", "huge_retry_backoff.toml",
+    '[server]\nretry_backoff = "500000000000y"\nretry_backoff_max = "500000000000y"\n\n'
+    '[[device]]\nname = "a"\nkind = "loopback"\n')
 
 docs = os.path.join(ROOT, "docs")
 for fname in sorted(os.listdir(docs)):
