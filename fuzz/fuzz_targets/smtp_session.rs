@@ -49,9 +49,19 @@ fn answer(u: &mut Unstructured, action: &Action) -> arbitrary::Result<Answer> {
     })
 }
 
+/// With TEXTGATE_FUZZ_TRACE set, the conversation goes to stderr (to check what a seed
+/// reaches: `TEXTGATE_FUZZ_TRACE=1 .../smtp_session fuzz/seeds/smtp_session/FILE`).
+fn trace() -> bool {
+    static TRACE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *TRACE.get_or_init(|| std::env::var_os("TEXTGATE_FUZZ_TRACE").is_some())
+}
+
 /// Every reply line is `DDD<space or dash>text<CRLF>`, with no other CR or LF.
 fn check_output(out: &[u8]) {
     let text = std::str::from_utf8(out).expect("replies are UTF-8");
+    if trace() {
+        eprint!("S: {text}");
+    }
     if text.is_empty() {
         return;
     }
@@ -94,9 +104,15 @@ fn run(u: &mut Unstructured) -> arbitrary::Result<()> {
     while !u.is_empty() {
         let len = u.int_in_range(0..=64usize)?;
         let chunk = u.bytes(len.min(u.len()))?.to_vec();
+        if trace() {
+            eprintln!("C: {:?}", String::from_utf8_lossy(&chunk));
+        }
         let mut action = s.ingest(&chunk);
         let mut closed = false;
         while let Some(a) = action {
+            if trace() {
+                eprintln!("A: {a:?}");
+            }
             if let Action::Deliver(d) = &a {
                 assert!(!d.to.is_empty(), "a delivery with no recipient");
                 assert!(

@@ -119,7 +119,7 @@ def chunks(*lines):
 
 OWNER = b"\x00\x01" + b"\x07" + b"\x00" * 7  # the right answer, Some(owner id 7)
 DELIVER = b"\x00\x01"  # the right answer, Stored(one id per text)
-HEAD = bytes([0x00, 0x10, 3, 0, 2, 1, 1])
+HEAD = bytes([0x10, 0x00, 3, 0, 2, 1, 1])  # 4096 bytes, 3 recipients, no truncate, 2 parts, TLS, loopback
 
 put("smtp_session", "ehlo_mail_rcpt_data",
     HEAD
