@@ -40,7 +40,10 @@ impl ConfigError {
 pub fn backoff(first: Duration, max: Duration, attempt: u32, jitter: f64) -> Duration {
     let exp = attempt.saturating_sub(1).min(30);
     let base = first.saturating_mul(1u32 << exp).min(max);
-    base.mul_f64(0.8 + jitter.clamp(0.0, 1.0) * 0.4)
+    // What `Duration::mul_f64` computes, saturating where it would panic (a base near
+    // `Duration::MAX` times up to 1.2: the configuration takes any duration).
+    Duration::try_from_secs_f64(base.as_secs_f64() * (0.8 + jitter.clamp(0.0, 1.0) * 0.4))
+        .unwrap_or(Duration::MAX)
 }
 
 /// A duration written like `30s`, `5m`, `1h 30m`, `250ms`.
@@ -1566,6 +1569,20 @@ mod tests {
 
     fn no_env(_: &str) -> Option<String> {
         None
+    }
+
+    #[test]
+    fn backoff_saturates_instead_of_panicking_on_huge_durations() {
+        // retry_backoff = retry_backoff_max = "500000000000y" passes check(); the jitter's
+        // +20 % used to overflow Duration and panic the retry path.
+        let huge = humantime::parse_duration("500000000000y").unwrap();
+        assert_eq!(backoff(huge, huge, 1, 1.0), Duration::MAX);
+        assert_eq!(backoff(huge, huge, 1, 0.0), huge.mul_f64(0.8));
+        let s = Duration::from_secs(1);
+        assert_eq!(
+            backoff(s, Duration::from_secs(600), 3, 0.5),
+            Duration::from_secs(4)
+        );
     }
 
     #[test]

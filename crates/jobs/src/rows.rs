@@ -9,7 +9,7 @@
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::Path;
 use std::rc::Rc;
 
@@ -245,13 +245,17 @@ impl Checker {
 
 /// Counts bytes read, and refuses to go further than [`MAX_ROW_BYTES`] past the start of
 /// the row being read.
+///
+/// It also hands a lone CR (the line end of classic Mac files, still written by some
+/// spreadsheets) to the CSV reader as LF: the reader ends a line at either, but counts lines
+/// by LF only, and rows are numbered from its line count. Byte for byte, so offsets hold.
 struct Guard<R> {
     inner: R,
     read: u64,
     row_start: Rc<Cell<u64>>,
 }
 
-impl<R: Read> Read for Guard<R> {
+impl<R: BufRead> Read for Guard<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         if self.read.saturating_sub(self.row_start.get()) > MAX_ROW_BYTES {
             return Err(std::io::Error::new(
@@ -260,6 +264,17 @@ impl<R: Read> Read for Guard<R> {
             ));
         }
         let n = self.inner.read(buf)?;
+        for i in 0..n {
+            if buf[i] == b'\r' {
+                let next = match buf[..n].get(i + 1) {
+                    Some(&b) => Some(b),
+                    None => self.inner.fill_buf()?.first().copied(),
+                };
+                if next != Some(b'\n') {
+                    buf[i] = b'\n';
+                }
+            }
+        }
         self.read += n as u64;
         Ok(n)
     }
@@ -536,6 +551,31 @@ mod tests {
             matches!(&e, JobError::Header(m) if m.contains("body")),
             "{e}"
         );
+    }
+
+    #[test]
+    fn lone_cr_line_ends_number_rows_and_find_duplicates() {
+        // Classic Mac line ends: every row used to be numbered 1, so `dedupe` found nothing.
+        let mut sp = spec();
+        sp.dedupe = true;
+        let text = "to,body\r+15550000001,\"a\rb\"\r\r+15550000001,c\r+15550000003,d";
+        let all = check_all(text.as_bytes(), sp).unwrap();
+        assert_eq!(
+            summary(&all),
+            vec![
+                (2, "ok +15550000001 a\nb".into()),
+                (4, "dup 2".into()),
+                (5, "ok +15550000003 d".into())
+            ]
+        );
+        let p = tmp(text.as_bytes());
+        let (mut rows, _) = CsvRows::open(&p, Some(all[0].2)).unwrap();
+        let mut rest = Vec::new();
+        while let Some((row, rec)) = rows.next_row().unwrap() {
+            rest.push((row, String::from_utf8_lossy(&rec[1]).to_string()));
+        }
+        let _ = std::fs::remove_file(p);
+        assert_eq!(rest, vec![(4, "c".to_string()), (5, "d".to_string())]);
     }
 
     #[test]
