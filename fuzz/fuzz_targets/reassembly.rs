@@ -9,8 +9,10 @@
 //!   ones received;
 //! - a part already pending is `Duplicate`; `Duplicate` for a part not pending only when the
 //!   same key was handed out within the timeout with the same bytes at that part;
-//! - at most `max_pending` sets are pending; `expire` hands back only due sets, oldest first,
-//!   and `next_deadline` is the earliest first-seen time plus the timeout.
+//! - at most `max_pending` sets are pending, holding exactly the bytes the model holds, never
+//!   more than the byte budget; evictions hand back the oldest sets first; `expire` hands back
+//!   only due sets, oldest first, and `next_deadline` is the earliest first-seen time plus
+//!   the timeout.
 #![no_main]
 
 use std::collections::HashMap;
@@ -40,6 +42,8 @@ struct Input {
     /// Timeout in milliseconds (at least 1).
     timeout: u16,
     max_pending: u8,
+    /// The byte budget in units of 16 bytes, or none.
+    budget: Option<u8>,
     ops: Vec<Op>,
 }
 
@@ -95,7 +99,11 @@ impl Model {
 fuzz_target!(|input: Input| {
     let timeout = Duration::from_millis(u64::from(input.timeout.max(1)));
     let max_pending = usize::from(input.max_pending % 8);
+    let budget = input.budget.map(|b| usize::from(b).max(1) * 16);
     let mut r = Reassembler::new(timeout, max_pending);
+    if let Some(b) = budget {
+        r = r.with_byte_budget(b);
+    }
     let start = Instant::now();
     let mut now = start;
     let mut model = Model {
@@ -152,26 +160,8 @@ fuzz_target!(|input: Input| {
                 let invalid = key.total == 0 || frag.seq == 0 || frag.seq > key.total;
                 let index = usize::from(frag.seq).wrapping_sub(1);
                 let out = r.push(frag, now);
-                if let Some(ev) = &out.evicted {
-                    assert!(
-                        !invalid && !model.pending.contains_key(&key),
-                        "eviction only for a new set"
-                    );
-                    assert_eq!(
-                        model.pending.len(),
-                        max_pending.max(1),
-                        "eviction only when full"
-                    );
-                    let oldest = model.pending.values().map(|s| s.first_seen).min();
-                    assert_eq!(
-                        Some(model.pending[&ev.key].first_seen),
-                        oldest,
-                        "the oldest set is evicted"
-                    );
-                    returned += ev.payload.len();
-                    model.take(ev, now);
-                }
                 if invalid {
+                    assert!(out.evicted.is_empty(), "an invalid part evicts nothing");
                     // Not a valid concatenation: a text of its own, at once.
                     match out.pushed {
                         Pushed::Complete(a) => {
@@ -187,32 +177,41 @@ fuzz_target!(|input: Input| {
                     continue;
                 }
                 let held = model.pending.get(&key).map(|s| s.parts[index].is_some());
-                match out.pushed {
-                    Pushed::Duplicate => {
-                        match held {
-                            Some(true) => {}
-                            Some(false) => panic!("Duplicate for a part not yet received"),
-                            None => {
-                                let (at, parts) = model
-                                    .finished
-                                    .get(&key)
-                                    .expect("Duplicate for a key never handed out");
-                                assert!(
-                                    now.saturating_duration_since(*at) < timeout,
-                                    "Duplicate after the timeout"
-                                );
-                                assert_eq!(
-                                    parts[index].as_deref(),
-                                    Some(&payload[..]),
-                                    "Duplicate with other bytes"
-                                );
-                            }
+                if let Pushed::Duplicate = out.pushed {
+                    assert!(out.evicted.is_empty(), "a duplicate evicts nothing");
+                    match held {
+                        Some(true) => {}
+                        Some(false) => panic!("Duplicate for a part not yet received"),
+                        None => {
+                            let (at, parts) = model
+                                .finished
+                                .get(&key)
+                                .expect("Duplicate for a key never handed out");
+                            assert!(
+                                now.saturating_duration_since(*at) < timeout,
+                                "Duplicate after the timeout"
+                            );
+                            assert_eq!(
+                                parts[index].as_deref(),
+                                Some(&payload[..]),
+                                "Duplicate with other bytes"
+                            );
                         }
-                        continue;
                     }
-                    Pushed::Incomplete | Pushed::Complete(_) => {
-                        assert_ne!(held, Some(true), "a part already held was stored again");
-                    }
+                    continue;
+                }
+                assert_ne!(held, Some(true), "a part already held was stored again");
+                let new_set = held.is_none();
+                if budget.is_none() && !out.evicted.is_empty() {
+                    // Without a budget, only a new set evicts, and only when max_pending are
+                    // pending.
+                    assert!(new_set, "eviction only for a new set");
+                    assert_eq!(out.evicted.len(), 1);
+                    assert_eq!(
+                        model.pending.len(),
+                        max_pending.max(1),
+                        "eviction only when full"
+                    );
                 }
                 given += payload.len();
                 let set = model.pending.entry(key.clone()).or_insert_with(|| Set {
@@ -222,6 +221,16 @@ fuzz_target!(|input: Input| {
                 });
                 set.parts[index] = Some(payload);
                 let complete = set.parts.iter().all(Option::is_some);
+                for ev in &out.evicted {
+                    let oldest = model.pending.values().map(|s| s.first_seen).min();
+                    assert_eq!(
+                        model.pending.get(&ev.key).map(|s| s.first_seen),
+                        oldest,
+                        "the oldest set is evicted"
+                    );
+                    returned += ev.payload.len();
+                    model.take(ev, now);
+                }
                 match out.pushed {
                     Pushed::Complete(a) => {
                         assert!(complete, "Complete before every part came");
@@ -233,6 +242,16 @@ fuzz_target!(|input: Input| {
                     Pushed::Duplicate => unreachable!(),
                 }
             }
+        }
+        let held_bytes: usize = model
+            .pending
+            .values()
+            .flat_map(|s| s.parts.iter().flatten())
+            .map(Vec::len)
+            .sum();
+        assert_eq!(r.pending_bytes(), held_bytes, "bytes held");
+        if let Some(b) = budget {
+            assert!(r.pending_bytes() <= b, "more than the byte budget held");
         }
         assert_eq!(r.pending(), model.pending.len(), "pending count");
         assert!(

@@ -9,13 +9,18 @@ use std::sync::Arc;
 use arbitrary::Unstructured;
 use libfuzzer_sys::fuzz_target;
 use textgate_core::config::{Bytes, SmtpConfig};
-use textgate_smtp::session::{Action, Answer, Owner, Session, Settings};
+use textgate_smtp::session::{Action, Answer, Owner, Peer, Session, Settings};
 
 fn owner(u: &mut Unstructured) -> arbitrary::Result<Option<Owner>> {
     Ok(if u.arbitrary()? {
         Some(Owner {
             id: u.arbitrary()?,
             name: "bob".into(),
+            emails: if u.arbitrary()? {
+                vec!["bob@example.com".into()]
+            } else {
+                Vec::new()
+            },
         })
     } else {
         None
@@ -33,11 +38,13 @@ fn answer(u: &mut Unstructured, action: &Action) -> arbitrary::Result<Answer> {
             _ => 3,
         }
     } else {
-        u.int_in_range(0..=3)?
+        u.int_in_range(0..=5)?
     };
     Ok(match kind {
         0 => Answer::Authenticated(owner(u)?),
         1 => Answer::Sender(owner(u)?),
+        4 => Answer::SenderRefused("an administrator's address".into()),
+        5 => Answer::LockedOut(std::time::Duration::from_secs(u.int_in_range(0..=3600)?)),
         2 => {
             let n = match action {
                 Action::Deliver(d) if u.arbitrary()? => d.to.len(),
@@ -99,7 +106,11 @@ fn run(u: &mut Unstructured) -> arbitrary::Result<()> {
     let mut settings = Settings::new(&cfg, "US".parse().ok(), u.int_in_range(0..=4)?);
     settings.tls_available = u.arbitrary()?;
     let settings = Arc::new(settings);
-    let mut s = Session::new(settings.clone(), u.arbitrary()?);
+    let peer = Peer {
+        loopback: u.arbitrary()?,
+        trusted: u.arbitrary()?,
+    };
+    let mut s = Session::new(settings.clone(), peer);
     check_output(&s.take_output());
     while !u.is_empty() {
         let len = u.int_in_range(0..=64usize)?;
