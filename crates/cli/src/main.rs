@@ -180,10 +180,22 @@ enum ApikeyCommand {
     },
 }
 
+/// Reads and parses a config file, with the process's environment over it: the one place
+/// the configuration meets the file system and the environment.
+fn read_config(path: &std::path::Path) -> Result<Config, textgate_core::config::ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        textgate_core::config::ConfigError::new(
+            path.display().to_string(),
+            format!("cannot read the config file: {e}"),
+        )
+    })?;
+    Config::parse(&text, &|k| std::env::var(k).ok())
+}
+
 /// The config from a file, or the embedded defaults; checked either way.
 fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<Config> {
     let cfg = match path {
-        Some(p) => Config::load(p)?,
+        Some(p) => read_config(p)?,
         None => {
             let mut c = Config::embedded_defaults();
             c.apply_env(&|k| std::env::var(k).ok());
@@ -197,7 +209,7 @@ fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<Config> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Check { config } => match Config::load(&config)
+        Command::Check { config } => match read_config(&config)
             .and_then(|c| c.check().map(|_| c))
             .map_err(|e| e.to_string())
             // The STARTTLS certificate and key must also be usable, not just present.

@@ -1,122 +1,11 @@
-//! Inbound rules (DESIGN.md §4 `[[inbound_rule]]`, `[inbound]`, `[webhooks]`): which users,
+//! Inbound rules (`[[inbound_rule]]` and `[inbound]`, docs/inbound.md): which users,
 //! e-mail addresses and webhooks an incoming text goes to, automatic replies, and the
 //! opt-out keywords. Pure: [`InboundRules::plan`] decides, and the store carries the plan out
 //! in the same transaction that stores the text, so a text is never stored without its
 //! routing or routed twice.
 
-use std::time::Duration;
-
-use serde::Deserialize;
-
 use crate::address::{Country, E164};
-use crate::config::{ConfigError, Dur};
-
-/// One `[[inbound_rule]]`. Every condition given must hold; a rule with none matches every
-/// text. Every matching rule applies.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct InboundRuleConfig {
-    /// The number the text was sent to; `*` and `?` are wildcards.
-    pub to: Option<String>,
-    /// The first word of the text, case-insensitive.
-    pub keyword: Option<String>,
-    /// The sender; `*` and `?` are wildcards (`+4477*`).
-    pub from: Option<String>,
-    /// Only texts received by this device.
-    pub device: Option<String>,
-    /// Shown in these users' inboxes.
-    #[serde(default)]
-    pub users: Vec<String>,
-    /// Forwarded to these addresses by e-mail.
-    #[serde(default)]
-    pub email: Vec<String>,
-    /// POSTed here as a `message.inbound` event.
-    pub webhook: Option<String>,
-    /// Signs this rule's webhook instead of `[server] webhook_secret`.
-    pub webhook_secret: Option<String>,
-    /// Answered with this text, sent back to the sender from the number it wrote to.
-    pub reply: Option<String>,
-}
-
-/// `[inbound]`: what happens to texts besides the rules.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct InboundConfig {
-    /// Users whose inboxes get texts that no rule matched and no conversation claims;
-    /// empty = every admin.
-    pub catch_all: Vec<String>,
-    /// A reply from a number that a user texted within this window is shown to that user
-    /// too; `0s` turns conversations off.
-    pub conversation_window: Dur,
-    /// First words that put the sender on the suppression list (case-insensitive).
-    pub opt_out_keywords: Vec<String>,
-    /// First words that take the sender off it again.
-    pub opt_in_keywords: Vec<String>,
-    /// Sent back after an opt-out; empty = no confirmation.
-    pub opt_out_reply: String,
-    /// Sent back after an opt-in; empty = no confirmation.
-    pub opt_in_reply: String,
-    /// A rule's automatic reply goes to the same number at most once in this interval, so
-    /// two auto-responders cannot answer each other forever.
-    pub reply_interval: Dur,
-}
-
-impl Default for InboundConfig {
-    fn default() -> Self {
-        InboundConfig {
-            catch_all: Vec::new(),
-            conversation_window: Dur(Duration::from_secs(7 * 24 * 3600)),
-            // The keywords US carriers (CTIA) and most SMSC operators honour.
-            opt_out_keywords: ["STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT"]
-                .map(String::from)
-                .to_vec(),
-            opt_in_keywords: ["START", "UNSTOP"].map(String::from).to_vec(),
-            opt_out_reply: "You are unsubscribed and will get no more texts from this number. Reply START to subscribe again.".into(),
-            opt_in_reply: "You are subscribed again. Reply STOP to unsubscribe.".into(),
-            reply_interval: Dur(Duration::from_secs(600)),
-        }
-    }
-}
-
-/// `[webhooks]`: how webhooks and status callbacks are delivered.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct WebhooksConfig {
-    /// How long one POST may take.
-    pub timeout: Dur,
-    /// The first retry delay; doubles each attempt.
-    pub backoff: Dur,
-    /// The longest retry delay.
-    pub backoff_max: Dur,
-    /// A delivery is retried this long, then kept as a dead letter.
-    pub retry_for: Dur,
-    /// POSTs in flight at once.
-    pub concurrency: usize,
-    /// Status callbacks in flight at once for one user: a user whose receiver is slow
-    /// waits for themselves, never holding up other users or the inbound rules' webhooks.
-    pub per_owner_concurrency: usize,
-}
-
-impl Default for WebhooksConfig {
-    fn default() -> Self {
-        WebhooksConfig {
-            timeout: Dur(Duration::from_secs(10)),
-            backoff: Dur(Duration::from_secs(5)),
-            backoff_max: Dur(Duration::from_secs(3600)),
-            retry_for: Dur(Duration::from_secs(24 * 3600)),
-            concurrency: 64,
-            per_owner_concurrency: 8,
-        }
-    }
-}
-
-impl WebhooksConfig {
-    /// The delay before attempt `attempts + 1`, doubling from `backoff`, capped, with ±20 %
-    /// jitter so that an outage's backlog does not come back as one burst.
-    pub fn retry_delay(&self, attempts: u32, jitter: f64) -> Duration {
-        crate::config::backoff(self.backoff.0, self.backoff_max.0, attempts, jitter)
-    }
-}
+pub use crate::config::{InboundConfig, InboundRuleConfig};
 
 /// An opt-out or opt-in asked for by a text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -163,64 +52,15 @@ pub struct InboundRules {
 }
 
 impl InboundRules {
-    /// Checks the rules (`key` paths as `inbound_rule[N].field`) and readies them.
-    pub fn new(
-        rules: &[InboundRuleConfig],
-        inbound: &InboundConfig,
-    ) -> Result<InboundRules, ConfigError> {
-        for (i, r) in rules.iter().enumerate() {
-            let key = |f: &str| format!("inbound_rule[{i}].{f}");
-            if let Some(k) = &r.keyword {
-                if k.trim().is_empty() || k.split_whitespace().count() != 1 {
-                    return Err(ConfigError::new(
-                        key("keyword"),
-                        format!("\"{k}\" is not one word: a keyword is matched against the first word of the text"),
-                    ));
-                }
-            }
-            if let Some(url) = &r.webhook {
-                if !(url.starts_with("http://") || url.starts_with("https://")) {
-                    return Err(ConfigError::new(
-                        key("webhook"),
-                        format!("\"{url}\" is not an http:// or https:// URL"),
-                    ));
-                }
-            }
-            for a in &r.email {
-                if !looks_like_email(a) {
-                    return Err(ConfigError::new(
-                        key("email"),
-                        format!("\"{a}\" is not an e-mail address"),
-                    ));
-                }
-            }
-            if r.reply.as_deref().is_some_and(|t| t.trim().is_empty()) {
-                return Err(ConfigError::new(
-                    key("reply"),
-                    "is empty: give the text to answer with, or remove the key",
-                ));
-            }
-            if r.webhook_secret.is_some() && r.webhook.is_none() {
-                return Err(ConfigError::new(
-                    key("webhook_secret"),
-                    "is set but the rule has no webhook",
-                ));
-            }
-            if r.users.is_empty() && r.email.is_empty() && r.webhook.is_none() && r.reply.is_none()
-            {
-                return Err(ConfigError::new(
-                    format!("inbound_rule[{i}]"),
-                    "has no action: give users, email, webhook or reply",
-                ));
-            }
-        }
+    /// Readies the rules (checked by [`crate::config::Config::check`]).
+    pub fn new(rules: &[InboundRuleConfig], inbound: &InboundConfig) -> InboundRules {
         let upper =
             |v: &[String]| -> Vec<String> { v.iter().map(|k| k.trim().to_uppercase()).collect() };
-        Ok(InboundRules {
+        InboundRules {
             rules: rules.to_vec(),
             opt_out: upper(&inbound.opt_out_keywords),
             opt_in: upper(&inbound.opt_in_keywords),
-        })
+        }
     }
 
     /// The rules as configured.
@@ -319,19 +159,6 @@ fn glob(p: &[u8], s: &[u8]) -> bool {
     p[pi..].iter().all(|&c| c == b'*')
 }
 
-fn looks_like_email(a: &str) -> bool {
-    match a.split_once('@') {
-        Some((local, domain)) => {
-            !local.is_empty()
-                && domain.contains('.')
-                && !a.contains(char::is_whitespace)
-                && !domain.starts_with('.')
-                && !domain.ends_with('.')
-        }
-        None => false,
-    }
-}
-
 /// The longest inbound party kept, in characters (SMPP's `source_addr` holds 20; the rest of
 /// a longer one is not an address).
 pub const MAX_PARTY_CHARS: usize = 64;
@@ -381,7 +208,7 @@ mod tests {
     }
 
     fn rules(rs: Vec<InboundRuleConfig>) -> InboundRules {
-        InboundRules::new(&rs, &InboundConfig::default()).unwrap()
+        InboundRules::new(&rs, &InboundConfig::default())
     }
 
     #[test]
@@ -455,32 +282,6 @@ mod tests {
     }
 
     #[test]
-    fn bad_rules_are_named() {
-        let bad = |r: InboundRuleConfig| {
-            InboundRules::new(&[r], &InboundConfig::default())
-                .unwrap_err()
-                .key
-        };
-        assert_eq!(
-            bad(rule(|r| r.keyword = Some("two words".into()))),
-            "inbound_rule[0].keyword"
-        );
-        assert_eq!(
-            bad(rule(|r| r.webhook = Some("ftp://x".into()))),
-            "inbound_rule[0].webhook"
-        );
-        assert_eq!(
-            bad(rule(|r| r.email = vec!["nobody".into()])),
-            "inbound_rule[0].email"
-        );
-        assert_eq!(
-            bad(rule(|r| r.webhook_secret = Some("s".into()))),
-            "inbound_rule[0].webhook_secret"
-        );
-        assert_eq!(bad(InboundRuleConfig::default()), "inbound_rule[0]");
-    }
-
-    #[test]
     fn parties_are_normalised() {
         let us: Option<Country> = "US".parse().ok();
         assert_eq!(normalize_party("+15551234567", None), "+15551234567");
@@ -493,17 +294,5 @@ mod tests {
         assert_eq!(normalize_party("Evil\r\nBcc: x@y\0", us), "EvilBcc: x@y");
         assert_eq!(normalize_party("\u{1b}[31mRED\u{85}", us), "[31mRED");
         assert_eq!(normalize_party(&"A".repeat(500), us).len(), MAX_PARTY_CHARS);
-    }
-
-    #[test]
-    fn retry_delay_doubles_and_caps() {
-        let w = WebhooksConfig {
-            backoff: Dur(Duration::from_secs(1)),
-            backoff_max: Dur(Duration::from_secs(5)),
-            ..Default::default()
-        };
-        assert_eq!(w.retry_delay(1, 0.5), Duration::from_secs(1));
-        assert_eq!(w.retry_delay(2, 0.5), Duration::from_secs(2));
-        assert_eq!(w.retry_delay(10, 0.5), Duration::from_secs(5));
     }
 }

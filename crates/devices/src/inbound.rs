@@ -31,11 +31,7 @@ pub struct InboundRouter {
 impl InboundRouter {
     /// From the (checked) configuration.
     pub fn new(cfg: &Config) -> InboundRouter {
-        let rules = InboundRules::new(&cfg.inbound_rules, &cfg.inbound).unwrap_or_else(|e| {
-            // `textgate check` and `serve` refuse such a config before we get here.
-            tracing::error!(error = %e, "inbound rules are invalid; texts go to the catch-all");
-            InboundRules::default()
-        });
+        let rules = InboundRules::new(&cfg.inbound_rules, &cfg.inbound);
         InboundRouter {
             rules,
             cfg: cfg.inbound.clone(),

@@ -110,15 +110,6 @@ impl Shared {
     }
 }
 
-fn id_format(s: &str) -> IdFormat {
-    match s {
-        "hex" => IdFormat::Hex,
-        "decimal" => IdFormat::Decimal,
-        "text" => IdFormat::Text,
-        _ => IdFormat::Auto,
-    }
-}
-
 /// An SMSC account.
 pub struct Smpp {
     shared: Arc<Shared>,
@@ -136,13 +127,9 @@ impl Smpp {
         Smpp {
             shared: Arc::new(Shared {
                 name: name.to_string(),
-                resp_ids: id_format(&cfg.resp_id_format),
-                receipt_ids: id_format(&cfg.receipt_id_format),
-                alphabet: match cfg.default_alphabet.as_str() {
-                    "latin1" => DefaultAlphabet::Latin1,
-                    "ascii" => DefaultAlphabet::Ascii,
-                    _ => DefaultAlphabet::Gsm7,
-                },
+                resp_ids: cfg.resp_id_format,
+                receipt_ids: cfg.receipt_id_format,
+                alphabet: cfg.default_alphabet,
                 states: (0..binds)
                     .map(|_| AtomicU8::new(DeviceState::Connecting as u8))
                     .collect(),

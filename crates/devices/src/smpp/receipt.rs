@@ -323,20 +323,9 @@ fn key_at(text: &str, i: usize) -> Option<(Key, usize)> {
     })
 }
 
-/// How one side writes message ids.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum IdFormat {
-    /// Unknown: compare as written, only normalising case and leading zeros of ids that
-    /// look numeric (all hex digits).
-    #[default]
-    Auto,
-    /// Hexadecimal digits, any case, optionally `0x`.
-    Hex,
-    /// Decimal digits.
-    Decimal,
-    /// An opaque string (a UUID, a mixed-case token): only trimmed.
-    Text,
-}
+/// How one side writes message ids; parsed from the device's `resp_id_format` and
+/// `receipt_id_format`.
+pub use textgate_core::config::IdFormat;
 
 /// The canonical form of a message id, for matching a receipt with its `submit_sm_resp`
 /// (SMPP 3.4 §4.4.2 `message_id`, a C-string of up to 65 octets whose form the SMSC chooses):

@@ -13,18 +13,9 @@
 
 use textgate_core::encoding::{gsm7, ucs2};
 
-/// What `data_coding` 0x00, "SMSC default alphabet" (SMPP 3.4 §5.2.19), means on a given
-/// SMSC: the spec leaves it to the SMSC.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum DefaultAlphabet {
-    /// GSM 03.38 7-bit, one unpacked septet per octet: what most SMSCs mean.
-    #[default]
-    Gsm7,
-    /// ISO-8859-1, as some SMSCs (and their simulators) use.
-    Latin1,
-    /// IA5 / ASCII.
-    Ascii,
-}
+/// What `data_coding` 0x00 means on a given SMSC; parsed from the device's
+/// `default_alphabet`.
+pub use textgate_core::config::DefaultAlphabet;
 
 /// An inbound message body, decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
