@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
-use textgate_devices::smpp::reassembly::{Assembled, Fragment, PartKey, Pushed, Reassembler};
+use textgate_drivers::smpp::reassembly::{Assembled, Fragment, PartKey, Pushed, Reassembler};
 
 #[derive(Debug, Arbitrary)]
 enum Op {

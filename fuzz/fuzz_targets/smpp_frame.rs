@@ -9,10 +9,10 @@ use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
 use rusmpp::tlvs::TlvValue;
 use rusmpp::{Command, Pdu};
-use textgate_devices::smpp::codec::{self, Frame, HEADER_LEN};
-use textgate_devices::smpp::reassembly::split_udh;
-use textgate_devices::smpp::receipt::{self, IdFormat};
-use textgate_devices::smpp::text::{self, DefaultAlphabet};
+use textgate_drivers::smpp::codec::{self, Frame, HEADER_LEN};
+use textgate_drivers::smpp::reassembly::split_udh;
+use textgate_drivers::smpp::receipt::{self, IdFormat};
+use textgate_drivers::smpp::text::{self, DefaultAlphabet};
 
 const ID_FORMATS: [IdFormat; 4] = [
     IdFormat::Auto,

@@ -4,7 +4,7 @@
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
-use textgate_devices::smpp::receipt::{self, IdFormat, ReceiptState};
+use textgate_drivers::smpp::receipt::{self, IdFormat, ReceiptState};
 
 #[derive(Debug, Arbitrary)]
 struct Input {

@@ -3,8 +3,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use textgate_devices::smpp::reassembly::split_udh;
-use textgate_devices::smpp::text::{decode, Decoded, DefaultAlphabet};
+use textgate_drivers::smpp::reassembly::split_udh;
+use textgate_drivers::smpp::text::{decode, Decoded, DefaultAlphabet};
 
 fuzz_target!(|data: &[u8]| {
     let [data_coding, alphabet, bytes @ ..] = data else {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use textgate_core::config::{redact_url, Config};
-use textgate_devices::dispatcher::Dispatcher;
+use textgate_engine::dispatcher::Dispatcher;
 use textgate_store::Store;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -92,7 +92,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     warn_unknown_users(&cfg, &store).await;
     let root = CancellationToken::new();
     let stops = Stops::new(&root);
-    let devices = textgate_devices::build_devices(&cfg)?;
+    let devices = textgate_drivers::build_devices(&cfg)?;
     let dispatcher = Dispatcher::new(store.clone(), &cfg, devices);
     let running = dispatcher.start(stops.engine.clone());
     let state = textgate_http::AppState::new(store.clone(), dispatcher.clone(), cfg.clone());
@@ -123,7 +123,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let mut gateway_ref: Option<Arc<textgate_smtp::Gateway>> = None;
     let smtp = match textgate_smtp::Listener::bind(&cfg).await? {
         Some(listener) => {
-            let signin = Arc::new(textgate_devices::signin::SignIn::new(
+            let signin = Arc::new(textgate_engine::signin::SignIn::new(
                 store.clone(),
                 &cfg.auth,
             ));
@@ -149,7 +149,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
                 cfg.server.http_listen
             )
         })?;
-    let retention = tokio::spawn(textgate_devices::retention::run(
+    let retention = tokio::spawn(textgate_engine::retention::run(
         store.clone(),
         cfg.retention.clone(),
         cfg.spool.as_ref().map(|s| std::path::PathBuf::from(&s.dir)),

@@ -28,7 +28,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use textgate_core::address::Country;
 use textgate_core::config::Config;
-use textgate_devices::dispatcher::Dispatcher;
+use textgate_engine::dispatcher::Dispatcher;
 use textgate_store::Store;
 
 /// What every handler can reach: one pointer, so that the per-request clone axum makes of it
@@ -71,7 +71,7 @@ pub struct HttpCounters {
     /// Messages accepted through the API.
     pub accepted: AtomicU64,
     /// Webhook deliveries.
-    pub webhooks: Arc<textgate_devices::delivery::DeliveryCounters>,
+    pub webhooks: Arc<textgate_engine::delivery::DeliveryCounters>,
 }
 
 impl AppState {

@@ -216,7 +216,7 @@ pub async fn metrics(State(st): State<AppState>, headers: axum::http::HeaderMap)
     }
     let _ = writeln!(out, "# HELP textgate_device_up Whether the device is up (1) or not (0).\n# TYPE textgate_device_up gauge");
     for e in &d.devices {
-        let up = u8::from(e.state() == textgate_devices::DeviceState::Up);
+        let up = u8::from(e.state() == textgate_drivers::DeviceState::Up);
         let _ = writeln!(
             out,
             "textgate_device_up{{device=\"{}\",kind=\"{}\"}} {up}",
@@ -228,7 +228,7 @@ pub async fn metrics(State(st): State<AppState>, headers: axum::http::HeaderMap)
         (
             "textgate_device_sent_total",
             "Messages the device took.",
-            (|e: &textgate_devices::dispatcher::DeviceEntry| e.stats.sent.load(Ordering::Relaxed))
+            (|e: &textgate_engine::dispatcher::DeviceEntry| e.stats.sent.load(Ordering::Relaxed))
                 as fn(&_) -> u64,
         ),
         (

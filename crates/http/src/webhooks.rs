@@ -1,7 +1,7 @@
 //! Webhooks out (DESIGN.md §5): `message.inbound` events for inbound rules with a webhook,
 //! `message.status` events for messages sent with a `callback_url`.
 //!
-//! The `webhook` channel of the shared delivery loop ([`textgate_devices::delivery`]):
+//! The `webhook` channel of the shared delivery loop ([`textgate_engine::delivery`]):
 //! POSTs with keep-alive connections pooled per host, each body signed with HMAC-SHA256
 //! (`X-Textgate-Signature: sha256=HEX`, and `X-Textgate-Signature-V2: t=…,v1=…` over the
 //! timestamp, the delivery id and the body, so that a receiver can refuse a replayed POST);
@@ -20,8 +20,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{json, Value};
 use sha2::Sha256;
-use textgate_devices::delivery::{Attempt, Channel, Failure};
-use textgate_devices::BoxFuture;
+use textgate_drivers::BoxFuture;
+use textgate_engine::delivery::{Attempt, Channel, Failure};
 use textgate_store::{Delivery, Id};
 
 use crate::AppState;
@@ -76,7 +76,7 @@ struct Webhooks {
     key_secrets: Mutex<HashMap<Id, Option<String>>>,
 }
 
-/// Runs the webhook channel until `stop` is cancelled (see [`textgate_devices::delivery::run`]).
+/// Runs the webhook channel until `stop` is cancelled (see [`textgate_engine::delivery::run`]).
 pub async fn run(st: AppState, stop: tokio_util::sync::CancellationToken) {
     let cfg = st.config.webhooks.clone();
     let guard = Arc::new(crate::callbacks::Guard::from_config(&st.config.server));
@@ -100,7 +100,7 @@ pub async fn run(st: AppState, stop: tokio_util::sync::CancellationToken) {
         guard,
         key_secrets: Mutex::new(HashMap::new()),
     });
-    textgate_devices::delivery::run(
+    textgate_engine::delivery::run(
         st.store.clone(),
         channel,
         cfg,

@@ -1,6 +1,6 @@
 //! What the session's [`Action`]s mean for textgate: credentials checked against users'
 //! passwords (argon2) and API keys, senders tied to users by their e-mail address, and texts
-//! stored through the same path as the HTTP API ([`textgate_devices::submit`]).
+//! stored through the same path as the HTTP API ([`textgate_engine::submit`]).
 //!
 //! Owner rule for senders allowed without AUTH: the user whose `email` is the envelope
 //! sender (compared without regard to case; the oldest such user if several share it); if
@@ -25,9 +25,9 @@ use textgate_core::auth::hex;
 use textgate_core::cache::Recent;
 use textgate_core::clock::{now_ms, Millis};
 use textgate_core::config::Config;
-use textgate_devices::dispatcher::Dispatcher;
-use textgate_devices::signin::{SignIn, Verdict};
-use textgate_devices::submit::{Accepted, Submission};
+use textgate_engine::dispatcher::Dispatcher;
+use textgate_engine::signin::{SignIn, Verdict};
+use textgate_engine::submit::{Accepted, Submission};
 use textgate_store::{Role, Store, User};
 
 use crate::session::{Action, Answer, Credentials, Delivery, Owner};

@@ -1,7 +1,7 @@
 //! The mailer: texts to e-mail through the company's relay (`[mailer]`, DESIGN.md §6), with
 //! the `lettre` crate as the SMTP client.
 //!
-//! It is the `email` channel of the shared delivery loop ([`textgate_devices::delivery`]),
+//! It is the `email` channel of the shared delivery loop ([`textgate_engine::delivery`]),
 //! so every e-mail was queued in the same transaction as what it reports, is retried with
 //! backoff while the relay refuses it or is down, each attempt recorded, and ends delivered
 //! or as a dead letter. It sends:
@@ -21,9 +21,9 @@ use lettre::transport::smtp::client::{Tls, TlsParameters};
 use lettre::{Address, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use textgate_core::clock::format_rfc3339;
 use textgate_core::config::{Config, MailerConfig, RelayTls};
-use textgate_devices::delivery::{Attempt, Channel, Failure};
-use textgate_devices::dispatcher::Dispatcher;
-use textgate_devices::BoxFuture;
+use textgate_drivers::BoxFuture;
+use textgate_engine::delivery::{Attempt, Channel, Failure};
+use textgate_engine::dispatcher::Dispatcher;
 use textgate_store::{Delivery, Id, Inbound, Message as Sms, Store};
 
 /// One e-mail, before it has its recipients.
@@ -275,7 +275,7 @@ pub async fn run(
         return Ok(());
     };
     let mailer = Arc::new(Mailer::new(store.clone(), &cfg, m)?);
-    textgate_devices::delivery::run(
+    textgate_engine::delivery::run(
         store,
         mailer,
         m.delivery_policy(),

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use textgate_core::config::{Config, Dur, SmtpConfig};
-use textgate_devices::dispatcher::Dispatcher;
+use textgate_engine::dispatcher::Dispatcher;
 use textgate_smtp::{Gateway, Listener, Running};
 use textgate_store::{MessageFilter, NewUser, Role, Store};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -17,7 +17,7 @@ struct Server {
     running: Option<Running>,
     stop: tokio_util::sync::CancellationToken,
     store: Store,
-    _dispatcher: textgate_devices::dispatcher::Running,
+    _dispatcher: textgate_engine::dispatcher::Running,
 }
 
 async fn start(tune: impl FnOnce(&mut SmtpConfig)) -> Server {
@@ -48,10 +48,10 @@ async fn start(tune: impl FnOnce(&mut SmtpConfig)) -> Server {
         })
         .await
         .expect("user");
-    let devices = textgate_devices::build_devices(&cfg).expect("devices");
+    let devices = textgate_drivers::build_devices(&cfg).expect("devices");
     let dispatcher = Dispatcher::new(store.clone(), &cfg, devices);
     let dispatcher_running = dispatcher.start(tokio_util::sync::CancellationToken::new());
-    let signin = Arc::new(textgate_devices::signin::SignIn::new(
+    let signin = Arc::new(textgate_engine::signin::SignIn::new(
         store.clone(),
         &cfg.auth,
     ));

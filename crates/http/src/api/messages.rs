@@ -3,7 +3,7 @@
 //!
 //! A send is validated whole before anything is stored (numbers, sender, text, times), then
 //! all its messages and the answer for its `Idempotency-Key` are committed in one
-//! transaction (through [`textgate_devices::submit`], the path the e-mail gateway shares),
+//! transaction (through [`textgate_engine::submit`], the path the e-mail gateway shares),
 //! and only then is 202 sent.
 
 use std::sync::atomic::Ordering;
@@ -21,7 +21,7 @@ use textgate_core::address::{Recipient, Sender};
 use textgate_core::clock::{format_rfc3339, now_ms, parse_rfc3339, Millis};
 use textgate_core::encoding::{Body, BodyError};
 use textgate_core::status::Status;
-use textgate_devices::submit::{Accepted, Submission};
+use textgate_engine::submit::{Accepted, Submission};
 use textgate_store::{Cancel, Idempotency, Message, MessageFilter};
 
 use super::json_body;

@@ -9,7 +9,6 @@ use std::sync::OnceLock;
 
 use textgate_core::clock::now_ms;
 use textgate_core::config::LoopbackConfig;
-use textgate_store::NewInbound;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{Ack, BoxFuture, Device, DeviceEvent, DeviceState, OutboundSms, SendError, Submitted};
@@ -40,7 +39,7 @@ impl Loopback {
     fn receive(&self, from: &str, to: &str, body: &str) -> Option<oneshot::Receiver<bool>> {
         let events = self.events.get()?;
         let (ack, rx) = Ack::channel();
-        let text = NewInbound {
+        let text = crate::InboundText {
             device: self.name.clone(),
             from: from.to_string(),
             to: to.to_string(),
@@ -55,7 +54,6 @@ impl Loopback {
             partial: false,
             dedup_key: None,
             received_at: now_ms(),
-            routing: Default::default(),
         };
         crate::emit(
             events,

@@ -762,7 +762,7 @@ impl<'a> Session<'a> {
             Decoded::Text { text, encoding } => (text, encoding.to_string()),
             Decoded::Binary { bytes } => (textgate_core::auth::hex(&bytes), "binary".to_string()),
         };
-        let text = textgate_store::NewInbound {
+        let text = crate::InboundText {
             device: self.ctx.shared.name.clone(),
             dedup_key: None,
             from,
@@ -772,7 +772,6 @@ impl<'a> Session<'a> {
             parts: i64::from(parts),
             partial,
             received_at: now_ms(),
-            routing: Default::default(),
         };
         self.ctx.shared.received.fetch_add(1, Ordering::Relaxed);
         let ack = ack_seq.map(|seq| self.ack_when_recorded(seq));

@@ -1,29 +1,17 @@
-//! SMS devices and the dispatcher that feeds them.
+//! textgate's SMS device drivers, behind one trait, knowing nothing of storage: a driver
+//! takes [`OutboundSms`] and reports [`DeviceEvent`]s; the engine (`textgate-engine`) wires
+//! them to the store.
 //!
 //! - [`Device`]: the one interface every driver implements (`smpp`, `modem`, `remote`,
 //!   `loopback`): send a message, report its parts' receipts and inbound texts as
 //!   [`DeviceEvent`]s, say what state it is in.
+//! - [`smpp`]: SMPP 3.4 sessions: the frame codec, PDUs, receipts, long texts, the session.
 //! - [`loopback`]: the built-in device for demos and tests.
-//! - [`dispatcher`]: claims due messages from the store, routes them to devices in failover
-//!   order, retries transient errors with backoff, and records every outcome and receipt.
-//! - [`inbound`]: inbound texts' routing by the rules, and the suppression list.
-//! - [`delivery`]: the loop that makes webhook and e-mail deliveries, with retries and dead
-//!   letters.
-//! - [`retention`]: old records and files deleted (or stripped of their text) in batches.
-//! - [`signin`]: passwords and API keys given by people, checked with limits on failures
-//!   and on concurrent hashes.
-//! - [`submit`]: how validated texts from any edge (HTTP, e-mail) are stored and handed to
-//!   the dispatcher.
+//! - [`build_devices`]: the devices a configuration names.
 #![forbid(unsafe_code)]
 
-pub mod delivery;
-pub mod dispatcher;
-pub mod inbound;
 pub mod loopback;
-pub mod retention;
-pub mod signin;
 pub mod smpp;
-pub mod submit;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -129,10 +117,34 @@ pub enum DeviceEvent {
     /// `ack` answers `true` (the text is committed).
     Inbound {
         /// The text.
-        text: textgate_store::NewInbound,
+        text: InboundText,
         /// Answered once the text is stored (`true`) or could not be (`false`).
         ack: Option<Ack>,
     },
+}
+
+/// An inbound text as a device received it (the engine normalises its numbers, routes it
+/// and stores it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboundText {
+    /// The device that received it.
+    pub device: String,
+    /// The sender, as received.
+    pub from: String,
+    /// The number it was sent to, as received.
+    pub to: String,
+    /// The text.
+    pub body: String,
+    /// `gsm7`, `ucs2`, `latin1` or `binary`.
+    pub encoding: String,
+    /// How many parts it came in.
+    pub parts: i64,
+    /// Whether some parts never arrived.
+    pub partial: bool,
+    /// A key that is the same for a repeated delivery of the same text (device-specific).
+    pub dedup_key: Option<String>,
+    /// When.
+    pub received_at: Millis,
 }
 
 /// How a device hears that an event it reported is recorded: called once, with `true` once

@@ -34,7 +34,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::inbound::{InboundRouter, OPTED_OUT};
-use crate::{Device, DeviceEvent, DeviceState, OutboundSms, SendError};
+use textgate_drivers::{Device, DeviceEvent, DeviceState, OutboundSms, SendError};
 
 /// Messages claimed but not yet recorded, at most.
 const IN_FLIGHT: usize = 8192;
@@ -288,7 +288,7 @@ impl Dispatcher {
         let mut senders = JoinSet::new();
         let mut recorder = JoinSet::new();
         let (rec_tx, rec_rx) = mpsc::unbounded_channel::<Record>();
-        let (ev_tx, ev_rx) = mpsc::channel::<DeviceEvent>(crate::EVENTS_CAPACITY);
+        let (ev_tx, ev_rx) = mpsc::channel::<DeviceEvent>(textgate_drivers::EVENTS_CAPACITY);
         let mut queues = Vec::new();
         for (i, entry) in self.devices.iter().enumerate() {
             // A disabled device is listed but never connects.
@@ -729,7 +729,9 @@ impl Dispatcher {
                             at,
                         });
                     }
-                    Record::Event(DeviceEvent::Inbound { text, ack }) => inbound.push((text, ack)),
+                    Record::Event(DeviceEvent::Inbound { text, ack }) => {
+                        inbound.push((stored_form(text), ack))
+                    }
                 }
             }
             if !inbound.is_empty() {
@@ -764,7 +766,10 @@ impl Dispatcher {
 
     /// Stores a round's inbound texts in one commit, then lets each device acknowledge its
     /// own; on failure none is acknowledged, so the SMSC delivers them again.
-    async fn store_inbound(&self, texts: Vec<(textgate_store::NewInbound, Option<crate::Ack>)>) {
+    async fn store_inbound(
+        &self,
+        texts: Vec<(textgate_store::NewInbound, Option<textgate_drivers::Ack>)>,
+    ) {
         let (mut rows, acks): (Vec<_>, Vec<_>) = texts.into_iter().unzip();
         for t in &mut rows {
             self.inbound.route(t);
@@ -1044,4 +1049,21 @@ fn attach_receipts(
         }
     }
     receipts.extend(pending.into_values());
+}
+
+/// A driver's inbound text in the form the store takes (its routing is worked out later,
+/// by [`crate::inbound::InboundRouter::route`]).
+fn stored_form(t: textgate_drivers::InboundText) -> textgate_store::NewInbound {
+    textgate_store::NewInbound {
+        device: t.device,
+        from: t.from,
+        to: t.to,
+        body: t.body,
+        encoding: t.encoding,
+        parts: t.parts,
+        partial: t.partial,
+        dedup_key: t.dedup_key,
+        received_at: t.received_at,
+        routing: Default::default(),
+    }
 }

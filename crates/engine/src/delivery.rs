@@ -18,7 +18,7 @@ use textgate_store::{Delivery, DeliveryResult, Id, Store};
 use tokio::sync::{mpsc, Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use crate::BoxFuture;
+use textgate_drivers::BoxFuture;
 
 /// Deliveries claimed in one query, at most.
 const CLAIM_BATCH: usize = 512;

@@ -1,0 +1,21 @@
+//! textgate's engine: what runs the drivers (`textgate-drivers`) against the store.
+//!
+//! - [`dispatcher`]: claims due messages from the store, routes them to devices in failover
+//!   order, retries transient errors with backoff, and records every outcome, receipt and
+//!   inbound text the devices report.
+//! - [`inbound`]: inbound texts' routing by the rules, and the suppression list.
+//! - [`delivery`]: the loop that makes webhook and e-mail deliveries, with retries, per-user
+//!   slots and dead letters.
+//! - [`submit`]: how validated texts from any edge (HTTP, e-mail) are stored and handed to
+//!   the dispatcher.
+//! - [`signin`]: passwords and API keys given by people, checked with limits on failures and
+//!   on concurrent hashes.
+//! - [`retention`]: old records and files deleted (or stripped of their text) in batches.
+#![forbid(unsafe_code)]
+
+pub mod delivery;
+pub mod dispatcher;
+pub mod inbound;
+pub mod retention;
+pub mod signin;
+pub mod submit;
