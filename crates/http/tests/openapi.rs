@@ -24,7 +24,13 @@ fn routed() -> BTreeSet<(String, String)> {
         // The route's handlers run to the next `.route(` (or the end of the router).
         let end = rest.find(".route(").unwrap_or(rest.len());
         let handlers = &rest[close..end];
-        for (word, method) in [("get(", "GET"), ("post(", "POST"), ("delete(", "DELETE"), ("patch(", "PATCH"), ("put(", "PUT")] {
+        for (word, method) in [
+            ("get(", "GET"),
+            ("post(", "POST"),
+            ("delete(", "DELETE"),
+            ("patch(", "PATCH"),
+            ("put(", "PUT"),
+        ] {
             if handlers.contains(word) {
                 out.insert((method.to_string(), path.clone()));
             }
@@ -51,8 +57,14 @@ fn every_route_is_documented_and_every_documented_path_is_routed() {
     let (r, d) = (routed(), documented());
     let undocumented: Vec<_> = r.difference(&d).collect();
     let unrouted: Vec<_> = d.difference(&r).collect();
-    assert!(undocumented.is_empty(), "routes missing from openapi.json: {undocumented:?}");
-    assert!(unrouted.is_empty(), "documented but not routed: {unrouted:?}");
+    assert!(
+        undocumented.is_empty(),
+        "routes missing from openapi.json: {undocumented:?}"
+    );
+    assert!(
+        unrouted.is_empty(),
+        "documented but not routed: {unrouted:?}"
+    );
     assert!(r.len() > 20, "the source scan found the routes: {r:?}");
 }
 
@@ -79,7 +91,9 @@ async fn the_router_answers_every_documented_path_itself() {
             .expect("request");
         let resp = app.call(req).await.expect("an answer");
         let status = resp.status().as_u16();
-        let body = axum::body::to_bytes(resp.into_body(), 1 << 20).await.expect("body");
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .expect("body");
         let text = String::from_utf8_lossy(&body);
         assert!(
             status != 405 && !text.contains("no such endpoint"),

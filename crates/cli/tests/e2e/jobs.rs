@@ -326,17 +326,25 @@ fn pause_resume_and_cancel() {
     let p = app.req("POST", &format!("/api/v1/jobs/{id}/pause"), None);
     assert_eq!(p.status, 200, "{}", p.text());
     assert_eq!(p.json()["state"], "paused");
-    // What was already handed to the device may still finish; then nothing moves.
-    std::thread::sleep(Duration::from_millis(500));
-    let held = job(&app, &app.key, id)["finished"].as_i64().unwrap();
-    std::thread::sleep(Duration::from_millis(1000));
+    // What was already handed to the device finishes; every other row is held back
+    // (scheduled until the job resumes), none left where the dispatcher could claim it.
+    let n = |j: &Value, s: &str| j["counts"][s].as_i64().unwrap_or(0);
+    let j = wait_job(&app, id, 30, |j| {
+        n(j, "sending") == 0 && n(j, "queued") == 0
+    });
+    let held = j["finished"].as_i64().unwrap();
+    assert!(held < 400 && n(&j, "scheduled") > 0, "{j}");
+    // The dispatcher claims again (an API text goes out), and still the job does not move.
+    let t = app.send_ok(&json!({"to": "+15559990001", "body": "meanwhile"}))[0]["id"]
+        .as_i64()
+        .unwrap();
+    assert_eq!(app.wait_final(t)["status"], "delivered");
     let j = job(&app, &app.key, id);
     assert_eq!(
         j["finished"].as_i64().unwrap(),
         held,
         "a paused job went on sending: {j}"
     );
-    assert!(held < 400, "{j}");
     let r = app.req("POST", &format!("/api/v1/jobs/{id}/resume"), None);
     assert_eq!(r.json()["state"], "running", "{}", r.text());
     wait_job(&app, id, 30, |j| {

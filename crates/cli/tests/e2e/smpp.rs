@@ -339,7 +339,7 @@ fn a_dropped_connection_resends_only_what_was_not_acknowledged() {
 
 #[test]
 fn a_refused_bind_is_shown_and_retried() {
-    let smsc = Smsc::start(&[]);
+    let mut smsc = Smsc::start(&[]);
     let app = spawn_smpp_app(
         &smsc
             .device("")
@@ -354,8 +354,14 @@ fn a_refused_bind_is_shown_and_retried() {
     let id = app.send_ok(&json!({"to": "+15551234567", "body": "waits"}))[0]["id"]
         .as_i64()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
-    assert_ne!(app.message(id)["status"], "delivered");
+    // It binds again and again (with backoff), and meanwhile the text waits, neither sent
+    // nor failed.
+    let before = smsc.stats()["bind_failures"].as_u64().unwrap_or(0);
+    wait_for("two more refused binds", || {
+        smsc.stats()["bind_failures"].as_u64().unwrap_or(0) >= before + 2
+    });
+    let m = app.message(id);
+    assert!(!is_final(m["status"].as_str().unwrap()), "{m}");
 }
 
 #[test]
