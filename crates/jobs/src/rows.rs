@@ -243,16 +243,53 @@ impl Checker {
     }
 }
 
+/// Where the line breaks of the file are, as the reader passes them: rows are numbered from
+/// these, not from the CSV reader's own line count, which lags after a CRLF it has read only
+/// half of and counts an unclosed quote's last break twice.
+#[derive(Debug, Default)]
+struct Breaks {
+    /// Offsets of line breaks read but not yet counted (in order).
+    pending: std::collections::VecDeque<u64>,
+    /// Line breaks before `upto`.
+    counted: u64,
+    /// The offset of the last break counted.
+    last: Option<u64>,
+}
+
+impl Breaks {
+    /// The line breaks before byte `p` (`p` never goes back).
+    fn before(&mut self, p: u64) -> u64 {
+        while let Some(&b) = self.pending.front() {
+            if b >= p {
+                break;
+            }
+            self.pending.pop_front();
+            self.counted += 1;
+            self.last = Some(b);
+        }
+        self.counted
+    }
+
+    /// Starts again at a position with `counted` breaks before it (a resumed import).
+    fn reset(&mut self, counted: u64) {
+        *self = Breaks {
+            counted,
+            ..Breaks::default()
+        };
+    }
+}
+
 /// Counts bytes read, and refuses to go further than [`MAX_ROW_BYTES`] past the start of
-/// the row being read.
+/// the row being read; notes where the line breaks are ([`Breaks`]).
 ///
 /// It also hands a lone CR (the line end of classic Mac files, still written by some
-/// spreadsheets) to the CSV reader as LF: the reader ends a line at either, but counts lines
-/// by LF only, and rows are numbered from its line count. Byte for byte, so offsets hold.
+/// spreadsheets) to the CSV reader as LF, so that one break is one LF whatever the file's
+/// line ends. Byte for byte, so offsets hold.
 struct Guard<R> {
     inner: R,
     read: u64,
     row_start: Rc<Cell<u64>>,
+    breaks: Rc<std::cell::RefCell<Breaks>>,
 }
 
 impl<R: BufRead> Read for Guard<R> {
@@ -264,6 +301,7 @@ impl<R: BufRead> Read for Guard<R> {
             ));
         }
         let n = self.inner.read(buf)?;
+        let mut breaks = self.breaks.borrow_mut();
         for i in 0..n {
             if buf[i] == b'\r' {
                 let next = match buf[..n].get(i + 1) {
@@ -273,6 +311,9 @@ impl<R: BufRead> Read for Guard<R> {
                 if next != Some(b'\n') {
                     buf[i] = b'\n';
                 }
+            }
+            if buf[i] == b'\n' {
+                breaks.pending.push_back(self.read + i as u64);
             }
         }
         self.read += n as u64;
@@ -294,17 +335,21 @@ pub struct CsvRows {
     rdr: csv::Reader<Guard<BufReader<File>>>,
     rec: csv::ByteRecord,
     row_start: Rc<Cell<u64>>,
-    /// Newlines inside quoted fields so far: a row's number is its line less these.
+    breaks: Rc<std::cell::RefCell<Breaks>>,
+    /// Line breaks inside quoted fields so far: a row's number is one more than the breaks
+    /// before it, less these.
     embedded: i64,
-    /// The file's length, and whether it ends with a line break (for the last row's line).
+    /// The file's length, and its last two bytes (for the last row's line end).
     len: u64,
-    ends_with_newline: bool,
+    tail: [u8; 2],
     next: ResumePoint,
 }
 
 fn io_err(e: std::io::Error) -> JobError {
     JobError::Io(e.to_string())
 }
+
+const BOM: &[u8] = b"\xef\xbb\xbf";
 
 impl CsvRows {
     /// Opens a file and reads its header (trimmed; a UTF-8 byte order mark is dropped);
@@ -315,28 +360,28 @@ impl CsvRows {
     ) -> Result<(CsvRows, Vec<String>), JobError> {
         let mut file = File::open(path).map_err(io_err)?;
         let len = file.metadata().map_err(io_err)?.len();
-        let ends_with_newline = if len == 0 {
-            true
-        } else {
-            file.seek(SeekFrom::Start(len - 1)).map_err(io_err)?;
-            let mut last = [0u8];
-            file.read_exact(&mut last).map_err(io_err)?;
+        let mut tail = [0u8; 2];
+        if len > 0 {
+            let from = len.saturating_sub(2);
+            file.seek(SeekFrom::Start(from)).map_err(io_err)?;
+            let n = usize::try_from(len - from).unwrap_or(2);
+            file.read_exact(&mut tail[2 - n..]).map_err(io_err)?;
             file.seek(SeekFrom::Start(0)).map_err(io_err)?;
-            matches!(last[0], b'\n' | b'\r')
-        };
+        }
         let row_start = Rc::new(Cell::new(0));
+        let breaks = Rc::new(std::cell::RefCell::new(Breaks::default()));
         let guard = Guard {
             inner: BufReader::with_capacity(64 * 1024, file),
             read: 0,
             row_start: row_start.clone(),
+            breaks: breaks.clone(),
         };
         let mut rdr = csv::ReaderBuilder::new()
             .has_headers(true)
             .flexible(true)
             .from_reader(guard);
-        let header: Vec<String> = rdr
-            .byte_headers()
-            .map_err(|e| csv_err(e, 1))?
+        let header_rec = rdr.byte_headers().map_err(|e| csv_err(e, 1))?.clone();
+        let header: Vec<String> = header_rec
             .iter()
             .enumerate()
             .map(|(i, h)| {
@@ -353,23 +398,22 @@ impl CsvRows {
             rdr,
             rec: csv::ByteRecord::new(),
             row_start,
-            embedded: 0,
+            breaks,
+            embedded: newlines(&header_rec),
             len,
-            ends_with_newline,
+            tail,
             next: ResumePoint::default(),
         };
-        let pos = rows.rdr.position().clone();
-        rows.next = ResumePoint {
-            offset: pos.byte() as i64,
-            line: pos.line() as i64,
-            row: 2,
-        };
-        rows.embedded = rows.next.line - rows.next.row;
+        let end = rows.rdr.position().byte();
+        rows.next = rows.point_after(end);
         if let Some(start) = start {
             let mut p = csv::Position::new();
             p.set_byte(start.offset as u64).set_line(start.line as u64);
             rows.rdr.seek(p).map_err(|e| csv_err(e, start.row))?;
             rows.row_start.set(start.offset as u64);
+            rows.breaks
+                .borrow_mut()
+                .reset(u64::try_from(start.line - 1).unwrap_or(0));
             rows.next = start;
             rows.embedded = start.line - start.row;
         }
@@ -381,6 +425,17 @@ impl CsvRows {
         self.next
     }
 
+    /// The resume point at byte `end` (the end of a row): `line - row` is the line breaks
+    /// inside quoted fields so far, which is what a resumed reader needs.
+    fn point_after(&mut self, end: u64) -> ResumePoint {
+        let before = self.breaks.borrow_mut().before(end) as i64;
+        ResumePoint {
+            offset: end as i64,
+            line: before + 1,
+            row: before + 1 - self.embedded,
+        }
+    }
+
     /// The next row and its number, or `None` at the end.
     pub fn next_row(&mut self) -> Result<Option<(i64, &csv::ByteRecord)>, JobError> {
         let more = self
@@ -390,26 +445,49 @@ impl CsvRows {
         if !more {
             return Ok(None);
         }
-        let pos = self.rdr.position();
-        self.row_start.set(pos.byte());
-        let newlines: i64 = self
-            .rec
-            .iter()
-            .map(|f| f.iter().filter(|b| **b == b'\n').count() as i64)
-            .sum();
-        let line_after = pos.line() as i64;
-        // The line break that ends the row moved the line on, unless the file ends with
-        // this row and no line break.
-        let ended_by_break = pos.byte() < self.len || self.ends_with_newline;
-        let row = line_after - i64::from(ended_by_break) - newlines - self.embedded;
-        self.embedded += newlines;
-        self.next = ResumePoint {
-            offset: pos.byte() as i64,
-            line: line_after,
-            row: row + 1,
-        };
+        // The reader drops a byte order mark only at the very start of what it reads, so a
+        // row that begins with one after a resumed read would differ from a straight one.
+        if self.rec.get(0).is_some_and(|f| f.starts_with(BOM)) {
+            let mut fixed = csv::ByteRecord::new();
+            for (i, f) in self.rec.iter().enumerate() {
+                fixed.push_field(if i == 0 { &f[BOM.len()..] } else { f });
+            }
+            fixed.set_position(self.rec.position().cloned());
+            self.rec = fixed;
+        }
+        let end = self.rdr.position().byte();
+        self.row_start.set(end);
+        self.embedded += newlines(&self.rec);
+        let ended_by_break = self.ended_by_break(end);
+        self.next = self.point_after(end);
+        // The breaks before the row's end are those before it, its own, and the one that
+        // ended it (if one did, and the reader took it: it may stop between CR and LF).
+        let row = self.next.row - i64::from(ended_by_break);
         Ok(Some((row, &self.rec)))
     }
+
+    /// Whether the row that ends at `end` was ended by a line break before `end`.
+    fn ended_by_break(&mut self, end: u64) -> bool {
+        let mut breaks = self.breaks.borrow_mut();
+        breaks.before(end);
+        let last_is_break = end > 0 && breaks.last == Some(end - 1);
+        if end < self.len {
+            // Inside the file, a row can only end with its terminator.
+            return last_is_break;
+        }
+        // At the end of the file the last break may be inside the row's last field: a quote
+        // left open swallows it (unless the field's closing quote stands before it).
+        let open_quote_took_it =
+            self.rec.iter().last().is_some_and(|f| f.ends_with(b"\n")) && self.tail[0] != b'"';
+        last_is_break && !open_quote_took_it
+    }
+}
+
+/// The line breaks inside a record's fields (quoted fields may span lines).
+fn newlines(rec: &csv::ByteRecord) -> i64 {
+    rec.iter()
+        .map(|f| f.iter().filter(|b| **b == b'\n').count() as i64)
+        .sum()
 }
 
 fn csv_err(e: csv::Error, row: i64) -> JobError {
@@ -551,6 +629,81 @@ mod tests {
             matches!(&e, JobError::Header(m) if m.contains("body")),
             "{e}"
         );
+    }
+
+    /// Rows as numbered straight through, and as numbered when resumed after each row: the
+    /// two must agree, whatever the line ends.
+    fn rows_straight_and_resumed(text: &[u8]) -> Vec<i64> {
+        let mut sp = spec();
+        sp.dedupe = true;
+        let all = check_all(text, sp).unwrap();
+        let rows: Vec<i64> = all.iter().map(|r| r.0).collect();
+        let p = tmp(text);
+        for (i, (_, _, point)) in all.iter().enumerate() {
+            let (mut resumed, _) = CsvRows::open(&p, Some(*point)).unwrap();
+            let mut rest = Vec::new();
+            while let Some((row, _)) = resumed.next_row().unwrap() {
+                rest.push(row);
+            }
+            assert_eq!(rest, rows[i + 1..], "resumed after row {}", rows[i]);
+        }
+        let _ = std::fs::remove_file(p);
+        rows
+    }
+
+    #[test]
+    fn crlf_and_mixed_line_ends_number_rows_like_a_spreadsheet() {
+        // Found by fuzzing: after a CRLF the reader's own line count lagged, so rows were
+        // numbered 2, 2, 4 and `dedupe` took the repeated number twice.
+        let text = b"to,body\n+15550000001,a\n+15550000001,b\r\n+15550000003,c\n";
+        assert_eq!(rows_straight_and_resumed(text), vec![2, 3, 4]);
+        let mut sp = spec();
+        sp.dedupe = true;
+        let all = check_all(text, sp).unwrap();
+        assert_eq!(summary(&all)[1], (3, "dup 2".into()));
+        assert_eq!(
+            rows_straight_and_resumed(b"to,body\r\n+15550000001,a\r\n+15550000002,b"),
+            vec![2, 3]
+        );
+        assert_eq!(
+            rows_straight_and_resumed(b"to,body\n+15550000001,a\r\n+15550000002,b\n"),
+            vec![2, 3]
+        );
+        // Blank lines count as rows, in any line end.
+        assert_eq!(
+            rows_straight_and_resumed(b"to,body\r\n\r\n+15550000001,a\r\n\n\r+15550000002,b\r\n"),
+            vec![3, 6]
+        );
+        // A quoted field spanning lines is one row.
+        assert_eq!(
+            rows_straight_and_resumed(b"to,body\r\n+15550000001,\"a\r\nb\"\r\n+15550000002,c\r\n"),
+            vec![2, 3]
+        );
+    }
+
+    #[test]
+    fn an_unclosed_quote_at_the_end_counts_its_line_break_once() {
+        // Found by fuzzing: numbered 2, 2.
+        let text = b"to,body\n+15550000001,a\n+15550000002,\"b\n";
+        assert_eq!(rows_straight_and_resumed(text), vec![2, 3]);
+        // A closed quote ending in a line break, then the row's own.
+        assert_eq!(
+            rows_straight_and_resumed(b"to,body\n+15550000001,\"b\n\"\n+15550000002,c\n"),
+            vec![2, 3]
+        );
+        assert_eq!(
+            rows_straight_and_resumed(b"to,body\n+15550000001,\"b\n\"\n"),
+            vec![2]
+        );
+    }
+
+    #[test]
+    fn a_byte_order_mark_before_a_row_is_dropped_whether_resumed_or_not() {
+        // Found by fuzzing: the reader drops a BOM only at the start of what it reads.
+        let text = b"to,body\n+15550000001,a\n\xef\xbb\xbf+15550000002,b\n";
+        let all = check_all(text, spec()).unwrap();
+        assert_eq!(summary(&all)[1], (3, "ok +15550000002 b".into()));
+        assert_eq!(rows_straight_and_resumed(text), vec![2, 3]);
     }
 
     #[test]

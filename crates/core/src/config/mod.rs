@@ -235,6 +235,15 @@ mod tests {
     }
 
     #[test]
+    fn durations_over_a_century_are_refused() {
+        let e = Config::parse("[server]\nretry_backoff_max = \"500000000000y\"\n", &no_env)
+            .unwrap_err();
+        assert!(e.message.contains("100 years"), "{e}");
+        let ok = Config::parse("[server]\nretry_backoff_max = \"99y\"\n", &no_env).unwrap();
+        assert!(ok.server.retry_backoff_max.0 > Duration::from_secs(99 * 365 * 24 * 3600));
+    }
+
+    #[test]
     fn embedded_defaults_check() {
         let c = Config::embedded_defaults();
         c.check().unwrap();

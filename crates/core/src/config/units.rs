@@ -17,6 +17,9 @@ pub fn backoff(first: Duration, max: Duration, attempt: u32, jitter: f64) -> Dur
         .unwrap_or(Duration::MAX)
 }
 
+/// The longest duration the file takes.
+pub const MAX_DURATION: Duration = Duration::from_secs(100 * 366 * 24 * 3600);
+
 /// A duration written like `30s`, `5m`, `1h 30m`, `250ms`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Dur(pub Duration);
@@ -24,11 +27,19 @@ pub struct Dur(pub Duration);
 impl<'de> Deserialize<'de> for Dur {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        humantime::parse_duration(&s).map(Dur).map_err(|e| {
+        let d = humantime::parse_duration(&s).map_err(|e| {
             serde::de::Error::custom(format!(
                 "\"{s}\" is not a duration ({e}): write it like \"30s\", \"5m\" or \"250ms\""
             ))
-        })
+        })?;
+        // Times are milliseconds in an i64 (about 292 million years): no setting needs more
+        // than a century, and a longer one would overflow where it is added to a time.
+        if d > MAX_DURATION {
+            return Err(serde::de::Error::custom(format!(
+                "\"{s}\" is longer than 100 years: no setting needs more"
+            )));
+        }
+        Ok(Dur(d))
     }
 }
 
