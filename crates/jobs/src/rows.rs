@@ -477,8 +477,12 @@ impl CsvRows {
         }
         // At the end of the file the last break may be inside the row's last field: a quote
         // left open swallows it (unless the field's closing quote stands before it).
-        let open_quote_took_it =
-            self.rec.iter().last().is_some_and(|f| f.ends_with(b"\n")) && self.tail[0] != b'"';
+        let open_quote_took_it = self
+            .rec
+            .iter()
+            .next_back()
+            .is_some_and(|f| f.ends_with(b"\n"))
+            && self.tail[0] != b'"';
         last_is_break && !open_quote_took_it
     }
 }
