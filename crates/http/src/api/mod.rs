@@ -44,11 +44,21 @@ pub fn json_body<T: DeserializeOwned>(
             ApiError::bad_request("unreadable_body", format!("the request body could not be read: {e}"))
         }
     })?;
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::bad_request(
-            "empty_request",
-            "the request has no body: send a JSON object",
-        ));
+    match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        None => {
+            return Err(ApiError::bad_request(
+                "empty_request",
+                "the request has no body: send a JSON object",
+            ))
+        }
+        // serde would also read a struct from an array of its fields.
+        Some(b) if *b != b'{' => {
+            return Err(ApiError::bad_request(
+                "invalid_json",
+                "the body must be a JSON object, like {\"to\": \"+15551234567\", \"body\": \"Hi\"}",
+            ))
+        }
+        Some(_) => {}
     }
     let value = serde_json::from_slice(&bytes).map_err(|e| {
         let msg = e.to_string();
@@ -127,12 +137,17 @@ pub fn list_query<T>(
 pub fn id_cursor(raw: Option<&str>) -> Result<Option<i64>, ApiError> {
     match raw {
         None | Some("") => Ok(None),
-        Some(c) => c.parse::<i64>().map(Some).map_err(|_| {
-            ApiError::bad_request(
-                "invalid_cursor",
-                "cursor must be a next_cursor value from an earlier page",
-            )
-        }),
+        Some(c) => c
+            .parse::<i64>()
+            .ok()
+            .filter(|n| *n >= 0)
+            .map(Some)
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_cursor",
+                    "cursor must be a next_cursor value from an earlier page",
+                )
+            }),
     }
 }
 
