@@ -339,9 +339,9 @@ pub struct CsvRows {
     /// Line breaks inside quoted fields so far: a row's number is one more than the breaks
     /// before it, less these.
     embedded: i64,
-    /// The file's length, and its last two bytes (for the last row's line end).
+    /// The file, and its length (for the last row's line end).
+    path: std::path::PathBuf,
     len: u64,
-    tail: [u8; 2],
     next: ResumePoint,
 }
 
@@ -358,16 +358,8 @@ impl CsvRows {
         path: &Path,
         start: Option<ResumePoint>,
     ) -> Result<(CsvRows, Vec<String>), JobError> {
-        let mut file = File::open(path).map_err(io_err)?;
+        let file = File::open(path).map_err(io_err)?;
         let len = file.metadata().map_err(io_err)?.len();
-        let mut tail = [0u8; 2];
-        if len > 0 {
-            let from = len.saturating_sub(2);
-            file.seek(SeekFrom::Start(from)).map_err(io_err)?;
-            let n = usize::try_from(len - from).unwrap_or(2);
-            file.read_exact(&mut tail[2 - n..]).map_err(io_err)?;
-            file.seek(SeekFrom::Start(0)).map_err(io_err)?;
-        }
         let row_start = Rc::new(Cell::new(0));
         let breaks = Rc::new(std::cell::RefCell::new(Breaks::default()));
         let guard = Guard {
@@ -400,8 +392,8 @@ impl CsvRows {
             row_start,
             breaks,
             embedded: newlines(&header_rec),
+            path: path.to_path_buf(),
             len,
-            tail,
             next: ResumePoint::default(),
         };
         let end = rows.rdr.position().byte();
@@ -438,6 +430,7 @@ impl CsvRows {
 
     /// The next row and its number, or `None` at the end.
     pub fn next_row(&mut self) -> Result<Option<(i64, &csv::ByteRecord)>, JobError> {
+        let began = self.next.offset.max(0) as u64;
         let more = self
             .rdr
             .read_byte_record(&mut self.rec)
@@ -458,7 +451,7 @@ impl CsvRows {
         let end = self.rdr.position().byte();
         self.row_start.set(end);
         self.embedded += newlines(&self.rec);
-        let ended_by_break = self.ended_by_break(end);
+        let ended_by_break = self.ended_by_break(began, end)?;
         self.next = self.point_after(end);
         // The breaks before the row's end are those before it, its own, and the one that
         // ended it (if one did, and the reader took it: it may stop between CR and LF).
@@ -466,25 +459,63 @@ impl CsvRows {
         Ok(Some((row, &self.rec)))
     }
 
-    /// Whether the row that ends at `end` was ended by a line break before `end`.
-    fn ended_by_break(&mut self, end: u64) -> bool {
-        let mut breaks = self.breaks.borrow_mut();
-        breaks.before(end);
-        let last_is_break = end > 0 && breaks.last == Some(end - 1);
-        if end < self.len {
-            // Inside the file, a row can only end with its terminator.
-            return last_is_break;
+    /// Whether the row read from `began` (after the row before it) to `end` was ended by a
+    /// line break before `end`.
+    fn ended_by_break(&mut self, began: u64, end: u64) -> Result<bool, JobError> {
+        let last_is_break = {
+            let mut breaks = self.breaks.borrow_mut();
+            breaks.before(end);
+            end > 0 && breaks.last == Some(end - 1)
+        };
+        if end < self.len || !last_is_break {
+            // Inside the file, a row can only end with its terminator (or stop between the
+            // CR and LF of one, which leaves the LF after `end`).
+            return Ok(last_is_break);
         }
-        // At the end of the file the last break may be inside the row's last field: a quote
-        // left open swallows it (unless the field's closing quote stands before it).
-        let open_quote_took_it = self
-            .rec
-            .iter()
-            .next_back()
-            .is_some_and(|f| f.ends_with(b"\n"))
-            && self.tail[0] != b'"';
-        last_is_break && !open_quote_took_it
+        // At the end of the file the last break may be the row's own or inside its last
+        // field, swallowed by a quote left open: the row's bytes (at most MAX_ROW_BYTES past
+        // blank lines) say which.
+        let mut f = File::open(&self.path).map_err(io_err)?;
+        f.seek(SeekFrom::Start(began)).map_err(io_err)?;
+        let mut raw = Vec::new();
+        f.take(MAX_ROW_BYTES * 2)
+            .read_to_end(&mut raw)
+            .map_err(io_err)?;
+        Ok(!ends_inside_quote(&raw))
     }
+}
+
+/// Whether CSV text ends inside a quoted field (RFC 4180 quoting, `""` for a quote inside
+/// one; a quote elsewhere than at a field's start is a plain character, as the reader takes
+/// it).
+fn ends_inside_quote(raw: &[u8]) -> bool {
+    let (mut quoted, mut field_start) = (false, true);
+    let mut i = 0;
+    while i < raw.len() {
+        let b = raw[i];
+        if quoted {
+            if b == b'"' {
+                if raw.get(i + 1) == Some(&b'"') {
+                    i += 1;
+                } else {
+                    quoted = false;
+                }
+            }
+        } else {
+            match b {
+                b'"' if field_start => quoted = true,
+                b',' | b'\n' | b'\r' => {
+                    field_start = true;
+                    i += 1;
+                    continue;
+                }
+                _ => {}
+            }
+            field_start = false;
+        }
+        i += 1;
+    }
+    quoted
 }
 
 /// The line breaks inside a record's fields (quoted fields may span lines).
@@ -699,6 +730,17 @@ mod tests {
             rows_straight_and_resumed(b"to,body\n+15550000001,\"b\n\"\n"),
             vec![2]
         );
+    }
+
+    #[test]
+    fn an_opening_quote_right_before_the_last_break_leaves_it_inside() {
+        // Found by fuzzing the fix above: `,"` then the final LF is a quote opened, not closed.
+        let text = b"to,body\n+15550000001,b\r\x03bad,\"\n";
+        assert_eq!(rows_straight_and_resumed(text), vec![2, 3]);
+        assert!(ends_inside_quote(b"a,\"\n"));
+        assert!(!ends_inside_quote(b"a,\"x\n\"\n"));
+        assert!(ends_inside_quote(b"a,\"x\"\"\n"));
+        assert!(!ends_inside_quote(b"a,x\"\n"));
     }
 
     #[test]
