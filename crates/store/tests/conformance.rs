@@ -1,8 +1,7 @@
 //! One behaviour, two backends: every test here runs against SQLite (a fresh file) and
 //! against the PostgreSQL that CI runs at 127.0.0.1:5432 (a fresh schema in database `test`;
-//! `TEXTGATE_TEST_POSTGRES` overrides the URL).
-
-use std::future::Future;
+//! `TEXTGATE_TEST_POSTGRES` overrides the URL), as two tests: `NAME::sqlite` and
+//! `NAME::postgres`.
 
 use textgate_core::status::Status;
 use textgate_store::*;
@@ -39,13 +38,27 @@ async fn postgres() -> Store {
         .expect("open postgres")
 }
 
-async fn both<F, Fut>(f: F)
-where
-    F: Fn(Store) -> Fut,
-    Fut: Future<Output = ()>,
-{
-    f(sqlite().await).await;
-    f(postgres().await).await;
+/// One test per backend, named after it (`NAME::sqlite`, `NAME::postgres`), so that a
+/// failure on one neither hides the other's result nor leaves the backend unnamed.
+macro_rules! conformance {
+    (async fn $name:ident($s:ident) $body:block) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            #[tokio::test]
+            async fn sqlite() {
+                let $s = super::sqlite().await;
+                $body
+            }
+
+            #[tokio::test]
+            async fn postgres() {
+                let $s = super::postgres().await;
+                $body
+            }
+        }
+    };
 }
 
 async fn user(s: &Store, name: &str) -> User {
@@ -119,482 +132,464 @@ async fn insert(s: &Store, m: Vec<NewMessage>) -> Vec<Id> {
     }
 }
 
-#[tokio::test]
-async fn users_and_api_keys() {
-    both(|s| async move {
-        let u = user(&s, "alice").await;
-        let dup = s
-            .create_user(NewUser {
-                name: "alice".into(),
-                role: Role::Admin,
-                email: None,
-                password_hash: None,
-                created_at: 2,
-            })
-            .await;
-        assert!(matches!(dup, Err(StoreError::Conflict(m)) if m.contains("alice")));
-        assert_eq!(s.user_by_name("alice").await.unwrap(), Some(u.clone()));
-        assert_eq!(s.user_by_id(u.id).await.unwrap(), Some(u.clone()));
-        assert_eq!(s.user_by_name("bob").await.unwrap(), None);
-        let k1 = s
-            .create_api_key(u.id, "h1".into(), "tg_ab…".into(), None)
-            .await
-            .unwrap();
-        assert_eq!(
-            s.user_by_api_key("h1").await.unwrap().map(|x| x.id),
-            Some(u.id)
-        );
-        let k3 = s
-            .create_api_key(u.id, "h3".into(), "tg_cd…".into(), Some("whsec".into()))
-            .await
-            .unwrap();
-        let key = s.api_key_by_hash("h3").await.unwrap().unwrap();
-        assert_eq!((key.id, key.user.id), (k3, u.id));
-        assert_eq!(key.webhook_secret.as_deref(), Some("whsec"));
-        assert_eq!(
-            s.api_key_secret(k3).await.unwrap().as_deref(),
-            Some("whsec")
-        );
-        assert_eq!(s.api_key_secret(k1).await.unwrap(), None);
-        assert_eq!(s.user_by_api_key("h2").await.unwrap(), None);
-        assert_eq!(s.count_users().await.unwrap(), 1);
-        s.health().await.unwrap();
-    })
-    .await;
-}
-
-#[tokio::test]
-async fn api_keys_are_listed_used_and_revoked() {
-    both(|s| async move {
-        let a = user(&s, "alice").await;
-        let b = user(&s, "bob").await;
-        let ka = s
-            .create_api_key(a.id, "ha".into(), "tg_aa…".into(), Some("whsec".into()))
-            .await
-            .unwrap();
-        let kb = s
-            .create_api_key(b.id, "hb".into(), "tg_bb…".into(), None)
-            .await
-            .unwrap();
-        let all = s.list_api_keys(None).await.unwrap();
-        assert_eq!(
-            all.iter().map(|k| k.id).collect::<Vec<_>>(),
-            vec![kb, ka],
-            "newest first"
-        );
-        let mine = s.list_api_keys(Some(a.id)).await.unwrap();
-        assert_eq!(mine.len(), 1);
-        assert_eq!(
-            (
-                mine[0].user.as_str(),
-                mine[0].label.as_str(),
-                mine[0].webhook_secret,
-                mine[0].last_used_at
-            ),
-            ("alice", "tg_aa…", true, None)
-        );
-        s.touch_api_key(ka, 5000).await.unwrap();
-        assert_eq!(
-            s.list_api_keys(Some(a.id)).await.unwrap()[0].last_used_at,
-            Some(5000)
-        );
-        // Bob cannot revoke alice's key; it is as if it did not exist.
-        assert_eq!(s.revoke_api_key(ka, Some(b.id), 6000).await.unwrap(), None);
-        assert!(s.api_key_by_hash("ha").await.unwrap().is_some());
-        let revoked = s
-            .revoke_api_key(ka, Some(a.id), 6000)
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(revoked.revoked_at, Some(6000));
-        assert_eq!(s.api_key_by_hash("ha").await.unwrap(), None);
-        // Again: nothing changes.
-        let again = s.revoke_api_key(ka, None, 7000).await.unwrap().unwrap();
-        assert_eq!(again.revoked_at, Some(6000));
-        assert_eq!(
-            s.revoked_api_keys_since(5999).await.unwrap(),
-            vec![(ka, 6000)]
-        );
-        assert!(s.revoked_api_keys_since(6000).await.unwrap().is_empty());
-        assert_eq!(s.revoke_api_key(999_999, None, 1).await.unwrap(), None);
-        assert!(s.api_key_by_hash("hb").await.unwrap().is_some());
-    })
-    .await;
-}
-
-#[tokio::test]
-async fn users_by_email_ignore_case_and_take_the_oldest() {
-    both(|s| async move {
-        let with_email = |name: &str, email: Option<&str>| NewUser {
-            name: name.into(),
-            role: Role::User,
-            email: email.map(str::to_string),
+conformance! {
+    async fn users_and_api_keys(s) {
+    let u = user(&s, "alice").await;
+    let dup = s
+        .create_user(NewUser {
+            name: "alice".into(),
+            role: Role::Admin,
+            email: None,
             password_hash: None,
-            created_at: 1,
-        };
-        let carol = s
-            .create_user(with_email("carol", Some("Carol@Example.com")))
-            .await
-            .unwrap();
-        s.create_user(with_email("nomail", None)).await.unwrap();
-        let twin = s
-            .create_user(with_email("carol2", Some("carol@example.com")))
-            .await
-            .unwrap();
-        assert!(twin.id > carol.id);
-        assert_eq!(
-            s.user_by_email("CAROL@example.COM").await.unwrap(),
-            Some(carol)
-        );
-        assert_eq!(s.user_by_email("dave@example.com").await.unwrap(), None);
-        assert_eq!(s.user_by_email("").await.unwrap(), None);
-    })
-    .await;
-}
-
-#[tokio::test]
-async fn insert_get_list_with_owner_and_cursor() {
-    both(|s| async move {
-        let a = user(&s, "a").await;
-        let b = user(&s, "b").await;
-        let ids = insert(
-            &s,
-            (0..5)
-                .map(|i| msg(a.id, &format!("+1555000000{i}"), 1000))
-                .collect(),
-        )
+            created_at: 2,
+        })
         .await;
-        let bid = insert(&s, vec![msg(b.id, "+15559999999", 1000)]).await[0];
-        assert_eq!(ids.len(), 5);
-        let m = s.get_message(ids[2]).await.unwrap().unwrap();
-        assert_eq!(
-            (m.to.as_str(), m.status, m.owner_id, m.segments),
-            ("+15550000002", Status::Queued, a.id, 1)
-        );
-        let page = s
-            .list_messages(MessageFilter {
-                owner_id: Some(a.id),
-                limit: 3,
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        assert_eq!(
-            page.iter().map(|m| m.id).collect::<Vec<_>>(),
-            vec![ids[4], ids[3], ids[2]]
-        );
-        let page2 = s
-            .list_messages(MessageFilter {
-                owner_id: Some(a.id),
-                before: Some(ids[2]),
-                limit: 3,
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        assert_eq!(
-            page2.iter().map(|m| m.id).collect::<Vec<_>>(),
-            vec![ids[1], ids[0]]
-        );
-        let all = s
-            .list_messages(MessageFilter {
-                limit: 100,
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        assert_eq!(all.len(), 6);
-        assert_eq!(all[0].id, bid);
-        let none = s
-            .list_messages(MessageFilter {
-                status: Some(Status::Sent),
-                limit: 100,
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        assert!(none.is_empty());
-    })
-    .await;
+    assert!(matches!(dup, Err(StoreError::Conflict(m)) if m.contains("alice")));
+    assert_eq!(s.user_by_name("alice").await.unwrap(), Some(u.clone()));
+    assert_eq!(s.user_by_id(u.id).await.unwrap(), Some(u.clone()));
+    assert_eq!(s.user_by_name("bob").await.unwrap(), None);
+    let k1 = s
+        .create_api_key(u.id, "h1".into(), "tg_ab…".into(), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.user_by_api_key("h1").await.unwrap().map(|x| x.id),
+        Some(u.id)
+    );
+    let k3 = s
+        .create_api_key(u.id, "h3".into(), "tg_cd…".into(), Some("whsec".into()))
+        .await
+        .unwrap();
+    let key = s.api_key_by_hash("h3").await.unwrap().unwrap();
+    assert_eq!((key.id, key.user.id), (k3, u.id));
+    assert_eq!(key.webhook_secret.as_deref(), Some("whsec"));
+    assert_eq!(
+        s.api_key_secret(k3).await.unwrap().as_deref(),
+        Some("whsec")
+    );
+    assert_eq!(s.api_key_secret(k1).await.unwrap(), None);
+    assert_eq!(s.user_by_api_key("h2").await.unwrap(), None);
+    assert_eq!(s.count_users().await.unwrap(), 1);
+    s.health().await.unwrap();
+    }
 }
 
-#[tokio::test]
-async fn idempotency_replays_and_refuses_a_different_request() {
-    both(|s| async move {
-        let a = user(&s, "a").await;
-        let key = |fp: &str| {
-            Some(Idempotency {
-                user_id: a.id,
-                key: "k1".into(),
-                fingerprint: fp.into(),
-            })
-        };
-        let first = s
-            .insert_messages(vec![msg(a.id, "+15550000001", 1)], key("f"), render_ids())
-            .await
-            .unwrap();
-        let Inserted::New { ids, response, .. } = first else {
-            panic!()
-        };
-        let again = s
-            .insert_messages(vec![msg(a.id, "+15550000001", 1)], key("f"), render_ids())
-            .await
-            .unwrap();
-        assert_eq!(
-            again,
-            Inserted::Replay {
-                response: response.clone()
-            }
-        );
-        assert_eq!(response, format!("{ids:?}"));
-        let other = s
-            .insert_messages(vec![msg(a.id, "+15550000002", 1)], key("g"), render_ids())
-            .await
-            .unwrap();
-        assert_eq!(other, Inserted::KeyReused);
-        let all = s
-            .list_messages(MessageFilter {
-                limit: 10,
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        assert_eq!(all.len(), 1, "a replay stores nothing");
-    })
-    .await;
+conformance! {
+    async fn api_keys_are_listed_used_and_revoked(s) {
+    let a = user(&s, "alice").await;
+    let b = user(&s, "bob").await;
+    let ka = s
+        .create_api_key(a.id, "ha".into(), "tg_aa…".into(), Some("whsec".into()))
+        .await
+        .unwrap();
+    let kb = s
+        .create_api_key(b.id, "hb".into(), "tg_bb…".into(), None)
+        .await
+        .unwrap();
+    let all = s.list_api_keys(None).await.unwrap();
+    assert_eq!(
+        all.iter().map(|k| k.id).collect::<Vec<_>>(),
+        vec![kb, ka],
+        "newest first"
+    );
+    let mine = s.list_api_keys(Some(a.id)).await.unwrap();
+    assert_eq!(mine.len(), 1);
+    assert_eq!(
+        (
+            mine[0].user.as_str(),
+            mine[0].label.as_str(),
+            mine[0].webhook_secret,
+            mine[0].last_used_at
+        ),
+        ("alice", "tg_aa…", true, None)
+    );
+    s.touch_api_key(ka, 5000).await.unwrap();
+    assert_eq!(
+        s.list_api_keys(Some(a.id)).await.unwrap()[0].last_used_at,
+        Some(5000)
+    );
+    // Bob cannot revoke alice's key; it is as if it did not exist.
+    assert_eq!(s.revoke_api_key(ka, Some(b.id), 6000).await.unwrap(), None);
+    assert!(s.api_key_by_hash("ha").await.unwrap().is_some());
+    let revoked = s
+        .revoke_api_key(ka, Some(a.id), 6000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(revoked.revoked_at, Some(6000));
+    assert_eq!(s.api_key_by_hash("ha").await.unwrap(), None);
+    // Again: nothing changes.
+    let again = s.revoke_api_key(ka, None, 7000).await.unwrap().unwrap();
+    assert_eq!(again.revoked_at, Some(6000));
+    assert_eq!(
+        s.revoked_api_keys_since(5999).await.unwrap(),
+        vec![(ka, 6000)]
+    );
+    assert!(s.revoked_api_keys_since(6000).await.unwrap().is_empty());
+    assert_eq!(s.revoke_api_key(999_999, None, 1).await.unwrap(), None);
+    assert!(s.api_key_by_hash("hb").await.unwrap().is_some());
+    }
 }
 
-#[tokio::test]
-async fn claim_is_ordered_leased_and_exclusive() {
-    both(|s| async move {
-        let a = user(&s, "a").await;
-        let mut low = msg(a.id, "+15550000001", 1000);
-        low.priority = 5;
-        let mut later = msg(a.id, "+15550000002", 1000);
-        later.schedule_at = Some(5000);
-        let ids = insert(&s, vec![low, later, msg(a.id, "+15550000003", 1000)]).await;
-        assert_eq!(
-            s.get_message(ids[1]).await.unwrap().unwrap().status,
-            Status::Scheduled
-        );
-        let got = s.claim(2000, 32_000, 10).await.unwrap();
-        assert_eq!(
-            got.iter().map(|m| m.id).collect::<Vec<_>>(),
-            vec![ids[2], ids[0]],
-            "priority first, scheduled not yet"
-        );
-        assert!(got
-            .iter()
-            .all(|m| m.status == Status::Sending && m.attempts == 1));
-        assert!(
-            s.claim(2000, 32_000, 10).await.unwrap().is_empty(),
-            "a claimed message is not claimed twice"
-        );
-        let m = s.maintain(6000).await.unwrap();
-        assert_eq!(
-            m,
-            Maintenance {
-                promoted: 1,
-                requeued: 0,
-                expired: 0
-            }
-        );
-        assert_eq!(s.claim(6000, 36_000, 10).await.unwrap().len(), 1);
-        // The lease of the first two runs out at 32 000: back in the queue; the third is
-        // leased until 36 000.
-        let m = s.maintain(33_000).await.unwrap();
-        assert_eq!(m.requeued, 2);
-        let again = s.claim(33_000, 63_000, 10).await.unwrap();
-        assert_eq!(
-            again.iter().map(|m| m.id).collect::<Vec<_>>(),
-            vec![ids[2], ids[0]]
-        );
-        assert!(again.iter().all(|m| m.attempts == 2));
-    })
-    .await;
+conformance! {
+    async fn users_by_email_ignore_case_and_take_the_oldest(s) {
+    let with_email = |name: &str, email: Option<&str>| NewUser {
+        name: name.into(),
+        role: Role::User,
+        email: email.map(str::to_string),
+        password_hash: None,
+        created_at: 1,
+    };
+    let carol = s
+        .create_user(with_email("carol", Some("Carol@Example.com")))
+        .await
+        .unwrap();
+    s.create_user(with_email("nomail", None)).await.unwrap();
+    let twin = s
+        .create_user(with_email("carol2", Some("carol@example.com")))
+        .await
+        .unwrap();
+    assert!(twin.id > carol.id);
+    assert_eq!(
+        s.user_by_email("CAROL@example.COM").await.unwrap(),
+        Some(carol)
+    );
+    assert_eq!(s.user_by_email("dave@example.com").await.unwrap(), None);
+    assert_eq!(s.user_by_email("").await.unwrap(), None);
+    }
 }
 
-#[tokio::test]
-async fn concurrent_claims_never_share_a_message() {
-    both(|s| async move {
-        let a = user(&s, "a").await;
-        insert(
-            &s,
-            (0..200)
-                .map(|i| msg(a.id, &format!("+1555{i:07}"), 1))
-                .collect(),
-        )
-        .await;
-        let mut tasks = Vec::new();
-        for _ in 0..4 {
-            let s = s.clone();
-            tasks.push(tokio::spawn(async move {
-                let mut got = Vec::new();
-                loop {
-                    let batch = s.claim(10, 100_000, 7).await.unwrap();
-                    if batch.is_empty() {
-                        break got;
-                    }
-                    got.extend(batch.into_iter().map(|m| m.id));
+conformance! {
+    async fn insert_get_list_with_owner_and_cursor(s) {
+    let a = user(&s, "a").await;
+    let b = user(&s, "b").await;
+    let ids = insert(
+        &s,
+        (0..5)
+            .map(|i| msg(a.id, &format!("+1555000000{i}"), 1000))
+            .collect(),
+    )
+    .await;
+    let bid = insert(&s, vec![msg(b.id, "+15559999999", 1000)]).await[0];
+    assert_eq!(ids.len(), 5);
+    let m = s.get_message(ids[2]).await.unwrap().unwrap();
+    assert_eq!(
+        (m.to.as_str(), m.status, m.owner_id, m.segments),
+        ("+15550000002", Status::Queued, a.id, 1)
+    );
+    let page = s
+        .list_messages(MessageFilter {
+            owner_id: Some(a.id),
+            limit: 3,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        page.iter().map(|m| m.id).collect::<Vec<_>>(),
+        vec![ids[4], ids[3], ids[2]]
+    );
+    let page2 = s
+        .list_messages(MessageFilter {
+            owner_id: Some(a.id),
+            before: Some(ids[2]),
+            limit: 3,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        page2.iter().map(|m| m.id).collect::<Vec<_>>(),
+        vec![ids[1], ids[0]]
+    );
+    let all = s
+        .list_messages(MessageFilter {
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 6);
+    assert_eq!(all[0].id, bid);
+    let none = s
+        .list_messages(MessageFilter {
+            status: Some(Status::Sent),
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(none.is_empty());
+    }
+}
+
+conformance! {
+    async fn idempotency_replays_and_refuses_a_different_request(s) {
+    let a = user(&s, "a").await;
+    let key = |fp: &str| {
+        Some(Idempotency {
+            user_id: a.id,
+            key: "k1".into(),
+            fingerprint: fp.into(),
+        })
+    };
+    let first = s
+        .insert_messages(vec![msg(a.id, "+15550000001", 1)], key("f"), render_ids())
+        .await
+        .unwrap();
+    let Inserted::New { ids, response, .. } = first else {
+        panic!()
+    };
+    let again = s
+        .insert_messages(vec![msg(a.id, "+15550000001", 1)], key("f"), render_ids())
+        .await
+        .unwrap();
+    assert_eq!(
+        again,
+        Inserted::Replay {
+            response: response.clone()
+        }
+    );
+    assert_eq!(response, format!("{ids:?}"));
+    let other = s
+        .insert_messages(vec![msg(a.id, "+15550000002", 1)], key("g"), render_ids())
+        .await
+        .unwrap();
+    assert_eq!(other, Inserted::KeyReused);
+    let all = s
+        .list_messages(MessageFilter {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 1, "a replay stores nothing");
+    }
+}
+
+conformance! {
+    async fn claim_is_ordered_leased_and_exclusive(s) {
+    let a = user(&s, "a").await;
+    let mut low = msg(a.id, "+15550000001", 1000);
+    low.priority = 5;
+    let mut later = msg(a.id, "+15550000002", 1000);
+    later.schedule_at = Some(5000);
+    let ids = insert(&s, vec![low, later, msg(a.id, "+15550000003", 1000)]).await;
+    assert_eq!(
+        s.get_message(ids[1]).await.unwrap().unwrap().status,
+        Status::Scheduled
+    );
+    let got = s.claim(2000, 32_000, 10).await.unwrap();
+    assert_eq!(
+        got.iter().map(|m| m.id).collect::<Vec<_>>(),
+        vec![ids[2], ids[0]],
+        "priority first, scheduled not yet"
+    );
+    assert!(got
+        .iter()
+        .all(|m| m.status == Status::Sending && m.attempts == 1));
+    assert!(
+        s.claim(2000, 32_000, 10).await.unwrap().is_empty(),
+        "a claimed message is not claimed twice"
+    );
+    let m = s.maintain(6000).await.unwrap();
+    assert_eq!(
+        m,
+        Maintenance {
+            promoted: 1,
+            requeued: 0,
+            expired: 0
+        }
+    );
+    assert_eq!(s.claim(6000, 36_000, 10).await.unwrap().len(), 1);
+    // The lease of the first two runs out at 32 000: back in the queue; the third is
+    // leased until 36 000.
+    let m = s.maintain(33_000).await.unwrap();
+    assert_eq!(m.requeued, 2);
+    let again = s.claim(33_000, 63_000, 10).await.unwrap();
+    assert_eq!(
+        again.iter().map(|m| m.id).collect::<Vec<_>>(),
+        vec![ids[2], ids[0]]
+    );
+    assert!(again.iter().all(|m| m.attempts == 2));
+    }
+}
+
+conformance! {
+    async fn concurrent_claims_never_share_a_message(s) {
+    let a = user(&s, "a").await;
+    insert(
+        &s,
+        (0..200)
+            .map(|i| msg(a.id, &format!("+1555{i:07}"), 1))
+            .collect(),
+    )
+    .await;
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut got = Vec::new();
+            loop {
+                let batch = s.claim(10, 100_000, 7).await.unwrap();
+                if batch.is_empty() {
+                    break got;
                 }
-            }));
-        }
-        let mut all = Vec::new();
-        for t in tasks {
-            all.extend(t.await.unwrap());
-        }
-        let n = all.len();
-        all.sort();
-        all.dedup();
-        assert_eq!((n, all.len()), (200, 200));
-    })
-    .await;
+                got.extend(batch.into_iter().map(|m| m.id));
+            }
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    let n = all.len();
+    all.sort();
+    all.dedup();
+    assert_eq!((n, all.len()), (200, 200));
+    }
 }
 
-#[tokio::test]
-async fn outcomes_are_fenced_by_attempt_and_receipts_complete_messages() {
-    both(|s| async move {
-        let a = user(&s, "a").await;
-        let mut long = msg(a.id, "+15550000002", 1);
-        long.segments = 2;
-        let ids = insert(
-            &s,
-            vec![
-                msg(a.id, "+15550000001", 1),
-                long,
-                msg(a.id, "+15550000003", 1),
-                msg(a.id, "+15550000004", 1),
-            ],
-        )
-        .await;
-        let c = s.claim(10, 1000, 10).await.unwrap();
-        assert_eq!(c.len(), 4);
-        let applied = s
-            .record_outcomes(vec![
-                sent(ids[0], &["A1"], vec![]),
-                sent(ids[1], &["B1", "B2"], vec![]),
-                Outcome::Retry {
-                    id: ids[2],
-                    attempt: 1,
-                    device: Some("lb".into()),
-                    due_at: 500,
-                    code: Some("88".into()),
-                    error: "throttled".into(),
-                    refund: true,
-                },
-                failed(ids[3], 20),
-                // A stale worker's outcome (attempt 0) is ignored.
-                sent(ids[2], &["X"], vec![]),
-            ])
-            .await
-            .unwrap();
-        assert_eq!(applied, vec![true, true, true, true, false]);
-        let m2 = s.get_message(ids[2]).await.unwrap().unwrap();
-        assert_eq!(m2.attempts, 0, "a throttled attempt does not count");
-        assert_eq!(
-            (m2.status, m2.due_at, m2.error.as_deref()),
-            (Status::Queued, 500, Some("throttled"))
-        );
-        let m3 = s.get_message(ids[3]).await.unwrap().unwrap();
-        assert_eq!(
-            (m3.status, m3.error_code.as_deref()),
-            (Status::Failed, Some("11"))
-        );
-        let r = |id: &str, ok: bool| Receipt {
-            device: "lb".into(),
-            device_msg_id: id.into(),
-            delivered: ok,
-            code: (!ok).then(|| "1".into()),
-            at: 30,
-        };
-        let got = s
-            .apply_receipts(vec![r("A1", true), r("B1", true), r("nope", true)])
-            .await
-            .unwrap();
-        assert_eq!(
-            got,
-            vec![
-                ReceiptMatch::Part {
-                    message_id: ids[0],
-                    status: Some(Status::Delivered)
-                },
-                ReceiptMatch::Part {
-                    message_id: ids[1],
-                    status: None
-                },
-                ReceiptMatch::Unknown
-            ]
-        );
-        let m0 = s.get_message(ids[0]).await.unwrap().unwrap();
-        assert_eq!(
-            (m0.status, m0.delivered_at(), m0.sent_at),
-            (Status::Delivered, Some(30), Some(20))
-        );
-        assert_eq!(
-            s.get_message(ids[1]).await.unwrap().unwrap().status,
-            Status::Sent,
-            "one part of two is not the message"
-        );
-        let got = s.apply_receipts(vec![r("B2", false)]).await.unwrap();
-        assert_eq!(
-            got,
-            vec![ReceiptMatch::Part {
+conformance! {
+    async fn outcomes_are_fenced_by_attempt_and_receipts_complete_messages(s) {
+    let a = user(&s, "a").await;
+    let mut long = msg(a.id, "+15550000002", 1);
+    long.segments = 2;
+    let ids = insert(
+        &s,
+        vec![
+            msg(a.id, "+15550000001", 1),
+            long,
+            msg(a.id, "+15550000003", 1),
+            msg(a.id, "+15550000004", 1),
+        ],
+    )
+    .await;
+    let c = s.claim(10, 1000, 10).await.unwrap();
+    assert_eq!(c.len(), 4);
+    let applied = s
+        .record_outcomes(vec![
+            sent(ids[0], &["A1"], vec![]),
+            sent(ids[1], &["B1", "B2"], vec![]),
+            Outcome::Retry {
+                id: ids[2],
+                attempt: 1,
+                device: Some("lb".into()),
+                due_at: 500,
+                code: Some("88".into()),
+                error: "throttled".into(),
+                refund: true,
+            },
+            failed(ids[3], 20),
+            // A stale worker's outcome (attempt 0) is ignored.
+            sent(ids[2], &["X"], vec![]),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(applied, vec![true, true, true, true, false]);
+    let m2 = s.get_message(ids[2]).await.unwrap().unwrap();
+    assert_eq!(m2.attempts, 0, "a throttled attempt does not count");
+    assert_eq!(
+        (m2.status, m2.due_at, m2.error.as_deref()),
+        (Status::Queued, 500, Some("throttled"))
+    );
+    let m3 = s.get_message(ids[3]).await.unwrap().unwrap();
+    assert_eq!(
+        (m3.status, m3.error_code.as_deref()),
+        (Status::Failed, Some("11"))
+    );
+    let r = |id: &str, ok: bool| Receipt {
+        device: "lb".into(),
+        device_msg_id: id.into(),
+        delivered: ok,
+        code: (!ok).then(|| "1".into()),
+        at: 30,
+    };
+    let got = s
+        .apply_receipts(vec![r("A1", true), r("B1", true), r("nope", true)])
+        .await
+        .unwrap();
+    assert_eq!(
+        got,
+        vec![
+            ReceiptMatch::Part {
+                message_id: ids[0],
+                status: Some(Status::Delivered)
+            },
+            ReceiptMatch::Part {
                 message_id: ids[1],
-                status: Some(Status::Undelivered)
-            }]
-        );
-        let parts = s.message_parts(ids[1]).await.unwrap();
-        assert_eq!(
-            parts.iter().map(|p| p.status.as_str()).collect::<Vec<_>>(),
-            ["delivered", "undelivered"]
-        );
-        assert_eq!(parts[1].device_msg_id, "B2");
-    })
-    .await;
+                status: None
+            },
+            ReceiptMatch::Unknown
+        ]
+    );
+    let m0 = s.get_message(ids[0]).await.unwrap().unwrap();
+    assert_eq!(
+        (m0.status, m0.delivered_at(), m0.sent_at),
+        (Status::Delivered, Some(30), Some(20))
+    );
+    assert_eq!(
+        s.get_message(ids[1]).await.unwrap().unwrap().status,
+        Status::Sent,
+        "one part of two is not the message"
+    );
+    let got = s.apply_receipts(vec![r("B2", false)]).await.unwrap();
+    assert_eq!(
+        got,
+        vec![ReceiptMatch::Part {
+            message_id: ids[1],
+            status: Some(Status::Undelivered)
+        }]
+    );
+    let parts = s.message_parts(ids[1]).await.unwrap();
+    assert_eq!(
+        parts.iter().map(|p| p.status.as_str()).collect::<Vec<_>>(),
+        ["delivered", "undelivered"]
+    );
+    assert_eq!(parts[1].device_msg_id, "B2");
+    }
 }
 
-#[tokio::test]
-async fn cancel_only_before_sending_and_only_own() {
-    both(|s| async move {
-        let a = user(&s, "a").await;
-        let b = user(&s, "b").await;
-        let ids = insert(
-            &s,
-            vec![msg(a.id, "+15550000001", 1), msg(a.id, "+15550000002", 1)],
-        )
-        .await;
-        assert_eq!(
-            s.cancel_message(ids[0], Some(b.id), 5).await.unwrap(),
-            Cancel::NotFound
-        );
-        let Cancel::Cancelled(m) = s.cancel_message(ids[0], Some(a.id), 5).await.unwrap() else {
-            panic!()
-        };
-        assert_eq!((m.status, m.done_at), (Status::Cancelled, Some(5)));
-        assert_eq!(
-            s.cancel_message(ids[0], None, 6).await.unwrap(),
-            Cancel::TooLate(Status::Cancelled)
-        );
-        s.claim(10, 100, 10).await.unwrap();
-        assert_eq!(
-            s.cancel_message(ids[1], None, 6).await.unwrap(),
-            Cancel::TooLate(Status::Sending)
-        );
-        assert_eq!(
-            s.cancel_message(999_999, None, 6).await.unwrap(),
-            Cancel::NotFound
-        );
-        let depth = s.queue_depth().await.unwrap();
-        assert_eq!(
-            depth,
-            vec![
-                (Status::Queued, 0),
-                (Status::Scheduled, 0),
-                (Status::Sending, 1)
-            ]
-        );
-    })
+conformance! {
+    async fn cancel_only_before_sending_and_only_own(s) {
+    let a = user(&s, "a").await;
+    let b = user(&s, "b").await;
+    let ids = insert(
+        &s,
+        vec![msg(a.id, "+15550000001", 1), msg(a.id, "+15550000002", 1)],
+    )
     .await;
+    assert_eq!(
+        s.cancel_message(ids[0], Some(b.id), 5).await.unwrap(),
+        Cancel::NotFound
+    );
+    let Cancel::Cancelled(m) = s.cancel_message(ids[0], Some(a.id), 5).await.unwrap() else {
+        panic!()
+    };
+    assert_eq!((m.status, m.done_at), (Status::Cancelled, Some(5)));
+    assert_eq!(
+        s.cancel_message(ids[0], None, 6).await.unwrap(),
+        Cancel::TooLate(Status::Cancelled)
+    );
+    s.claim(10, 100, 10).await.unwrap();
+    assert_eq!(
+        s.cancel_message(ids[1], None, 6).await.unwrap(),
+        Cancel::TooLate(Status::Sending)
+    );
+    assert_eq!(
+        s.cancel_message(999_999, None, 6).await.unwrap(),
+        Cancel::NotFound
+    );
+    let depth = s.queue_depth().await.unwrap();
+    assert_eq!(
+        depth,
+        vec![
+            (Status::Queued, 0),
+            (Status::Scheduled, 0),
+            (Status::Sending, 1)
+        ]
+    );
+    }
 }
 
 #[tokio::test]
@@ -619,251 +614,241 @@ async fn reopening_keeps_data_and_does_not_migrate_twice() {
     );
 }
 
-#[tokio::test]
-async fn inbound_texts_are_stored_once_per_dedup_key() {
-    both(|s| async move {
-        let t = NewInbound {
-            device: "lb".into(),
-            from: "+15550000001".into(),
-            to: "+15550000002".into(),
-            body: "hi".into(),
-            encoding: "gsm7".into(),
-            parts: 1,
-            partial: false,
-            dedup_key: Some("lb:abc".into()),
-            received_at: 5,
-            routing: Default::default(),
-        };
-        assert!(matches!(
-            s.insert_inbound(t.clone()).await.unwrap(),
+conformance! {
+    async fn inbound_texts_are_stored_once_per_dedup_key(s) {
+    let t = NewInbound {
+        device: "lb".into(),
+        from: "+15550000001".into(),
+        to: "+15550000002".into(),
+        body: "hi".into(),
+        encoding: "gsm7".into(),
+        parts: 1,
+        partial: false,
+        dedup_key: Some("lb:abc".into()),
+        received_at: 5,
+        routing: Default::default(),
+    };
+    assert!(matches!(
+        s.insert_inbound(t.clone()).await.unwrap(),
+        InboundStored::New(_)
+    ));
+    assert_eq!(
+        s.insert_inbound(t.clone()).await.unwrap(),
+        InboundStored::Duplicate
+    );
+    let mut other = t.clone();
+    other.dedup_key = None;
+    assert!(matches!(
+        s.insert_inbound(other.clone()).await.unwrap(),
+        InboundStored::New(_)
+    ));
+    assert!(
+        matches!(
+            s.insert_inbound(other).await.unwrap(),
             InboundStored::New(_)
-        ));
-        assert_eq!(
-            s.insert_inbound(t.clone()).await.unwrap(),
-            InboundStored::Duplicate
-        );
-        let mut other = t.clone();
-        other.dedup_key = None;
-        assert!(matches!(
-            s.insert_inbound(other.clone()).await.unwrap(),
-            InboundStored::New(_)
-        ));
-        assert!(
-            matches!(
-                s.insert_inbound(other).await.unwrap(),
-                InboundStored::New(_)
-            ),
-            "no key, no dedup"
-        );
-    })
-    .await;
+        ),
+        "no key, no dedup"
+    );
+    }
 }
 
-#[tokio::test]
-async fn unreceipted_parts_and_receipt_expiry() {
-    both(|s| async move {
-        let a = user(&s, "a").await;
-        let mut long = msg(a.id, "+15550000002", 1);
-        long.segments = 2;
-        long.expires_at = 10_000;
-        let ids = insert(&s, vec![msg(a.id, "+15550000001", 1), long]).await;
-        s.claim(10, 1000, 10).await.unwrap();
-        s.record_outcomes(vec![
-            sent(ids[0], &["A"], vec![]),
-            sent(ids[1], &["B1", "B2"], vec![]),
+conformance! {
+    async fn unreceipted_parts_and_receipt_expiry(s) {
+    let a = user(&s, "a").await;
+    let mut long = msg(a.id, "+15550000002", 1);
+    long.segments = 2;
+    long.expires_at = 10_000;
+    let ids = insert(&s, vec![msg(a.id, "+15550000001", 1), long]).await;
+    s.claim(10, 1000, 10).await.unwrap();
+    s.record_outcomes(vec![
+        sent(ids[0], &["A"], vec![]),
+        sent(ids[1], &["B1", "B2"], vec![]),
+    ])
+    .await
+    .unwrap();
+    s.apply_receipts(vec![Receipt {
+        device: "lb".into(),
+        device_msg_id: "B1".into(),
+        delivered: true,
+        code: None,
+        at: 30,
+    }])
+    .await
+    .unwrap();
+    let all = s.unreceipted_parts("lb", 0, 10).await.unwrap();
+    assert_eq!(
+        all,
+        vec![(ids[0], "A".to_string()), (ids[1], "B2".to_string())]
+    );
+    assert_eq!(
+        s.unreceipted_parts("lb", ids[0], 10).await.unwrap(),
+        vec![(ids[1], "B2".to_string())]
+    );
+    assert!(s
+        .unreceipted_parts("other", 0, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    // An hour past its validity, the message that is still waiting is given up.
+    let m = s.maintain(10_000 + RECEIPT_GRACE_MS + 1).await.unwrap();
+    assert_eq!(m.expired, 1);
+    let gone = s.get_message(ids[1]).await.unwrap().unwrap();
+    assert_eq!(
+        (gone.status, gone.error.as_deref()),
+        (Status::Expired, Some(NO_RECEIPT_ERROR))
+    );
+    assert_eq!(
+        s.get_message(ids[0]).await.unwrap().unwrap().status,
+        Status::Sent
+    );
+    }
+}
+
+conformance! {
+    async fn messages_stored_already_claimed_skip_the_queue(s) {
+    let a = user(&s, "a").await;
+    let mut now_one = msg(a.id, "+15550000001", 1000);
+    now_one.claimed_until = Some(31_000);
+    let mut later = msg(a.id, "+15550000002", 1000);
+    later.claimed_until = Some(31_000);
+    later.schedule_at = Some(9_000);
+    let Inserted::New { ids, stored, .. } = s
+        .insert_messages(vec![now_one, later], None, render_ids())
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(
+        stored
+            .iter()
+            .map(|m| (m.id, m.status, m.attempts))
+            .collect::<Vec<_>>(),
+        vec![(ids[0], Status::Sending, 1), (ids[1], Status::Scheduled, 0)]
+    );
+    assert_eq!(s.get_message(ids[0]).await.unwrap().unwrap(), stored[0]);
+    assert!(
+        s.claim(2000, 40_000, 10).await.unwrap().is_empty(),
+        "a claimed message is not in the queue"
+    );
+    // Its lease runs out like any claim's.
+    assert_eq!(s.maintain(32_000).await.unwrap().requeued, 1);
+    let again = s.claim(32_000, 60_000, 10).await.unwrap();
+    let first = again.iter().find(|m| m.id == ids[0]).expect("requeued");
+    assert_eq!(first.attempts, 2);
+    }
+}
+
+conformance! {
+    async fn receipts_known_at_submit_are_written_with_the_parts(s) {
+    let a = user(&s, "a").await;
+    let mut two = msg(a.id, "+15550000002", 1);
+    two.segments = 2;
+    let ids = insert(&s, vec![msg(a.id, "+15550000001", 1), two.clone(), two]).await;
+    s.claim(10, 1000, 10).await.unwrap();
+    let ok = |at| {
+        Some(PartReceipt {
+            delivered: true,
+            code: None,
+            at,
+        })
+    };
+    let bad = Some(PartReceipt {
+        delivered: false,
+        code: Some("027".into()),
+        at: 40,
+    });
+    let applied = s
+        .record_outcomes(vec![
+            sent(ids[0], &["A"], vec![ok(30)]),
+            // One part's receipt known: the message waits for the other.
+            sent(ids[1], &["B1", "B2"], vec![ok(30), None]),
+            // Any part undelivered ends it.
+            sent(ids[2], &["C1", "C2"], vec![None, bad]),
         ])
         .await
         .unwrap();
-        s.apply_receipts(vec![Receipt {
-            device: "lb".into(),
-            device_msg_id: "B1".into(),
-            delivered: true,
-            code: None,
-            at: 30,
-        }])
-        .await
-        .unwrap();
-        let all = s.unreceipted_parts("lb", 0, 10).await.unwrap();
-        assert_eq!(
-            all,
-            vec![(ids[0], "A".to_string()), (ids[1], "B2".to_string())]
-        );
-        assert_eq!(
-            s.unreceipted_parts("lb", ids[0], 10).await.unwrap(),
-            vec![(ids[1], "B2".to_string())]
-        );
-        assert!(s
-            .unreceipted_parts("other", 0, 10)
-            .await
-            .unwrap()
-            .is_empty());
-        // An hour past its validity, the message that is still waiting is given up.
-        let m = s.maintain(10_000 + RECEIPT_GRACE_MS + 1).await.unwrap();
-        assert_eq!(m.expired, 1);
-        let gone = s.get_message(ids[1]).await.unwrap().unwrap();
-        assert_eq!(
-            (gone.status, gone.error.as_deref()),
-            (Status::Expired, Some(NO_RECEIPT_ERROR))
-        );
-        assert_eq!(
-            s.get_message(ids[0]).await.unwrap().unwrap().status,
-            Status::Sent
-        );
-    })
-    .await;
-}
-
-#[tokio::test]
-async fn messages_stored_already_claimed_skip_the_queue() {
-    both(|s| async move {
-        let a = user(&s, "a").await;
-        let mut now_one = msg(a.id, "+15550000001", 1000);
-        now_one.claimed_until = Some(31_000);
-        let mut later = msg(a.id, "+15550000002", 1000);
-        later.claimed_until = Some(31_000);
-        later.schedule_at = Some(9_000);
-        let Inserted::New { ids, stored, .. } = s
-            .insert_messages(vec![now_one, later], None, render_ids())
-            .await
-            .unwrap()
-        else {
-            panic!()
-        };
-        assert_eq!(
-            stored
-                .iter()
-                .map(|m| (m.id, m.status, m.attempts))
-                .collect::<Vec<_>>(),
-            vec![(ids[0], Status::Sending, 1), (ids[1], Status::Scheduled, 0)]
-        );
-        assert_eq!(s.get_message(ids[0]).await.unwrap().unwrap(), stored[0]);
-        assert!(
-            s.claim(2000, 40_000, 10).await.unwrap().is_empty(),
-            "a claimed message is not in the queue"
-        );
-        // Its lease runs out like any claim's.
-        assert_eq!(s.maintain(32_000).await.unwrap().requeued, 1);
-        let again = s.claim(32_000, 60_000, 10).await.unwrap();
-        let first = again.iter().find(|m| m.id == ids[0]).expect("requeued");
-        assert_eq!(first.attempts, 2);
-    })
-    .await;
-}
-
-#[tokio::test]
-async fn receipts_known_at_submit_are_written_with_the_parts() {
-    both(|s| async move {
-        let a = user(&s, "a").await;
-        let mut two = msg(a.id, "+15550000002", 1);
-        two.segments = 2;
-        let ids = insert(&s, vec![msg(a.id, "+15550000001", 1), two.clone(), two]).await;
-        s.claim(10, 1000, 10).await.unwrap();
-        let ok = |at| {
-            Some(PartReceipt {
-                delivered: true,
-                code: None,
-                at,
-            })
-        };
-        let bad = Some(PartReceipt {
-            delivered: false,
-            code: Some("027".into()),
-            at: 40,
-        });
-        let applied = s
-            .record_outcomes(vec![
-                sent(ids[0], &["A"], vec![ok(30)]),
-                // One part's receipt known: the message waits for the other.
-                sent(ids[1], &["B1", "B2"], vec![ok(30), None]),
-                // Any part undelivered ends it.
-                sent(ids[2], &["C1", "C2"], vec![None, bad]),
-            ])
-            .await
-            .unwrap();
-        assert_eq!(applied, vec![true, true, true]);
-        let m0 = s.get_message(ids[0]).await.unwrap().unwrap();
-        assert_eq!(
-            (m0.status, m0.sent_at, m0.delivered_at()),
-            (Status::Delivered, Some(20), Some(30))
-        );
-        let m1 = s.get_message(ids[1]).await.unwrap().unwrap();
-        assert_eq!(m1.status, Status::Sent);
-        let m2 = s.get_message(ids[2]).await.unwrap().unwrap();
-        assert_eq!(
-            (m2.status, m2.error_code.as_deref(), m2.done_at),
-            (Status::Undelivered, Some("027"), Some(40))
-        );
-        let parts = s.message_parts(ids[1]).await.unwrap();
-        assert_eq!(
-            parts
-                .iter()
-                .map(|p| (p.status.as_str(), p.done_at))
-                .collect::<Vec<_>>(),
-            [("delivered", Some(30)), ("sent", None)]
-        );
-        // The receipt for the missing part completes the message through the usual path.
-        let r = Receipt {
-            device: "lb".into(),
-            device_msg_id: "B2".into(),
-            delivered: true,
-            code: None,
-            at: 50,
-        };
-        assert_eq!(
-            s.apply_receipts(vec![r]).await.unwrap(),
-            vec![ReceiptMatch::Part {
-                message_id: ids[1],
-                status: Some(Status::Delivered)
-            }]
-        );
-    })
-    .await;
+    assert_eq!(applied, vec![true, true, true]);
+    let m0 = s.get_message(ids[0]).await.unwrap().unwrap();
+    assert_eq!(
+        (m0.status, m0.sent_at, m0.delivered_at()),
+        (Status::Delivered, Some(20), Some(30))
+    );
+    let m1 = s.get_message(ids[1]).await.unwrap().unwrap();
+    assert_eq!(m1.status, Status::Sent);
+    let m2 = s.get_message(ids[2]).await.unwrap().unwrap();
+    assert_eq!(
+        (m2.status, m2.error_code.as_deref(), m2.done_at),
+        (Status::Undelivered, Some("027"), Some(40))
+    );
+    let parts = s.message_parts(ids[1]).await.unwrap();
+    assert_eq!(
+        parts
+            .iter()
+            .map(|p| (p.status.as_str(), p.done_at))
+            .collect::<Vec<_>>(),
+        [("delivered", Some(30)), ("sent", None)]
+    );
+    // The receipt for the missing part completes the message through the usual path.
+    let r = Receipt {
+        device: "lb".into(),
+        device_msg_id: "B2".into(),
+        delivered: true,
+        code: None,
+        at: 50,
+    };
+    assert_eq!(
+        s.apply_receipts(vec![r]).await.unwrap(),
+        vec![ReceiptMatch::Part {
+            message_id: ids[1],
+            status: Some(Status::Delivered)
+        }]
+    );
+    }
 }
 
 /// A receipt can be read before its submit's answer (and so be stamped first): the message
 /// is never delivered before it was sent, whether the receipt is written with the outcome
 /// or after it.
-#[tokio::test]
-async fn a_receipt_read_before_its_submit_is_not_dated_before_it() {
-    both(|s| async move {
-        let a = user(&s, "a").await;
-        let ids = insert(
-            &s,
-            vec![msg(a.id, "+15550000001", 1), msg(a.id, "+15550000002", 1)],
-        )
-        .await;
-        s.claim(10, 1000, 10).await.unwrap();
-        let early = Some(PartReceipt {
-            delivered: true,
-            code: None,
-            at: 15,
-        });
-        s.record_outcomes(vec![
-            sent(ids[0], &["A"], vec![early]),
-            sent(ids[1], &["B"], vec![None]),
-        ])
-        .await
-        .unwrap();
-        let late = Receipt {
-            device: "lb".into(),
-            device_msg_id: "B".into(),
-            delivered: true,
-            code: None,
-            at: 18,
-        };
-        s.apply_receipts(vec![late]).await.unwrap();
-        for id in ids {
-            let m = s.get_message(id).await.unwrap().unwrap();
-            assert_eq!(
-                (m.status, m.sent_at, m.delivered_at()),
-                (Status::Delivered, Some(20), Some(20)),
-                "message {id}"
-            );
-            let parts = s.message_parts(id).await.unwrap();
-            assert_eq!(parts[0].done_at, Some(20), "message {id}'s part");
-        }
-    })
+conformance! {
+    async fn a_receipt_read_before_its_submit_is_not_dated_before_it(s) {
+    let a = user(&s, "a").await;
+    let ids = insert(
+        &s,
+        vec![msg(a.id, "+15550000001", 1), msg(a.id, "+15550000002", 1)],
+    )
     .await;
+    s.claim(10, 1000, 10).await.unwrap();
+    let early = Some(PartReceipt {
+        delivered: true,
+        code: None,
+        at: 15,
+    });
+    s.record_outcomes(vec![
+        sent(ids[0], &["A"], vec![early]),
+        sent(ids[1], &["B"], vec![None]),
+    ])
+    .await
+    .unwrap();
+    let late = Receipt {
+        device: "lb".into(),
+        device_msg_id: "B".into(),
+        delivered: true,
+        code: None,
+        at: 18,
+    };
+    s.apply_receipts(vec![late]).await.unwrap();
+    for id in ids {
+        let m = s.get_message(id).await.unwrap().unwrap();
+        assert_eq!(
+            (m.status, m.sent_at, m.delivered_at()),
+            (Status::Delivered, Some(20), Some(20)),
+            "message {id}"
+        );
+        let parts = s.message_parts(id).await.unwrap();
+        assert_eq!(parts[0].done_at, Some(20), "message {id}'s part");
+    }
+    }
 }
 
 async fn admin(s: &Store, name: &str) -> User {
@@ -913,622 +898,606 @@ async fn new_id(s: &Store, t: NewInbound) -> Id {
     }
 }
 
-#[tokio::test]
-async fn inbound_routing_designates_rules_conversations_and_catch_all() {
-    both(|s| async move {
-        let root = admin(&s, "root").await;
-        let alice = user(&s, "alice").await;
-        let bob = user(&s, "bob").await;
-        let carol = user(&s, "carol").await;
-        // Bob texted +15550000009 at t=1000 and again at 1100: one conversation.
-        insert(
-            &s,
-            vec![
-                msg(bob.id, "+15550000009", 1000),
-                msg(bob.id, "+15550000009", 1100),
-            ],
-        )
-        .await;
-        let rules = InboundRouting {
-            matched: true,
-            users: vec!["alice".into(), "nobody".into()],
-            conversation_since: Some(500),
-            ..Default::default()
-        };
-        let a = new_id(&s, text("+15550000009", "to alice and bob", 2000, rules)).await;
-        // Nothing matched, no conversation: the catch-all (carol).
-        let catch = InboundRouting {
-            catch_all: vec!["carol".into()],
-            conversation_since: Some(500),
-            ..Default::default()
-        };
-        new_id(&s, text("+15550000001", "to carol", 2001, catch)).await;
-        // Nothing matched, catch-all names nobody that exists: the admins.
-        let lost = InboundRouting {
-            catch_all: vec!["ghost".into()],
-            ..Default::default()
-        };
-        new_id(&s, text("+15550000001", "to root", 2002, lost)).await;
-        // A conversation older than the window does not count: the default catch-all.
-        let old = InboundRouting {
-            conversation_since: Some(1500),
-            ..Default::default()
-        };
-        new_id(&s, text("+15550000009", "too late for bob", 2003, old)).await;
-
-        assert_eq!(inbox(&s, Some(alice.id)).await, vec!["to alice and bob"]);
-        assert_eq!(inbox(&s, Some(bob.id)).await, vec!["to alice and bob"]);
-        assert_eq!(inbox(&s, Some(carol.id)).await, vec!["to carol"]);
-        assert_eq!(
-            inbox(&s, Some(root.id)).await,
-            vec!["to root", "too late for bob"]
-        );
-        assert_eq!(inbox(&s, None).await.len(), 4, "admins list every text");
-        assert_eq!(s.inbound_designees(a).await.unwrap(), vec!["alice", "bob"]);
-        assert!(s.get_inbound(a, Some(alice.id)).await.unwrap().is_some());
-        assert!(s.get_inbound(a, Some(carol.id)).await.unwrap().is_none());
-        assert_eq!(
-            s.get_inbound(a, None).await.unwrap().unwrap().from,
-            "+15550000009"
-        );
-    })
+conformance! {
+    async fn inbound_routing_designates_rules_conversations_and_catch_all(s) {
+    let root = admin(&s, "root").await;
+    let alice = user(&s, "alice").await;
+    let bob = user(&s, "bob").await;
+    let carol = user(&s, "carol").await;
+    // Bob texted +15550000009 at t=1000 and again at 1100: one conversation.
+    insert(
+        &s,
+        vec![
+            msg(bob.id, "+15550000009", 1000),
+            msg(bob.id, "+15550000009", 1100),
+        ],
+    )
     .await;
+    let rules = InboundRouting {
+        matched: true,
+        users: vec!["alice".into(), "nobody".into()],
+        conversation_since: Some(500),
+        ..Default::default()
+    };
+    let a = new_id(&s, text("+15550000009", "to alice and bob", 2000, rules)).await;
+    // Nothing matched, no conversation: the catch-all (carol).
+    let catch = InboundRouting {
+        catch_all: vec!["carol".into()],
+        conversation_since: Some(500),
+        ..Default::default()
+    };
+    new_id(&s, text("+15550000001", "to carol", 2001, catch)).await;
+    // Nothing matched, catch-all names nobody that exists: the admins.
+    let lost = InboundRouting {
+        catch_all: vec!["ghost".into()],
+        ..Default::default()
+    };
+    new_id(&s, text("+15550000001", "to root", 2002, lost)).await;
+    // A conversation older than the window does not count: the default catch-all.
+    let old = InboundRouting {
+        conversation_since: Some(1500),
+        ..Default::default()
+    };
+    new_id(&s, text("+15550000009", "too late for bob", 2003, old)).await;
+
+    assert_eq!(inbox(&s, Some(alice.id)).await, vec!["to alice and bob"]);
+    assert_eq!(inbox(&s, Some(bob.id)).await, vec!["to alice and bob"]);
+    assert_eq!(inbox(&s, Some(carol.id)).await, vec!["to carol"]);
+    assert_eq!(
+        inbox(&s, Some(root.id)).await,
+        vec!["to root", "too late for bob"]
+    );
+    assert_eq!(inbox(&s, None).await.len(), 4, "admins list every text");
+    assert_eq!(s.inbound_designees(a).await.unwrap(), vec!["alice", "bob"]);
+    assert!(s.get_inbound(a, Some(alice.id)).await.unwrap().is_some());
+    assert!(s.get_inbound(a, Some(carol.id)).await.unwrap().is_none());
+    assert_eq!(
+        s.get_inbound(a, None).await.unwrap().unwrap().from,
+        "+15550000009"
+    );
+    }
 }
 
-#[tokio::test]
-async fn inbound_cursor_pages_in_order() {
-    both(|s| async move {
-        admin(&s, "root").await;
-        let mut ids = Vec::new();
-        for i in 0..7 {
-            ids.push(
-                new_id(
-                    &s,
-                    text(
-                        "+15550000001",
-                        &format!("t{i}"),
-                        i,
-                        InboundRouting::default(),
-                    ),
-                )
-                .await,
-            );
-        }
-        let mut seen = Vec::new();
-        let mut after = None;
-        loop {
-            let page = s
-                .list_inbound(InboundFilter {
-                    user_id: None,
-                    after,
-                    limit: 3,
-                })
-                .await
-                .unwrap();
-            if page.is_empty() {
-                break;
-            }
-            after = page.last().map(|t| t.id);
-            seen.extend(page.into_iter().map(|t| t.id));
-        }
-        assert_eq!(seen, ids);
-        assert!(ids.windows(2).all(|w| w[0] < w[1]));
-    })
-    .await;
-}
-
-#[tokio::test]
-async fn opt_out_replies_and_suppression_list() {
-    both(|s| async move {
-        let root = admin(&s, "root").await;
-        let alice = user(&s, "alice").await;
-        let reply = |to: &str, body: &str, origin: &str| {
-            let mut m = msg(0, to, 3000);
-            m.body = body.into();
-            m.origin = Some(origin.into());
-            m
-        };
-        let stop = InboundRouting {
-            opt: Some(textgate_core::inbound::OptChange::Out),
-            opt_reply: Some(reply("+15550000007", "bye", origin::OPT_CONFIRMATION)),
-            replies: vec![(
-                Some("alice".into()),
-                reply("+15550000007", "auto", origin::REPLY),
-            )],
-            ..Default::default()
-        };
-        new_id(&s, text("+15550000007", "Stop!", 3000, stop)).await;
-        let list = s.list_suppressions(None, 10).await.unwrap();
-        assert_eq!(list.len(), 1);
-        assert_eq!(list[0].number, "+15550000007");
-        assert_eq!(list[0].source, "keyword");
-        assert_eq!(list[0].note.as_deref(), Some("texted \"STOP\""));
-        let sent = s
-            .list_messages(MessageFilter {
-                owner_id: None,
-                status: None,
-                before: None,
-                limit: 10,
-            })
-            .await
-            .unwrap();
-        assert_eq!(
-            sent.len(),
-            1,
-            "no automatic reply to an opt-out, only the confirmation"
+conformance! {
+    async fn inbound_cursor_pages_in_order(s) {
+    admin(&s, "root").await;
+    let mut ids = Vec::new();
+    for i in 0..7 {
+        ids.push(
+            new_id(
+                &s,
+                text(
+                    "+15550000001",
+                    &format!("t{i}"),
+                    i,
+                    InboundRouting::default(),
+                ),
+            )
+            .await,
         );
-        assert_eq!((sent[0].body.as_str(), sent[0].owner_id), ("bye", root.id));
-        assert_eq!(sent[0].origin.as_deref(), Some(origin::OPT_CONFIRMATION));
-
-        // A rule's reply goes as its owner, once per interval.
-        let hi = |since| InboundRouting {
-            matched: true,
-            replies: vec![(
-                Some("alice".into()),
-                reply("+15550000008", "auto", origin::REPLY),
-            )],
-            reply_since: since,
-            ..Default::default()
-        };
-        new_id(&s, text("+15550000008", "hi", 3000, hi(2000))).await;
-        new_id(&s, text("+15550000008", "hi again", 3001, hi(2000))).await;
-        let mine = s
-            .list_messages(MessageFilter {
-                owner_id: Some(alice.id),
-                status: None,
-                before: None,
-                limit: 10,
-            })
-            .await
-            .unwrap();
-        assert_eq!(mine.len(), 1, "the second reply falls in the interval");
-        assert_eq!(mine[0].to, "+15550000008");
-
-        // Opting back in; the API's own edits.
-        let start = InboundRouting {
-            opt: Some(textgate_core::inbound::OptChange::In),
-            ..Default::default()
-        };
-        new_id(&s, text("+15550000007", "START", 4000, start)).await;
-        assert!(s.list_suppressions(None, 10).await.unwrap().is_empty());
-        let sup = |n: &str| Suppression {
-            number: n.into(),
-            source: "api".into(),
-            note: None,
-            created_at: 1,
-        };
-        assert!(s.add_suppression(sup("+15550000002")).await.unwrap());
-        assert!(!s.add_suppression(sup("+15550000002")).await.unwrap());
-        assert!(s.add_suppression(sup("+15550000001")).await.unwrap());
+    }
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
         let page = s
-            .list_suppressions(Some("+15550000001".into()), 10)
-            .await
-            .unwrap();
-        assert_eq!(page.len(), 1);
-        assert!(s.remove_suppression("+15550000002").await.unwrap());
-        assert!(!s.remove_suppression("+15550000002").await.unwrap());
-    })
-    .await;
-}
-
-#[tokio::test]
-async fn deliveries_claim_retry_die_and_replay() {
-    both(|s| async move {
-        admin(&s, "root").await;
-        let routing = InboundRouting {
-            matched: true,
-            webhooks: vec!["http://a/h".into(), "http://b/h".into()],
-            emails: vec!["x@example.com".into(), "y@example.com".into()],
-            give_up_at: 99_000,
-            ..Default::default()
-        };
-        let t = new_id(&s, text("+15550000001", "hook", 1000, routing)).await;
-        // Webhook-only matched rules do not also fill the admins' inboxes.
-        let got = s.claim_deliveries("webhook", 1000, 5000, 10).await.unwrap();
-        assert_eq!(got.len(), 2);
-        assert!(got
-            .iter()
-            .all(|d| d.inbound_id == Some(t) && d.attempts == 1 && d.event == "message.inbound"));
-        assert!(
-            s.claim_deliveries("webhook", 1000, 5000, 10)
-                .await
-                .unwrap()
-                .is_empty(),
-            "leased"
-        );
-        let email = s.claim_deliveries("email", 1000, 5000, 10).await.unwrap();
-        assert_eq!(email.len(), 1);
-        assert_eq!(email[0].target, "x@example.com,y@example.com");
-        s.finish_deliveries(vec![
-            DeliveryResult::Delivered {
-                id: got[0].id,
-                attempt: 1,
-                code: Some(200),
-                at: 1100,
-            },
-            DeliveryResult::Retry {
-                id: got[1].id,
-                attempt: 1,
-                code: Some(500),
-                error: "500".into(),
-                next_at: 2000,
-                at: 1100,
-            },
-            // A stale attempt number is ignored.
-            DeliveryResult::Dead {
-                id: got[1].id,
-                attempt: 7,
-                code: None,
-                error: "x".into(),
-                at: 1,
-            },
-        ])
-        .await
-        .unwrap();
-        assert!(s
-            .claim_deliveries("webhook", 1999, 5000, 10)
-            .await
-            .unwrap()
-            .is_empty());
-        let again = s.claim_deliveries("webhook", 2000, 9000, 10).await.unwrap();
-        assert_eq!((again.len(), again[0].attempts), (1, 2));
-        s.finish_deliveries(vec![DeliveryResult::Dead {
-            id: again[0].id,
-            attempt: 2,
-            code: Some(503),
-            error: "gave up".into(),
-            at: 2100,
-        }])
-        .await
-        .unwrap();
-        let log = s.delivery_attempts(got[1].id).await.unwrap();
-        assert_eq!(
-            log,
-            vec![
-                DeliveryAttempt {
-                    attempt: 1,
-                    at: 1100,
-                    code: Some(500),
-                    error: Some("500".into())
-                },
-                DeliveryAttempt {
-                    attempt: 2,
-                    at: 2100,
-                    code: Some(503),
-                    error: Some("gave up".into())
-                },
-            ],
-            "every applied attempt is logged; the stale one is not"
-        );
-        assert_eq!(s.delivery_attempts(got[0].id).await.unwrap()[0].error, None);
-        let dead = s
-            .list_deliveries(DeliveryFilter {
-                state: Some("dead".into()),
-                owner_id: None,
-                before: None,
-                limit: 10,
+            .list_inbound(InboundFilter {
+                user_id: None,
+                after,
+                limit: 3,
             })
             .await
             .unwrap();
-        assert_eq!(dead.len(), 1);
-        assert_eq!(
-            (dead[0].last_code, dead[0].last_error.as_deref()),
-            (Some(503), Some("gave up"))
-        );
-        assert!(
-            s.replay_delivery(got[0].id, 3000, 9999)
-                .await
-                .unwrap()
-                .is_none(),
-            "only dead ones"
-        );
-        let replayed = s
-            .replay_delivery(dead[0].id, 3000, 9999)
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(
-            (replayed.state.as_str(), replayed.give_up_at),
-            ("pending", 9999)
-        );
-        assert_eq!(
-            s.claim_deliveries("webhook", 3000, 9000, 10)
-                .await
-                .unwrap()
-                .len(),
-            1
-        );
-        assert_eq!(
-            s.get_delivery(got[0].id).await.unwrap().unwrap().state,
-            "delivered"
-        );
-    })
-    .await;
+        if page.is_empty() {
+            break;
+        }
+        after = page.last().map(|t| t.id);
+        seen.extend(page.into_iter().map(|t| t.id));
+    }
+    assert_eq!(seen, ids);
+    assert!(ids.windows(2).all(|w| w[0] < w[1]));
+    }
 }
 
-#[tokio::test]
-async fn a_deferred_delivery_waits_uncounted_and_unlogged() {
-    both(|s| async move {
-        admin(&s, "root").await;
-        let routing = InboundRouting {
-            matched: true,
-            webhooks: vec!["http://a/h".into()],
-            give_up_at: 99_000,
-            ..Default::default()
-        };
-        new_id(&s, text("+15550000001", "hook", 1000, routing)).await;
-        let got = s.claim_deliveries("webhook", 1000, 5000, 10).await.unwrap();
-        assert_eq!((got.len(), got[0].attempts), (1, 1));
-        s.finish_deliveries(vec![DeliveryResult::Deferred {
+conformance! {
+    async fn opt_out_replies_and_suppression_list(s) {
+    let root = admin(&s, "root").await;
+    let alice = user(&s, "alice").await;
+    let reply = |to: &str, body: &str, origin: &str| {
+        let mut m = msg(0, to, 3000);
+        m.body = body.into();
+        m.origin = Some(origin.into());
+        m
+    };
+    let stop = InboundRouting {
+        opt: Some(textgate_core::inbound::OptChange::Out),
+        opt_reply: Some(reply("+15550000007", "bye", origin::OPT_CONFIRMATION)),
+        replies: vec![(
+            Some("alice".into()),
+            reply("+15550000007", "auto", origin::REPLY),
+        )],
+        ..Default::default()
+    };
+    new_id(&s, text("+15550000007", "Stop!", 3000, stop)).await;
+    let list = s.list_suppressions(None, 10).await.unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0].number, "+15550000007");
+    assert_eq!(list[0].source, "keyword");
+    assert_eq!(list[0].note.as_deref(), Some("texted \"STOP\""));
+    let sent = s
+        .list_messages(MessageFilter {
+            owner_id: None,
+            status: None,
+            before: None,
+            limit: 10,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        sent.len(),
+        1,
+        "no automatic reply to an opt-out, only the confirmation"
+    );
+    assert_eq!((sent[0].body.as_str(), sent[0].owner_id), ("bye", root.id));
+    assert_eq!(sent[0].origin.as_deref(), Some(origin::OPT_CONFIRMATION));
+
+    // A rule's reply goes as its owner, once per interval.
+    let hi = |since| InboundRouting {
+        matched: true,
+        replies: vec![(
+            Some("alice".into()),
+            reply("+15550000008", "auto", origin::REPLY),
+        )],
+        reply_since: since,
+        ..Default::default()
+    };
+    new_id(&s, text("+15550000008", "hi", 3000, hi(2000))).await;
+    new_id(&s, text("+15550000008", "hi again", 3001, hi(2000))).await;
+    let mine = s
+        .list_messages(MessageFilter {
+            owner_id: Some(alice.id),
+            status: None,
+            before: None,
+            limit: 10,
+        })
+        .await
+        .unwrap();
+    assert_eq!(mine.len(), 1, "the second reply falls in the interval");
+    assert_eq!(mine[0].to, "+15550000008");
+
+    // Opting back in; the API's own edits.
+    let start = InboundRouting {
+        opt: Some(textgate_core::inbound::OptChange::In),
+        ..Default::default()
+    };
+    new_id(&s, text("+15550000007", "START", 4000, start)).await;
+    assert!(s.list_suppressions(None, 10).await.unwrap().is_empty());
+    let sup = |n: &str| Suppression {
+        number: n.into(),
+        source: "api".into(),
+        note: None,
+        created_at: 1,
+    };
+    assert!(s.add_suppression(sup("+15550000002")).await.unwrap());
+    assert!(!s.add_suppression(sup("+15550000002")).await.unwrap());
+    assert!(s.add_suppression(sup("+15550000001")).await.unwrap());
+    let page = s
+        .list_suppressions(Some("+15550000001".into()), 10)
+        .await
+        .unwrap();
+    assert_eq!(page.len(), 1);
+    assert!(s.remove_suppression("+15550000002").await.unwrap());
+    assert!(!s.remove_suppression("+15550000002").await.unwrap());
+    }
+}
+
+conformance! {
+    async fn deliveries_claim_retry_die_and_replay(s) {
+    admin(&s, "root").await;
+    let routing = InboundRouting {
+        matched: true,
+        webhooks: vec!["http://a/h".into(), "http://b/h".into()],
+        emails: vec!["x@example.com".into(), "y@example.com".into()],
+        give_up_at: 99_000,
+        ..Default::default()
+    };
+    let t = new_id(&s, text("+15550000001", "hook", 1000, routing)).await;
+    // Webhook-only matched rules do not also fill the admins' inboxes.
+    let got = s.claim_deliveries("webhook", 1000, 5000, 10).await.unwrap();
+    assert_eq!(got.len(), 2);
+    assert!(got
+        .iter()
+        .all(|d| d.inbound_id == Some(t) && d.attempts == 1 && d.event == "message.inbound"));
+    assert!(
+        s.claim_deliveries("webhook", 1000, 5000, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "leased"
+    );
+    let email = s.claim_deliveries("email", 1000, 5000, 10).await.unwrap();
+    assert_eq!(email.len(), 1);
+    assert_eq!(email[0].target, "x@example.com,y@example.com");
+    s.finish_deliveries(vec![
+        DeliveryResult::Delivered {
             id: got[0].id,
             attempt: 1,
-            next_at: 1500,
-        }])
+            code: Some(200),
+            at: 1100,
+        },
+        DeliveryResult::Retry {
+            id: got[1].id,
+            attempt: 1,
+            code: Some(500),
+            error: "500".into(),
+            next_at: 2000,
+            at: 1100,
+        },
+        // A stale attempt number is ignored.
+        DeliveryResult::Dead {
+            id: got[1].id,
+            attempt: 7,
+            code: None,
+            error: "x".into(),
+            at: 1,
+        },
+    ])
+    .await
+    .unwrap();
+    assert!(s
+        .claim_deliveries("webhook", 1999, 5000, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    let again = s.claim_deliveries("webhook", 2000, 9000, 10).await.unwrap();
+    assert_eq!((again.len(), again[0].attempts), (1, 2));
+    s.finish_deliveries(vec![DeliveryResult::Dead {
+        id: again[0].id,
+        attempt: 2,
+        code: Some(503),
+        error: "gave up".into(),
+        at: 2100,
+    }])
+    .await
+    .unwrap();
+    let log = s.delivery_attempts(got[1].id).await.unwrap();
+    assert_eq!(
+        log,
+        vec![
+            DeliveryAttempt {
+                attempt: 1,
+                at: 1100,
+                code: Some(500),
+                error: Some("500".into())
+            },
+            DeliveryAttempt {
+                attempt: 2,
+                at: 2100,
+                code: Some(503),
+                error: Some("gave up".into())
+            },
+        ],
+        "every applied attempt is logged; the stale one is not"
+    );
+    assert_eq!(s.delivery_attempts(got[0].id).await.unwrap()[0].error, None);
+    let dead = s
+        .list_deliveries(DeliveryFilter {
+            state: Some("dead".into()),
+            owner_id: None,
+            before: None,
+            limit: 10,
+        })
         .await
         .unwrap();
-        assert!(s
-            .claim_deliveries("webhook", 1499, 5000, 10)
+    assert_eq!(dead.len(), 1);
+    assert_eq!(
+        (dead[0].last_code, dead[0].last_error.as_deref()),
+        (Some(503), Some("gave up"))
+    );
+    assert!(
+        s.replay_delivery(got[0].id, 3000, 9999)
             .await
             .unwrap()
-            .is_empty());
-        let again = s.claim_deliveries("webhook", 1500, 5000, 10).await.unwrap();
-        assert_eq!(
-            again[0].attempts, 1,
-            "the deferral did not count as an attempt"
-        );
-        assert!(s.delivery_attempts(got[0].id).await.unwrap().is_empty());
-        // A stale deferral (the claim it undoes is not the current one) changes nothing.
-        s.finish_deliveries(vec![DeliveryResult::Deferred {
-            id: got[0].id,
-            attempt: 7,
-            next_at: 1,
-        }])
+            .is_none(),
+        "only dead ones"
+    );
+    let replayed = s
+        .replay_delivery(dead[0].id, 3000, 9999)
         .await
+        .unwrap()
         .unwrap();
-        assert_eq!(
-            s.get_delivery(got[0].id).await.unwrap().unwrap().attempts,
-            1
-        );
-    })
-    .await;
+    assert_eq!(
+        (replayed.state.as_str(), replayed.give_up_at),
+        ("pending", 9999)
+    );
+    assert_eq!(
+        s.claim_deliveries("webhook", 3000, 9000, 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        s.get_delivery(got[0].id).await.unwrap().unwrap().state,
+        "delivered"
+    );
+    }
 }
 
-#[tokio::test]
-async fn status_changes_of_messages_with_a_callback_queue_deliveries() {
-    both(|s| async move {
-        let u = user(&s, "alice").await;
-        let mut m = msg(u.id, "+15550000001", 1000);
-        m.callback_url = Some("http://cb/x".into());
-        m.api_key_id = Some(42);
-        let plain = msg(u.id, "+15550000002", 1000);
-        let ids = insert(&s, vec![m, plain]).await;
-        let claimed = s.claim(1000, 60_000, 10).await.unwrap();
-        assert_eq!(claimed.len(), 2);
-        let sent = |id: Id, attempt: i64| Outcome::Sent {
-            id,
-            attempt,
-            device: "lb".into(),
-            part_ids: vec![format!("p{id}")],
-            receipts: vec![],
-            at: 1100,
-        };
-        s.record_outcomes(vec![sent(ids[0], 1), sent(ids[1], 1)])
-            .await
-            .unwrap();
-        s.apply_receipts(vec![Receipt {
-            device: "lb".into(),
-            device_msg_id: format!("p{}", ids[0]),
-            delivered: true,
-            code: None,
-            at: 1200,
-        }])
+conformance! {
+    async fn a_deferred_delivery_waits_uncounted_and_unlogged(s) {
+    admin(&s, "root").await;
+    let routing = InboundRouting {
+        matched: true,
+        webhooks: vec!["http://a/h".into()],
+        give_up_at: 99_000,
+        ..Default::default()
+    };
+    new_id(&s, text("+15550000001", "hook", 1000, routing)).await;
+    let got = s.claim_deliveries("webhook", 1000, 5000, 10).await.unwrap();
+    assert_eq!((got.len(), got[0].attempts), (1, 1));
+    s.finish_deliveries(vec![DeliveryResult::Deferred {
+        id: got[0].id,
+        attempt: 1,
+        next_at: 1500,
+    }])
+    .await
+    .unwrap();
+    assert!(s
+        .claim_deliveries("webhook", 1499, 5000, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    let again = s.claim_deliveries("webhook", 1500, 5000, 10).await.unwrap();
+    assert_eq!(
+        again[0].attempts, 1,
+        "the deferral did not count as an attempt"
+    );
+    assert!(s.delivery_attempts(got[0].id).await.unwrap().is_empty());
+    // A stale deferral (the claim it undoes is not the current one) changes nothing.
+    s.finish_deliveries(vec![DeliveryResult::Deferred {
+        id: got[0].id,
+        attempt: 7,
+        next_at: 1,
+    }])
+    .await
+    .unwrap();
+    assert_eq!(
+        s.get_delivery(got[0].id).await.unwrap().unwrap().attempts,
+        1
+    );
+    }
+}
+
+conformance! {
+    async fn status_changes_of_messages_with_a_callback_queue_deliveries(s) {
+    let u = user(&s, "alice").await;
+    let mut m = msg(u.id, "+15550000001", 1000);
+    m.callback_url = Some("http://cb/x".into());
+    m.api_key_id = Some(42);
+    let plain = msg(u.id, "+15550000002", 1000);
+    let ids = insert(&s, vec![m, plain]).await;
+    let claimed = s.claim(1000, 60_000, 10).await.unwrap();
+    assert_eq!(claimed.len(), 2);
+    let sent = |id: Id, attempt: i64| Outcome::Sent {
+        id,
+        attempt,
+        device: "lb".into(),
+        part_ids: vec![format!("p{id}")],
+        receipts: vec![],
+        at: 1100,
+    };
+    s.record_outcomes(vec![sent(ids[0], 1), sent(ids[1], 1)])
         .await
         .unwrap();
-        let all = s
-            .list_deliveries(DeliveryFilter {
-                state: None,
-                owner_id: Some(u.id),
-                before: None,
-                limit: 10,
-            })
-            .await
-            .unwrap();
-        let statuses: Vec<_> = all
-            .iter()
-            .rev()
-            .map(|d| d.status.clone().unwrap_or_default())
-            .collect();
-        assert_eq!(
-            statuses,
-            vec!["sent", "delivered"],
-            "one event per change, none for 'sending'"
-        );
-        assert!(all.iter().all(|d| d.message_id == Some(ids[0])
-            && d.target == "http://cb/x"
-            && d.event == "message.status"
-            && d.api_key_id == Some(42)));
-    })
-    .await;
+    s.apply_receipts(vec![Receipt {
+        device: "lb".into(),
+        device_msg_id: format!("p{}", ids[0]),
+        delivered: true,
+        code: None,
+        at: 1200,
+    }])
+    .await
+    .unwrap();
+    let all = s
+        .list_deliveries(DeliveryFilter {
+            state: None,
+            owner_id: Some(u.id),
+            before: None,
+            limit: 10,
+        })
+        .await
+        .unwrap();
+    let statuses: Vec<_> = all
+        .iter()
+        .rev()
+        .map(|d| d.status.clone().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        statuses,
+        vec!["sent", "delivered"],
+        "one event per change, none for 'sending'"
+    );
+    assert!(all.iter().all(|d| d.message_id == Some(ids[0])
+        && d.target == "http://cb/x"
+        && d.event == "message.status"
+        && d.api_key_id == Some(42)));
+    }
 }
 
 /// Every path that ends a message queues the same events on both backends (PostgreSQL by
 /// triggers, SQLite by the statements themselves): status callbacks for messages with a
 /// callback_url, failure notices for texts from e-mail, nothing for the rest.
-#[tokio::test]
-async fn every_status_change_queues_its_events_and_only_those() {
-    both(|s| async move {
-        let u = user(&s, "alice").await;
-        let with = |to: &str, callback: bool, email: bool, segments: i64| {
-            let mut m = msg(u.id, to, 1000);
-            m.segments = segments;
-            m.expires_at = 2000;
-            m.callback_url = callback.then(|| format!("http://cb/{to}"));
-            m.email_from = email.then(|| format!("{to}@mail.test"));
-            m
-        };
-        let ids = insert(
-            &s,
-            vec![
-                with("+15550000001", true, true, 1), // undelivered with its submit
-                with("+15550000002", true, true, 1), // failed by the device
-                with("+15550000003", false, true, 1), // sent, then expired
-                with("+15550000004", true, false, 1), // retried, then cancelled
-                with("+15550000005", true, false, 2), // two parts, receipts one by one
-                with("+15550000006", false, false, 1), // plain: no events
-            ],
-        )
-        .await;
-        assert_eq!(s.claim(1000, 60_000, 10).await.unwrap().len(), 6);
-        let sent = |id: Id, parts: usize, receipts: Vec<Option<PartReceipt>>| Outcome::Sent {
-            id,
-            attempt: 1,
-            device: "lb".into(),
-            part_ids: (1..=parts).map(|p| format!("{id}-{p}")).collect(),
-            receipts,
-            at: 1100,
-        };
-        let failed_receipt = PartReceipt {
-            delivered: false,
-            code: Some("027".into()),
-            at: 1100,
-        };
-        let applied = s
-            .record_outcomes(vec![
-                sent(ids[0], 1, vec![Some(failed_receipt)]),
-                failed(ids[1], 1100),
-                sent(ids[2], 1, vec![]),
-                Outcome::Retry {
-                    id: ids[3],
-                    attempt: 1,
-                    device: Some("lb".into()),
-                    due_at: 5000,
-                    code: None,
-                    error: "busy".into(),
-                    refund: false,
-                },
-                sent(ids[4], 2, vec![]),
-                sent(ids[5], 1, vec![]),
-            ])
-            .await
-            .unwrap();
-        assert!(applied.iter().all(|a| *a), "{applied:?}");
-        let receipt = |id: Id, part: usize| Receipt {
-            device: "lb".into(),
-            device_msg_id: format!("{id}-{part}"),
-            delivered: true,
-            code: None,
-            at: 1200,
-        };
-        s.apply_receipts(vec![receipt(ids[4], 1), receipt(ids[5], 1)])
-            .await
-            .unwrap();
-        s.apply_receipts(vec![receipt(ids[4], 2)]).await.unwrap();
-        assert!(matches!(
-            s.cancel_message(ids[3], None, 1300).await.unwrap(),
-            Cancel::Cancelled(_)
-        ));
-        let m = s.maintain(2000 + RECEIPT_GRACE_MS + 1).await.unwrap();
-        assert_eq!(m.expired, 1);
-
-        let mut events: Vec<(Id, String, String, String)> = s
-            .list_deliveries(DeliveryFilter {
-                state: None,
-                owner_id: Some(u.id),
-                before: None,
-                limit: 100,
-            })
-            .await
-            .unwrap()
-            .into_iter()
-            .rev()
-            .map(|d| {
-                assert_eq!(d.event, "message.status");
-                (
-                    d.message_id.unwrap_or(0),
-                    d.channel,
-                    d.status.unwrap_or_default(),
-                    d.target,
-                )
-            })
-            .collect();
-        // Oldest first; the order within one message is the order of its changes.
-        events.sort_by_key(|e| e.0);
-        let ev = |i: usize, channel: &str, status: &str| {
-            let target = match channel {
-                "webhook" => format!("http://cb/+1555000000{}", i + 1),
-                _ => format!("+1555000000{}@mail.test", i + 1),
-            };
-            (ids[i], channel.to_string(), status.to_string(), target)
-        };
-        assert_eq!(
-            events,
-            vec![
-                ev(0, "webhook", "sent"),
-                ev(0, "webhook", "undelivered"),
-                ev(0, "email", "undelivered"),
-                ev(1, "webhook", "failed"),
-                ev(1, "email", "failed"),
-                ev(2, "email", "expired"),
-                ev(3, "webhook", "cancelled"),
-                ev(4, "webhook", "sent"),
-                ev(4, "webhook", "delivered"),
-            ]
-        );
-    })
+conformance! {
+    async fn every_status_change_queues_its_events_and_only_those(s) {
+    let u = user(&s, "alice").await;
+    let with = |to: &str, callback: bool, email: bool, segments: i64| {
+        let mut m = msg(u.id, to, 1000);
+        m.segments = segments;
+        m.expires_at = 2000;
+        m.callback_url = callback.then(|| format!("http://cb/{to}"));
+        m.email_from = email.then(|| format!("{to}@mail.test"));
+        m
+    };
+    let ids = insert(
+        &s,
+        vec![
+            with("+15550000001", true, true, 1), // undelivered with its submit
+            with("+15550000002", true, true, 1), // failed by the device
+            with("+15550000003", false, true, 1), // sent, then expired
+            with("+15550000004", true, false, 1), // retried, then cancelled
+            with("+15550000005", true, false, 2), // two parts, receipts one by one
+            with("+15550000006", false, false, 1), // plain: no events
+        ],
+    )
     .await;
+    assert_eq!(s.claim(1000, 60_000, 10).await.unwrap().len(), 6);
+    let sent = |id: Id, parts: usize, receipts: Vec<Option<PartReceipt>>| Outcome::Sent {
+        id,
+        attempt: 1,
+        device: "lb".into(),
+        part_ids: (1..=parts).map(|p| format!("{id}-{p}")).collect(),
+        receipts,
+        at: 1100,
+    };
+    let failed_receipt = PartReceipt {
+        delivered: false,
+        code: Some("027".into()),
+        at: 1100,
+    };
+    let applied = s
+        .record_outcomes(vec![
+            sent(ids[0], 1, vec![Some(failed_receipt)]),
+            failed(ids[1], 1100),
+            sent(ids[2], 1, vec![]),
+            Outcome::Retry {
+                id: ids[3],
+                attempt: 1,
+                device: Some("lb".into()),
+                due_at: 5000,
+                code: None,
+                error: "busy".into(),
+                refund: false,
+            },
+            sent(ids[4], 2, vec![]),
+            sent(ids[5], 1, vec![]),
+        ])
+        .await
+        .unwrap();
+    assert!(applied.iter().all(|a| *a), "{applied:?}");
+    let receipt = |id: Id, part: usize| Receipt {
+        device: "lb".into(),
+        device_msg_id: format!("{id}-{part}"),
+        delivered: true,
+        code: None,
+        at: 1200,
+    };
+    s.apply_receipts(vec![receipt(ids[4], 1), receipt(ids[5], 1)])
+        .await
+        .unwrap();
+    s.apply_receipts(vec![receipt(ids[4], 2)]).await.unwrap();
+    assert!(matches!(
+        s.cancel_message(ids[3], None, 1300).await.unwrap(),
+        Cancel::Cancelled(_)
+    ));
+    let m = s.maintain(2000 + RECEIPT_GRACE_MS + 1).await.unwrap();
+    assert_eq!(m.expired, 1);
+
+    let mut events: Vec<(Id, String, String, String)> = s
+        .list_deliveries(DeliveryFilter {
+            state: None,
+            owner_id: Some(u.id),
+            before: None,
+            limit: 100,
+        })
+        .await
+        .unwrap()
+        .into_iter()
+        .rev()
+        .map(|d| {
+            assert_eq!(d.event, "message.status");
+            (
+                d.message_id.unwrap_or(0),
+                d.channel,
+                d.status.unwrap_or_default(),
+                d.target,
+            )
+        })
+        .collect();
+    // Oldest first; the order within one message is the order of its changes.
+    events.sort_by_key(|e| e.0);
+    let ev = |i: usize, channel: &str, status: &str| {
+        let target = match channel {
+            "webhook" => format!("http://cb/+1555000000{}", i + 1),
+            _ => format!("+1555000000{}@mail.test", i + 1),
+        };
+        (ids[i], channel.to_string(), status.to_string(), target)
+    };
+    assert_eq!(
+        events,
+        vec![
+            ev(0, "webhook", "sent"),
+            ev(0, "webhook", "undelivered"),
+            ev(0, "email", "undelivered"),
+            ev(1, "webhook", "failed"),
+            ev(1, "email", "failed"),
+            ev(2, "email", "expired"),
+            ev(3, "webhook", "cancelled"),
+            ev(4, "webhook", "sent"),
+            ev(4, "webhook", "delivered"),
+        ]
+    );
+    }
 }
 
 /// SMSCs reuse message ids (counters wrap, accounts are reset): a receipt goes to the newest
 /// part that has its id, and the older message is left as it was.
-#[tokio::test]
-async fn a_reused_smsc_id_is_the_newest_parts() {
-    both(|s| async move {
-        let u = user(&s, "alice").await;
-        let ids = insert(
-            &s,
-            vec![
-                msg(u.id, "+15550000001", 1000),
-                msg(u.id, "+15550000002", 1000),
-            ],
-        )
-        .await;
-        assert_eq!(s.claim(1000, 60_000, 10).await.unwrap().len(), 2);
-        let sent = |id: Id| Outcome::Sent {
-            id,
-            attempt: 1,
-            device: "smsc".into(),
-            part_ids: vec!["42".into()],
-            receipts: vec![],
-            at: 1100,
-        };
-        s.record_outcomes(vec![sent(ids[0]), sent(ids[1])])
-            .await
-            .unwrap();
-        let got = s
-            .apply_receipts(vec![Receipt {
-                device: "smsc".into(),
-                device_msg_id: "42".into(),
-                delivered: true,
-                code: None,
-                at: 1200,
-            }])
-            .await
-            .unwrap();
-        assert_eq!(
-            got,
-            vec![ReceiptMatch::Part {
-                message_id: ids[1],
-                status: Some(Status::Delivered)
-            }]
-        );
-        let old = s.get_message(ids[0]).await.unwrap().unwrap();
-        assert_eq!(old.status, Status::Sent);
-        assert_eq!(
-            s.get_message(ids[1]).await.unwrap().unwrap().status,
-            Status::Delivered
-        );
-    })
+conformance! {
+    async fn a_reused_smsc_id_is_the_newest_parts(s) {
+    let u = user(&s, "alice").await;
+    let ids = insert(
+        &s,
+        vec![
+            msg(u.id, "+15550000001", 1000),
+            msg(u.id, "+15550000002", 1000),
+        ],
+    )
     .await;
+    assert_eq!(s.claim(1000, 60_000, 10).await.unwrap().len(), 2);
+    let sent = |id: Id| Outcome::Sent {
+        id,
+        attempt: 1,
+        device: "smsc".into(),
+        part_ids: vec!["42".into()],
+        receipts: vec![],
+        at: 1100,
+    };
+    s.record_outcomes(vec![sent(ids[0]), sent(ids[1])])
+        .await
+        .unwrap();
+    let got = s
+        .apply_receipts(vec![Receipt {
+            device: "smsc".into(),
+            device_msg_id: "42".into(),
+            delivered: true,
+            code: None,
+            at: 1200,
+        }])
+        .await
+        .unwrap();
+    assert_eq!(
+        got,
+        vec![ReceiptMatch::Part {
+            message_id: ids[1],
+            status: Some(Status::Delivered)
+        }]
+    );
+    let old = s.get_message(ids[0]).await.unwrap().unwrap();
+    assert_eq!(old.status, Status::Sent);
+    assert_eq!(
+        s.get_message(ids[1]).await.unwrap().unwrap().status,
+        Status::Delivered
+    );
+    }
 }
 
 fn job_msg(row: i64, to: &str, due_at: i64) -> JobMessage {
@@ -1569,150 +1538,148 @@ fn batch(
     }
 }
 
-#[tokio::test]
-async fn job_batches_resume_points_control_and_results() {
-    both(|s| async move {
-        let u = user(&s, "alice").await;
-        let other = user(&s, "bob").await;
-        let job = s
-            .create_job(NewJob {
-                owner_id: u.id,
-                name: Some("n".into()),
-                source: "api".into(),
-                params: "{}".into(),
-                file: Some("/tmp/x.csv".into()),
-                created_at: 1000,
-            })
-            .await
-            .unwrap();
-        assert_eq!(
-            (job.state, job.next_row, job.imported_at),
-            (JobState::Running, 2, None)
-        );
-        assert_eq!(s.unfinished_jobs().await.unwrap().len(), 1);
-        // Batch 1: rows 2-4, one refused; it records the resume point.
-        let b1 = batch(
-            &job,
-            2,
-            vec![
-                job_msg(2, "+15550000002", 1000),
-                job_msg(4, "+15550000004", 1000),
-            ],
-            vec![RowReject {
-                row: 3,
-                number: "x".into(),
-                message: "invalid number".into(),
-                duplicate: false,
-            }],
-            5,
-            false,
-        );
-        assert_eq!(
-            s.append_job_batch(b1.clone()).await.unwrap(),
-            BatchStored::Stored
-        );
-        // The same batch again (a second importer, or a replay after a restart): refused.
-        assert_eq!(s.append_job_batch(b1).await.unwrap(), BatchStored::Stopped);
-        let j = s.get_job(job.id).await.unwrap().unwrap();
-        assert_eq!((j.total, j.accepted, j.rejected, j.segments), (3, 2, 1, 2));
-        assert_eq!((j.file_offset, j.file_line, j.next_row), (50, 5, 5));
-        // API texts go before job rows, whatever their ids.
-        let api = insert(&s, vec![msg(u.id, "+15559999999", 1000)]).await;
-        let claimed = s.claim(2000, 60_000, 1).await.unwrap();
-        assert_eq!(claimed[0].id, api[0]);
-        // Pause holds the waiting rows: not claimable, not promoted, shown scheduled.
-        let JobControl::Done(p) = s
-            .control_job(job.id, Some(u.id), JobAction::Pause, 3000)
-            .await
-            .unwrap()
-        else {
-            panic!("pause")
-        };
-        assert_eq!(p.state, JobState::Paused);
-        assert_eq!(
-            s.control_job(job.id, Some(other.id), JobAction::Resume, 3000)
-                .await
-                .unwrap(),
-            JobControl::NotFound
-        );
-        s.maintain(30_000).await.unwrap();
-        assert!(s.claim(30_000, 90_000, 10).await.unwrap().is_empty());
-        // A batch stored while paused is held too; the last batch ends the import.
-        let b2 = batch(
-            &job,
-            5,
-            vec![job_msg(5, "+15550000005", 1000)],
-            vec![],
-            6,
-            true,
-        );
-        assert_eq!(s.append_job_batch(b2).await.unwrap(), BatchStored::Stored);
-        let counts = s.job_counts(job.id).await.unwrap();
-        assert_eq!(counts, vec![(Status::Scheduled, 3)]);
-        assert!(s.unfinished_jobs().await.unwrap().is_empty());
-        // Resume: back in the queue, claimable.
-        assert!(matches!(
-            s.control_job(job.id, None, JobAction::Resume, 4000)
-                .await
-                .unwrap(),
-            JobControl::Done(_)
-        ));
-        let got = s.claim(30_000, 90_000, 10).await.unwrap();
-        assert_eq!(got.len(), 3, "{got:?}");
-        assert!(got
-            .iter()
-            .all(|m| m.priority == JOB_PRIORITY && m.job_id == Some(job.id)));
-        // Results in row order, refused rows on their own page.
-        let res = s.job_results(job.id, 0, 10).await.unwrap();
-        assert_eq!(res.iter().map(|r| r.row).collect::<Vec<_>>(), vec![2, 4, 5]);
-        assert_eq!(res[0].to, "+15550000002");
-        let rej = s.job_rejects(job.id, 0, 10).await.unwrap();
-        assert_eq!((rej[0].row, rej[0].message.as_str()), (3, "invalid number"));
-        // Cancel: what is still waiting is cancelled (here nothing: all are sending).
-        let (a, b) = (got[0].id, got[0].attempts);
-        s.record_outcomes(vec![Outcome::Retry {
-            id: a,
-            attempt: b,
-            device: None,
-            due_at: 5000,
-            code: None,
-            error: "x".into(),
-            refund: true,
-        }])
+conformance! {
+    async fn job_batches_resume_points_control_and_results(s) {
+    let u = user(&s, "alice").await;
+    let other = user(&s, "bob").await;
+    let job = s
+        .create_job(NewJob {
+            owner_id: u.id,
+            name: Some("n".into()),
+            source: "api".into(),
+            params: "{}".into(),
+            file: Some("/tmp/x.csv".into()),
+            created_at: 1000,
+        })
         .await
         .unwrap();
-        let JobControl::Done(c) = s
-            .control_job(job.id, Some(u.id), JobAction::Cancel, 6000)
+    assert_eq!(
+        (job.state, job.next_row, job.imported_at),
+        (JobState::Running, 2, None)
+    );
+    assert_eq!(s.unfinished_jobs().await.unwrap().len(), 1);
+    // Batch 1: rows 2-4, one refused; it records the resume point.
+    let b1 = batch(
+        &job,
+        2,
+        vec![
+            job_msg(2, "+15550000002", 1000),
+            job_msg(4, "+15550000004", 1000),
+        ],
+        vec![RowReject {
+            row: 3,
+            number: "x".into(),
+            message: "invalid number".into(),
+            duplicate: false,
+        }],
+        5,
+        false,
+    );
+    assert_eq!(
+        s.append_job_batch(b1.clone()).await.unwrap(),
+        BatchStored::Stored
+    );
+    // The same batch again (a second importer, or a replay after a restart): refused.
+    assert_eq!(s.append_job_batch(b1).await.unwrap(), BatchStored::Stopped);
+    let j = s.get_job(job.id).await.unwrap().unwrap();
+    assert_eq!((j.total, j.accepted, j.rejected, j.segments), (3, 2, 1, 2));
+    assert_eq!((j.file_offset, j.file_line, j.next_row), (50, 5, 5));
+    // API texts go before job rows, whatever their ids.
+    let api = insert(&s, vec![msg(u.id, "+15559999999", 1000)]).await;
+    let claimed = s.claim(2000, 60_000, 1).await.unwrap();
+    assert_eq!(claimed[0].id, api[0]);
+    // Pause holds the waiting rows: not claimable, not promoted, shown scheduled.
+    let JobControl::Done(p) = s
+        .control_job(job.id, Some(u.id), JobAction::Pause, 3000)
+        .await
+        .unwrap()
+    else {
+        panic!("pause")
+    };
+    assert_eq!(p.state, JobState::Paused);
+    assert_eq!(
+        s.control_job(job.id, Some(other.id), JobAction::Resume, 3000)
             .await
-            .unwrap()
-        else {
-            panic!("cancel")
-        };
-        assert_eq!(c.state, JobState::Cancelled);
-        assert_eq!(
-            s.get_message(a).await.unwrap().unwrap().status,
-            Status::Cancelled
-        );
-        assert_eq!(
-            s.control_job(job.id, None, JobAction::Pause, 7000)
-                .await
-                .unwrap(),
-            JobControl::Invalid(JobState::Cancelled)
-        );
-        let list = s.list_jobs(Some(u.id), None, 10).await.unwrap();
-        assert_eq!(list.len(), 1);
-        assert!(s
-            .list_jobs(Some(other.id), None, 10)
+            .unwrap(),
+        JobControl::NotFound
+    );
+    s.maintain(30_000).await.unwrap();
+    assert!(s.claim(30_000, 90_000, 10).await.unwrap().is_empty());
+    // A batch stored while paused is held too; the last batch ends the import.
+    let b2 = batch(
+        &job,
+        5,
+        vec![job_msg(5, "+15550000005", 1000)],
+        vec![],
+        6,
+        true,
+    );
+    assert_eq!(s.append_job_batch(b2).await.unwrap(), BatchStored::Stored);
+    let counts = s.job_counts(job.id).await.unwrap();
+    assert_eq!(counts, vec![(Status::Scheduled, 3)]);
+    assert!(s.unfinished_jobs().await.unwrap().is_empty());
+    // Resume: back in the queue, claimable.
+    assert!(matches!(
+        s.control_job(job.id, None, JobAction::Resume, 4000)
             .await
-            .unwrap()
-            .is_empty());
-        s.fail_job(job.id, "broken".into(), 8000).await.unwrap();
-        assert_eq!(
-            s.get_job(job.id).await.unwrap().unwrap().error.as_deref(),
-            Some("broken")
-        );
-    })
-    .await;
+            .unwrap(),
+        JobControl::Done(_)
+    ));
+    let got = s.claim(30_000, 90_000, 10).await.unwrap();
+    assert_eq!(got.len(), 3, "{got:?}");
+    assert!(got
+        .iter()
+        .all(|m| m.priority == JOB_PRIORITY && m.job_id == Some(job.id)));
+    // Results in row order, refused rows on their own page.
+    let res = s.job_results(job.id, 0, 10).await.unwrap();
+    assert_eq!(res.iter().map(|r| r.row).collect::<Vec<_>>(), vec![2, 4, 5]);
+    assert_eq!(res[0].to, "+15550000002");
+    let rej = s.job_rejects(job.id, 0, 10).await.unwrap();
+    assert_eq!((rej[0].row, rej[0].message.as_str()), (3, "invalid number"));
+    // Cancel: what is still waiting is cancelled (here nothing: all are sending).
+    let (a, b) = (got[0].id, got[0].attempts);
+    s.record_outcomes(vec![Outcome::Retry {
+        id: a,
+        attempt: b,
+        device: None,
+        due_at: 5000,
+        code: None,
+        error: "x".into(),
+        refund: true,
+    }])
+    .await
+    .unwrap();
+    let JobControl::Done(c) = s
+        .control_job(job.id, Some(u.id), JobAction::Cancel, 6000)
+        .await
+        .unwrap()
+    else {
+        panic!("cancel")
+    };
+    assert_eq!(c.state, JobState::Cancelled);
+    assert_eq!(
+        s.get_message(a).await.unwrap().unwrap().status,
+        Status::Cancelled
+    );
+    assert_eq!(
+        s.control_job(job.id, None, JobAction::Pause, 7000)
+            .await
+            .unwrap(),
+        JobControl::Invalid(JobState::Cancelled)
+    );
+    let list = s.list_jobs(Some(u.id), None, 10).await.unwrap();
+    assert_eq!(list.len(), 1);
+    assert!(s
+        .list_jobs(Some(other.id), None, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    s.fail_job(job.id, "broken".into(), 8000).await.unwrap();
+    assert_eq!(
+        s.get_job(job.id).await.unwrap().unwrap().error.as_deref(),
+        Some("broken")
+    );
+    }
 }
 
 fn purge(what: Purge, before: i64, after: Id, strip: bool) -> PurgeBatch {
@@ -1738,98 +1705,94 @@ async fn purge_all(s: &Store, what: Purge, before: i64, strip: bool) -> u64 {
     }
 }
 
-#[tokio::test]
-async fn retention_deletes_or_strips_old_finished_messages_only() {
-    both(|s| async move {
-        let a = user(&s, "a").await;
-        let ids = insert(
-            &s,
-            vec![
-                msg(a.id, "+15550000001", 1000),
-                msg(a.id, "+15550000002", 1100),
-                msg(a.id, "+15550000003", 1200),
-                msg(a.id, "+15550000004", 9000),
-            ],
-        )
-        .await;
-        // 1 and 3 end; 2 is still queued; 4 ends but is too young.
-        for id in [ids[0], ids[2], ids[3]] {
-            assert!(matches!(
-                s.cancel_message(id, None, 1300).await.unwrap(),
-                Cancel::Cancelled(_)
-            ));
-        }
-        // Stripped: the rows stay, without their text.
-        assert_eq!(purge_all(&s, Purge::Messages, 5000, true).await, 2);
-        let m = s.get_message(ids[0]).await.unwrap().unwrap();
-        assert_eq!((m.body.as_str(), m.status), ("", Status::Cancelled));
-        assert_eq!(s.get_message(ids[1]).await.unwrap().unwrap().body, "hello");
-        assert_eq!(
-            purge_all(&s, Purge::Messages, 5000, true).await,
-            0,
-            "nothing twice"
-        );
-        // Deleted: finished and old only.
-        assert_eq!(purge_all(&s, Purge::Messages, 5000, false).await, 2);
-        assert!(s.get_message(ids[0]).await.unwrap().is_none());
-        assert!(s.get_message(ids[2]).await.unwrap().is_none());
-        assert!(
-            s.get_message(ids[1]).await.unwrap().is_some(),
-            "not final: kept"
-        );
-        assert!(
-            s.get_message(ids[3]).await.unwrap().is_some(),
-            "too young: kept"
-        );
-    })
+conformance! {
+    async fn retention_deletes_or_strips_old_finished_messages_only(s) {
+    let a = user(&s, "a").await;
+    let ids = insert(
+        &s,
+        vec![
+            msg(a.id, "+15550000001", 1000),
+            msg(a.id, "+15550000002", 1100),
+            msg(a.id, "+15550000003", 1200),
+            msg(a.id, "+15550000004", 9000),
+        ],
+    )
     .await;
+    // 1 and 3 end; 2 is still queued; 4 ends but is too young.
+    for id in [ids[0], ids[2], ids[3]] {
+        assert!(matches!(
+            s.cancel_message(id, None, 1300).await.unwrap(),
+            Cancel::Cancelled(_)
+        ));
+    }
+    // Stripped: the rows stay, without their text.
+    assert_eq!(purge_all(&s, Purge::Messages, 5000, true).await, 2);
+    let m = s.get_message(ids[0]).await.unwrap().unwrap();
+    assert_eq!((m.body.as_str(), m.status), ("", Status::Cancelled));
+    assert_eq!(s.get_message(ids[1]).await.unwrap().unwrap().body, "hello");
+    assert_eq!(
+        purge_all(&s, Purge::Messages, 5000, true).await,
+        0,
+        "nothing twice"
+    );
+    // Deleted: finished and old only.
+    assert_eq!(purge_all(&s, Purge::Messages, 5000, false).await, 2);
+    assert!(s.get_message(ids[0]).await.unwrap().is_none());
+    assert!(s.get_message(ids[2]).await.unwrap().is_none());
+    assert!(
+        s.get_message(ids[1]).await.unwrap().is_some(),
+        "not final: kept"
+    );
+    assert!(
+        s.get_message(ids[3]).await.unwrap().is_some(),
+        "too young: kept"
+    );
+    }
 }
 
-#[tokio::test]
-async fn retention_deletes_old_inbound_texts_with_their_inboxes_and_done_deliveries() {
-    both(|s| async move {
-        let root = admin(&s, "root").await;
-        let routing = || InboundRouting {
-            matched: true,
-            webhooks: vec!["http://a/h".into()],
-            users: vec!["root".into()],
-            give_up_at: 99_000,
-            ..Default::default()
-        };
-        let old = new_id(&s, text("+15550000001", "old", 1000, routing())).await;
-        let young = new_id(&s, text("+15550000002", "young", 9000, routing())).await;
-        assert_eq!(inbox(&s, Some(root.id)).await.len(), 2);
-        // Deliveries: the old text's is delivered, the young one's still pending.
-        let got = s
-            .claim_deliveries("webhook", 10_000, 20_000, 10)
-            .await
-            .unwrap();
-        let old_delivery = got.iter().find(|d| d.inbound_id == Some(old)).unwrap().id;
-        s.finish_deliveries(vec![DeliveryResult::Delivered {
-            id: old_delivery,
-            attempt: 1,
-            code: Some(200),
-            at: 10_100,
-        }])
+conformance! {
+    async fn retention_deletes_old_inbound_texts_with_their_inboxes_and_done_deliveries(s) {
+    let root = admin(&s, "root").await;
+    let routing = || InboundRouting {
+        matched: true,
+        webhooks: vec!["http://a/h".into()],
+        users: vec!["root".into()],
+        give_up_at: 99_000,
+        ..Default::default()
+    };
+    let old = new_id(&s, text("+15550000001", "old", 1000, routing())).await;
+    let young = new_id(&s, text("+15550000002", "young", 9000, routing())).await;
+    assert_eq!(inbox(&s, Some(root.id)).await.len(), 2);
+    // Deliveries: the old text's is delivered, the young one's still pending.
+    let got = s
+        .claim_deliveries("webhook", 10_000, 20_000, 10)
         .await
         .unwrap();
-        assert_eq!(
-            purge_all(&s, Purge::Deliveries, 99_999, false).await,
-            1,
-            "done ones only"
-        );
-        assert!(s.get_delivery(old_delivery).await.unwrap().is_none());
-        assert!(s.delivery_attempts(old_delivery).await.unwrap().is_empty());
-        // Inbound texts before 5000: the old one, out of the inbox too.
-        assert_eq!(purge_all(&s, Purge::Inbound, 5000, true).await, 1);
-        assert_eq!(s.get_inbound(old, None).await.unwrap().unwrap().body, "");
-        assert_eq!(purge_all(&s, Purge::Inbound, 5000, false).await, 1);
-        assert!(s.get_inbound(old, None).await.unwrap().is_none());
-        assert_eq!(
-            s.get_inbound(young, None).await.unwrap().unwrap().body,
-            "young"
-        );
-        assert_eq!(inbox(&s, Some(root.id)).await, vec!["young".to_string()]);
-    })
-    .await;
+    let old_delivery = got.iter().find(|d| d.inbound_id == Some(old)).unwrap().id;
+    s.finish_deliveries(vec![DeliveryResult::Delivered {
+        id: old_delivery,
+        attempt: 1,
+        code: Some(200),
+        at: 10_100,
+    }])
+    .await
+    .unwrap();
+    assert_eq!(
+        purge_all(&s, Purge::Deliveries, 99_999, false).await,
+        1,
+        "done ones only"
+    );
+    assert!(s.get_delivery(old_delivery).await.unwrap().is_none());
+    assert!(s.delivery_attempts(old_delivery).await.unwrap().is_empty());
+    // Inbound texts before 5000: the old one, out of the inbox too.
+    assert_eq!(purge_all(&s, Purge::Inbound, 5000, true).await, 1);
+    assert_eq!(s.get_inbound(old, None).await.unwrap().unwrap().body, "");
+    assert_eq!(purge_all(&s, Purge::Inbound, 5000, false).await, 1);
+    assert!(s.get_inbound(old, None).await.unwrap().is_none());
+    assert_eq!(
+        s.get_inbound(young, None).await.unwrap().unwrap().body,
+        "young"
+    );
+    assert_eq!(inbox(&s, Some(root.id)).await, vec!["young".to_string()]);
+    }
 }
