@@ -41,7 +41,8 @@ async fn postgres() -> Store {
 /// One test per backend, named after it (`NAME::sqlite`, `NAME::postgres`), so that a
 /// failure on one neither hides the other's result nor leaves the backend unnamed.
 macro_rules! conformance {
-    (async fn $name:ident($s:ident) $body:block) => {
+    ($(#[$attr:meta])* async fn $name:ident($s:ident) $body:block) => {
+        $(#[$attr])*
         mod $name {
             #[allow(unused_imports)]
             use super::*;
@@ -807,10 +808,10 @@ conformance! {
     }
 }
 
-/// A receipt can be read before its submit's answer (and so be stamped first): the message
-/// is never delivered before it was sent, whether the receipt is written with the outcome
-/// or after it.
 conformance! {
+    /// A receipt can be read before its submit's answer (and so be stamped first): the message
+    /// is never delivered before it was sent, whether the receipt is written with the outcome
+    /// or after it.
     async fn a_receipt_read_before_its_submit_is_not_dated_before_it(s) {
     let a = user(&s, "a").await;
     let ids = insert(
@@ -1324,10 +1325,10 @@ conformance! {
     }
 }
 
-/// Every path that ends a message queues the same events on both backends (PostgreSQL by
-/// triggers, SQLite by the statements themselves): status callbacks for messages with a
-/// callback_url, failure notices for texts from e-mail, nothing for the rest.
 conformance! {
+    /// Every path that ends a message queues the same events on both backends (PostgreSQL by
+    /// triggers, SQLite by the statements themselves): status callbacks for messages with a
+    /// callback_url, failure notices for texts from e-mail, nothing for the rest.
     async fn every_status_change_queues_its_events_and_only_those(s) {
     let u = user(&s, "alice").await;
     let with = |to: &str, callback: bool, email: bool, segments: i64| {
@@ -1449,9 +1450,9 @@ conformance! {
     }
 }
 
-/// SMSCs reuse message ids (counters wrap, accounts are reset): a receipt goes to the newest
-/// part that has its id, and the older message is left as it was.
 conformance! {
+    /// SMSCs reuse message ids (counters wrap, accounts are reset): a receipt goes to the newest
+    /// part that has its id, and the older message is left as it was.
     async fn a_reused_smsc_id_is_the_newest_parts(s) {
     let u = user(&s, "alice").await;
     let ids = insert(
