@@ -430,23 +430,32 @@ impl CsvRows {
 
     /// The next row and its number, or `None` at the end.
     pub fn next_row(&mut self) -> Result<Option<(i64, &csv::ByteRecord)>, JobError> {
-        let began = self.next.offset.max(0) as u64;
-        let more = self
-            .rdr
-            .read_byte_record(&mut self.rec)
-            .map_err(|e| csv_err(e, self.next.row))?;
-        if !more {
-            return Ok(None);
-        }
-        // The reader drops a byte order mark only at the very start of what it reads, so a
-        // row that begins with one after a resumed read would differ from a straight one.
-        if self.rec.get(0).is_some_and(|f| f.starts_with(BOM)) {
+        let mut began = self.next.offset.max(0) as u64;
+        loop {
+            let more = self
+                .rdr
+                .read_byte_record(&mut self.rec)
+                .map_err(|e| csv_err(e, self.next.row))?;
+            if !more {
+                return Ok(None);
+            }
+            // The reader drops a byte order mark only at the very start of what it reads, so
+            // a row that begins with one after a resumed read would differ from a straight
+            // one; and a line that is nothing else is then blank, and skipped.
+            if !self.rec.get(0).is_some_and(|f| f.starts_with(BOM)) {
+                break;
+            }
             let mut fixed = csv::ByteRecord::new();
             for (i, f) in self.rec.iter().enumerate() {
                 fixed.push_field(if i == 0 { &f[BOM.len()..] } else { f });
             }
             fixed.set_position(self.rec.position().cloned());
             self.rec = fixed;
+            if self.rec.len() > 1 || self.rec.get(0).is_some_and(|f| !f.is_empty()) {
+                break;
+            }
+            began = self.rdr.position().byte();
+            self.row_start.set(began);
         }
         let end = self.rdr.position().byte();
         self.row_start.set(end);
@@ -750,6 +759,9 @@ mod tests {
         let all = check_all(text, spec()).unwrap();
         assert_eq!(summary(&all)[1], (3, "ok +15550000002 b".into()));
         assert_eq!(rows_straight_and_resumed(text), vec![2, 3]);
+        // A line that is only a mark is blank, as the reader finds it after a resume.
+        let text = b"to,body\n+15550000001,a\n\xef\xbb\xbf\n+15550000002,b\n";
+        assert_eq!(rows_straight_and_resumed(text), vec![2, 4]);
     }
 
     #[test]
