@@ -1067,3 +1067,212 @@ fn stored_form(t: textgate_drivers::InboundText) -> textgate_store::NewInbound {
         routing: Default::default(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+    use std::sync::atomic::AtomicUsize;
+
+    use textgate_drivers::{BoxFuture, Submitted};
+    use textgate_store::{Inserted, NewMessage, NewUser, Role};
+
+    use super::*;
+
+    /// A device that answers from a script (then with the last answer for ever), and counts
+    /// what it was given.
+    struct Scripted {
+        name: String,
+        answers: std::sync::Mutex<VecDeque<Result<Submitted, SendError>>>,
+        sends: AtomicUsize,
+    }
+
+    impl Scripted {
+        fn new(name: &str, answers: Vec<Result<Submitted, SendError>>) -> Arc<Scripted> {
+            Arc::new(Scripted {
+                name: name.into(),
+                answers: std::sync::Mutex::new(answers.into()),
+                sends: AtomicUsize::new(0),
+            })
+        }
+    }
+
+    impl Device for Scripted {
+        fn name(&self) -> &str {
+            &self.name
+        }
+        fn kind(&self) -> &'static str {
+            "loopback"
+        }
+        fn start(&self, _: mpsc::Sender<DeviceEvent>) {}
+        fn send(&self, _: OutboundSms) -> BoxFuture<'_, Result<Submitted, SendError>> {
+            self.sends.fetch_add(1, Ordering::Relaxed);
+            let mut q = self.answers.lock().unwrap();
+            let a = if q.len() > 1 {
+                q.pop_front()
+            } else {
+                q.front().cloned()
+            };
+            Box::pin(async move { a.expect("a scripted answer") })
+        }
+        fn state(&self) -> DeviceState {
+            DeviceState::Up
+        }
+        fn window(&self) -> usize {
+            4
+        }
+    }
+
+    fn transient() -> Result<Submitted, SendError> {
+        Err(SendError::Transient {
+            code: None,
+            reason: "the SMSC is busy".into(),
+        })
+    }
+
+    fn throttled() -> Result<Submitted, SendError> {
+        Err(SendError::Throttled {
+            code: Some("0x00000058".into()),
+            reason: "throttled".into(),
+        })
+    }
+
+    fn taken() -> Result<Submitted, SendError> {
+        Ok(Submitted {
+            part_ids: vec!["p1".into()],
+        })
+    }
+
+    /// A dispatcher over these devices (routed in this order), on a fresh SQLite store, with
+    /// retries 100 ms apart, and one message queued. (The queue's times are the wall clock's,
+    /// so these tests run in real time; they wait for outcomes, never for a set time.)
+    async fn start(
+        devices: Vec<Arc<Scripted>>,
+        max_attempts: u32,
+    ) -> (Arc<Dispatcher>, Running, i64) {
+        let dir = std::env::temp_dir().join(format!(
+            "tg-dispatcher-{}-{}",
+            std::process::id(),
+            fastrand::u64(..)
+        ));
+        let mut toml = format!(
+            "[server]\ndatabase_url = \"sqlite://{}/t.db\"\nmax_attempts = {max_attempts}\nretry_backoff = \"100ms\"\nretry_backoff_max = \"100ms\"\n",
+            dir.display()
+        );
+        for d in &devices {
+            toml.push_str(&format!(
+                "[[device]]\nname = \"{}\"\nkind = \"loopback\"\n",
+                d.name
+            ));
+        }
+        let cfg = Config::parse(&toml, &|_| None).unwrap();
+        cfg.check().unwrap();
+        let store = Store::open(&cfg.server.database_url).await.unwrap();
+        let owner = store
+            .create_user(NewUser {
+                name: "u".into(),
+                role: Role::User,
+                email: None,
+                password_hash: None,
+                created_at: 0,
+            })
+            .await
+            .unwrap();
+        let now = now_ms();
+        let inserted = store
+            .insert_messages(
+                vec![NewMessage {
+                    owner_id: owner.id,
+                    job_id: None,
+                    to: "+15550000001".into(),
+                    from: None,
+                    body: "hi".into(),
+                    encoding: "gsm7".into(),
+                    segments: 1,
+                    schedule_at: None,
+                    expires_at: now + 3_600_000,
+                    callback_url: None,
+                    reference: None,
+                    priority: 0,
+                    created_at: now,
+                    claimed_until: None,
+                    origin: None,
+                    api_key_id: None,
+                    email_from: None,
+                }],
+                None,
+                Box::new(|_| String::new()),
+            )
+            .await
+            .unwrap();
+        let Inserted::New { ids, .. } = inserted else {
+            panic!("{inserted:?}")
+        };
+        let devices: Vec<Arc<dyn Device>> =
+            devices.into_iter().map(|d| d as Arc<dyn Device>).collect();
+        let d = Dispatcher::new(store, &cfg, devices);
+        let running = d.start(CancellationToken::new());
+        (d, running, ids[0])
+    }
+
+    /// Waits until message `id` leaves the queue for good.
+    async fn settled(d: &Dispatcher, id: i64) -> textgate_store::Message {
+        for _ in 0..300 {
+            let m = d.store.get_message(id).await.unwrap().unwrap();
+            if m.status.is_final() || m.status == Status::Sent {
+                return m;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("message {id} never settled")
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn transient_errors_fail_over_and_retry_after_the_backoff() {
+        // The first device is always busy; the second is busy once, then takes it.
+        let a = Scripted::new("a", vec![transient()]);
+        let b = Scripted::new("b", vec![transient(), taken()]);
+        let started = tokio::time::Instant::now();
+        let (d, _running, id) = start(vec![a.clone(), b.clone()], 10).await;
+        let m = settled(&d, id).await;
+        assert_eq!(
+            (m.status, m.device.as_deref()),
+            (Status::Sent, Some("b")),
+            "{m:?}"
+        );
+        assert!(
+            a.sends.load(Ordering::Relaxed) >= 1,
+            "the first device was tried first"
+        );
+        assert_eq!(
+            b.sends.load(Ordering::Relaxed),
+            2,
+            "the second took it on its second try"
+        );
+        // A retry waits for the backoff (100 ms, ±20 % jitter).
+        assert!(
+            started.elapsed() >= Duration::from_millis(80),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_message_fails_after_max_attempts_and_throttling_is_not_counted() {
+        // Throttled four times (not attempts), then busy for ever: three attempts, then failed.
+        let a = Scripted::new(
+            "a",
+            vec![
+                throttled(),
+                throttled(),
+                throttled(),
+                throttled(),
+                transient(),
+            ],
+        );
+        let (d, _running, id) = start(vec![a.clone()], 3).await;
+        let m = settled(&d, id).await;
+        assert_eq!(m.status, Status::Failed, "{m:?}");
+        assert_eq!(a.sends.load(Ordering::Relaxed), 4 + 3, "{m:?}");
+        assert!(m.error.as_deref().unwrap_or("").contains("busy"), "{m:?}");
+    }
+}

@@ -472,6 +472,63 @@ mod tests {
         assert_eq!(acked, (10..15).map(|s| (0, s)).collect::<Vec<_>>());
     }
 
+    /// Timers in the test's own clock: the session's enquire_link interval and response
+    /// timeout pass without waiting for them.
+    #[tokio::test(start_paused = true)]
+    async fn an_smsc_that_stops_answering_is_disconnected() {
+        let (dev, mut smsc, _rx) = bound().await;
+        let before = tokio::time::Instant::now();
+        // Idle: after enquire_link (30 s) the session asks; the SMSC says nothing.
+        let ask = read_pdu(&mut smsc).await;
+        assert_eq!(be(&ask[4..8]), 0x0000_0015, "enquire_link (SMPP 3.4 §4.11)");
+        // (The interval began with the session, a moment before `before`.)
+        assert!(
+            before.elapsed() >= Duration::from_secs(29),
+            "{:?}",
+            before.elapsed()
+        );
+        // After response_timeout (10 s) without an answer the session closes the connection.
+        let mut rest = Vec::new();
+        let n = smsc.read_to_end(&mut rest).await.unwrap_or(0);
+        assert_eq!(n, 0, "nothing more, then the end: {rest:?}");
+        assert!(
+            before.elapsed() >= Duration::from_secs(39),
+            "{:?}",
+            before.elapsed()
+        );
+        assert_ne!(dev.state(), DeviceState::Up);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_submit_the_smsc_never_answers_fails_as_transient_after_the_timeout() {
+        let (dev, mut smsc, _rx) = bound().await;
+        let sent = tokio::spawn(async move {
+            let r = dev
+                .send(crate::OutboundSms {
+                    message_id: 1,
+                    to: "+15550000001".into(),
+                    from: None,
+                    body: "hi".into(),
+                    segments: 1,
+                })
+                .await;
+            (r, dev)
+        });
+        let submit = read_pdu(&mut smsc).await;
+        assert_eq!(be(&submit[4..8]), 0x0000_0004, "submit_sm");
+        let start = tokio::time::Instant::now();
+        let (r, _dev) = sent.await.unwrap();
+        assert!(
+            matches!(r, Err(SendError::Transient { ref reason, .. }) if reason.contains("in time")),
+            "{r:?}"
+        );
+        assert!(
+            start.elapsed() >= Duration::from_secs(10),
+            "{:?}",
+            start.elapsed()
+        );
+    }
+
     #[tokio::test]
     async fn shutdown_unbinds() {
         let (dev, mut smsc, _rx) = bound().await;
