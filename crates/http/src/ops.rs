@@ -2,7 +2,7 @@
 //! for unknown paths and methods.
 
 use std::fmt::Write;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -88,117 +88,12 @@ impl QueueDepth {
 /// `GET /metrics`, in the Prometheus text format; with `[server] metrics_token`, only for
 /// `Authorization: Bearer TOKEN`.
 pub async fn metrics(State(st): State<AppState>, headers: axum::http::HeaderMap) -> Response {
-    if let Some(token) = &st.config.server.metrics_token {
-        let given = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
-        // Compared as hashes, so the time taken says nothing about the token.
-        use sha2::{Digest, Sha256};
-        if Sha256::digest(given.as_bytes()) != Sha256::digest(token.as_bytes()) {
-            return ApiError::unauthorized(
-                "/metrics needs `Authorization: Bearer TOKEN` with [server] metrics_token",
-            )
-            .into_response();
-        }
+    if let Some(refused) = metrics_refused(&st, &headers) {
+        return refused;
     }
-    let mut out = String::with_capacity(4096);
-    let d = &st.dispatcher;
-    let c = &d.counters;
-    let mut counter = |name: &str, help: &str, v: u64| {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
-        );
-    };
-    counter(
-        "textgate_messages_accepted_total",
-        "Messages accepted through the HTTP API.",
-        st.http.accepted.load(Ordering::Relaxed),
-    );
-    counter(
-        "textgate_messages_sent_total",
-        "Messages a device took.",
-        c.sent.load(Ordering::Relaxed),
-    );
-    counter(
-        "textgate_message_retries_total",
-        "Transient device errors that were retried.",
-        c.retries.load(Ordering::Relaxed),
-    );
-    counter(
-        "textgate_receipts_unmatched_total",
-        "Delivery receipts that matched no message part.",
-        c.unmatched_receipts.load(Ordering::Relaxed),
-    );
-    counter(
-        "textgate_inbound_total",
-        "Inbound texts stored.",
-        c.inbound.load(Ordering::Relaxed),
-    );
-    let w = &st.http.webhooks;
-    counter(
-        "textgate_webhooks_delivered_total",
-        "Webhook POSTs answered with a 2xx.",
-        w.delivered.load(Ordering::Relaxed),
-    );
-    counter(
-        "textgate_webhook_failures_total",
-        "Webhook attempts that failed (retried or given up).",
-        w.failed.load(Ordering::Relaxed),
-    );
-    counter(
-        "textgate_webhooks_dead_total",
-        "Webhook deliveries given up and kept as dead letters.",
-        w.dead.load(Ordering::Relaxed),
-    );
-    counter(
-        "textgate_emails_accepted_total",
-        "E-mails the SMTP listener accepted and stored as texts.",
-        c.emails.load(Ordering::Relaxed),
-    );
-    counter(
-        "textgate_email_texts_total",
-        "Texts stored from accepted e-mails.",
-        c.email_texts.load(Ordering::Relaxed),
-    );
-    let m = &c.mail;
-    counter(
-        "textgate_mails_sent_total",
-        "E-mails the mailer handed to the relay.",
-        m.delivered.load(Ordering::Relaxed),
-    );
-    counter(
-        "textgate_mail_failures_total",
-        "Mailer attempts the relay refused or that could not reach it.",
-        m.failed.load(Ordering::Relaxed),
-    );
-    counter(
-        "textgate_mails_dead_total",
-        "E-mails given up after [mailer] retry_for: dead letters.",
-        m.dead.load(Ordering::Relaxed),
-    );
-    counter(
-        "textgate_smtp_auth_failures_total",
-        "SMTP AUTH attempts refused.",
-        c.smtp_auth_failures.load(Ordering::Relaxed),
-    );
-    counter(
-        "textgate_signin_lockouts_total",
-        "Sign-ins refused unchecked because the name or address was locked out.",
-        c.signin_lockouts.load(Ordering::Relaxed),
-    );
-    let _ = writeln!(out, "# HELP textgate_messages_final_total Messages that reached a final status.\n# TYPE textgate_messages_final_total counter");
-    for (i, s) in Status::ALL.iter().enumerate() {
-        if s.is_final() {
-            let _ = writeln!(
-                out,
-                "textgate_messages_final_total{{status=\"{s}\"}} {}",
-                c.finals[i].load(Ordering::Relaxed)
-            );
-        }
-    }
+    let mut out = Exposition::default();
+    global_counters(&mut out, &st);
+    final_statuses(&mut out, &st.dispatcher.counters);
     let store = st.store.clone();
     let depth = st
         .queue_depth
@@ -210,26 +105,181 @@ pub async fn metrics(State(st): State<AppState>, headers: axum::http::HeaderMap)
                 .ok()
         })
         .await;
-    let _ = writeln!(out, "# HELP textgate_queue_depth Messages waiting, by status (counted at most every 10 s).\n# TYPE textgate_queue_depth gauge");
+    out.family(
+        "textgate_queue_depth",
+        "gauge",
+        "Messages waiting, by status (counted at most every 10 s).",
+    );
     for (s, n) in depth {
-        let _ = writeln!(out, "textgate_queue_depth{{status=\"{s}\"}} {n}");
+        out.sample("textgate_queue_depth", &[("status", s.as_str())], n);
     }
-    let _ = writeln!(out, "# HELP textgate_device_up Whether the device is up (1) or not (0).\n# TYPE textgate_device_up gauge");
-    for e in &d.devices {
+    device_metrics(&mut out, &st.dispatcher.devices);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out.0).into_response()
+}
+
+/// `Some(401)` when `/metrics` asks for a token and the request does not carry it.
+fn metrics_refused(st: &AppState, headers: &axum::http::HeaderMap) -> Option<Response> {
+    let token = st.config.server.metrics_token.as_ref()?;
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    // Compared as hashes, so the time taken says nothing about the token.
+    use sha2::{Digest, Sha256};
+    (Sha256::digest(given.as_bytes()) != Sha256::digest(token.as_bytes())).then(|| {
+        ApiError::unauthorized(
+            "/metrics needs `Authorization: Bearer TOKEN` with [server] metrics_token",
+        )
+        .into_response()
+    })
+}
+
+/// The Prometheus text format, written a family at a time (each family's samples together).
+#[derive(Default)]
+struct Exposition(String);
+
+impl Exposition {
+    fn family(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.0, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    }
+
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], v: impl std::fmt::Display) {
+        let labels: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+        if labels.is_empty() {
+            let _ = writeln!(self.0, "{name} {v}");
+        } else {
+            let _ = writeln!(self.0, "{name}{{{}}} {v}", labels.join(","));
+        }
+    }
+
+    fn counter(&mut self, name: &str, help: &str, v: &AtomicU64) {
+        self.family(name, "counter", help);
+        self.sample(name, &[], v.load(Ordering::Relaxed));
+    }
+}
+
+/// The counters that are one number each.
+fn global_counters(out: &mut Exposition, st: &AppState) {
+    let c = &st.dispatcher.counters;
+    let (w, m) = (&st.http.webhooks, &c.mail);
+    for (name, help, v) in [
+        (
+            "textgate_messages_accepted_total",
+            "Messages accepted through the HTTP API.",
+            &st.http.accepted,
+        ),
+        (
+            "textgate_messages_sent_total",
+            "Messages a device took.",
+            &c.sent,
+        ),
+        (
+            "textgate_message_retries_total",
+            "Transient device errors that were retried.",
+            &c.retries,
+        ),
+        (
+            "textgate_receipts_unmatched_total",
+            "Delivery receipts that matched no message part.",
+            &c.unmatched_receipts,
+        ),
+        (
+            "textgate_inbound_total",
+            "Inbound texts stored.",
+            &c.inbound,
+        ),
+        (
+            "textgate_webhooks_delivered_total",
+            "Webhook POSTs answered with a 2xx.",
+            &w.delivered,
+        ),
+        (
+            "textgate_webhook_failures_total",
+            "Webhook attempts that failed (retried or given up).",
+            &w.failed,
+        ),
+        (
+            "textgate_webhooks_dead_total",
+            "Webhook deliveries given up and kept as dead letters.",
+            &w.dead,
+        ),
+        (
+            "textgate_emails_accepted_total",
+            "E-mails the SMTP listener accepted and stored as texts.",
+            &c.emails,
+        ),
+        (
+            "textgate_email_texts_total",
+            "Texts stored from accepted e-mails.",
+            &c.email_texts,
+        ),
+        (
+            "textgate_mails_sent_total",
+            "E-mails the mailer handed to the relay.",
+            &m.delivered,
+        ),
+        (
+            "textgate_mail_failures_total",
+            "Mailer attempts the relay refused or that could not reach it.",
+            &m.failed,
+        ),
+        (
+            "textgate_mails_dead_total",
+            "E-mails given up after [mailer] retry_for: dead letters.",
+            &m.dead,
+        ),
+        (
+            "textgate_smtp_auth_failures_total",
+            "SMTP AUTH attempts refused.",
+            &c.smtp_auth_failures,
+        ),
+        (
+            "textgate_signin_lockouts_total",
+            "Sign-ins refused unchecked because the name or address was locked out.",
+            &c.signin_lockouts,
+        ),
+    ] {
+        out.counter(name, help, v);
+    }
+}
+
+/// Messages that reached a final status, by status.
+fn final_statuses(out: &mut Exposition, c: &textgate_engine::dispatcher::Counters) {
+    let name = "textgate_messages_final_total";
+    out.family(name, "counter", "Messages that reached a final status.");
+    for (i, s) in Status::ALL.iter().enumerate() {
+        if s.is_final() {
+            out.sample(
+                name,
+                &[("status", s.as_str())],
+                c.finals[i].load(Ordering::Relaxed),
+            );
+        }
+    }
+}
+
+/// Each device's state and counters, and the gauges and counters its driver keeps.
+fn device_metrics(out: &mut Exposition, devices: &[textgate_engine::dispatcher::DeviceEntry]) {
+    out.family(
+        "textgate_device_up",
+        "gauge",
+        "Whether the device is up (1) or not (0).",
+    );
+    for e in devices {
         let up = u8::from(e.state() == textgate_drivers::DeviceState::Up);
-        let _ = writeln!(
-            out,
-            "textgate_device_up{{device=\"{}\",kind=\"{}\"}} {up}",
-            e.device.name(),
-            e.device.kind()
+        out.sample(
+            "textgate_device_up",
+            &[("device", e.device.name()), ("kind", e.device.kind())],
+            up,
         );
     }
-    for (name, help, get) in [
+    type Get = fn(&textgate_engine::dispatcher::DeviceEntry) -> u64;
+    let families: [(&str, &str, Get); 5] = [
         (
             "textgate_device_sent_total",
             "Messages the device took.",
-            (|e: &textgate_engine::dispatcher::DeviceEntry| e.stats.sent.load(Ordering::Relaxed))
-                as fn(&_) -> u64,
+            |e| e.stats.sent.load(Ordering::Relaxed),
         ),
         (
             "textgate_device_failed_total",
@@ -251,35 +301,34 @@ pub async fn metrics(State(st): State<AppState>, headers: axum::http::HeaderMap)
             "Inbound texts from the device.",
             |e| e.stats.received.load(Ordering::Relaxed),
         ),
-    ] {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-        for e in &d.devices {
-            let _ = writeln!(out, "{name}{{device=\"{}\"}} {}", e.device.name(), get(e));
+    ];
+    for (name, help, get) in families {
+        out.family(name, "counter", help);
+        for e in devices {
+            out.sample(name, &[("device", e.device.name())], get(e));
         }
     }
-    // Each family's samples together, as the text format wants them.
-    let mut families: std::collections::BTreeMap<&'static str, Vec<(String, i64)>> =
-        Default::default();
-    for e in &d.devices {
+    // The drivers' own: each family's samples together, as the text format wants them.
+    let mut own: std::collections::BTreeMap<&'static str, Vec<(String, i64)>> = Default::default();
+    for e in devices {
         for (k, v) in e.device.details() {
-            families
-                .entry(k)
+            own.entry(k)
                 .or_default()
                 .push((e.device.name().to_string(), v));
         }
     }
-    for (k, samples) in families {
+    for (k, samples) in own {
         let kind = if k.ends_with("_total") {
             "counter"
         } else {
             "gauge"
         };
-        let _ = writeln!(out, "# TYPE textgate_device_{k} {kind}");
+        let name = format!("textgate_device_{k}");
+        let _ = writeln!(out.0, "# TYPE {name} {kind}");
         for (device, v) in samples {
-            let _ = writeln!(out, "textgate_device_{k}{{device=\"{device}\"}} {v}");
+            out.sample(&name, &[("device", &device)], v);
         }
     }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
 
 /// Any unknown path.
