@@ -264,15 +264,26 @@ impl<S> Watched<S> {
         }
     }
 
-    /// Whether `deadline` has passed; if not, the task is woken when it does.
+    /// Whether `deadline` has passed; if not, the task is woken when it does (or earlier).
+    ///
+    /// Bytes move on every request, so the deadline moves later at almost every poll, and
+    /// re-arming the timer is a trip through tokio's timer wheel: the timer is moved only when
+    /// the deadline comes earlier than it, or when it fires before the deadline (once per
+    /// idle period, a wake-up that costs nothing).
     fn expired(&mut self, cx: &mut Context<'_>, deadline: Option<Instant>) -> bool {
         let Some(deadline) = deadline else {
             return false;
         };
-        if self.timer.deadline() != deadline {
+        if deadline < self.timer.deadline() {
             self.timer.as_mut().reset(deadline);
         }
-        self.timer.as_mut().poll(cx).is_ready()
+        while self.timer.as_mut().poll(cx).is_ready() {
+            if Instant::now() >= deadline {
+                return true;
+            }
+            self.timer.as_mut().reset(deadline);
+        }
+        false
     }
 }
 

@@ -399,9 +399,9 @@ impl<'a> Session<'a> {
                 && !self.ctx.shared.throttled()
                 && !self.ctx.shared.closing.load(Ordering::Relaxed);
             let reading = self.backlog.is_empty();
-            let events = self.ctx.events.clone();
+            let ctx = self.ctx;
             tokio::select! {
-                permit = events.reserve(), if !reading => match permit {
+                permit = ctx.events.reserve(), if !reading => match permit {
                     Ok(permit) => {
                         if let Some(ev) = self.backlog.pop_front() {
                             permit.send(ev);
