@@ -150,11 +150,20 @@ impl Listener {
                 tasks.spawn(turn_away(sock, BUSY_REPLY));
                 continue;
             };
-            let Some(this_client) = clients.clone().enter(peer.ip()) else {
-                tasks.spawn(turn_away(sock, CLIENT_BUSY_REPLY));
-                continue;
+            let client = Peer::of(peer.ip(), &self.settings);
+            // The company mail server relays every user's mail over many parallel sessions:
+            // trusted networks are held only by `max_connections` (as Postfix exempts
+            // `mynetworks` from its per-client limits).
+            let this_client = if client.trusted {
+                None
+            } else {
+                let Some(slot) = clients.clone().enter(peer.ip()) else {
+                    tasks.spawn(turn_away(sock, CLIENT_BUSY_REPLY));
+                    continue;
+                };
+                Some(slot)
             };
-            let session = Session::new(self.settings.clone(), Peer::of(peer.ip(), &self.settings));
+            let session = Session::new(self.settings.clone(), client);
             let (gateway, tls, timeouts, stopped) = (
                 gateway.clone(),
                 self.tls.clone(),

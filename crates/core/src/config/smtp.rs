@@ -42,6 +42,7 @@ pub struct SmtpConfig {
     /// How long one connection may last, however busy.
     pub session_timeout: Dur,
     /// Connections one client address may have open at once; more are answered 421.
+    /// Addresses in `trusted_networks` are held only by `max_connections`.
     pub max_connections_per_client: usize,
     /// Client networks whose mail from `allowed_senders` is taken without AUTH (the company
     /// mail server that relays to textgate); from anywhere else, AUTH is required.
