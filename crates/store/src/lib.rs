@@ -13,8 +13,10 @@
 //! Migrations are applied when a store is opened.
 #![forbid(unsafe_code)]
 
+mod exec;
 pub mod jobs;
 pub mod model;
+mod ops;
 pub mod postgres;
 pub mod sqlite;
 
@@ -103,59 +105,6 @@ impl std::fmt::Display for Described {
 
 impl std::error::Error for Described {}
 
-/// Which rows of a scanned batch a retention pass takes, and where the next batch starts:
-/// rows in id order as `(id, created, eligible)`. The pass stops at the first row created at
-/// or after `before` (ids grow with time); rows not eligible (not final yet, or stripped
-/// already) are passed over. Decided here once for both backends.
-pub(crate) fn purge_plan(rows: &[(Id, Millis, bool)], batch: &PurgeBatch) -> (Vec<Id>, Option<Id>) {
-    let mut take = Vec::new();
-    for &(id, at, eligible) in rows {
-        if at >= batch.before {
-            return (take, None);
-        }
-        if eligible {
-            take.push(id);
-        }
-    }
-    let next = if rows.len() < batch.limit {
-        None
-    } else {
-        rows.last().map(|r| r.0)
-    };
-    (take, next)
-}
-
-/// The SQL that lists a batch for [`purge_plan`] (`?1` after, `?2` limit; PostgreSQL takes
-/// `$1`, `$2`), and whether it is a delete or a strip that the backend then runs.
-pub(crate) fn purge_scan(batch: &PurgeBatch) -> String {
-    let finals: Vec<String> = Status::ALL
-        .iter()
-        .filter(|s| s.is_final())
-        .map(|s| format!("'{}'", s.as_str()))
-        .collect();
-    match (batch.what, batch.strip) {
-        (Purge::Messages, false) => format!(
-            "SELECT id, created_at, status IN ({}) FROM messages WHERE id > ?1 ORDER BY id LIMIT ?2",
-            finals.join(", ")
-        ),
-        (Purge::Messages, true) => format!(
-            "SELECT id, created_at, status IN ({}) AND body <> '' FROM messages WHERE id > ?1 ORDER BY id LIMIT ?2",
-            finals.join(", ")
-        ),
-        (Purge::Inbound, false) => {
-            "SELECT id, received_at, TRUE FROM inbound WHERE id > ?1 ORDER BY id LIMIT ?2".into()
-        }
-        (Purge::Inbound, true) => {
-            "SELECT id, received_at, body <> '' FROM inbound WHERE id > ?1 ORDER BY id LIMIT ?2"
-                .into()
-        }
-        (Purge::Deliveries, _) => {
-            "SELECT id, created_at, state <> 'pending' FROM deliveries WHERE id > ?1 ORDER BY id LIMIT ?2"
-                .into()
-        }
-    }
-}
-
 /// The result type of every store call.
 pub type Result<T> = std::result::Result<T, StoreError>;
 
@@ -170,6 +119,63 @@ enum Backend {
     Sqlite(sqlite::Sqlite),
     Postgres(postgres::Postgres),
 }
+
+/// Runs `$op` (an operation of [`ops`] over the executor `$e`) as a read: on a reader
+/// connection (SQLite) or a pooled one (PostgreSQL).
+macro_rules! read {
+    ($self:ident, |$e:ident| $op:expr) => {
+        match &$self.backend {
+            Backend::Sqlite(db) => {
+                db.read_op(move |c| {
+                    let $e = &mut sqlite::Lite(c);
+                    sqlite::now($op)
+                })
+                .await
+            }
+            Backend::Postgres(db) => {
+                let c = db.conn().await?;
+                let $e = &mut postgres::Pg(&*c);
+                $op.await
+            }
+        }
+    };
+}
+
+/// Runs `$op` in a transaction: on SQLite's writer, committed with others (group commit),
+/// as `$commit` says (see `sqlite`); on PostgreSQL in a transaction
+/// of its own. SQLite may run the operation twice (see `sqlite`), so what it captures is
+/// borrowed, never moved.
+macro_rules! write {
+    ($self:ident, $commit:expr, |$e:ident| $op:expr) => {
+        match &$self.backend {
+            Backend::Sqlite(db) => {
+                db.write_op($commit, move |c| {
+                    let $e = &mut sqlite::Lite(c);
+                    sqlite::now($op)
+                })
+                .await
+            }
+            Backend::Postgres(db) => {
+                let mut c = db.conn().await?;
+                let tx = c.transaction().await.map_err(postgres::db_err)?;
+                let out = {
+                    let $e = &mut postgres::Pg(&tx);
+                    $op.await?
+                };
+                tx.commit().await.map_err(postgres::db_err)?;
+                Ok(out)
+            }
+        }
+    };
+}
+
+/// Fsynced before the answer (what the outside world is told was accepted).
+const DURABLE: sqlite::Commit = sqlite::Commit::Durable;
+/// The dispatcher's own bookkeeping: committed, fsynced with the next durable write.
+const LAZY: sqlite::Commit = sqlite::Commit::Lazy;
+/// Durable, and committed by the caller's thread when SQLite's writer is idle (see
+/// [`Store::insert_inbound_many`]).
+const DURABLE_HERE: sqlite::Commit = sqlite::Commit::DurableHere;
 
 macro_rules! dispatch {
     ($self:ident, $b:ident => $call:expr) => {
@@ -210,12 +216,12 @@ impl Store {
     /// sending is never held up for long. Ids grow with time, so the pass stops at the first
     /// row too young; rows not yet final are skipped.
     pub async fn purge(&self, batch: PurgeBatch) -> Result<Purged> {
-        dispatch!(self, b => b.purge(batch).await)
+        write!(self, DURABLE, |e| ops::retention::purge(e, &batch))
     }
 
     /// API keys, newest first: one user's, or everyone's.
     pub async fn list_api_keys(&self, user_id: Option<Id>) -> Result<Vec<KeyInfo>> {
-        dispatch!(self, b => b.list_api_keys(user_id).await)
+        read!(self, |e| ops::users::list_keys(e, user_id))
     }
 
     /// Revokes a key (of `owner`, unless `None`); the key as it now is, or `None` if there is
@@ -226,17 +232,17 @@ impl Store {
         owner: Option<Id>,
         now: Millis,
     ) -> Result<Option<KeyInfo>> {
-        dispatch!(self, b => b.revoke_api_key(id, owner, now).await)
+        write!(self, DURABLE, |e| ops::users::revoke_key(e, id, owner, now))
     }
 
     /// Notes that a key was used.
     pub async fn touch_api_key(&self, id: Id, now: Millis) -> Result<()> {
-        dispatch!(self, b => b.touch_api_key(id, now).await)
+        write!(self, LAZY, |e| ops::users::touch_key(e, id, now))
     }
 
     /// Keys revoked after `since`, with when: what nodes that cache verified keys forget.
     pub async fn revoked_api_keys_since(&self, since: Millis) -> Result<Vec<(Id, Millis)>> {
-        dispatch!(self, b => b.revoked_api_keys_since(since).await)
+        read!(self, |e| ops::users::revoked_since(e, since))
     }
 
     /// Succeeds when the database answers.
@@ -246,28 +252,30 @@ impl Store {
 
     /// Creates a user; a taken name is [`StoreError::Conflict`].
     pub async fn create_user(&self, user: NewUser) -> Result<User> {
-        dispatch!(self, b => b.create_user(user).await)
+        write!(self, DURABLE, |e| ops::users::create(e, &user))
     }
 
     /// The user with this name.
     pub async fn user_by_name(&self, name: &str) -> Result<Option<User>> {
-        dispatch!(self, b => b.user_by_name(name.to_string()).await)
+        let name = name.to_string();
+        read!(self, |e| ops::users::by_name(e, &name))
     }
 
     /// The user with this id.
     pub async fn user_by_id(&self, id: Id) -> Result<Option<User>> {
-        dispatch!(self, b => b.user_by_id(id).await)
+        read!(self, |e| ops::users::by_id(e, id))
     }
 
     /// The user with this e-mail address (compared without regard to case); the oldest
     /// when several share it.
     pub async fn user_by_email(&self, email: &str) -> Result<Option<User>> {
-        dispatch!(self, b => b.user_by_email(email.to_string()).await)
+        let email = email.to_string();
+        read!(self, |e| ops::users::by_email(e, &email))
     }
 
     /// The number of users.
     pub async fn count_users(&self) -> Result<i64> {
-        dispatch!(self, b => b.count_users().await)
+        read!(self, |e| ops::users::count(e))
     }
 
     /// Stores an API key's hash for a user, with the secret that signs the status callbacks
@@ -279,7 +287,15 @@ impl Store {
         label: String,
         webhook_secret: Option<String>,
     ) -> Result<Id> {
-        dispatch!(self, b => b.create_api_key(user_id, key_hash, label, webhook_secret).await)
+        let now = textgate_core::clock::now_ms();
+        write!(self, DURABLE, |e| ops::users::create_key(
+            e,
+            user_id,
+            &key_hash,
+            &label,
+            &webhook_secret,
+            now
+        ))
     }
 
     /// The owner of an API key that is not revoked, by the key's hash.
@@ -289,12 +305,13 @@ impl Store {
 
     /// An API key that is not revoked, with its owner, by the key's hash.
     pub async fn api_key_by_hash(&self, key_hash: &str) -> Result<Option<ApiKey>> {
-        dispatch!(self, b => b.api_key_by_hash(key_hash.to_string()).await)
+        let key_hash = key_hash.to_string();
+        read!(self, |e| ops::users::key_by_hash(e, &key_hash))
     }
 
     /// The webhook secret of an API key.
     pub async fn api_key_secret(&self, key_id: Id) -> Result<Option<String>> {
-        dispatch!(self, b => b.api_key_secret(key_id).await)
+        read!(self, |e| ops::users::key_secret(e, key_id))
     }
 
     /// Stores messages in one transaction, or replays the stored answer of an idempotency key.
@@ -306,22 +323,25 @@ impl Store {
         idem: Option<Idempotency>,
         render: RenderFn,
     ) -> Result<Inserted> {
-        dispatch!(self, b => b.insert_messages(msgs, idem, render).await)
+        let now = textgate_core::clock::now_ms();
+        write!(self, DURABLE, |e| ops::messages::insert(
+            e, &msgs, &idem, &render, now
+        ))
     }
 
     /// One message.
     pub async fn get_message(&self, id: Id) -> Result<Option<Message>> {
-        dispatch!(self, b => b.get_message(id).await)
+        read!(self, |e| ops::messages::get(e, id))
     }
 
     /// Messages newest first.
     pub async fn list_messages(&self, filter: MessageFilter) -> Result<Vec<Message>> {
-        dispatch!(self, b => b.list_messages(filter).await)
+        read!(self, |e| ops::messages::list(e, &filter))
     }
 
     /// Cancels a message that has not been handed to a device.
     pub async fn cancel_message(&self, id: Id, owner: Option<Id>, now: Millis) -> Result<Cancel> {
-        dispatch!(self, b => b.cancel_message(id, owner, now).await)
+        write!(self, DURABLE, |e| ops::messages::cancel(e, id, owner, now))
     }
 
     /// Claims up to `limit` due queued messages for sending, with a lease until `lease_until`.
@@ -331,12 +351,17 @@ impl Store {
         lease_until: Millis,
         limit: usize,
     ) -> Result<Vec<Message>> {
-        dispatch!(self, b => b.claim(now, lease_until, limit).await)
+        write!(self, LAZY, |e| ops::messages::claim(
+            e,
+            now,
+            lease_until,
+            limit
+        ))
     }
 
     /// Moves due scheduled messages to the queue and expired leases back to it.
     pub async fn maintain(&self, now: Millis) -> Result<Maintenance> {
-        dispatch!(self, b => b.maintain(now).await)
+        write!(self, LAZY, |e| ops::messages::maintain(e, now))
     }
 
     /// Records what devices did with claimed messages. Each outcome applies only if the
@@ -346,7 +371,7 @@ impl Store {
         outcomes: impl Into<Arc<Vec<Outcome>>>,
     ) -> Result<Vec<bool>> {
         let outcomes = outcomes.into();
-        dispatch!(self, b => b.record_outcomes(outcomes).await)
+        write!(self, LAZY, |e| ops::messages::record_outcomes(e, &outcomes))
     }
 
     /// Applies delivery receipts to message parts, and to their messages when every part has
@@ -356,7 +381,7 @@ impl Store {
         receipts: impl Into<Arc<Vec<Receipt>>>,
     ) -> Result<Vec<ReceiptMatch>> {
         let receipts = receipts.into();
-        dispatch!(self, b => b.apply_receipts(receipts).await)
+        write!(self, LAZY, |e| ops::messages::apply_receipts(e, &receipts))
     }
 
     /// Parts that `device` took and that still wait for a receipt, of messages with ids above
@@ -367,7 +392,10 @@ impl Store {
         after: Id,
         limit: usize,
     ) -> Result<Vec<(Id, String)>> {
-        dispatch!(self, b => b.unreceipted_parts(device.to_string(), after, limit).await)
+        let device = device.to_string();
+        read!(self, |e| ops::messages::unreceipted_parts(
+            e, &device, after, limit
+        ))
     }
 
     /// Stores an inbound text (committed before the device is acknowledged).
@@ -382,18 +410,18 @@ impl Store {
     /// On SQLite the calling thread may run the commit itself, fsync included (see
     /// `Sqlite::write_here`): call it only from a task that waits for it anyway.
     pub async fn insert_inbound_many(&self, texts: Vec<NewInbound>) -> Result<Vec<InboundStored>> {
-        dispatch!(self, b => b.insert_inbound(texts).await)
+        write!(self, DURABLE_HERE, |e| ops::inbound::insert(e, &texts))
     }
 
     /// Inbound texts oldest first after the cursor: all of them, or those designated to a
     /// user. Ids become visible in order, so a reader that keeps its cursor misses none.
     pub async fn list_inbound(&self, filter: InboundFilter) -> Result<Vec<Inbound>> {
-        dispatch!(self, b => b.list_inbound(filter).await)
+        read!(self, |e| ops::inbound::list(e, &filter))
     }
 
     /// One inbound text; with `user`, only if it is designated to that user.
     pub async fn get_inbound(&self, id: Id, user: Option<Id>) -> Result<Option<Inbound>> {
-        dispatch!(self, b => b.get_inbound(id, user).await)
+        read!(self, |e| ops::inbound::get(e, id, user))
     }
 
     /// Inbound texts by id (those that exist, in id order).
@@ -401,7 +429,7 @@ impl Store {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        dispatch!(self, b => b.inbound_by_ids(ids).await)
+        read!(self, |e| ops::inbound::by_ids(e, &ids))
     }
 
     /// Messages by id (those that exist, in id order).
@@ -409,22 +437,25 @@ impl Store {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        dispatch!(self, b => b.messages_by_ids(ids).await)
+        read!(self, |e| ops::messages::by_ids(e, &ids))
     }
 
     /// The names of the users an inbound text is designated to.
     pub async fn inbound_designees(&self, id: Id) -> Result<Vec<String>> {
-        dispatch!(self, b => b.inbound_designees(id).await)
+        read!(self, |e| ops::inbound::designees(e, id))
     }
 
     /// Puts a number on the suppression list; `false` if it was there already.
     pub async fn add_suppression(&self, s: Suppression) -> Result<bool> {
-        dispatch!(self, b => b.add_suppression(s).await)
+        write!(self, DURABLE, |e| ops::inbound::add_suppression(e, &s))
     }
 
     /// Takes a number off the suppression list; `false` if it was not on it.
     pub async fn remove_suppression(&self, number: &str) -> Result<bool> {
-        dispatch!(self, b => b.remove_suppression(number.to_string()).await)
+        let number = number.to_string();
+        write!(self, DURABLE, |e| ops::inbound::remove_suppression(
+            e, &number
+        ))
     }
 
     /// The suppression list in number order, after the cursor.
@@ -433,7 +464,7 @@ impl Store {
         after: Option<String>,
         limit: usize,
     ) -> Result<Vec<Suppression>> {
-        dispatch!(self, b => b.list_suppressions(after, limit).await)
+        read!(self, |e| ops::inbound::suppressions(e, &after, limit))
     }
 
     /// Claims up to `limit` due pending deliveries of a channel, under a lease until
@@ -445,27 +476,34 @@ impl Store {
         lease_until: Millis,
         limit: usize,
     ) -> Result<Vec<Delivery>> {
-        dispatch!(self, b => b.claim_deliveries(channel.to_string(), now, lease_until, limit).await)
+        let channel = channel.to_string();
+        write!(self, LAZY, |e| ops::deliveries::claim(
+            e,
+            &channel,
+            now,
+            lease_until,
+            limit
+        ))
     }
 
     /// Records delivery attempts; each applies only if its claim still holds.
     pub async fn finish_deliveries(&self, results: Vec<DeliveryResult>) -> Result<()> {
-        dispatch!(self, b => b.finish_deliveries(results).await)
+        write!(self, LAZY, |e| ops::deliveries::finish(e, &results))
     }
 
     /// Every attempt of a delivery, in order.
     pub async fn delivery_attempts(&self, id: Id) -> Result<Vec<DeliveryAttempt>> {
-        dispatch!(self, b => b.delivery_attempts(id).await)
+        read!(self, |e| ops::deliveries::attempts(e, id))
     }
 
     /// Deliveries newest first.
     pub async fn list_deliveries(&self, filter: DeliveryFilter) -> Result<Vec<Delivery>> {
-        dispatch!(self, b => b.list_deliveries(filter).await)
+        read!(self, |e| ops::deliveries::list(e, &filter))
     }
 
     /// One delivery.
     pub async fn get_delivery(&self, id: Id) -> Result<Option<Delivery>> {
-        dispatch!(self, b => b.get_delivery(id).await)
+        read!(self, |e| ops::deliveries::get(e, id))
     }
 
     /// Makes a dead delivery pending again, retried until `give_up_at`; `None` if it is not
@@ -476,39 +514,41 @@ impl Store {
         now: Millis,
         give_up_at: Millis,
     ) -> Result<Option<Delivery>> {
-        dispatch!(self, b => b.replay_delivery(id, now, give_up_at).await)
+        write!(self, DURABLE, |e| ops::deliveries::replay(
+            e, id, now, give_up_at
+        ))
     }
 
     /// The parts of a message handed to devices.
     pub async fn message_parts(&self, id: Id) -> Result<Vec<Part>> {
-        dispatch!(self, b => b.message_parts(id).await)
+        read!(self, |e| ops::messages::parts(e, id))
     }
 
     /// How many messages wait in each non-final, non-sent status (cheap: partial indexes).
     pub async fn queue_depth(&self) -> Result<Vec<(Status, i64)>> {
-        dispatch!(self, b => b.queue_depth().await)
+        read!(self, |e| ops::messages::queue_depth(e))
     }
 
     /// Creates a bulk job (state `running`, nothing imported yet).
     pub async fn create_job(&self, job: NewJob) -> Result<JobRecord> {
-        dispatch!(self, b => b.create_job(job).await)
+        write!(self, DURABLE, |e| ops::jobs::create(e, &job))
     }
 
     /// Stores one batch of a job's rows with its resume point, in one transaction; nothing
     /// is stored when the job is cancelled or failed or the batch does not start at the
     /// job's resume point.
     pub async fn append_job_batch(&self, batch: JobBatch) -> Result<BatchStored> {
-        dispatch!(self, b => b.append_job_batch(batch).await)
+        write!(self, DURABLE, |e| ops::jobs::append_batch(e, &batch))
     }
 
     /// Marks a job failed, with the reason.
     pub async fn fail_job(&self, id: Id, error: String, now: Millis) -> Result<()> {
-        dispatch!(self, b => b.fail_job(id, error, now).await)
+        write!(self, DURABLE, |e| ops::jobs::fail(e, id, &error, now))
     }
 
     /// One job.
     pub async fn get_job(&self, id: Id) -> Result<Option<JobRecord>> {
-        dispatch!(self, b => b.get_job(id).await)
+        read!(self, |e| ops::jobs::get(e, id, false))
     }
 
     /// Jobs newest first: `owner`'s only, or everyone's; ids below `before`.
@@ -518,17 +558,17 @@ impl Store {
         before: Option<Id>,
         limit: usize,
     ) -> Result<Vec<JobRecord>> {
-        dispatch!(self, b => b.list_jobs(owner, before, limit).await)
+        read!(self, |e| ops::jobs::list(e, owner, before, limit))
     }
 
     /// Jobs whose import has not finished (to resume at start-up).
     pub async fn unfinished_jobs(&self) -> Result<Vec<JobRecord>> {
-        dispatch!(self, b => b.unfinished_jobs().await)
+        read!(self, |e| ops::jobs::unfinished(e))
     }
 
     /// How many of a job's messages are in each status.
     pub async fn job_counts(&self, id: Id) -> Result<Vec<(Status, i64)>> {
-        dispatch!(self, b => b.job_counts(id).await)
+        read!(self, |e| ops::jobs::counts(e, id))
     }
 
     /// Pauses, resumes or cancels a job (`owner`'s only, unless `None`): the state first,
@@ -540,12 +580,34 @@ impl Store {
         action: JobAction,
         now: Millis,
     ) -> Result<JobControl> {
-        dispatch!(self, b => b.control_job(id, owner, action, now).await)
+        let before = write!(self, DURABLE, |e| ops::jobs::control_state(
+            e, id, owner, action, now
+        ))?;
+        let (job, changed) = match before {
+            Ok(x) => x,
+            Err(answer) => return Ok(answer),
+        };
+        if changed {
+            loop {
+                let job = job.clone();
+                let n = write!(self, DURABLE, |e| ops::jobs::control_chunk(
+                    e, &job, action, now
+                ))?;
+                if n < CONTROL_CHUNK as u64 {
+                    break;
+                }
+            }
+        }
+        let job = self
+            .get_job(id)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt("a job vanished".into()))?;
+        Ok(JobControl::Done(Box::new(job)))
     }
 
     /// A page of a job's messages in row order (ids above `after`).
     pub async fn job_results(&self, job: Id, after: Id, limit: usize) -> Result<Vec<JobResultRow>> {
-        dispatch!(self, b => b.job_results(job, after, limit).await)
+        read!(self, |e| ops::jobs::results(e, job, after, limit))
     }
 
     /// A page of a job's refused rows (rows above `after_row`).
@@ -555,7 +617,7 @@ impl Store {
         after_row: i64,
         limit: usize,
     ) -> Result<Vec<RowReject>> {
-        dispatch!(self, b => b.job_rejects(job, after_row, limit).await)
+        read!(self, |e| ops::jobs::rejects(e, job, after_row, limit))
     }
 
     /// Prepares the store for a long run under load: SQLite writes its log's full size in

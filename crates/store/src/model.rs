@@ -237,7 +237,7 @@ pub struct Idempotency {
 }
 
 /// Builds a stored answer from the new message ids (called inside the transaction).
-pub type RenderFn = Box<dyn Fn(&[Id]) -> String + Send>;
+pub type RenderFn = Box<dyn Fn(&[Id]) -> String + Send + Sync>;
 
 /// What [`crate::Store::insert_messages`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]

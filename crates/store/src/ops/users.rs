@@ -1,0 +1,175 @@
+//! Users and their API keys.
+
+use textgate_core::clock::Millis;
+
+use crate::exec::{args, row, Exec, Row};
+use crate::model::*;
+use crate::{Result, StoreError};
+
+const USER_COLUMNS: &str = "id, name, role, email, password_hash, created_at";
+
+/// A user from the columns of [`USER_COLUMNS`] (in that order), from column `at` on.
+fn user_from(r: &dyn Row, at: usize) -> Result<User> {
+    let role = r.text(at + 2)?;
+    Ok(User {
+        id: r.int(at)?,
+        name: r.text(at + 1)?,
+        role: Role::parse(&role)
+            .ok_or_else(|| StoreError::Corrupt(format!("user has the unknown role \"{role}\"")))?,
+        email: r.opt_text(at + 3)?,
+        password_hash: r.opt_text(at + 4)?,
+        created_at: r.int(at + 5)?,
+    })
+}
+
+fn user_from_row(r: &dyn Row) -> Result<User> {
+    user_from(r, 0)
+}
+
+const KEY_COLUMNS: &str = "k.id, k.user_id, u.name, k.label, k.webhook_secret IS NOT NULL, k.created_at, k.last_used_at, k.revoked_at";
+
+fn key_from_row(r: &dyn Row) -> Result<KeyInfo> {
+    Ok(KeyInfo {
+        id: r.int(0)?,
+        user_id: r.int(1)?,
+        user: r.text(2)?,
+        label: r.text(3)?,
+        webhook_secret: r.flag(4)?,
+        created_at: r.int(5)?,
+        last_used_at: r.opt_int(6)?,
+        revoked_at: r.opt_int(7)?,
+    })
+}
+
+pub(crate) async fn create(e: &mut impl Exec, u: &NewUser) -> Result<User> {
+    let id = crate::exec::insert(
+            e,
+            "INSERT INTO users (name, role, email, password_hash, created_at) VALUES ($1, $2, $3, $4, $5)",
+            args![&u.name, u.role.as_str(), &u.email, &u.password_hash, u.created_at],
+        )
+        .await
+        .map_err(|e| match e {
+            StoreError::Conflict(_) => {
+                StoreError::Conflict(format!("a user named \"{}\" already exists", u.name))
+            }
+            other => other,
+        })?;
+    Ok(User {
+        id,
+        name: u.name.clone(),
+        role: u.role,
+        email: u.email.clone(),
+        password_hash: u.password_hash.clone(),
+        created_at: u.created_at,
+    })
+}
+
+pub(crate) async fn by_name(e: &mut impl Exec, name: &str) -> Result<Option<User>> {
+    let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE name = $1");
+    row(e, &sql, args![name], user_from_row).await
+}
+
+pub(crate) async fn by_id(e: &mut impl Exec, id: Id) -> Result<Option<User>> {
+    let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1");
+    row(e, &sql, args![id], user_from_row).await
+}
+
+/// Compared without regard to case; the oldest when several share it.
+pub(crate) async fn by_email(e: &mut impl Exec, email: &str) -> Result<Option<User>> {
+    let sql = format!(
+        "SELECT {USER_COLUMNS} FROM users WHERE lower(email) = lower($1) ORDER BY id LIMIT 1"
+    );
+    row(e, &sql, args![email], user_from_row).await
+}
+
+pub(crate) async fn count(e: &mut impl Exec) -> Result<i64> {
+    crate::exec::int(e, "SELECT count(*) FROM users", args![]).await
+}
+
+pub(crate) async fn create_key(
+    e: &mut impl Exec,
+    user_id: Id,
+    key_hash: &str,
+    label: &str,
+    webhook_secret: &Option<String>,
+    now: Millis,
+) -> Result<Id> {
+    crate::exec::insert(
+        e,
+        "INSERT INTO api_keys (user_id, key_hash, label, created_at, webhook_secret) VALUES ($1, $2, $3, $4, $5)",
+        args![user_id, key_hash, label, now, webhook_secret],
+    )
+    .await
+}
+
+/// A key that is not revoked, with its owner.
+pub(crate) async fn key_by_hash(e: &mut impl Exec, key_hash: &str) -> Result<Option<ApiKey>> {
+    let sql = "SELECT u.id, u.name, u.role, u.email, u.password_hash, u.created_at, k.id, k.webhook_secret
+               FROM api_keys k JOIN users u ON u.id = k.user_id
+               WHERE k.key_hash = $1 AND k.revoked_at IS NULL";
+    row(e, sql, args![key_hash], |r| {
+        Ok(ApiKey {
+            user: user_from(r, 0)?,
+            id: r.int(6)?,
+            webhook_secret: r.opt_text(7)?,
+        })
+    })
+    .await
+}
+
+pub(crate) async fn list_keys(e: &mut impl Exec, user_id: Option<Id>) -> Result<Vec<KeyInfo>> {
+    let sql = format!(
+        "SELECT {KEY_COLUMNS} FROM api_keys k JOIN users u ON u.id = k.user_id
+         WHERE (CAST($1 AS BIGINT) IS NULL OR k.user_id = $1) ORDER BY k.id DESC"
+    );
+    e.rows(&sql, args![user_id], key_from_row).await
+}
+
+/// Revokes a key (of `owner`, unless `None`); the key as it now is.
+pub(crate) async fn revoke_key(
+    e: &mut impl Exec,
+    id: Id,
+    owner: Option<Id>,
+    now: Millis,
+) -> Result<Option<KeyInfo>> {
+    e.run(
+        "UPDATE api_keys SET revoked_at = $1
+         WHERE id = $2 AND (CAST($3 AS BIGINT) IS NULL OR user_id = $3) AND revoked_at IS NULL",
+        args![now, id, owner],
+    )
+    .await?;
+    let sql = format!(
+        "SELECT {KEY_COLUMNS} FROM api_keys k JOIN users u ON u.id = k.user_id
+         WHERE k.id = $1 AND (CAST($2 AS BIGINT) IS NULL OR k.user_id = $2)"
+    );
+    row(e, &sql, args![id, owner], key_from_row).await
+}
+
+pub(crate) async fn touch_key(e: &mut impl Exec, id: Id, now: Millis) -> Result<()> {
+    e.run(
+        "UPDATE api_keys SET last_used_at = $1 WHERE id = $2",
+        args![now, id],
+    )
+    .await?;
+    Ok(())
+}
+
+pub(crate) async fn revoked_since(e: &mut impl Exec, since: Millis) -> Result<Vec<(Id, Millis)>> {
+    e.rows(
+        "SELECT id, revoked_at FROM api_keys WHERE revoked_at > $1 ORDER BY revoked_at",
+        args![since],
+        |r| Ok((r.int(0)?, r.int(1)?)),
+    )
+    .await
+}
+
+pub(crate) async fn key_secret(e: &mut impl Exec, id: Id) -> Result<Option<String>> {
+    Ok(row(
+        e,
+        "SELECT webhook_secret FROM api_keys WHERE id = $1",
+        args![id],
+        |r| r.opt_text(0),
+    )
+    .await?
+    .flatten())
+}
