@@ -82,19 +82,12 @@ async fn join_until<T>(what: &str, task: tokio::task::JoinHandle<T>, deadline: I
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
     init_tracing();
     let cfg = Arc::new(cfg);
-    // The numbering plan loads while the store opens, not when the first text arrives.
-    let numbers = tokio::task::spawn_blocking(textgate_core::address::warm_up);
-    let store = Store::open(&cfg.server.database_url).await?;
-    let _ = numbers.await;
-    store.preallocate_log().await;
-    tracing::info!(database = %redact_url(&cfg.server.database_url), backend = store.backend_name(), "store open");
-    bootstrap_admin(&store).await?;
-    warn_unknown_users(&cfg, &store).await;
+    let store = open_store(&cfg).await?;
     let root = CancellationToken::new();
     let stops = Stops::new(&root);
     let devices = textgate_drivers::build_devices(&cfg)?;
     let dispatcher = Dispatcher::new(store.clone(), &cfg, devices);
-    let running = dispatcher.start(stops.engine.clone());
+    let engine = dispatcher.start(stops.engine.clone());
     let state = textgate_http::AppState::new(store.clone(), dispatcher.clone(), cfg.clone());
     let webhooks = tokio::spawn(textgate_http::webhooks::run(
         state.clone(),
@@ -102,45 +95,23 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     ));
     // Imports a restart interrupted continue from their last committed batch.
     state.jobs.resume_uploads().await;
-    let spool = match &cfg.spool {
-        Some(sp) => {
-            let spool = textgate_jobs::spool::Spool::new(state.jobs.clone(), sp.clone())
-                .await
-                .map_err(anyhow::Error::msg)?;
-            tracing::info!(dir = %sp.dir, user = %sp.user, "watching the spool folder");
-            Some(tokio::spawn(spool.run(stops.intake.clone())))
-        }
-        None => None,
-    };
+    let spool = start_spool(&cfg, &state, &stops).await?;
     textgate_smtp::mailer::Mailer::check(&cfg, &store)?;
-    let mailer = tokio::spawn(textgate_smtp::mailer::run(
-        store.clone(),
-        dispatcher.clone(),
-        cfg.clone(),
-        stops.engine.clone(),
-    ));
-    // SMTP is bound first, so that when the HTTP line below is printed both are listening.
-    let mut gateway_ref: Option<Arc<textgate_smtp::Gateway>> = None;
-    let smtp = match textgate_smtp::Listener::bind(&cfg).await? {
-        Some(listener) => {
-            let signin = Arc::new(textgate_engine::signin::SignIn::new(
-                store.clone(),
-                &cfg.auth,
-            ));
-            signin.warm_up().await;
-            let gateway =
-                textgate_smtp::Gateway::new(store.clone(), dispatcher.clone(), signin, &cfg)
-                    .await?;
-            let addr = listener.local_addr()?;
-            // Tests and scripts read this line to find the port when [smtp] listen ends in :0.
-            println!("textgate smtp listening on {addr}");
-            tracing::info!(%addr, "serving SMTP");
-            let gateway = Arc::new(gateway);
-            gateway_ref = Some(gateway.clone());
-            Some(listener.start(gateway, stops.intake.clone()))
-        }
-        None => None,
+    let mailer = {
+        let run = textgate_smtp::mailer::run(
+            store.clone(),
+            dispatcher.clone(),
+            cfg.clone(),
+            stops.engine.clone(),
+        );
+        tokio::spawn(async move {
+            if let Err(e) = run.await {
+                tracing::error!(error = %e, "the e-mail sender stopped; e-mail notices wait until the next start");
+            }
+        })
     };
+    // SMTP is bound first, so that when the HTTP line below is printed both are listening.
+    let (smtp, gateway) = start_smtp(&cfg, &store, &dispatcher, &stops).await?;
     let listener = tokio::net::TcpListener::bind(&cfg.server.http_listen)
         .await
         .with_context(|| {
@@ -160,30 +131,13 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         store.clone(),
         state.keys.clone(),
         move || {
-            if let Some(g) = &gateway_ref {
+            if let Some(g) = &gateway {
                 g.forget_credentials();
             }
         },
         stops.engine.clone(),
     ));
-    let metrics = match &cfg.server.metrics_listen {
-        Some(at) => {
-            let l = tokio::net::TcpListener::bind(at)
-                .await
-                .with_context(|| format!("cannot listen on {at} ([server] metrics_listen)"))?;
-            let addr = l.local_addr()?;
-            println!("textgate metrics listening on http://{addr}");
-            let limits = textgate_http::server::Limits::from_config(&cfg.server);
-            // Metrics stay up while the rest drains.
-            Some(tokio::spawn(textgate_http::server::serve(
-                l,
-                textgate_http::metrics_router(state.clone()),
-                limits,
-                root.clone(),
-            )))
-        }
-        None => None,
-    };
+    let metrics = start_metrics(&cfg, &state, &root).await?;
     let addr = listener.local_addr()?;
     // Tests and scripts read this line to find the port when http_listen ends in :0.
     println!("textgate listening on http://{addr}");
@@ -194,40 +148,152 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         r = &mut http => Some(r),
     };
     let deadline = Instant::now() + cfg.server.shutdown_grace.0;
-    tracing::info!(
-        "shutting down: taking no new requests, mail or files; finishing what is in flight"
-    );
-    stops.intake.cancel();
-    if http_failed.is_none() {
-        join_until("http", http, deadline).await;
-    }
-    if let Some(smtp) = smtp {
-        smtp.finish(deadline).await;
-    }
-    if let Some(task) = spool {
-        join_until("spool", task, deadline).await;
-    }
-    tracing::info!("shutting down: finishing in-flight sends and deliveries");
-    stops.engine.cancel();
-    running.finish(deadline).await;
-    for (what, task) in [
-        ("webhooks", webhooks),
-        ("retention", retention),
-        ("revocations", revocations),
-    ] {
-        join_until(what, task, deadline).await;
-    }
-    join_until("mailer", mailer, deadline).await;
-    root.cancel();
-    if let Some(m) = metrics {
-        join_until("metrics", m, deadline).await;
-    }
+    let tasks = Tasks {
+        http: http_failed.is_none().then_some(http),
+        smtp,
+        spool,
+        engine,
+        background: vec![
+            ("webhooks", webhooks),
+            ("retention", retention),
+            ("revocations", revocations),
+            ("mailer", mailer),
+        ],
+        metrics,
+    };
+    tasks.drain(&stops, &root, deadline).await;
     store.close().await;
     tracing::info!("stopped");
     match http_failed {
         Some(Ok(Err(e))) => Err(anyhow::Error::new(e).context("the HTTP server failed")),
         Some(Err(e)) => Err(anyhow::Error::new(e).context("the HTTP server stopped")),
         _ => Ok(()),
+    }
+}
+
+/// Opens (and migrates) the store; the numbering plan loads meanwhile, not when the first
+/// text arrives. An administrator is made if there is none.
+async fn open_store(cfg: &Config) -> anyhow::Result<Store> {
+    let numbers = tokio::task::spawn_blocking(textgate_core::address::warm_up);
+    let store = Store::open(&cfg.server.database_url).await?;
+    let _ = numbers.await;
+    store.preallocate_log().await;
+    tracing::info!(database = %redact_url(&cfg.server.database_url), backend = store.backend_name(), "store open");
+    bootstrap_admin(&store).await?;
+    warn_unknown_users(cfg, &store).await;
+    Ok(store)
+}
+
+/// The watched folder, with `[spool]`.
+async fn start_spool(
+    cfg: &Config,
+    state: &textgate_http::AppState,
+    stops: &Stops,
+) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
+    let Some(sp) = &cfg.spool else {
+        return Ok(None);
+    };
+    let spool = textgate_jobs::spool::Spool::new(state.jobs.clone(), sp.clone())
+        .await
+        .map_err(anyhow::Error::msg)?;
+    tracing::info!(dir = %sp.dir, user = %sp.user, "watching the spool folder");
+    Ok(Some(tokio::spawn(spool.run(stops.intake.clone()))))
+}
+
+/// The e-mail gateway's listener, with `[smtp]`, and the gateway (whose cached credentials a
+/// revocation clears).
+async fn start_smtp(
+    cfg: &Config,
+    store: &Store,
+    dispatcher: &Arc<Dispatcher>,
+    stops: &Stops,
+) -> anyhow::Result<(
+    Option<textgate_smtp::server::Running>,
+    Option<Arc<textgate_smtp::Gateway>>,
+)> {
+    let Some(listener) = textgate_smtp::Listener::bind(cfg).await? else {
+        return Ok((None, None));
+    };
+    let signin = Arc::new(textgate_engine::signin::SignIn::new(
+        store.clone(),
+        &cfg.auth,
+    ));
+    signin.warm_up().await;
+    let gateway =
+        textgate_smtp::Gateway::new(store.clone(), dispatcher.clone(), signin, cfg).await?;
+    let addr = listener.local_addr()?;
+    // Tests and scripts read this line to find the port when [smtp] listen ends in :0.
+    println!("textgate smtp listening on {addr}");
+    tracing::info!(%addr, "serving SMTP");
+    let gateway = Arc::new(gateway);
+    let running = listener.start(gateway.clone(), stops.intake.clone());
+    Ok((Some(running), Some(gateway)))
+}
+
+/// `/metrics` on an address of its own, with `[server] metrics_listen`. It stays up while the
+/// rest drains (it stops with `root`).
+async fn start_metrics(
+    cfg: &Config,
+    state: &textgate_http::AppState,
+    root: &CancellationToken,
+) -> anyhow::Result<Option<tokio::task::JoinHandle<std::io::Result<()>>>> {
+    let Some(at) = &cfg.server.metrics_listen else {
+        return Ok(None);
+    };
+    let l = tokio::net::TcpListener::bind(at)
+        .await
+        .with_context(|| format!("cannot listen on {at} ([server] metrics_listen)"))?;
+    let addr = l.local_addr()?;
+    println!("textgate metrics listening on http://{addr}");
+    let limits = textgate_http::server::Limits::from_config(&cfg.server);
+    Ok(Some(tokio::spawn(textgate_http::server::serve(
+        l,
+        textgate_http::metrics_router(state.clone()),
+        limits,
+        root.clone(),
+    ))))
+}
+
+/// What runs until shutdown, in the order it is stopped.
+struct Tasks {
+    /// The HTTP server, unless it has ended already.
+    http: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    smtp: Option<textgate_smtp::server::Running>,
+    spool: Option<tokio::task::JoinHandle<()>>,
+    engine: textgate_engine::dispatcher::Running,
+    /// The delivery loops and background passes, with their names for the log.
+    background: Vec<(&'static str, tokio::task::JoinHandle<()>)>,
+    metrics: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl Tasks {
+    /// Intake first (no new requests, mail or files; those in progress finish), then the
+    /// engine (in-flight sends and deliveries finish and are recorded), then the metrics
+    /// listener; each waited for until `deadline` at most.
+    async fn drain(self, stops: &Stops, root: &CancellationToken, deadline: Instant) {
+        tracing::info!(
+            "shutting down: taking no new requests, mail or files; finishing what is in flight"
+        );
+        stops.intake.cancel();
+        if let Some(http) = self.http {
+            join_until("http", http, deadline).await;
+        }
+        if let Some(smtp) = self.smtp {
+            smtp.finish(deadline).await;
+        }
+        if let Some(task) = self.spool {
+            join_until("spool", task, deadline).await;
+        }
+        tracing::info!("shutting down: finishing in-flight sends and deliveries");
+        stops.engine.cancel();
+        self.engine.finish(deadline).await;
+        for (what, task) in self.background {
+            join_until(what, task, deadline).await;
+        }
+        root.cancel();
+        if let Some(m) = self.metrics {
+            join_until("metrics", m, deadline).await;
+        }
     }
 }
 

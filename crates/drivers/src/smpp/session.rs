@@ -229,6 +229,49 @@ struct Pending {
     reply: oneshot::Sender<Result<String, SendError>>,
 }
 
+/// What a deliver_sm's optional parameters say (SMPP 3.4 §5.3.2).
+#[derive(Default)]
+struct DeliverTlvs {
+    /// receipted_message_id: the SMSC's id of the message a receipt is for.
+    receipted: Option<String>,
+    /// message_state of a receipt.
+    state: Option<u8>,
+    /// network_error_code: type and code, three octets.
+    network_error: Option<Vec<u8>>,
+    /// message_payload, in place of short_message.
+    payload: Option<Vec<u8>>,
+    /// sar_msg_ref_num, sar_total_segments, sar_segment_seqnum: a long text's part.
+    sar: (Option<u16>, Option<u8>, Option<u8>),
+}
+
+impl DeliverTlvs {
+    fn of(d: &rusmpp::pdus::DeliverSm) -> DeliverTlvs {
+        let mut t = DeliverTlvs::default();
+        for tlv in d.tlvs() {
+            match tlv.value() {
+                Some(TlvValue::ReceiptedMessageId(id)) => {
+                    t.receipted = Some(
+                        String::from_utf8_lossy(id.as_ref())
+                            .trim_end_matches('\0')
+                            .to_string(),
+                    )
+                }
+                Some(TlvValue::MessageState(s)) => t.state = Some(u8::from(*s)),
+                Some(TlvValue::NetworkErrorCode(n)) => {
+                    let code = n.error_code.to_be_bytes();
+                    t.network_error = Some(vec![u8::from(n.network_type), code[0], code[1]]);
+                }
+                Some(TlvValue::MessagePayload(p)) => t.payload = Some(p.value.as_ref().to_vec()),
+                Some(TlvValue::SarMsgRefNum(r)) => t.sar.0 = Some(*r),
+                Some(TlvValue::SarTotalSegments(n)) => t.sar.1 = Some(*n),
+                Some(TlvValue::SarSegmentSeqnum(n)) => t.sar.2 = Some(*n),
+                _ => {}
+            }
+        }
+        t
+    }
+}
+
 struct Session<'a> {
     ctx: &'a SessionCtx,
     stream: Box<dyn Io>,
@@ -601,133 +644,131 @@ impl<'a> Session<'a> {
     }
 
     fn deliver(&mut self, seq: u32, d: &rusmpp::pdus::DeliverSm) {
-        let cfg = self.ctx.shared.cfg.clone();
+        let tlvs = DeliverTlvs::of(d);
         let esm = u8::from(d.esm_class);
-        let dc = u8::from(d.data_coding);
-        let mut receipted = None;
-        let mut state = None;
-        let mut network_error = None;
-        let mut payload = None;
-        let mut sar = (None, None, None);
-        for tlv in d.tlvs() {
-            match tlv.value() {
-                Some(TlvValue::ReceiptedMessageId(id)) => {
-                    receipted = Some(
-                        String::from_utf8_lossy(id.as_ref())
-                            .trim_end_matches('\0')
-                            .to_string(),
-                    )
-                }
-                Some(TlvValue::MessageState(s)) => state = Some(u8::from(*s)),
-                Some(TlvValue::NetworkErrorCode(n)) => {
-                    let code = n.error_code.to_be_bytes();
-                    network_error = Some(vec![u8::from(n.network_type), code[0], code[1]]);
-                }
-                Some(TlvValue::MessagePayload(p)) => payload = Some(p.value.as_ref().to_vec()),
-                Some(TlvValue::SarMsgRefNum(r)) => sar.0 = Some(*r),
-                Some(TlvValue::SarTotalSegments(t)) => sar.1 = Some(*t),
-                Some(TlvValue::SarSegmentSeqnum(s)) => sar.2 = Some(*s),
-                _ => {}
-            }
-        }
-        let short: Vec<u8> = payload.unwrap_or_else(|| d.short_message().as_ref().to_vec());
-        let from = addr(d.source_addr.as_ref(), u8::from(d.source_addr_ton));
-        let to = addr(d.destination_addr.as_ref(), u8::from(d.dest_addr_ton));
+        let short: Vec<u8> = tlvs
+            .payload
+            .clone()
+            .unwrap_or_else(|| d.short_message().as_ref().to_vec());
         // §5.2.12: esm_class bits 2–5 = 0001 is an SMSC delivery receipt.
-        if esm & 0x3C == 0x04 || receipted.is_some() {
-            let text = String::from_utf8_lossy(&short).to_string();
-            if let Some(r) =
-                receipt::parse(&text, receipted.as_deref(), state, network_error.as_deref())
-            {
-                self.ctx.shared.receipts.fetch_add(1, Ordering::Relaxed);
-                if r.state.is_final() {
-                    let id = receipt::receipt_id_to_resp(
-                        &r.id,
-                        self.ctx.shared.receipt_ids,
-                        self.ctx.shared.resp_ids,
-                    );
-                    let ack = cfg
-                        .ack_receipts_after_commit
-                        .then(|| self.ack_when_recorded(seq));
-                    self.emit(DeviceEvent::Receipt {
-                        device: self.ctx.shared.name.clone(),
-                        device_msg_id: id,
-                        delivered: r.state.delivered(),
-                        code: r.error.clone(),
-                        at: now_ms(),
-                        ack,
-                    });
-                    if !cfg.ack_receipts_after_commit {
-                        self.ack(seq);
-                    }
-                    return;
-                }
-            } else {
-                tracing::warn!(device = %self.ctx.shared.name, "a delivery receipt could not be read: {text:?}");
-            }
-            // Nothing to record (an intermediate state, or unreadable): acknowledged now.
-            self.ack(seq);
+        if esm & 0x3C == 0x04 || tlvs.receipted.is_some() {
+            self.receipt(seq, &short, &tlvs);
             return;
         }
         // An inbound text, possibly one part of a long one.
+        let from = addr(d.source_addr.as_ref(), u8::from(d.source_addr_ton));
+        let to = addr(d.destination_addr.as_ref(), u8::from(d.dest_addr_ton));
+        let dc = u8::from(d.data_coding);
         let (concat, data) = if esm & 0x40 != 0 {
             match super::reassembly::split_udh(&short) {
                 Ok(x) => x,
                 Err(e) => {
                     tracing::warn!(device = %self.ctx.shared.name, error = %e, "inbound text with a broken UDH; stored as received");
-                    (None, short.clone())
+                    (None, short)
                 }
             }
-        } else if let (Some(r), Some(t), Some(s)) = sar {
-            (Some((r, t, s)), short.clone())
+        } else if let (Some(r), Some(t), Some(s)) = tlvs.sar {
+            (Some((r, t, s)), short)
         } else {
-            (None, short.clone())
+            (None, short)
         };
         match concat {
             Some((reference, total, part)) if total > 1 => {
-                let frag = Fragment {
-                    key: PartKey {
-                        from: from.clone(),
-                        to: to.clone(),
-                        reference,
-                        total,
-                    },
-                    seq: part,
-                    data_coding: dc,
-                    payload: data,
+                let key = PartKey {
+                    from,
+                    to,
+                    reference,
+                    total,
                 };
-                let out = self.reassembler.push(frag, std::time::Instant::now());
-                self.note_reassembly(out.evicted.len());
-                if !out.evicted.is_empty() {
-                    tracing::warn!(device = %self.ctx.shared.name, texts = out.evicted.len(), "incomplete inbound long texts handed on early, partial, to keep within the reassembly budget");
-                }
-                for ev in out.evicted {
-                    self.inbound(
-                        ev.key.from,
-                        ev.key.to,
-                        ev.data_coding,
-                        ev.payload,
-                        u32::from(ev.parts),
-                        true,
-                        None,
-                    );
-                }
-                match out.pushed {
-                    // The last part is acknowledged once the whole text is stored; the
-                    // others as they arrive (they are only held in memory until then).
-                    Pushed::Complete(a) => self.inbound(
-                        a.key.from,
-                        a.key.to,
-                        a.data_coding,
-                        a.payload,
-                        u32::from(a.parts),
-                        false,
-                        Some(seq),
-                    ),
-                    Pushed::Incomplete | Pushed::Duplicate => self.ack(seq),
-                }
+                self.long_text_part(seq, key, part, dc, data);
             }
             _ => self.inbound(from, to, dc, data, 1, false, Some(seq)),
+        }
+    }
+
+    /// A delivery receipt: a final one is handed on (and acknowledged once recorded, if so
+    /// configured); anything else is acknowledged now.
+    fn receipt(&mut self, seq: u32, short: &[u8], tlvs: &DeliverTlvs) {
+        let text = String::from_utf8_lossy(short).to_string();
+        let parsed = receipt::parse(
+            &text,
+            tlvs.receipted.as_deref(),
+            tlvs.state,
+            tlvs.network_error.as_deref(),
+        );
+        let Some(r) = parsed else {
+            tracing::warn!(device = %self.ctx.shared.name, "a delivery receipt could not be read: {text:?}");
+            self.ack(seq);
+            return;
+        };
+        self.ctx.shared.receipts.fetch_add(1, Ordering::Relaxed);
+        if !r.state.is_final() {
+            // Nothing to record: acknowledged now.
+            self.ack(seq);
+            return;
+        }
+        let id = receipt::receipt_id_to_resp(
+            &r.id,
+            self.ctx.shared.receipt_ids,
+            self.ctx.shared.resp_ids,
+        );
+        let after_commit = self.ctx.shared.cfg.ack_receipts_after_commit;
+        let ack = after_commit.then(|| self.ack_when_recorded(seq));
+        self.emit(DeviceEvent::Receipt {
+            device: self.ctx.shared.name.clone(),
+            device_msg_id: id,
+            delivered: r.state.delivered(),
+            code: r.error.clone(),
+            at: now_ms(),
+            ack,
+        });
+        if !after_commit {
+            self.ack(seq);
+        }
+    }
+
+    /// One part of a long text: held until the text is whole (or handed on partial when
+    /// the reassembly budget is full).
+    fn long_text_part(&mut self, seq: u32, key: PartKey, part: u8, dc: u8, data: Vec<u8>) {
+        let frag = Fragment {
+            key,
+            seq: part,
+            data_coding: dc,
+            payload: data,
+        };
+        let out = self.reassembler.push(frag, std::time::Instant::now());
+        self.note_reassembly(out.evicted.len());
+        if !out.evicted.is_empty() {
+            tracing::warn!(device = %self.ctx.shared.name, texts = out.evicted.len(), "incomplete inbound long texts handed on early, partial, to keep within the reassembly budget");
+        }
+        for ev in out.evicted {
+            let parts = u32::from(ev.parts);
+            self.inbound(
+                ev.key.from,
+                ev.key.to,
+                ev.data_coding,
+                ev.payload,
+                parts,
+                true,
+                None,
+            );
+        }
+        match out.pushed {
+            // The last part is acknowledged once the whole text is stored; the others as
+            // they arrive (they are only held in memory until then).
+            Pushed::Complete(a) => {
+                let parts = u32::from(a.parts);
+                self.inbound(
+                    a.key.from,
+                    a.key.to,
+                    a.data_coding,
+                    a.payload,
+                    parts,
+                    false,
+                    Some(seq),
+                )
+            }
+            Pushed::Incomplete | Pushed::Duplicate => self.ack(seq),
         }
     }
 

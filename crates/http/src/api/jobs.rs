@@ -184,84 +184,7 @@ pub async fn create(
     Query(query): Query<Vec<(String, String)>>,
     req: Request,
 ) -> ApiResult<Response> {
-    let limit = st.config.server.max_upload_bytes.0;
-    let ctype = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_ascii_lowercase();
-    let (upload, size, params) = if ctype.starts_with("multipart/form-data") {
-        if !query.is_empty() {
-            return Err(ApiError::bad_request(
-                "invalid_parameter",
-                "with a multipart upload, give the parameters as form fields, not in the query string",
-            ));
-        }
-        let mut mp = Multipart::from_request(req, &st).await.map_err(|e| {
-            ApiError::bad_request(
-                "invalid_multipart",
-                format!("the multipart body is not readable: {e}"),
-            )
-        })?;
-        let mut pairs = Vec::new();
-        let mut file: Option<(Upload, u64)> = None;
-        loop {
-            let field = mp
-                .next_field()
-                .await
-                .map_err(|e| multipart_error(e, limit))?;
-            let Some(mut field) = field else { break };
-            let name = field.name().unwrap_or("").to_string();
-            if name == "file" {
-                if file.is_some() {
-                    return Err(ApiError::bad_request(
-                        "duplicate_parameter",
-                        "more than one `file` field",
-                    ));
-                }
-                let (up, mut f) = new_upload(&st).await?;
-                let mut n = 0u64;
-                while let Some(chunk) =
-                    field.chunk().await.map_err(|e| multipart_error(e, limit))?
-                {
-                    n += chunk.len() as u64;
-                    if n > limit {
-                        return Err(too_large(limit));
-                    }
-                    f.write_all(&chunk)
-                        .await
-                        .map_err(|e| ApiError::internal(&e))?;
-                }
-                f.flush().await.map_err(|e| ApiError::internal(&e))?;
-                file = Some((up, n));
-            } else {
-                let v = form_field(&mut field, &name, limit).await?;
-                pairs.push((name, v));
-            }
-        }
-        let Some((up, n)) = file else {
-            return Err(ApiError::bad_request(
-                "missing_file",
-                "the multipart body has no `file` field with the CSV",
-            ));
-        };
-        (up, n, params_from(pairs)?)
-    } else if ctype.starts_with("text/csv")
-        || ctype.starts_with("application/csv")
-        || ctype.starts_with("text/plain")
-    {
-        let params = params_from(query)?;
-        let (up, mut f) = new_upload(&st).await?;
-        let n = body_to_file(req.into_body(), &mut f, limit).await?;
-        (up, n, params)
-    } else {
-        return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "send the CSV as `Content-Type: text/csv` (parameters in the query string) or as multipart/form-data with a `file` field",
-        ));
-    };
+    let (upload, size, params) = receive(&st, query, req).await?;
     if size == 0 {
         return Err(ApiError::bad_request(
             "empty_request",
@@ -315,6 +238,100 @@ pub async fn create(
     body["id"] = json!(job.id);
     body["name"] = json!(job.name);
     Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+/// The upload: the CSV in a file of its own, its size, and the job's parameters, from a
+/// CSV body (parameters in the query string) or a multipart form.
+async fn receive(
+    st: &AppState,
+    query: Vec<(String, String)>,
+    req: Request,
+) -> ApiResult<(Upload, u64, JobParams)> {
+    let limit = st.config.server.max_upload_bytes.0;
+    let ctype = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    if ctype.starts_with("multipart/form-data") {
+        if !query.is_empty() {
+            return Err(ApiError::bad_request(
+                "invalid_parameter",
+                "with a multipart upload, give the parameters as form fields, not in the query string",
+            ));
+        }
+        receive_form(st, req, limit).await
+    } else if ctype.starts_with("text/csv")
+        || ctype.starts_with("application/csv")
+        || ctype.starts_with("text/plain")
+    {
+        let params = params_from(query)?;
+        let (up, mut f) = new_upload(st).await?;
+        let n = body_to_file(req.into_body(), &mut f, limit).await?;
+        Ok((up, n, params))
+    } else {
+        Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send the CSV as `Content-Type: text/csv` (parameters in the query string) or as multipart/form-data with a `file` field",
+        ))
+    }
+}
+
+/// A multipart upload: one `file` field with the CSV (written to disk as it comes), the
+/// parameters as the other fields.
+async fn receive_form(
+    st: &AppState,
+    req: Request,
+    limit: u64,
+) -> ApiResult<(Upload, u64, JobParams)> {
+    let mut mp = Multipart::from_request(req, st).await.map_err(|e| {
+        ApiError::bad_request(
+            "invalid_multipart",
+            format!("the multipart body is not readable: {e}"),
+        )
+    })?;
+    let mut pairs = Vec::new();
+    let mut file: Option<(Upload, u64)> = None;
+    while let Some(mut field) = mp
+        .next_field()
+        .await
+        .map_err(|e| multipart_error(e, limit))?
+    {
+        let name = field.name().unwrap_or("").to_string();
+        if name != "file" {
+            let v = form_field(&mut field, &name, limit).await?;
+            pairs.push((name, v));
+            continue;
+        }
+        if file.is_some() {
+            return Err(ApiError::bad_request(
+                "duplicate_parameter",
+                "more than one `file` field",
+            ));
+        }
+        let (up, mut f) = new_upload(st).await?;
+        let mut n = 0u64;
+        while let Some(chunk) = field.chunk().await.map_err(|e| multipart_error(e, limit))? {
+            n += chunk.len() as u64;
+            if n > limit {
+                return Err(too_large(limit));
+            }
+            f.write_all(&chunk)
+                .await
+                .map_err(|e| ApiError::internal(&e))?;
+        }
+        f.flush().await.map_err(|e| ApiError::internal(&e))?;
+        file = Some((up, n));
+    }
+    let Some((up, n)) = file else {
+        return Err(ApiError::bad_request(
+            "missing_file",
+            "the multipart body has no `file` field with the CSV",
+        ));
+    };
+    Ok((up, n, params_from(pairs)?))
 }
 
 /// The most bytes of a form field other than `file` (the template is the longest).

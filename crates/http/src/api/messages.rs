@@ -152,7 +152,54 @@ pub async fn send(
     let (req, raw): (SendRequest, Bytes) =
         json_body(&headers, body, st.config.server.max_request_bytes.0)?;
     let to = recipients(&req.to, &st)?;
-    let text = Body::new(&req.body, st.config.server.max_parts).map_err(|e| match e {
+    let text = text_of(&req.body, &st)?;
+    let from = sender_of(req.from.as_deref(), &st)?;
+    let now = now_ms();
+    let (schedule_at, expires_at) = send_window(&req, &st, now)?;
+    check_callback_and_reference(&req, &st)?;
+    let idem = idempotency(&headers, caller.id, &raw)?;
+    let status = if schedule_at.is_some_and(|s| s > now) {
+        Status::Scheduled
+    } else {
+        Status::Queued
+    };
+    let render = accepted_answer(&to, status, &text);
+    let count = to.len() as u64;
+    let submission = Submission {
+        owner_id: caller.id,
+        to,
+        from,
+        body: text,
+        schedule_at,
+        expires_at,
+        callback_url: req.callback_url,
+        reference: req.reference,
+        now,
+        origin: None,
+        api_key_id: caller.key_id,
+        email_from: None,
+    };
+    let accepted = st
+        .dispatcher
+        .submit(submission, idem, render)
+        .await
+        .map_err(ApiError::not_stored)?;
+    match accepted {
+        Accepted::New { response, .. } => {
+            st.http.accepted.fetch_add(count, Ordering::Relaxed);
+            Ok(json_response(StatusCode::ACCEPTED, response))
+        }
+        Accepted::Replay { response } => Ok(json_response(StatusCode::ACCEPTED, response)),
+        Accepted::KeyReused => Err(ApiError::invalid(
+            "idempotency_key_reused",
+            "this Idempotency-Key was already used for a different request: use a new key for a new request",
+        )),
+    }
+}
+
+/// The text, split into parts: at most `[server] max_parts` of them.
+fn text_of(body: &str, st: &AppState) -> ApiResult<Body> {
+    Body::new(body, st.config.server.max_parts).map_err(|e| match e {
         BodyError::Empty => {
             ApiError::invalid("empty_body", "`body` is empty: give the text to send")
         }
@@ -160,16 +207,24 @@ pub async fn send(
             "body_too_long",
             format!("{other}: shorten it, or raise [server] max_parts"),
         ),
-    })?;
-    let from = req
-        .from
-        .as_deref()
-        .map(|f| {
-            Sender::parse(f, st.country)
-                .map_err(|e| ApiError::invalid("invalid_sender", format!("from: {e}")))
-        })
-        .transpose()?;
-    let now = now_ms();
+    })
+}
+
+fn sender_of(from: Option<&str>, st: &AppState) -> ApiResult<Option<Sender>> {
+    from.map(|f| {
+        Sender::parse(f, st.country)
+            .map_err(|e| ApiError::invalid("invalid_sender", format!("from: {e}")))
+    })
+    .transpose()
+}
+
+/// When the message may go (`schedule_at`, none for at once) and when it expires (its own
+/// `expires_at`, else `[server] default_validity` after it may go).
+fn send_window(
+    req: &SendRequest,
+    st: &AppState,
+    now: Millis,
+) -> ApiResult<(Option<Millis>, Millis)> {
     let schedule_at = time_field("schedule_at", &req.schedule_at)?;
     let validity = st.config.server.default_validity.0.as_millis() as Millis;
     let expires_at = time_field("expires_at", &req.expires_at)?
@@ -180,6 +235,11 @@ pub async fn send(
             "expires_at must be in the future and after schedule_at",
         ));
     }
+    Ok((schedule_at, expires_at))
+}
+
+/// A callback URL must be allowed (see `http::callbacks`); both have a length limit.
+fn check_callback_and_reference(req: &SendRequest, st: &AppState) -> ApiResult<()> {
     if let Some(url) = &req.callback_url {
         if url.len() > MAX_CALLBACK_URL {
             return Err(ApiError::invalid(
@@ -201,37 +261,38 @@ pub async fn send(
             format!("reference is longer than {MAX_REFERENCE} bytes"),
         ));
     }
-    let idem = match headers.get("idempotency-key") {
-        None => None,
-        Some(v) => {
-            let key = v
-                .to_str()
-                .ok()
-                .filter(|k| !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY)
-                .ok_or_else(|| {
-                    ApiError::bad_request(
-                        "invalid_idempotency_key",
-                        format!(
-                            "Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} characters of text"
-                        ),
-                    )
-                })?;
-            Some(Idempotency {
-                user_id: caller.id,
-                key: key.to_string(),
-                fingerprint: textgate_core::auth::hex(&Sha256::digest(&raw)),
-            })
-        }
+    Ok(())
+}
+
+/// The request's `Idempotency-Key`, if it has one, with the fingerprint of its body.
+fn idempotency(headers: &HeaderMap, user_id: i64, raw: &[u8]) -> ApiResult<Option<Idempotency>> {
+    let Some(v) = headers.get("idempotency-key") else {
+        return Ok(None);
     };
+    let key = v
+        .to_str()
+        .ok()
+        .filter(|k| !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY)
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_idempotency_key",
+                format!("Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} characters of text"),
+            )
+        })?;
+    Ok(Some(Idempotency {
+        user_id,
+        key: key.to_string(),
+        fingerprint: textgate_core::auth::hex(&Sha256::digest(raw)),
+    }))
+}
+
+/// The 202 answer, built from the new ids inside the transaction that stores the messages
+/// (so that a replay of the idempotency key gets the same answer).
+fn accepted_answer(to: &[Recipient], status: Status, text: &Body) -> textgate_store::RenderFn {
     let encoding = text.encoding().as_str();
     let segments = i64::from(text.segments());
-    let status = if schedule_at.is_some_and(|s| s > now) {
-        Status::Scheduled
-    } else {
-        Status::Queued
-    };
     let numbers: Vec<String> = to.iter().map(|r| r.as_str().to_string()).collect();
-    let render = Box::new(move |ids: &[i64]| {
+    Box::new(move |ids: &[i64]| {
         let messages = ids
             .iter()
             .zip(&numbers)
@@ -244,38 +305,7 @@ pub async fn send(
             })
             .collect();
         serde_json::to_string(&AcceptedBody { messages }).unwrap_or_default()
-    });
-    let count = to.len() as u64;
-    let submission = Submission {
-        owner_id: caller.id,
-        to,
-        from,
-        body: text,
-        schedule_at,
-        expires_at,
-        callback_url: req.callback_url,
-        reference: req.reference,
-        now,
-        origin: None,
-        api_key_id: caller.key_id,
-        email_from: None,
-    };
-    match st
-        .dispatcher
-        .submit(submission, idem, render)
-        .await
-        .map_err(ApiError::not_stored)?
-    {
-        Accepted::New { response, .. } => {
-            st.http.accepted.fetch_add(count, Ordering::Relaxed);
-            Ok(json_response(StatusCode::ACCEPTED, response))
-        }
-        Accepted::Replay { response } => Ok(json_response(StatusCode::ACCEPTED, response)),
-        Accepted::KeyReused => Err(ApiError::invalid(
-            "idempotency_key_reused",
-            "this Idempotency-Key was already used for a different request: use a new key for a new request",
-        )),
-    }
+    })
 }
 
 fn json_response(status: StatusCode, body: String) -> Response {
