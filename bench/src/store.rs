@@ -4,7 +4,11 @@
 //! the API does before its 202), then each batch is recorded as the loopback device reports
 //! it: sent, with its one part delivered.
 //!
-//!   textgate-bench-store [-n 50000] [-c 64] [--db PATH]
+//!   textgate-bench-store [-n 50000] [-c 64] [--db PATH | --url URL] [--callbacks]
+//!
+//! `--url` takes any store URL (`postgres://…` for PostgreSQL: use an empty database, the
+//! run creates a user); `--callbacks` gives every message a callback URL, so that each
+//! status change also queues its status callback.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -23,7 +27,8 @@ mod common;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let (mut n, mut c, mut db) = (50_000usize, 64usize, None::<String>);
+    let (mut n, mut c, mut db, mut url) = (50_000usize, 64usize, None::<String>, None::<String>);
+    let mut callbacks = false;
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut val = || it.next().with_context(|| format!("{flag} needs a value"));
@@ -31,14 +36,17 @@ async fn main() -> anyhow::Result<()> {
             "-n" => n = val()?.parse()?,
             "-c" => c = val()?.parse()?,
             "--db" => db = Some(val()?),
+            "--url" => url = Some(val()?),
+            "--callbacks" => callbacks = true,
             other => bail!(
-                "unknown argument {other}; usage: textgate-bench-store [-n N] [-c C] [--db PATH]"
+                "unknown argument {other}; usage: textgate-bench-store [-n N] [-c C] [--db PATH | --url URL] [--callbacks]"
             ),
         }
     }
     let dir = std::env::temp_dir().join(format!("textgate-bench-store-{}", std::process::id()));
     let path = db.unwrap_or_else(|| dir.join("store.db").to_string_lossy().into_owned());
-    let store = Store::open(&format!("sqlite://{path}")).await?;
+    let url = url.unwrap_or_else(|| format!("sqlite://{path}"));
+    let store = Store::open(&url).await?;
     let user = store
         .create_user(NewUser {
             name: "bench".into(),
@@ -68,7 +76,7 @@ async fn main() -> anyhow::Result<()> {
                     segments: 1,
                     schedule_at: None,
                     expires_at: t + 86_400_000,
-                    callback_url: None,
+                    callback_url: callbacks.then(|| "https://example.com/status".to_string()),
                     reference: None,
                     priority: 0,
                     created_at: t,
@@ -112,7 +120,11 @@ async fn main() -> anyhow::Result<()> {
     }
     let secs = start.elapsed().as_secs_f64();
     let cpu = cpu_now() - cpu0;
-    println!("== store: insert (durable) + sent/delivered record, SQLite (N={n}, C={c}) ==");
+    let callbacks = if callbacks { ", with callbacks" } else { "" };
+    println!(
+        "== store: insert (durable) + sent/delivered record, {} (N={n}, C={c}{callbacks}) ==",
+        store.backend_name()
+    );
     println!("rate              {:.0} msg/s", n as f64 / secs);
     println!(
         "CPU               {cpu:.2} s total, {:.1} µs per message",

@@ -1,4 +1,4 @@
-//! The `textgate` binary: command-line parsing and wiring (DESIGN.md §3). Each subcommand
+//! The `textgate` binary: command-line parsing and wiring (docs/operations.md). Each subcommand
 //! lives in its own module; the work is done by the library crates.
 //!
 //! - [`serve`]: the central server (HTTP API, dispatcher, devices).

@@ -1,5 +1,5 @@
 //! Timestamps: milliseconds since the Unix epoch in UTC, which both store backends keep as a
-//! 64-bit integer, and their RFC 3339 form for the API (`2030-01-01T12:00:00Z`, DESIGN.md §5).
+//! 64-bit integer, and their RFC 3339 form for the API (`2030-01-01T12:00:00Z`, docs/api.md).
 
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;

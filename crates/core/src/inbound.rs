@@ -164,7 +164,7 @@ fn glob(p: &[u8], s: &[u8]) -> bool {
 pub const MAX_PARTY_CHARS: usize = 64;
 
 /// An inbound party (sender or recipient) as stored and shown: numbers as E.164 with `+`
-/// (DESIGN.md §5), so a reply can be matched with the messages sent to that number; anything
+/// (docs/api.md), so a reply can be matched with the messages sent to that number; anything
 /// else (an alphanumeric sender id, a short code) as received, less its control characters
 /// (a line break in a sender id would end up in an e-mail header) and cut to
 /// [`MAX_PARTY_CHARS`].

@@ -2,7 +2,7 @@
 //!
 //! - [`address`]: E.164 numbers, short codes and alphanumeric sender ids, parsed once at the edge.
 //! - [`encoding`]: GSM 03.38 and UCS-2 encoders, the segmenter and the concatenation UDH.
-//! - [`status`]: the statuses a message moves through (DESIGN.md §1).
+//! - [`status`]: the statuses a message moves through (docs/architecture.md).
 //! - [`routing`]: which devices a destination goes to, in failover order.
 //! - [`inbound`]: inbound rules, opt-out keywords and webhook retry settings.
 //! - [`config`]: the TOML configuration, its defaults, environment overrides and checks.

@@ -1,4 +1,4 @@
-//! Outbound routing (DESIGN.md §1): the first `[[route]]` whose prefix (and, if given, user
+//! Outbound routing (docs/architecture.md): the first `[[route]]` whose prefix (and, if given, user
 //! list) matches picks an ordered list of devices to try, first to last. With no routes at all,
 //! every message may use every device in the order they are configured.
 

@@ -1,5 +1,5 @@
 //! The statuses of an outbound message, in the order a message moves through them
-//! (DESIGN.md §1): `queued`, `scheduled`, `sending`, `sent`, `delivered`, and the ends
+//! (docs/architecture.md): `queued`, `scheduled`, `sending`, `sent`, `delivered`, and the ends
 //! `undelivered`, `failed`, `expired`, `cancelled`.
 
 use std::fmt;

@@ -195,7 +195,7 @@ impl std::fmt::Debug for Ack {
     }
 }
 
-/// A device's state as the API shows it (DESIGN.md §5).
+/// A device's state as the API shows it (docs/api.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeviceState {
     /// Ready to send.

@@ -177,17 +177,18 @@ pub struct Dispatcher {
     pub deliveries: Arc<Notify>,
 }
 
-struct Job {
+/// A message this node claimed, on its way to a device's worker.
+struct Claimed {
     msg: Message,
     permit: OwnedSemaphorePermit,
     /// When it was claimed, to tell a message whose lease is nearly over.
-    claimed: tokio::time::Instant,
+    at: tokio::time::Instant,
 }
 
 /// A device's two lanes: API texts (priority 0 and below) and everything else.
 struct Lanes {
-    urgent: mpsc::UnboundedSender<Job>,
-    bulk: mpsc::UnboundedSender<Job>,
+    urgent: mpsc::UnboundedSender<Claimed>,
+    bulk: mpsc::UnboundedSender<Claimed>,
 }
 
 /// Where claimed messages go: each device's lanes, and the recorder.
@@ -296,8 +297,8 @@ impl Dispatcher {
                 entry.device.start(ev_tx.clone());
             }
             // Unbounded, because the in-flight budget already bounds what all queues hold.
-            let (urgent, urgent_rx) = mpsc::unbounded_channel::<Job>();
-            let (bulk, bulk_rx) = mpsc::unbounded_channel::<Job>();
+            let (urgent, urgent_rx) = mpsc::unbounded_channel::<Claimed>();
+            let (bulk, bulk_rx) = mpsc::unbounded_channel::<Claimed>();
             queues.push(Lanes { urgent, bulk });
             senders.spawn(
                 self.clone()
@@ -494,22 +495,22 @@ impl Dispatcher {
         } else {
             &lanes.bulk
         };
-        let job = Job {
+        let claimed = Claimed {
             msg,
             permit,
-            claimed: tokio::time::Instant::now(),
+            at: tokio::time::Instant::now(),
         };
-        if let Err(mpsc::error::SendError(job)) = lane.send(job) {
+        if let Err(mpsc::error::SendError(claimed)) = lane.send(claimed) {
             tracing::error!(device = %self.devices[device].device.name(), "device worker is gone");
-            drop(job);
+            drop(claimed);
         }
     }
 
     async fn worker(
         self: Arc<Self>,
         index: usize,
-        mut urgent: mpsc::UnboundedReceiver<Job>,
-        mut bulk: mpsc::UnboundedReceiver<Job>,
+        mut urgent: mpsc::UnboundedReceiver<Claimed>,
+        mut bulk: mpsc::UnboundedReceiver<Claimed>,
         rec: mpsc::UnboundedSender<Record>,
         stop: CancellationToken,
     ) {
@@ -527,29 +528,29 @@ impl Dispatcher {
         let mut urgent_open = true;
         let mut bulk_open = true;
         loop {
-            let job = tokio::select! {
+            let next = tokio::select! {
                 // API texts before job rows, whatever arrived first.
                 biased;
                 // On shutdown take no more, but send what is already queued.
                 _ = &mut stopped, if !closing => { closing = true; urgent.close(); bulk.close(); continue }
-                job = urgent.recv(), if urgent_open => match job { Some(j) => j, None => { urgent_open = false; continue } },
-                job = bulk.recv(), if bulk_open => match job { Some(j) => j, None => { bulk_open = false; continue } },
+                m = urgent.recv(), if urgent_open => match m { Some(j) => j, None => { urgent_open = false; continue } },
+                m = bulk.recv(), if bulk_open => match m { Some(j) => j, None => { bulk_open = false; continue } },
                 Some(_) = sends.join_next(), if !sends.is_empty() => continue,
                 else => break,
             };
-            if job.claimed.elapsed() > stale_after {
+            if next.at.elapsed() > stale_after {
                 let now = now_ms();
                 let _ = rec.send(Record::Outcome(
                     Outcome::Retry {
-                        id: job.msg.id,
-                        attempt: job.msg.attempts,
+                        id: next.msg.id,
+                        attempt: next.msg.attempts,
                         device: None,
                         due_at: now,
                         code: None,
                         error: "waited too long for its device; back in the queue".into(),
                         refund: true,
                     },
-                    Some(job.permit),
+                    Some(next.permit),
                 ));
                 continue;
             }
@@ -567,9 +568,9 @@ impl Dispatcher {
             let this = self.clone();
             let rec = rec.clone();
             sends.spawn(async move {
-                let outcome = this.send_one(index, &job.msg).await;
+                let outcome = this.send_one(index, &next.msg).await;
                 drop(slot);
-                let _ = rec.send(Record::Outcome(outcome, Some(job.permit)));
+                let _ = rec.send(Record::Outcome(outcome, Some(next.permit)));
             });
         }
         while sends.join_next().await.is_some() {}

@@ -39,7 +39,7 @@ impl ApiError {
         ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
     }
 
-    /// 404: no such thing (or not the caller's: the two look the same, DESIGN.md §5).
+    /// 404: no such thing (or not the caller's: the two look the same, docs/api.md).
     pub fn not_found(what: &str) -> ApiError {
         ApiError::new(
             StatusCode::NOT_FOUND,

@@ -1,4 +1,4 @@
-//! textgate's HTTP side (DESIGN.md §5).
+//! textgate's HTTP side (docs/api.md).
 //!
 //! - [`api`]: the REST API under `/api/v1` — messages, jobs, devices, inbound texts, the
 //!   suppression list and webhook deliveries.

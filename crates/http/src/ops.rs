@@ -349,7 +349,7 @@ pub async fn method_not_allowed() -> ApiError {
     )
 }
 
-/// Makes every error answer JSON (DESIGN.md §5), whatever produced it: axum's own rejections
+/// Makes every error answer JSON (docs/api.md), whatever produced it: axum's own rejections
 /// (a path parameter that is not UTF-8, a body over the limit) and the timeout layers answer
 /// in plain text, which this rewrites as `{"error": {"code", "message"}}` with their text as
 /// the message.

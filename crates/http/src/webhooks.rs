@@ -1,4 +1,4 @@
-//! Webhooks out (DESIGN.md §5): `message.inbound` events for inbound rules with a webhook,
+//! Webhooks out (docs/api.md): `message.inbound` events for inbound rules with a webhook,
 //! `message.status` events for messages sent with a `callback_url`.
 //!
 //! The `webhook` channel of the shared delivery loop ([`textgate_engine::delivery`]):

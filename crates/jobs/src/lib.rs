@@ -1,4 +1,4 @@
-//! Bulk jobs: a CSV file becomes many messages (DESIGN.md §5 `POST /api/v1/jobs`, §4
+//! Bulk jobs: a CSV file becomes many messages (docs/api.md `POST /api/v1/jobs`, §4
 //! `[spool]`).
 //!
 //! - [`template`]: `{{column}}` templates, parsed once and bound to the header.

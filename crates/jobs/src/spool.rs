@@ -1,4 +1,4 @@
-//! The watched folder (`[spool]`, DESIGN.md §4): files dropped into `incoming/` become jobs
+//! The watched folder (`[spool]`, docs/configuration.md): files dropped into `incoming/` become jobs
 //! owned by the configured user.
 //!
 //! - A file is taken only when complete: names starting with `.` or ending in `.tmp` or

@@ -1,4 +1,4 @@
-//! textgate's e-mail gateway, e-mail to SMS (DESIGN.md §6): an SMTP listener that takes mail
+//! textgate's e-mail gateway, e-mail to SMS (docs/email.md): an SMTP listener that takes mail
 //! for `DIGITS@domain` and for configured addresses (numbers in the Subject) and stores one
 //! text per number, owned by the sender's user.
 //!

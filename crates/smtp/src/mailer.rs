@@ -1,4 +1,4 @@
-//! The mailer: texts to e-mail through the company's relay (`[mailer]`, DESIGN.md §6), with
+//! The mailer: texts to e-mail through the company's relay (`[mailer]`, docs/email.md), with
 //! the `lettre` crate as the SMTP client.
 //!
 //! It is the `email` channel of the shared delivery loop ([`textgate_engine::delivery`]),

@@ -1,4 +1,4 @@
-//! From envelope addresses to phone numbers and owners (DESIGN.md §6), without I/O.
+//! From envelope addresses to phone numbers and owners (docs/email.md), without I/O.
 //!
 //! - [`Rules`]: the configured domains, addresses and allowed senders, normalised once.
 //! - [`Rules::target`]: what a `RCPT TO` address means: one number (domain mode,
@@ -148,7 +148,7 @@ impl Rules {
 const SUBJECT_PREFIXES: &[&str] = &["re:", "fwd:", "fw:", "aw:", "wg:", "tr:", "sv:", "vs:"];
 
 /// The numbers of an address-mode Subject: separated by commas, semicolons or spaces
-/// (DESIGN.md §6). A comma- or semicolon-separated piece that is one number as a whole is
+/// (docs/email.md). A comma- or semicolon-separated piece that is one number as a whole is
 /// taken whole, so "+1 555 123 4567, +44 20 7946 0000" means two numbers, not eight bad
 /// ones; otherwise the piece is split at spaces. Reply prefixes ("Re:") are skipped, and a
 /// number given twice is one recipient.

@@ -8,7 +8,7 @@
 //! with it once the caller gives the [`Answer`].
 //!
 //! Replies carry enhanced status codes (RFC 3463, advertised as ENHANCEDSTATUSCODES,
-//! RFC 2034). The answers of DESIGN.md §6: an unauthorised sender gets `550 5.7.1` at MAIL,
+//! RFC 2034). The answers of docs/email.md: an unauthorised sender gets `550 5.7.1` at MAIL,
 //! a recipient outside the configured domains and addresses `550 5.7.1` at RCPT, a recipient
 //! that is not a number `550 5.1.1` at RCPT, and `250` after DATA only once every text is
 //! stored.

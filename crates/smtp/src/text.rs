@@ -1,4 +1,4 @@
-//! From an e-mail to the text of an SMS (DESIGN.md §6), without I/O.
+//! From an e-mail to the text of an SMS (docs/email.md), without I/O.
 //!
 //! [`read_mail`] parses the message with `mail-parser` (MIME structure, transfer encodings
 //! and every charset), takes the text/plain body (or the HTML body reduced to text where

@@ -9,6 +9,7 @@
 //! (`$1` before `$2` …); the SQLite executor checks this in debug builds, that is in every test.
 
 use std::future::Future;
+use std::sync::OnceLock;
 
 use crate::model::Id;
 use crate::Result;
@@ -18,6 +19,37 @@ use crate::Result;
 pub(crate) enum Dialect {
     Sqlite,
     Postgres,
+}
+
+/// A claim: an `UPDATE … WHERE id IN (SELECT … LIMIT n{lock})` whose subquery locks the rows it
+/// picks on PostgreSQL (`FOR UPDATE SKIP LOCKED`: nodes claiming at once take different rows
+/// without waiting on each other) and needs no lock on SQLite, whose one writer already takes
+/// claims in turn. Each form is built once, on first use.
+pub(crate) struct Claim {
+    template: fn(&str) -> String,
+    sqlite: OnceLock<String>,
+    postgres: OnceLock<String>,
+}
+
+impl Claim {
+    /// `template` writes the statement with the given text at the end of its subquery.
+    pub(crate) const fn new(template: fn(&str) -> String) -> Self {
+        Self {
+            template,
+            sqlite: OnceLock::new(),
+            postgres: OnceLock::new(),
+        }
+    }
+
+    /// The statement in `dialect`.
+    pub(crate) fn sql(&self, dialect: Dialect) -> &str {
+        match dialect {
+            Dialect::Sqlite => self.sqlite.get_or_init(|| (self.template)("")),
+            Dialect::Postgres => self
+                .postgres
+                .get_or_init(|| (self.template)(" FOR UPDATE SKIP LOCKED")),
+        }
+    }
 }
 
 /// A value bound to a statement's parameter.

@@ -133,8 +133,9 @@ macro_rules! read {
                 .await
             }
             Backend::Postgres(db) => {
-                let c = db.conn().await?;
-                let $e = &mut postgres::Pg(&*c);
+                let mut c = db.conn().await?;
+                let (client, prepared) = c.parts();
+                let $e = &mut postgres::Pg::new(&*client, prepared);
                 $op.await
             }
         }
@@ -157,9 +158,10 @@ macro_rules! write {
             }
             Backend::Postgres(db) => {
                 let mut c = db.conn().await?;
-                let tx = c.transaction().await.map_err(postgres::db_err)?;
+                let (client, prepared) = c.parts();
+                let tx = client.transaction().await.map_err(postgres::db_err)?;
                 let out = {
-                    let $e = &mut postgres::Pg(&tx);
+                    let $e = &mut postgres::Pg::new(&tx, prepared);
                     $op.await?
                 };
                 tx.commit().await.map_err(postgres::db_err)?;

@@ -4,12 +4,13 @@
 //! it back. Queue claims lock rows with `FOR UPDATE SKIP LOCKED`, so nodes claiming at once
 //! take different messages without waiting on each other.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use textgate_core::config::redact_url;
 use tokio::sync::{Mutex, Semaphore};
 use tokio_postgres::types::{IsNull, Type};
-use tokio_postgres::{Client, NoTls, Row};
+use tokio_postgres::{Client, NoTls, Row, Statement};
 
 use crate::exec::{Arg, Dialect, Exec, Row as ExecRow};
 use crate::model::*;
@@ -38,47 +39,88 @@ pub struct Postgres {
 
 struct Pool {
     url: String,
-    idle: Mutex<Vec<Client>>,
+    idle: Mutex<Vec<Session>>,
     permits: Semaphore,
 }
 
-struct Conn<'a> {
+/// A connection and the statements prepared on it.
+struct Session {
+    client: Client,
+    prepared: Prepared,
+}
+
+/// Statements prepared on one connection, by their SQL. A statement sent as text is parsed
+/// and described in one round trip and then run in another; a prepared one runs in one. The
+/// statements of [`crate::ops`] are a few dozen; those that write ids into their text are
+/// not, so at [`PREPARED_MAX`] the cache starts again.
+#[derive(Default)]
+pub(crate) struct Prepared(HashMap<String, Statement>);
+
+const PREPARED_MAX: usize = 256;
+
+pub(crate) struct Conn<'a> {
     pool: &'a Pool,
-    client: Option<Client>,
+    session: Option<Session>,
     _permit: tokio::sync::SemaphorePermit<'a>,
 }
 
-impl std::ops::Deref for Conn<'_> {
-    type Target = Client;
-    fn deref(&self) -> &Client {
-        self.client
-            .as_ref()
-            .expect("a pooled connection is present until dropped")
-    }
-}
-
-impl std::ops::DerefMut for Conn<'_> {
-    fn deref_mut(&mut self) -> &mut Client {
-        self.client
+impl Conn<'_> {
+    /// The connection and its prepared statements, apart, so that a transaction can borrow
+    /// the one while its statements use the other.
+    pub(crate) fn parts(&mut self) -> (&mut Client, &mut Prepared) {
+        let s = self
+            .session
             .as_mut()
-            .expect("a pooled connection is present until dropped")
+            .expect("a pooled connection is present until dropped");
+        (&mut s.client, &mut s.prepared)
     }
 }
 
 impl Drop for Conn<'_> {
     fn drop(&mut self) {
-        if let Some(c) = self.client.take() {
-            if !c.is_closed() {
+        if let Some(s) = self.session.take() {
+            if !s.client.is_closed() {
                 if let Ok(mut idle) = self.pool.idle.try_lock() {
-                    idle.push(c);
+                    idle.push(s);
                 }
             }
         }
     }
 }
 
-/// The PostgreSQL side of [`Exec`]: statements on a pooled connection or in its transaction.
-pub(crate) struct Pg<'c, C>(pub(crate) &'c C);
+/// The PostgreSQL side of [`Exec`]: statements on a pooled connection or in its
+/// transaction, prepared once per connection.
+pub(crate) struct Pg<'c, C> {
+    client: &'c C,
+    prepared: &'c mut Prepared,
+}
+
+impl<'c, C: tokio_postgres::GenericClient + Sync> Pg<'c, C> {
+    pub(crate) fn new(client: &'c C, prepared: &'c mut Prepared) -> Self {
+        Self { client, prepared }
+    }
+
+    /// `sql`'s statement on this connection, prepared now if it was not yet.
+    async fn statement(&mut self, sql: &str) -> Result<Statement> {
+        if let Some(st) = self.prepared.0.get(sql) {
+            return Ok(st.clone());
+        }
+        let st = self.client.prepare(sql).await.map_err(db_err)?;
+        if self.prepared.0.len() >= PREPARED_MAX {
+            self.prepared.0.clear();
+        }
+        self.prepared.0.insert(sql.to_string(), st.clone());
+        Ok(st)
+    }
+
+    /// Forgets `sql`'s statement after an error, in case the error was the statement's own
+    /// (a schema changed under it by another node's migration): the next use prepares it
+    /// again.
+    fn forget(&mut self, sql: &str, e: tokio_postgres::Error) -> StoreError {
+        self.prepared.0.remove(sql);
+        db_err(e)
+    }
+}
 
 impl tokio_postgres::types::ToSql for Arg<'_> {
     fn to_sql(
@@ -155,16 +197,20 @@ impl<C: tokio_postgres::GenericClient + Sync> Exec for Pg<'_, C> {
     }
 
     async fn run(&mut self, sql: &str, args: &[Arg<'_>]) -> Result<u64> {
-        self.0.execute(sql, &pg_args(args)).await.map_err(db_err)
+        let st = self.statement(sql).await?;
+        match self.client.execute(&st, &pg_args(args)).await {
+            Ok(n) => Ok(n),
+            Err(e) => Err(self.forget(sql, e)),
+        }
     }
 
     async fn insert(&mut self, sql: &str, args: &[Arg<'_>]) -> Result<Option<Id>> {
-        let row = self
-            .0
-            .query_opt(&format!("{sql} RETURNING id"), &pg_args(args))
-            .await
-            .map_err(db_err)?;
-        row.map(|r| PgRow(&r).int(0)).transpose()
+        let sql = format!("{sql} RETURNING id");
+        let st = self.statement(&sql).await?;
+        match self.client.query_opt(&st, &pg_args(args)).await {
+            Ok(row) => row.map(|r| PgRow(&r).int(0)).transpose(),
+            Err(e) => Err(self.forget(&sql, e)),
+        }
     }
 
     async fn rows<T>(
@@ -173,12 +219,15 @@ impl<C: tokio_postgres::GenericClient + Sync> Exec for Pg<'_, C> {
         args: &[Arg<'_>],
         mut map: impl FnMut(&dyn ExecRow) -> Result<T>,
     ) -> Result<Vec<T>> {
-        let rows = self.0.query(sql, &pg_args(args)).await.map_err(db_err)?;
-        rows.iter().map(|r| map(&PgRow(r))).collect()
+        let st = self.statement(sql).await?;
+        match self.client.query(&st, &pg_args(args)).await {
+            Ok(rows) => rows.iter().map(|r| map(&PgRow(r))).collect(),
+            Err(e) => Err(self.forget(sql, e)),
+        }
     }
 
     async fn batch(&mut self, sql: &str) -> Result<()> {
-        self.0.batch_execute(sql).await.map_err(db_err)
+        self.client.batch_execute(sql).await.map_err(db_err)
     }
 }
 
@@ -215,13 +264,16 @@ impl Pool {
             .await
             .map_err(|_| StoreError::Closed)?;
         let reused = self.idle.lock().await.pop();
-        let client = match reused {
-            Some(c) if !c.is_closed() => c,
-            _ => connect(&self.url).await?,
+        let session = match reused {
+            Some(s) if !s.client.is_closed() => s,
+            _ => Session {
+                client: connect(&self.url).await?,
+                prepared: Prepared::default(),
+            },
         };
         Ok(Conn {
             pool: self,
-            client: Some(client),
+            session: Some(session),
             _permit: permit,
         })
     }
@@ -266,21 +318,24 @@ impl Postgres {
             }
         }
         tx.commit().await.map_err(open_err)?;
-        pool.idle.lock().await.push(client);
+        pool.idle.lock().await.push(Session {
+            client,
+            prepared: Prepared::default(),
+        });
         Ok(Postgres {
             pool: Arc::new(pool),
         })
     }
 
-    /// A pooled connection, for reads.
-    pub(crate) async fn conn(&self) -> Result<impl std::ops::DerefMut<Target = Client> + '_> {
+    /// A pooled connection.
+    pub(crate) async fn conn(&self) -> Result<Conn<'_>> {
         self.pool.get().await
     }
 
     pub(crate) async fn health(&self) -> Result<()> {
-        self.pool
-            .get()
-            .await?
+        let mut conn = self.pool.get().await?;
+        conn.parts()
+            .0
             .simple_query("SELECT 1")
             .await
             .map_err(db_err)?;

@@ -1326,9 +1326,9 @@ conformance! {
 }
 
 conformance! {
-    /// Every path that ends a message queues the same events on both backends (PostgreSQL by
-    /// triggers, SQLite by the statements themselves): status callbacks for messages with a
-    /// callback_url, failure notices for texts from e-mail, nothing for the rest.
+    /// Every path that ends a message queues the same events on both backends: status
+    /// callbacks for messages with a callback_url, failure notices for texts from e-mail,
+    /// nothing for the rest.
     async fn every_status_change_queues_its_events_and_only_those(s) {
     let u = user(&s, "alice").await;
     let with = |to: &str, callback: bool, email: bool, segments: i64| {

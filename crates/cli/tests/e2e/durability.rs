@@ -1,4 +1,4 @@
-//! Nothing accepted is ever lost, across `kill -9` (DESIGN.md §1): many clients send while the
+//! Nothing accepted is ever lost, across `kill -9` (docs/architecture.md): many clients send while the
 //! server is SIGKILLed and restarted on the same database; every message that got a 202 must
 //! end delivered, and none may be left in `sending`.
 

@@ -1,4 +1,4 @@
-//! The e-mail gateway (DESIGN.md §6) through the real binary, with a client we did not write:
+//! The e-mail gateway (docs/email.md) through the real binary, with a client we did not write:
 //! Python's `smtplib` and `email` packages (`tests/peers/smtp/client.py`), plus raw bytes on
 //! a socket for garbage. Texts are then looked up with `GET /api/v1/messages` as their owner.
 

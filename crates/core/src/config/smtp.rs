@@ -7,7 +7,7 @@ use serde::Deserialize;
 
 use super::{Bytes, ConfigError, Dur};
 
-/// `[smtp]`: the e-mail to SMS gateway (DESIGN.md §6).
+/// `[smtp]`: the e-mail to SMS gateway (docs/email.md).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SmtpConfig {
@@ -84,6 +84,13 @@ impl SmtpConfig {
 
     /// Checks every key; `[server]` is not consulted.
     pub fn check(&self) -> Result<(), ConfigError> {
+        self.check_addresses()?;
+        self.check_limits()?;
+        self.check_tls_and_user()
+    }
+
+    /// The listener's address, and the mail addresses the gateway takes and accepts from.
+    fn check_addresses(&self) -> Result<(), ConfigError> {
         self.listen.parse::<SocketAddr>().map_err(|_| {
             ConfigError::new(
                 "smtp.listen",
@@ -135,6 +142,11 @@ impl SmtpConfig {
                 ));
             }
         }
+        Ok(())
+    }
+
+    /// Sizes, counts, trusted networks and deadlines.
+    fn check_limits(&self) -> Result<(), ConfigError> {
         if self.max_message_bytes.0 < 1024 {
             return Err(ConfigError::new(
                 "smtp.max_message_bytes",
@@ -149,7 +161,6 @@ impl SmtpConfig {
                 "must be at least 1",
             ));
         }
-
         if self.max_recipients == 0 {
             return Err(ConfigError::new(
                 "smtp.max_recipients",
@@ -162,6 +173,23 @@ impl SmtpConfig {
                 "must be at least 1",
             ));
         }
+        for (key, d) in [
+            ("command_timeout", self.command_timeout),
+            ("data_timeout", self.data_timeout),
+            ("session_timeout", self.session_timeout),
+        ] {
+            if d.0 < Duration::from_secs(1) {
+                return Err(ConfigError::new(
+                    format!("smtp.{key}"),
+                    "must be at least 1s",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// STARTTLS's certificate and key, and the user who owns mail from senders who are no user.
+    fn check_tls_and_user(&self) -> Result<(), ConfigError> {
         match (&self.tls_cert, &self.tls_key) {
             (Some(_), None) => {
                 return Err(ConfigError::new(
@@ -192,18 +220,6 @@ impl SmtpConfig {
                 "smtp.user",
                 "is empty: give a user's name, or remove the key",
             ));
-        }
-        for (key, d) in [
-            ("command_timeout", self.command_timeout),
-            ("data_timeout", self.data_timeout),
-            ("session_timeout", self.session_timeout),
-        ] {
-            if d.0 < Duration::from_secs(1) {
-                return Err(ConfigError::new(
-                    format!("smtp.{key}"),
-                    "must be at least 1s",
-                ));
-            }
         }
         Ok(())
     }

@@ -8,7 +8,7 @@
 //! - [`udh`]: the concatenation user data header, built and parsed.
 //!
 //! [`Body`] is the one type the rest of textgate holds: a text whose encoding and part count
-//! were decided once, when it was accepted (DESIGN.md §1).
+//! were decided once, when it was accepted (docs/architecture.md).
 
 pub mod gsm7;
 pub mod segment;

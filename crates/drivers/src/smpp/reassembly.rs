@@ -77,7 +77,7 @@ pub enum Pushed {
     Incomplete,
     /// This part was already received (it is pending, or its message was completed, expired
     /// or evicted within the timeout with the same bytes in this part); nothing was stored.
-    /// The driver acknowledges it and stores nothing (DESIGN.md §1: duplicate deliveries of
+    /// The driver acknowledges it and stores nothing (docs/architecture.md: duplicate deliveries of
     /// the same part are recognised).
     Duplicate,
     /// The fragment completed its message (or was not really a part: see

@@ -1,4 +1,4 @@
-//! Bulk jobs (DESIGN.md §5): `POST /api/v1/jobs` (a `text/csv` body with the parameters in
+//! Bulk jobs (docs/api.md): `POST /api/v1/jobs` (a `text/csv` body with the parameters in
 //! the query string, or `multipart/form-data` with a `file` field and the parameters as
 //! fields), `GET` one or a page, `pause`, `resume`, `cancel`, and `results.csv`.
 //!

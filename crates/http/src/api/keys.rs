@@ -1,4 +1,4 @@
-//! API keys (DESIGN.md §5): `GET /api/v1/keys` (the caller's; administrators: everyone's, or
+//! API keys (docs/api.md): `GET /api/v1/keys` (the caller's; administrators: everyone's, or
 //! one user's with `?user=`), `POST /api/v1/keys` (a new key, shown once), and
 //! `DELETE /api/v1/keys/{id}` (revokes it: refused at once on this node, and on other nodes
 //! within [`crate::auth::REVOCATION_POLL`]).

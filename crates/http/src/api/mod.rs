@@ -1,4 +1,4 @@
-//! The REST API under `/api/v1` (DESIGN.md §5).
+//! The REST API under `/api/v1` (docs/api.md).
 //!
 //! - [`messages`]: send, get, list, cancel.
 //! - [`devices`]: the devices and their counters.

@@ -5,7 +5,7 @@ use std::sync::LazyLock;
 
 use textgate_core::clock::Millis;
 
-use crate::exec::{args, row, Dialect, Exec, Row};
+use crate::exec::{args, row, Claim, Exec, Row};
 use crate::model::*;
 use crate::Result;
 
@@ -39,21 +39,15 @@ pub(crate) async fn claim(
     lease_until: Millis,
     limit: usize,
 ) -> Result<Vec<Delivery>> {
-    fn sql(lock: &str) -> String {
+    static CLAIM: Claim = Claim::new(|lock| {
         format!(
             "UPDATE deliveries SET next_at = $1, attempts = attempts + 1
              WHERE id IN (SELECT id FROM deliveries WHERE state = 'pending' AND channel = $2
                           AND next_at <= $3 ORDER BY next_at, id LIMIT $4{lock})
              RETURNING {DELIVERY_COLUMNS}"
         )
-    }
-    static SQLITE: LazyLock<String> = LazyLock::new(|| sql(""));
-    // Nodes claiming at once take different deliveries without waiting on each other.
-    static POSTGRES: LazyLock<String> = LazyLock::new(|| sql(" FOR UPDATE SKIP LOCKED"));
-    let sql = match e.dialect() {
-        Dialect::Sqlite => &*SQLITE,
-        Dialect::Postgres => &*POSTGRES,
-    };
+    });
+    let sql = CLAIM.sql(e.dialect());
     let mut out = e
         .rows(
             sql,

@@ -1,36 +1,93 @@
 //! Outbound messages: accepted, claimed by the dispatcher, settled by what devices answer
 //! and by delivery receipts; and the events a change of status queues.
 
-use std::sync::LazyLock;
+use std::sync::{LazyLock, OnceLock};
 
 use textgate_core::clock::Millis;
 use textgate_core::status::Status;
 
-use crate::exec::{args, id_list, row, Arg, Dialect, Exec, Row};
+use crate::exec::{args, id_list, row, Arg, Claim, Dialect, Exec, Row};
 use crate::model::*;
 use crate::{Result, StoreError};
 
-/// A status UPDATE of one message, in the forms [`set_status`] chooses from: for the common
-/// message, which has neither a callback_url nor an e-mail sender and so no events; for
-/// any message; and for any message, saying whether it has events (PostgreSQL).
+/// A status UPDATE of one message, ending in its WHERE clause, in the forms [`set_status`]
+/// chooses from: on SQLite, for the common message, which has neither a callback_url nor an
+/// e-mail sender and so no events, and for any message; on PostgreSQL, one statement that
+/// updates the message and queues its events, built on first use.
 pub(crate) struct StatusUpdate {
-    pub(crate) plain: &'static str,
-    pub(crate) any: &'static str,
-    pub(crate) returning: &'static str,
+    any: &'static str,
+    plain: &'static str,
+    /// The statement moves messages from `sending`: one that goes straight to delivered or
+    /// undelivered also reports `sent` first.
+    from_sending: bool,
+    postgres: OnceLock<String>,
 }
 
-/// The [`StatusUpdate`] of an UPDATE of `messages` that ends in its WHERE clause.
+impl StatusUpdate {
+    /// PostgreSQL's form: the UPDATE, its events queued from the rows it returns, the number
+    /// of rows it changed. Node time is bound after the UPDATE's own parameters.
+    fn postgres(&self) -> &str {
+        self.postgres.get_or_init(|| {
+            let now = format!("${}", placeholders(self.any) + 1);
+            format!(
+                "WITH m AS ({} RETURNING {EVENT_COLUMNS}), queued AS ({}) SELECT count(*) FROM m",
+                self.any,
+                status_events("m", &now, self.from_sending)
+            )
+        })
+    }
+}
+
+/// A `&'static` [`StatusUpdate`]; `from_sending` as it says.
 macro_rules! status_update {
-    ($sql:literal) => {
-        $crate::ops::messages::StatusUpdate {
-            plain: concat!($sql, " AND callback_url IS NULL AND email_from IS NULL"),
+    ($sql:literal, from_sending: $from_sending:literal) => {{
+        static UPDATE: $crate::ops::messages::StatusUpdate = $crate::ops::messages::StatusUpdate {
             any: $sql,
-            returning: concat!(
-                $sql,
-                " RETURNING callback_url IS NOT NULL OR email_from IS NOT NULL"
-            ),
-        }
+            plain: concat!($sql, " AND callback_url IS NULL AND email_from IS NULL"),
+            from_sending: $from_sending,
+            postgres: OnceLock::new(),
+        };
+        &UPDATE
+    }};
+}
+
+/// The highest `$N` in `sql`.
+fn placeholders(sql: &str) -> usize {
+    sql.split('$')
+        .skip(1)
+        .filter_map(|rest| {
+            let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+            rest[..digits].parse().ok()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+/// The columns of a message that its status events are made of.
+const EVENT_COLUMNS: &str = "id, status, callback_url, email_from, owner_id, api_key_id";
+
+/// The rule of status events, as one `INSERT INTO deliveries … SELECT` from `source`, rows of
+/// [`EVENT_COLUMNS`] after the change, at time `now`: the status callback when a message has
+/// a callback_url (a `sent` one first when it went from `sending` straight to delivered or
+/// undelivered), and the failure notice to the sender of a text from e-mail.
+fn status_events(source: &str, now: &str, from_sending: bool) -> String {
+    let sent = if from_sending {
+        format!(
+            "SELECT 'webhook', 'message.status', callback_url, id, 'sent', owner_id, api_key_id, CAST({now} AS BIGINT), 0, CAST({now} AS BIGINT)
+             FROM {source} WHERE callback_url IS NOT NULL AND status IN ('delivered', 'undelivered')
+             UNION ALL "
+        )
+    } else {
+        String::new()
     };
+    format!(
+        "INSERT INTO deliveries (channel, event, target, message_id, status, owner_id, api_key_id, next_at, give_up_at, created_at)
+         {sent}SELECT 'webhook', 'message.status', callback_url, id, status, owner_id, api_key_id, CAST({now} AS BIGINT), 0, CAST({now} AS BIGINT)
+         FROM {source} WHERE callback_url IS NOT NULL
+         UNION ALL
+         SELECT 'email', 'message.status', email_from, id, status, owner_id, NULL, CAST({now} AS BIGINT), 0, CAST({now} AS BIGINT)
+         FROM {source} WHERE email_from IS NOT NULL AND status IN ('undelivered', 'failed', 'expired')"
+    )
 }
 
 pub(crate) fn message_from_row(r: &dyn Row) -> Result<Message> {
@@ -210,13 +267,13 @@ pub(crate) async fn cancel(
     // Only from where it was: a dispatcher on another node may have claimed it meanwhile.
     let applied = set_status(
         e,
-        &status_update!(
+        status_update!(
             "UPDATE messages SET status = 'cancelled', done_at = $1, lease_until = NULL
-             WHERE id = $2 AND status IN ('queued', 'scheduled')"
+             WHERE id = $2 AND status IN ('queued', 'scheduled')",
+            from_sending: false
         ),
         args![now, id],
         id,
-        false,
     )
     .await?;
     let m = get(e, id)
@@ -236,21 +293,15 @@ pub(crate) async fn claim(
     lease_until: Millis,
     limit: usize,
 ) -> Result<Vec<Message>> {
-    fn sql(lock: &str) -> String {
+    static CLAIM: Claim = Claim::new(|lock| {
         format!(
             "UPDATE messages SET status = 'sending', lease_until = $1, attempts = attempts + 1
              WHERE id IN (SELECT id FROM messages WHERE status = 'queued' AND due_at <= $2
                           ORDER BY priority, due_at, id LIMIT $3{lock})
              RETURNING {MESSAGE_COLUMNS}"
         )
-    }
-    static SQLITE: LazyLock<String> = LazyLock::new(|| sql(""));
-    // Nodes claiming at once take different messages without waiting on each other.
-    static POSTGRES: LazyLock<String> = LazyLock::new(|| sql(" FOR UPDATE SKIP LOCKED"));
-    let sql = match e.dialect() {
-        Dialect::Sqlite => &*SQLITE,
-        Dialect::Postgres => &*POSTGRES,
-    };
+    });
+    let sql = CLAIM.sql(e.dialect());
     let mut out = e
         .rows(sql, args![lease_until, now, limit], message_from_row)
         .await?;
@@ -323,14 +374,14 @@ async fn record_outcome(e: &mut impl Exec, o: &Outcome) -> Result<bool> {
             let (status, done_at, code, error) = sent_with_receipts(receipts, part_ids.len(), *at);
             let applied = set_status(
                 e,
-                &status_update!(
+                status_update!(
                     "UPDATE messages SET status = $1, device = $2, sent_at = $3, done_at = $4, lease_until = NULL,
                        error_code = $5, error = $6
-                     WHERE id = $7 AND attempts = $8 AND status = 'sending'"
+                     WHERE id = $7 AND attempts = $8 AND status = 'sending'",
+                    from_sending: true
                 ),
                 args![status.as_str(), device, *at, done_at, &code, &error, *id, *attempt],
                 *id,
-                true,
             )
             .await?;
             if applied {
@@ -395,14 +446,14 @@ async fn record_outcome(e: &mut impl Exec, o: &Outcome) -> Result<bool> {
         } => {
             set_status(
                 e,
-                &status_update!(
+                status_update!(
                     "UPDATE messages SET status = $1, done_at = $2, lease_until = NULL,
                        device = coalesce($3, device), error_code = $4, error = $5
-                     WHERE id = $6 AND attempts = $7 AND status = 'sending'"
+                     WHERE id = $6 AND attempts = $7 AND status = 'sending'",
+                    from_sending: true
                 ),
                 args![status.as_str(), *at, device, code, error.as_str(), *id, *attempt],
                 *id,
-                true,
             )
             .await
         }
@@ -460,14 +511,14 @@ async fn apply_receipt(e: &mut impl Exec, r: &Receipt) -> Result<ReceiptMatch> {
     let code = r.code.as_deref().filter(|_| !r.delivered);
     let single = set_status(
         e,
-        &status_update!(
+        status_update!(
             "UPDATE messages SET status = $1, done_at = CASE WHEN sent_at > $2 THEN sent_at ELSE $2 END,
                error_code = coalesce($3, error_code), error = coalesce($4, error)
-             WHERE id = $5 AND status = 'sent' AND segments = 1"
+             WHERE id = $5 AND status = 'sent' AND segments = 1",
+            from_sending: false
         ),
         args![st.as_str(), r.at, code, &error, message_id],
         message_id,
-        false,
     )
     .await?;
     if single {
@@ -493,14 +544,14 @@ async fn apply_receipt(e: &mut impl Exec, r: &Receipt) -> Result<ReceiptMatch> {
         let error = (st == Status::Undelivered).then(|| undelivered_error(r.code.as_deref()));
         let applied = set_status(
             e,
-            &status_update!(
+            status_update!(
                 "UPDATE messages SET status = $1, done_at = CASE WHEN sent_at > $2 THEN sent_at ELSE $2 END,
                    error_code = coalesce($3, error_code), error = coalesce($4, error)
-                 WHERE id = $5 AND status = 'sent'"
+                 WHERE id = $5 AND status = 'sent'",
+                from_sending: false
             ),
             args![st.as_str(), r.at, code, &error, message_id],
             message_id,
-            false,
         )
         .await?;
         if applied {
@@ -568,18 +619,19 @@ pub(crate) async fn queue_depth(e: &mut impl Exec) -> Result<Vec<(Status, i64)>>
 /// Runs a status UPDATE of message `id` and queues the events of the change, if it has
 /// any; `false` when the UPDATE matched nothing.
 ///
-/// Which form runs is the dialect's: SQLite runs the plain form first, so the common message
-/// costs one UPDATE, and a message with events two (`RETURNING` would say which it was, but
-/// SQLite fills an ephemeral table for it, which costs more than a second UPDATE of the few
-/// messages with events). PostgreSQL asks with `RETURNING`, one round trip.
+/// SQLite runs the plain form first, so the common message costs one UPDATE, and a message
+/// with events two and the statement that queues them (`RETURNING` would say which it was,
+/// but SQLite fills an ephemeral table for it, which costs more than a second UPDATE of the
+/// few messages with events). PostgreSQL runs one statement for all of it: each statement
+/// is a round trip.
 pub(crate) async fn set_status(
     e: &mut impl Exec,
-    update: &StatusUpdate,
+    update: &'static StatusUpdate,
     args: &[Arg<'_>],
     id: Id,
-    from_sending: bool,
 ) -> Result<bool> {
-    let has_events = match e.dialect() {
+    let now = textgate_core::clock::now_ms();
+    match e.dialect() {
         Dialect::Sqlite => {
             if e.run(update.plain, args).await? > 0 {
                 return Ok(true);
@@ -587,17 +639,16 @@ pub(crate) async fn set_status(
             if e.run(update.any, args).await? == 0 {
                 return Ok(false);
             }
-            true
+            queue_status_events(e, id, update.from_sending, now).await?;
+            Ok(true)
         }
-        Dialect::Postgres => match row(e, update.returning, args, |r| r.flag(0)).await? {
-            None => return Ok(false),
-            Some(events) => events,
-        },
-    };
-    if has_events {
-        queue_status_events(e, id, from_sending, textgate_core::clock::now_ms()).await?;
+        Dialect::Postgres => {
+            let mut all = Vec::with_capacity(args.len() + 1);
+            all.extend_from_slice(args);
+            all.push(Arg::Int(now));
+            Ok(crate::exec::int(e, update.postgres(), &all).await? > 0)
+        }
     }
-    Ok(true)
 }
 
 /// Queues the events of the status change just written to message `id`: its status
@@ -616,24 +667,16 @@ pub(crate) async fn queue_status_events(
     from_sending: bool,
     now: Millis,
 ) -> Result<()> {
-    if from_sending {
-        e.run(
-            "INSERT INTO deliveries (channel, event, target, message_id, status, owner_id, api_key_id, next_at, give_up_at, created_at)
-             SELECT 'webhook', 'message.status', callback_url, id, 'sent', owner_id, api_key_id, CAST($1 AS BIGINT), 0, CAST($1 AS BIGINT)
-             FROM messages WHERE id = $2 AND callback_url IS NOT NULL AND status IN ('delivered', 'undelivered')",
-            args![now, id],
+    fn sql(from_sending: bool) -> String {
+        status_events(
+            &format!("(SELECT {EVENT_COLUMNS} FROM messages WHERE id = $2) m"),
+            "$1",
+            from_sending,
         )
-        .await?;
     }
-    e.run(
-        "INSERT INTO deliveries (channel, event, target, message_id, status, owner_id, api_key_id, next_at, give_up_at, created_at)
-         SELECT 'webhook', 'message.status', callback_url, id, status, owner_id, api_key_id, CAST($1 AS BIGINT), 0, CAST($1 AS BIGINT)
-         FROM messages WHERE id = $2 AND callback_url IS NOT NULL
-         UNION ALL
-         SELECT 'email', 'message.status', email_from, id, status, owner_id, NULL, CAST($1 AS BIGINT), 0, CAST($1 AS BIGINT)
-         FROM messages WHERE id = $2 AND email_from IS NOT NULL AND status IN ('undelivered', 'failed', 'expired')",
-        args![now, id],
-    )
-    .await?;
+    static FROM_SENDING: LazyLock<String> = LazyLock::new(|| sql(true));
+    static OTHER: LazyLock<String> = LazyLock::new(|| sql(false));
+    let sql = if from_sending { &FROM_SENDING } else { &OTHER };
+    e.run(sql, args![now, id]).await?;
     Ok(())
 }

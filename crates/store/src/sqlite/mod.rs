@@ -114,7 +114,7 @@ fn open_conn(path: &Path, reader: bool) -> Result<Connection> {
     };
     let conn = Connection::open(path).map_err(open_err)?;
     // WAL: readers never block the writer. synchronous=FULL: a commit is on disk before any
-    // caller hears "accepted", which is the promise of DESIGN.md §1. Foreign keys are
+    // caller hears "accepted", which is the promise of docs/architecture.md. Foreign keys are
     // declared but not enforced here: checking them made SQLite keep a statement journal for
     // each insert and update, a fifth of the store's CPU per message (bench/store). Nothing
     // deletes a referenced row, and PostgreSQL enforces the same keys under the same
@@ -342,22 +342,7 @@ impl Sqlite {
         &self,
         f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T> {
-        let readers = self.readers.clone();
-        let permit = readers
-            .permits
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| StoreError::Closed)?;
-        tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            let conn = readers.take()?;
-            let r = f(&conn).map_err(db_err);
-            readers.give_back(conn);
-            r
-        })
-        .await
-        .map_err(|e| StoreError::Backend(crate::Cause::new(e)))?
+        self.read_op(move |conn| f(conn).map_err(db_err)).await
     }
 
     /// Runs a read on a reader connection (at most [`READERS`] at once).

@@ -53,7 +53,7 @@ where
 /// answer. The dispatcher's own bookkeeping (claims, outcomes, receipts) is not: SQLite
 /// commits it to the WAL without an fsync, which survives a crash of the process, and the
 /// next durable commit syncs it too. A power cut can lose such a record; then the message's
-/// lease runs out and it is sent again, which DESIGN.md §1 allows.
+/// lease runs out and it is sent again, which docs/architecture.md allows.
 pub(super) struct Write {
     pub(super) durable: bool,
     pub(super) work: Box<dyn Work>,
