@@ -29,20 +29,7 @@ pub async fn user_add(
             "\"{name}\" is not a usable user name: use 1-64 letters, digits, '.', '_', '-' or '@'"
         );
     }
-    let (password, generated) = if password_stdin {
-        let mut line = String::new();
-        std::io::stdin()
-            .lock()
-            .read_line(&mut line)
-            .context("cannot read the password from standard input")?;
-        let pw = line.trim_end_matches(['\r', '\n']).to_string();
-        if pw.len() < 8 {
-            bail!("the password must be at least 8 characters");
-        }
-        (pw, false)
-    } else {
-        (generate_password()?, true)
-    };
+    let (password, generated) = new_password(password_stdin)?;
     let store = Store::open(&cfg.server.database_url).await?;
     let user = store
         .create_user(NewUser {
@@ -60,6 +47,46 @@ pub async fn user_add(
         user.name,
         user.id
     );
+    if generated {
+        println!("password (shown once): {password}");
+    }
+    Ok(())
+}
+
+/// The shortest password textgate sets.
+pub const MIN_PASSWORD: usize = textgate_http::web::session::MIN_PASSWORD;
+
+/// A password read from standard input (one line), or generated; `true` when generated.
+fn new_password(from_stdin: bool) -> anyhow::Result<(String, bool)> {
+    if !from_stdin {
+        return Ok((generate_password()?, true));
+    }
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .context("cannot read the password from standard input")?;
+    let pw = line.trim_end_matches(['\r', '\n']).to_string();
+    if pw.chars().count() < MIN_PASSWORD {
+        bail!("the password must be at least {MIN_PASSWORD} characters");
+    }
+    Ok((pw, false))
+}
+
+/// `textgate user passwd NAME [--password-stdin]`: sets a user's password (generated and
+/// printed once, unless read from standard input) and signs out all their web sessions.
+pub async fn user_passwd(cfg: Config, name: &str, password_stdin: bool) -> anyhow::Result<()> {
+    let (password, generated) = new_password(password_stdin)?;
+    let store = Store::open(&cfg.server.database_url).await?;
+    let user = store
+        .user_by_name(name)
+        .await?
+        .with_context(|| format!("no user is named \"{name}\""))?;
+    store
+        .set_password(user.id, &hash_password(&password)?, None)
+        .await?;
+    store.close().await;
+    println!("password of \"{name}\" changed; their web sessions are signed out");
     if generated {
         println!("password (shown once): {password}");
     }

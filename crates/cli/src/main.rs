@@ -143,6 +143,18 @@ enum UserCommand {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Set a user's password (generated and printed once, unless read from standard input);
+    /// their web sessions are signed out.
+    Passwd {
+        /// The login name.
+        name: String,
+        /// Read the password from standard input instead of generating one.
+        #[arg(long)]
+        password_stdin: bool,
+        /// The config file (for the database).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -272,6 +284,14 @@ async fn run(command: Command) -> anyhow::Result<()> {
             )
             .await
         }
+        Command::User {
+            command:
+                UserCommand::Passwd {
+                    name,
+                    password_stdin,
+                    config,
+                },
+        } => admin::user_passwd(load_config(config.as_deref())?, &name, password_stdin).await,
         Command::Apikey {
             command:
                 ApikeyCommand::Create {

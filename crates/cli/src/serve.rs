@@ -111,7 +111,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         })
     };
     // SMTP is bound first, so that when the HTTP line below is printed both are listening.
-    let (smtp, gateway) = start_smtp(&cfg, &store, &dispatcher, &stops).await?;
+    state.signin.warm_up().await;
+    let (smtp, gateway) = start_smtp(&cfg, &state, &stops).await?;
     let listener = tokio::net::TcpListener::bind(&cfg.server.http_listen)
         .await
         .with_context(|| {
@@ -204,8 +205,7 @@ async fn start_spool(
 /// revocation clears).
 async fn start_smtp(
     cfg: &Config,
-    store: &Store,
-    dispatcher: &Arc<Dispatcher>,
+    state: &textgate_http::AppState,
     stops: &Stops,
 ) -> anyhow::Result<(
     Option<textgate_smtp::server::Running>,
@@ -214,13 +214,14 @@ async fn start_smtp(
     let Some(listener) = textgate_smtp::Listener::bind(cfg).await? else {
         return Ok((None, None));
     };
-    let signin = Arc::new(textgate_engine::signin::SignIn::new(
-        store.clone(),
-        &cfg.auth,
-    ));
-    signin.warm_up().await;
-    let gateway =
-        textgate_smtp::Gateway::new(store.clone(), dispatcher.clone(), signin, cfg).await?;
+    // One limiter for SMTP AUTH and the web sign-in: a guesser meets the same count on both.
+    let gateway = textgate_smtp::Gateway::new(
+        state.store.clone(),
+        state.dispatcher.clone(),
+        state.signin.clone(),
+        cfg,
+    )
+    .await?;
     let addr = listener.local_addr()?;
     // Tests and scripts read this line to find the port when [smtp] listen ends in :0.
     println!("textgate smtp listening on {addr}");

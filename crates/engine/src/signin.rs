@@ -77,13 +77,29 @@ impl SignIn {
     /// Checks `secret` (a password, or an API key, which names its user by itself) for `name`
     /// from `addr`.
     pub async fn check(&self, addr: IpAddr, name: &str, secret: &str) -> Verdict {
+        self.check_secret(addr, name, secret, true).await
+    }
+
+    /// Checks a password only (the web sign-in: an API key is for programs, and a browser
+    /// session made from one would outlive its revocation).
+    pub async fn check_password(&self, addr: IpAddr, name: &str, password: &str) -> Verdict {
+        self.check_secret(addr, name, password, false).await
+    }
+
+    async fn check_secret(
+        &self,
+        addr: IpAddr,
+        name: &str,
+        secret: &str,
+        keys_too: bool,
+    ) -> Verdict {
         let now = Instant::now();
         if let Err(l) = self.limiter.check(addr, name, now) {
             self.locked_out
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return Verdict::LockedOut(l.retry_after);
         }
-        let found = if secret.starts_with(API_KEY_PREFIX) {
+        let found = if keys_too && secret.starts_with(API_KEY_PREFIX) {
             // 192 random bits: no hash to slow down, and nothing to guess.
             self.store.user_by_api_key(&hash_api_key(secret)).await
         } else {

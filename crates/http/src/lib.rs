@@ -10,6 +10,7 @@
 //! - [`callbacks`]: where users' `callback_url`s may point (no internal addresses).
 //! - [`webhooks`]: the worker that POSTs inbound texts and status callbacks, signed, with
 //!   retries and dead letters.
+//! - [`web`]: the web UI, server-rendered pages from `/`.
 #![forbid(unsafe_code)]
 
 pub mod api;
@@ -18,6 +19,7 @@ pub mod callbacks;
 pub mod error;
 pub mod ops;
 pub mod server;
+pub mod web;
 pub mod webhooks;
 
 use std::sync::atomic::AtomicU64;
@@ -63,6 +65,9 @@ pub struct Shared {
     pub callbacks: callbacks::Guard,
     /// The queue depth `/metrics` shows.
     pub queue_depth: ops::QueueDepth,
+    /// Password and API-key checks, with the failure limits shared by SMTP AUTH and the web
+    /// sign-in.
+    pub signin: Arc<textgate_engine::signin::SignIn>,
 }
 
 /// Counters of the HTTP side.
@@ -80,6 +85,10 @@ impl AppState {
         let d = dispatcher.clone();
         let jobs =
             textgate_jobs::Jobs::new(store.clone(), config.clone(), Arc::new(move || d.wake()));
+        let signin = Arc::new(textgate_engine::signin::SignIn::new(
+            store.clone(),
+            &config.auth,
+        ));
         AppState(Arc::new(Shared {
             jobs,
             callbacks: callbacks::Guard::from_config(&config.server),
@@ -90,6 +99,7 @@ impl AppState {
             config,
             keys: Arc::new(auth::KeyCache::default()),
             http: Arc::new(HttpCounters::default()),
+            signin,
         }))
     }
 }
@@ -161,6 +171,7 @@ pub fn router(state: AppState) -> Router {
         router
     };
     router
+        .merge(web::router())
         .fallback(ops::not_found)
         .method_not_allowed_fallback(ops::method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))

@@ -358,12 +358,13 @@ pub async fn json_errors(resp: Response) -> Response {
     if !(status.is_client_error() || status.is_server_error()) {
         return resp;
     }
-    let is_json = resp
+    // JSON already, or a page of the web UI, which shows its errors as pages.
+    let keep = resp
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|c| c.starts_with("application/json"));
-    if is_json {
+        .is_some_and(|c| c.starts_with("application/json") || c.starts_with("text/html"));
+    if keep {
         return resp;
     }
     let (parts, body) = resp.into_parts();

@@ -386,6 +386,106 @@ impl Store {
         write!(self, LAZY, |e| ops::messages::apply_receipts(e, &receipts))
     }
 
+    /// Starts a web UI session.
+    pub async fn create_session(&self, session: NewWebSession) -> Result<()> {
+        write!(self, DURABLE, |e| ops::web::create_session(e, &session))
+    }
+
+    /// The session of the cookie token whose SHA-256 is `token_hash`, unless it has expired
+    /// (unused for `idle`, or past its end).
+    pub async fn session(
+        &self,
+        token_hash: &str,
+        now: Millis,
+        idle: Millis,
+    ) -> Result<Option<WebSession>> {
+        let token_hash = token_hash.to_string();
+        read!(self, |e| ops::web::session(e, &token_hash, now, idle))
+    }
+
+    /// Marks a session used now.
+    pub async fn touch_session(&self, token_hash: &str, now: Millis) -> Result<()> {
+        let token_hash = token_hash.to_string();
+        write!(self, LAZY, |e| ops::web::touch_session(e, &token_hash, now))
+    }
+
+    /// Ends a session (signing out).
+    pub async fn end_session(&self, token_hash: &str) -> Result<()> {
+        let token_hash = token_hash.to_string();
+        write!(self, DURABLE, |e| ops::web::end_session(e, &token_hash))
+    }
+
+    /// Sets a user's password (an argon2 PHC string) and ends all their sessions but `keep`;
+    /// `false` when there is no such user.
+    pub async fn set_password(
+        &self,
+        user_id: Id,
+        password_hash: &str,
+        keep: Option<&str>,
+    ) -> Result<bool> {
+        let (hash, keep) = (password_hash.to_string(), keep.map(str::to_string));
+        write!(self, DURABLE, |e| ops::web::set_password(
+            e,
+            user_id,
+            &hash,
+            keep.as_deref()
+        ))
+    }
+
+    /// A user's inbox, newest first.
+    pub async fn inbox(&self, filter: InboxFilter) -> Result<Vec<InboxEntry>> {
+        read!(self, |e| ops::web::inbox(e, &filter))
+    }
+
+    /// Unread texts in a user's inbox.
+    pub async fn unread(&self, user_id: Id) -> Result<i64> {
+        read!(self, |e| ops::web::unread(e, user_id))
+    }
+
+    /// Marks texts of an inbox read or archived; how many it marked.
+    pub async fn mark_inbox(&self, mark: InboxMark, now: Millis) -> Result<u64> {
+        write!(self, DURABLE, |e| ops::web::mark_inbox(e, &mark, now))
+    }
+
+    /// The texts between a user and a number, both ways, oldest first.
+    pub async fn conversation(
+        &self,
+        user_id: Id,
+        number: &str,
+        limit: usize,
+    ) -> Result<Vec<ConversationItem>> {
+        let number = number.to_string();
+        read!(self, |e| ops::web::conversation(e, user_id, &number, limit))
+    }
+
+    /// Messages by status created at or after `since`: the owner's, or everyone's.
+    pub async fn status_counts(
+        &self,
+        owner: Option<Id>,
+        since: Millis,
+    ) -> Result<Vec<(Status, i64)>> {
+        read!(self, |e| ops::web::status_counts(e, owner, since))
+    }
+
+    /// Messages sent, delivered and failed per hour since `since`: `(hour, status, count)`.
+    pub async fn hourly(
+        &self,
+        owner: Option<Id>,
+        since: Millis,
+    ) -> Result<Vec<(Millis, Status, i64)>> {
+        read!(self, |e| ops::web::hourly(e, owner, since))
+    }
+
+    /// Inbound texts received since `since`: all, or those designated to `user`.
+    pub async fn inbound_count(&self, user: Option<Id>, since: Millis) -> Result<i64> {
+        read!(self, |e| ops::web::inbound_count(e, user, since))
+    }
+
+    /// Those of `numbers` (E.164) that are on the suppression list.
+    pub async fn suppressed_among(&self, numbers: Vec<String>) -> Result<Vec<String>> {
+        read!(self, |e| ops::web::suppressed_among(e, &numbers))
+    }
+
     /// Parts that `device` took and that still wait for a receipt, of messages with ids above
     /// `after`, oldest first: `(message id, device's part id)`.
     pub async fn unreceipted_parts(

@@ -820,3 +820,110 @@ pub(crate) fn prefixed(table: &str, cols: &str) -> String {
         .collect::<Vec<_>>()
         .join(", ")
 }
+
+/// A web UI session: who is signed in, and the token its forms carry against cross-site
+/// requests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebSession {
+    /// The signed-in user.
+    pub user: User,
+    /// The CSRF token of the session's forms.
+    pub csrf: String,
+    /// When it was signed in.
+    pub created_at: Millis,
+    /// When it was last used (to a minute).
+    pub seen_at: Millis,
+    /// When it ends, used or not.
+    pub expires_at: Millis,
+}
+
+/// A session to start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewWebSession {
+    /// SHA-256 (hex) of the cookie's token.
+    pub token_hash: String,
+    /// Who signed in.
+    pub user_id: Id,
+    /// The CSRF token of its forms.
+    pub csrf: String,
+    /// Now.
+    pub created_at: Millis,
+    /// Its absolute end.
+    pub expires_at: Millis,
+}
+
+/// An inbound text in a user's inbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboxEntry {
+    /// The text.
+    pub text: Inbound,
+    /// When the user read it.
+    pub read_at: Option<Millis>,
+    /// When the user archived it.
+    pub archived_at: Option<Millis>,
+}
+
+/// Which texts of an inbox to list, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct InboxFilter {
+    /// Whose inbox.
+    pub user_id: Id,
+    /// Archived texts instead of the others.
+    pub archived: bool,
+    /// Only texts from this number.
+    pub from: Option<String>,
+    /// Only ids below this one (the cursor).
+    pub before: Option<Id>,
+    /// At most this many.
+    pub limit: usize,
+}
+
+/// What to mark in an inbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InboxMarkKind {
+    /// Read.
+    Read,
+    /// Archived.
+    Archived,
+    /// Back in the inbox.
+    Unarchived,
+}
+
+/// Marks texts of one user's inbox: one text, or every text from a number.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboxMark {
+    /// Whose inbox.
+    pub user_id: Id,
+    /// The mark.
+    pub what: InboxMarkKind,
+    /// This text only.
+    pub id: Option<Id>,
+    /// Every text from this number.
+    pub from: Option<String>,
+}
+
+/// One text of a conversation between a user and a number.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConversationItem {
+    /// From the number, in the user's inbox.
+    In(InboxEntry),
+    /// From the user to the number.
+    Out(Box<Message>),
+}
+
+impl ConversationItem {
+    /// When it was received or accepted.
+    pub fn at(&self) -> Millis {
+        match self {
+            ConversationItem::In(e) => e.text.received_at,
+            ConversationItem::Out(m) => m.created_at,
+        }
+    }
+
+    pub(crate) fn id_for_order(&self) -> Id {
+        match self {
+            ConversationItem::In(e) => e.text.id,
+            ConversationItem::Out(m) => m.id,
+        }
+    }
+}

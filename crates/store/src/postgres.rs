@@ -26,6 +26,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
         6,
         include_str!("migrations/postgres/0006_status_events.sql"),
     ),
+    (7, include_str!("migrations/postgres/0007_web.sql")),
 ];
 const POOL_SIZE: usize = 8;
 /// Any constant: it names the lock that serialises migrations between nodes starting at once.

@@ -1797,3 +1797,182 @@ conformance! {
     assert_eq!(inbox(&s, Some(root.id)).await, vec!["young".to_string()]);
     }
 }
+
+conformance! {
+    /// Web sessions: found until idle or past their end, ended by sign-out, and ended by a
+    /// password change except the one that made it.
+    async fn web_sessions_expire_end_and_fall_with_a_password_change(s) {
+    let u = user(&s, "alice").await;
+    let new = |token: &str, at: i64| NewWebSession {
+        token_hash: token.into(),
+        user_id: u.id,
+        csrf: format!("csrf-{token}"),
+        created_at: at,
+        expires_at: at + 10_000,
+    };
+    s.create_session(new("a", 1000)).await.unwrap();
+    s.create_session(new("b", 1000)).await.unwrap();
+    let found = s.session("a", 1500, 1000).await.unwrap().expect("live session");
+    assert_eq!(found.user.name, "alice");
+    assert_eq!(found.csrf, "csrf-a");
+    assert!(s.session("a", 2500, 1000).await.unwrap().is_none(), "idle past 1 s");
+    s.touch_session("a", 2400).await.unwrap();
+    assert!(s.session("a", 2500, 1000).await.unwrap().is_some(), "used at 2.4 s");
+    assert!(s.session("a", 11_000, 100_000).await.unwrap().is_none(), "past its end");
+    assert!(s.session("nope", 1500, 1000).await.unwrap().is_none());
+
+    assert!(s.set_password(u.id, "$argon2id$new", Some("a")).await.unwrap());
+    assert!(s.session("a", 2500, 1000).await.unwrap().is_some(), "the changer's stays");
+    assert!(s.session("b", 1500, 1000).await.unwrap().is_none(), "the others end");
+    assert_eq!(
+        s.user_by_id(u.id).await.unwrap().unwrap().password_hash.as_deref(),
+        Some("$argon2id$new")
+    );
+    assert!(!s.set_password(9999, "x", None).await.unwrap());
+    s.end_session("a").await.unwrap();
+    assert!(s.session("a", 2500, 1000).await.unwrap().is_none(), "signed out");
+    // A new sign-in sweeps the sessions past their end.
+    s.create_session(new("c", 20_000)).await.unwrap();
+    assert!(s.session("c", 20_001, 1000).await.unwrap().is_some());
+    }
+}
+
+conformance! {
+    /// The personal inbox: newest first, unread counted, read and archived marks per user,
+    /// and a conversation that interleaves both ways.
+    async fn inbox_marks_and_conversations_are_per_user(s) {
+    let alice = user(&s, "alice").await;
+    let bob = user(&s, "bob").await;
+    let to = |names: &[&str]| InboundRouting {
+        matched: true,
+        users: names.iter().map(|n| n.to_string()).collect(),
+        ..Default::default()
+    };
+    let t1 = new_id(&s, text("+15551110001", "one", 1000, to(&["alice", "bob"]))).await;
+    let mut sent = msg(alice.id, "+15551110001", 1500);
+    sent.body = "reply".into();
+    insert(&s, vec![sent]).await;
+    let t2 = new_id(&s, text("+15551110001", "two", 2000, to(&["alice"]))).await;
+    let t3 = new_id(&s, text("+15552220002", "other", 3000, to(&["alice"]))).await;
+
+    let list = |user: Id, archived: bool, from: Option<&str>| {
+        let s = s.clone();
+        let from = from.map(str::to_string);
+        async move {
+            s.inbox(InboxFilter { user_id: user, archived, from, before: None, limit: 10 })
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|e| (e.text.id, e.read_at.is_some()))
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(list(alice.id, false, None).await, vec![(t3, false), (t2, false), (t1, false)]);
+    assert_eq!(list(bob.id, false, None).await, vec![(t1, false)]);
+    assert_eq!(s.unread(alice.id).await.unwrap(), 3);
+
+    let mark = |user: Id, what: InboxMarkKind, id: Option<Id>, from: Option<&str>| InboxMark {
+        user_id: user,
+        what,
+        id,
+        from: from.map(str::to_string),
+    };
+    let n = s
+        .mark_inbox(mark(alice.id, InboxMarkKind::Read, None, Some("+15551110001")), 5000)
+        .await
+        .unwrap();
+    assert_eq!(n, 2, "both texts from that number");
+    assert_eq!(s.unread(alice.id).await.unwrap(), 1);
+    assert_eq!(s.unread(bob.id).await.unwrap(), 1, "bob's marks are his own");
+    s.mark_inbox(mark(alice.id, InboxMarkKind::Archived, Some(t3), None), 5000)
+        .await
+        .unwrap();
+    assert_eq!(list(alice.id, false, None).await, vec![(t2, true), (t1, true)]);
+    assert_eq!(list(alice.id, true, None).await, vec![(t3, false)]);
+    assert_eq!(s.unread(alice.id).await.unwrap(), 0, "archived texts are not counted");
+    // Bob cannot mark Alice's text: the mark is of his inbox, where it is not.
+    let n = s
+        .mark_inbox(mark(bob.id, InboxMarkKind::Read, Some(t2), None), 5000)
+        .await
+        .unwrap();
+    assert_eq!(n, 0);
+    s.mark_inbox(mark(alice.id, InboxMarkKind::Unarchived, Some(t3), None), 6000)
+        .await
+        .unwrap();
+    assert_eq!(list(alice.id, true, None).await, vec![]);
+    assert_eq!(list(alice.id, false, Some("+15552220002")).await, vec![(t3, false)]);
+
+    let conv: Vec<String> = s
+        .conversation(alice.id, "+15551110001", 50)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|i| match i {
+            ConversationItem::In(e) => format!("in:{}", e.text.body),
+            ConversationItem::Out(m) => format!("out:{}", m.body),
+        })
+        .collect();
+    assert_eq!(conv, vec!["in:one", "out:reply", "in:two"]);
+    let bobs = s.conversation(bob.id, "+15551110001", 50).await.unwrap();
+    assert_eq!(bobs.len(), 1, "bob sees his text, not alice's reply");
+    }
+}
+
+conformance! {
+    /// The dashboard's counts read only the rows of their period.
+    async fn dashboard_counts_by_status_hour_and_period(s) {
+    let alice = user(&s, "alice").await;
+    let bob = user(&s, "bob").await;
+    let hour = 3_600_000;
+    let mut batch = Vec::new();
+    for (i, at) in [hour, 2 * hour, 2 * hour + 10, 3 * hour].into_iter().enumerate() {
+        let mut m = msg(if i == 3 { bob.id } else { alice.id }, "+15550000001", at);
+        m.created_at = at;
+        batch.push(m);
+    }
+    for m in batch {
+        insert(&s, vec![m]).await;
+    }
+    let counts = |owner: Option<Id>, since: i64| {
+        let s = s.clone();
+        async move {
+            let mut c = s.status_counts(owner, since).await.unwrap();
+            c.sort_by_key(|(st, n)| (st.as_str(), *n));
+            c
+        }
+    };
+    assert_eq!(counts(None, 0).await, vec![(Status::Queued, 4)]);
+    assert_eq!(counts(None, 2 * hour).await, vec![(Status::Queued, 3)]);
+    assert_eq!(counts(Some(alice.id), 2 * hour).await, vec![(Status::Queued, 2)]);
+    assert_eq!(counts(None, 3 * hour + 1).await, vec![]);
+    // Sent per hour: claim and record all four as sent at 5h.
+    let claimed = s.claim(10 * hour, 10 * hour + 60_000, 10).await.unwrap();
+    let outcomes = claimed
+        .iter()
+        .map(|m| Outcome::Sent {
+            id: m.id,
+            attempt: m.attempts,
+            device: "lb".into(),
+            part_ids: vec![format!("p{}", m.id)],
+            receipts: vec![],
+            at: 5 * hour + 5,
+        })
+        .collect::<Vec<_>>();
+    s.record_outcomes(outcomes).await.unwrap();
+    assert_eq!(
+        s.hourly(None, 4 * hour).await.unwrap(),
+        vec![(5 * hour, Status::Sent, 4)]
+    );
+    assert_eq!(
+        s.hourly(Some(bob.id), 4 * hour).await.unwrap(),
+        vec![(5 * hour, Status::Sent, 1)]
+    );
+    assert_eq!(s.hourly(None, 6 * hour).await.unwrap(), vec![]);
+    let alice_in = InboundRouting { matched: true, users: vec!["alice".into()], ..Default::default() };
+    new_id(&s, text("+15551110001", "a", 100, alice_in.clone())).await;
+    new_id(&s, text("+15551110001", "b", 200, alice_in)).await;
+    assert_eq!(s.inbound_count(None, 150).await.unwrap(), 1);
+    assert_eq!(s.inbound_count(Some(alice.id), 0).await.unwrap(), 2);
+    assert_eq!(s.inbound_count(Some(bob.id), 0).await.unwrap(), 0);
+    }
+}

@@ -23,3 +23,4 @@ mod routing;
 mod smpp;
 mod smtp;
 mod users;
+mod web;

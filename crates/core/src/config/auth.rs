@@ -20,6 +20,10 @@ pub struct AuthConfig {
     /// Passwords checked at once (each argon2 check takes about 19 MiB and a core for tens
     /// of milliseconds); 0 = the number of CPU cores. More wait their turn.
     pub max_concurrent_hashes: usize,
+    /// A web UI session unused this long ends.
+    pub session_idle: Dur,
+    /// A web UI session ends this long after sign-in, however much it is used.
+    pub session_lifetime: Dur,
 }
 
 impl Default for AuthConfig {
@@ -31,6 +35,8 @@ impl Default for AuthConfig {
             window: Dur(p.window),
             lockout: Dur(p.lockout),
             max_concurrent_hashes: 0,
+            session_idle: Dur(std::time::Duration::from_secs(30 * 60)),
+            session_lifetime: Dur(std::time::Duration::from_secs(12 * 3600)),
         }
     }
 }
@@ -55,6 +61,15 @@ impl AuthConfig {
         }
         if self.window.0.is_zero() {
             return Err(ConfigError::new("auth.window", "must be above zero"));
+        }
+        if self.session_idle.0 < std::time::Duration::from_secs(1) {
+            return Err(ConfigError::new("auth.session_idle", "must be at least 1s"));
+        }
+        if self.session_lifetime.0 < self.session_idle.0 {
+            return Err(ConfigError::new(
+                "auth.session_lifetime",
+                "must be at least auth.session_idle",
+            ));
         }
         Ok(())
     }

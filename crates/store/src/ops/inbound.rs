@@ -10,7 +10,7 @@ use crate::exec::{args, id_list, row, Dialect, Exec, Row};
 use crate::model::*;
 use crate::Result;
 
-fn inbound_from_row(r: &dyn Row) -> Result<Inbound> {
+pub(crate) fn inbound_from_row(r: &dyn Row) -> Result<Inbound> {
     Ok(Inbound {
         id: r.int(0)?,
         device: r.text(1)?,

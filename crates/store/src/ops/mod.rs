@@ -9,3 +9,4 @@ pub(crate) mod jobs;
 pub(crate) mod messages;
 pub(crate) mod retention;
 pub(crate) mod users;
+pub(crate) mod web;

@@ -6,10 +6,10 @@ use crate::exec::{args, row, Exec, Row};
 use crate::model::*;
 use crate::{Result, StoreError};
 
-const USER_COLUMNS: &str = "id, name, role, email, password_hash, created_at";
+pub(crate) const USER_COLUMNS: &str = "id, name, role, email, password_hash, created_at";
 
 /// A user from the columns of [`USER_COLUMNS`] (in that order), from column `at` on.
-fn user_from(r: &dyn Row, at: usize) -> Result<User> {
+pub(crate) fn user_from(r: &dyn Row, at: usize) -> Result<User> {
     let role = r.text(at + 2)?;
     Ok(User {
         id: r.int(at)?,
@@ -22,7 +22,7 @@ fn user_from(r: &dyn Row, at: usize) -> Result<User> {
     })
 }
 
-fn user_from_row(r: &dyn Row) -> Result<User> {
+pub(crate) fn user_from_row(r: &dyn Row) -> Result<User> {
     user_from(r, 0)
 }
 

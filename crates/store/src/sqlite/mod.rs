@@ -37,6 +37,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
         include_str!("../migrations/sqlite/0006_inbound_dedup.sql"),
     ),
     (7, include_str!("../migrations/sqlite/0007_key_use.sql")),
+    (8, include_str!("../migrations/sqlite/0008_web.sql")),
 ];
 
 /// How a write is committed.
