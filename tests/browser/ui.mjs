@@ -270,6 +270,71 @@ try {
   await shot(admin.page, "jobs");
   await accessible(admin.page, "/jobs");
 
+  begin("an administrator adds a user, whose shown-once password signs in");
+  await admin.page.getByRole("link", { name: "Admin" }).click();
+  await admin.page.waitForURL(/\/admin$/);
+  await shot(admin.page, "admin-users");
+  await accessible(admin.page, "/admin");
+  await admin.page.getByLabel("User name").fill("dave");
+  await admin.page.getByLabel("E-mail (optional)").fill("dave@example.com");
+  await admin.page.getByRole("button", { name: "Add user" }).click();
+  const davePw = await admin.page.locator("#secret").inputValue();
+  check(davePw.length >= 8, `a generated password: ${davePw}`);
+  await shot(admin.page, "admin-user-added");
+  await accessible(admin.page, "user added");
+  const dave = await newUser();
+  await signIn(dave.page, "dave", davePw);
+  await dave.page.waitForURL(`${base}/`);
+
+  begin("an administrator's new API key works on the API, and stops when revoked");
+  await admin.page.goto("/admin/keys");
+  await admin.page.getByLabel("For user").selectOption("dave");
+  await admin.page.getByRole("button", { name: "Create key" }).click();
+  const daveKey = await admin.page.locator("#secret").inputValue();
+  const send = async () => (await fetch(`${base}/api/v1/messages`, {
+    method: "POST",
+    headers: { Authorization: `Bearer ${daveKey}`, "Content-Type": "application/json" },
+    body: JSON.stringify({ to: "+15551230005", body: "from dave's key" }),
+  })).status;
+  check((await send()) === 202, "dave's new key sends");
+  await admin.page.goto("/admin/keys");
+  await shot(admin.page, "admin-keys");
+  await accessible(admin.page, "/admin/keys");
+  await admin.page.locator("tr", { hasText: "dave" }).getByRole("button", { name: /Revoke/ }).click();
+  await admin.page.waitForURL(/\/admin\/keys$/);
+  check((await send()) === 401, "a revoked key is refused");
+
+  begin("a disabled user is signed out and cannot sign in");
+  await admin.page.goto("/admin");
+  await admin.page.getByRole("link", { name: "dave" }).click();
+  await admin.page.getByLabel(/Disabled/).check();
+  await admin.page.getByRole("button", { name: "Save" }).click();
+  await admin.page.waitForURL(/\/admin\/users\/\d+$/);
+  await shot(admin.page, "admin-user");
+  await accessible(admin.page, "/admin/users/ID");
+  await dave.page.goto("/outbox");
+  check(new URL(dave.page.url()).pathname === "/login", `a disabled user's session: ${dave.page.url()}`);
+  await signIn(dave.page, "dave", davePw);
+  await dave.page.getByRole("alert").waitFor();
+
+  begin("the other administration pages show");
+  for (const [path, name] of [["/admin/optout", "admin-optout"], ["/admin/deadletters", "admin-deadletters"], ["/admin/config", "admin-config"], ["/account", "account"]]) {
+    const r = await admin.page.goto(path);
+    check(r.status() === 200, `${path} answered ${r.status()}`);
+    await shot(admin.page, name);
+    await accessible(admin.page, path);
+  }
+  await admin.page.goto("/admin/optout");
+  await admin.page.getByLabel("Number").fill("+15551230077");
+  await admin.page.getByRole("button", { name: "Add" }).click();
+  await admin.page.waitForURL(/\/admin\/optout$/);
+  check((await admin.page.locator("main").innerText()).includes("+15551230077"), "the number on the list");
+  // (bob's session ended with [auth] session_idle while the administrator worked)
+  await signIn(bob.page, bobName, bobPw);
+  await bob.page.waitForURL(`${base}/`);
+  const bobAdmin = await bob.page.goto("/admin");
+  check(bobAdmin.status() === 404, `/admin answered a user with ${bobAdmin.status()}`);
+
   begin("a phone-sized screen shows the outbox without sideways scrolling");
   const adminSession = (await admin.context.cookies()).find((c) => c.name === "textgate_session");
   const phone = await browser.newContext({ baseURL: base, viewport: { width: 375, height: 740 } });

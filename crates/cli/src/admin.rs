@@ -7,6 +7,7 @@ use anyhow::{bail, Context};
 use textgate_core::auth::{generate_password, hash_password, new_api_key};
 use textgate_core::clock::{format_rfc3339, now_ms};
 use textgate_core::config::Config;
+use textgate_engine::users;
 use textgate_store::{NewUser, Role, Store};
 
 /// `textgate user add NAME [--role] [--email] [--password-stdin]`.
@@ -19,47 +20,28 @@ pub async fn user_add(
 ) -> anyhow::Result<()> {
     let role =
         Role::parse(role).with_context(|| format!("unknown role \"{role}\": use admin or user"))?;
-    if name.is_empty()
-        || name.len() > 64
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "._-@".contains(c))
-    {
-        bail!(
-            "\"{name}\" is not a usable user name: use 1-64 letters, digits, '.', '_', '-' or '@'"
-        );
-    }
-    let (password, generated) = new_password(password_stdin)?;
+    users::check_name(name)?;
+    let password = read_password(password_stdin)?;
     let store = Store::open(&cfg.server.database_url).await?;
-    let user = store
-        .create_user(NewUser {
-            name: name.to_string(),
-            role,
-            email,
-            password_hash: Some(hash_password(&password)?),
-            created_at: now_ms(),
-        })
-        .await?;
+    let created = users::create(&store, name, role, email, password).await;
     store.close().await;
+    let (user, generated) = created?;
     println!(
         "created {} \"{}\" (id {})",
         user.role.as_str(),
         user.name,
         user.id
     );
-    if generated {
-        println!("password (shown once): {password}");
+    if let Some(pw) = generated {
+        println!("password (shown once): {pw}");
     }
     Ok(())
 }
 
-/// The shortest password textgate sets.
-pub const MIN_PASSWORD: usize = textgate_http::web::session::MIN_PASSWORD;
-
-/// A password read from standard input (one line), or generated; `true` when generated.
-fn new_password(from_stdin: bool) -> anyhow::Result<(String, bool)> {
+/// A password read from standard input (one line) when asked for; `None` = generate one.
+fn read_password(from_stdin: bool) -> anyhow::Result<Option<String>> {
     if !from_stdin {
-        return Ok((generate_password()?, true));
+        return Ok(None);
     }
     let mut line = String::new();
     std::io::stdin()
@@ -67,29 +49,85 @@ fn new_password(from_stdin: bool) -> anyhow::Result<(String, bool)> {
         .read_line(&mut line)
         .context("cannot read the password from standard input")?;
     let pw = line.trim_end_matches(['\r', '\n']).to_string();
-    if pw.chars().count() < MIN_PASSWORD {
-        bail!("the password must be at least {MIN_PASSWORD} characters");
-    }
-    Ok((pw, false))
+    users::check_password(&pw)?;
+    Ok(Some(pw))
+}
+
+async fn named(store: &Store, name: &str) -> anyhow::Result<textgate_store::User> {
+    store
+        .user_by_name(name)
+        .await?
+        .with_context(|| format!("no user is named \"{name}\": see `textgate user list`"))
 }
 
 /// `textgate user passwd NAME [--password-stdin]`: sets a user's password (generated and
 /// printed once, unless read from standard input) and signs out all their web sessions.
 pub async fn user_passwd(cfg: Config, name: &str, password_stdin: bool) -> anyhow::Result<()> {
-    let (password, generated) = new_password(password_stdin)?;
+    let password = read_password(password_stdin)?;
     let store = Store::open(&cfg.server.database_url).await?;
-    let user = store
-        .user_by_name(name)
-        .await?
-        .with_context(|| format!("no user is named \"{name}\""))?;
-    store
-        .set_password(user.id, &hash_password(&password)?, None)
-        .await?;
-    store.close().await;
-    println!("password of \"{name}\" changed; their web sessions are signed out");
-    if generated {
-        println!("password (shown once): {password}");
+    let result = async {
+        let user = named(&store, name).await?;
+        Ok::<_, anyhow::Error>(users::set_password(&store, user.id, password, None).await?)
     }
+    .await;
+    store.close().await;
+    let generated = result?;
+    println!("password of \"{name}\" changed; their web sessions are signed out");
+    if let Some(pw) = generated {
+        println!("password (shown once): {pw}");
+    }
+    Ok(())
+}
+
+/// `textgate user list`: one line per user (name, role, state, e-mail, created).
+pub async fn user_list(cfg: Config) -> anyhow::Result<()> {
+    let store = Store::open(&cfg.server.database_url).await?;
+    let list = store.list_users().await;
+    store.close().await;
+    println!(
+        "{:<24} {:<6} {:<9} {:<32} created",
+        "name", "role", "state", "email"
+    );
+    for u in list? {
+        println!(
+            "{:<24} {:<6} {:<9} {:<32} {}",
+            u.name,
+            u.role.as_str(),
+            if u.disabled_at.is_some() {
+                "disabled"
+            } else {
+                "active"
+            },
+            u.email.as_deref().unwrap_or("-"),
+            format_rfc3339(u.created_at)
+        );
+    }
+    Ok(())
+}
+
+/// `textgate user disable NAME [--enable]`: a disabled user cannot sign in, and their API
+/// keys and e-mail address stop working (on running servers within their revocation check).
+pub async fn user_disable(cfg: Config, name: &str, enable: bool) -> anyhow::Result<()> {
+    let store = Store::open(&cfg.server.database_url).await?;
+    let result = async {
+        let user = named(&store, name).await?;
+        let update = textgate_store::UserUpdate {
+            disabled: Some(!enable),
+            ..Default::default()
+        };
+        Ok::<_, anyhow::Error>(users::update(&store, user.id, update).await?)
+    }
+    .await;
+    store.close().await;
+    result?;
+    println!(
+        "user \"{name}\" is {}",
+        if enable {
+            "enabled"
+        } else {
+            "disabled; their web sessions are signed out"
+        }
+    );
     Ok(())
 }
 

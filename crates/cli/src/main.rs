@@ -143,6 +143,24 @@ enum UserCommand {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// List the users.
+    List {
+        /// The config file (for the database).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Disable a user (they cannot sign in, their API keys and e-mail address stop working;
+    /// nothing of theirs is removed), or enable them again with --enable.
+    Disable {
+        /// The login name.
+        name: String,
+        /// Enable the user instead.
+        #[arg(long)]
+        enable: bool,
+        /// The config file (for the database).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Set a user's password (generated and printed once, unless read from standard input);
     /// their web sessions are signed out.
     Passwd {
@@ -292,6 +310,17 @@ async fn run(command: Command) -> anyhow::Result<()> {
                     config,
                 },
         } => admin::user_passwd(load_config(config.as_deref())?, &name, password_stdin).await,
+        Command::User {
+            command: UserCommand::List { config },
+        } => admin::user_list(load_config(config.as_deref())?).await,
+        Command::User {
+            command:
+                UserCommand::Disable {
+                    name,
+                    enable,
+                    config,
+                },
+        } => admin::user_disable(load_config(config.as_deref())?, &name, enable).await,
         Command::Apikey {
             command:
                 ApikeyCommand::Create {

@@ -11,6 +11,7 @@
 //! - [`signin`]: passwords and API keys given by people, checked with limits on failures and
 //!   on concurrent hashes.
 //! - [`retention`]: old records and files deleted (or stripped of their text) in batches.
+//! - [`users`]: users as administrators manage them (API, web UI, command line).
 #![forbid(unsafe_code)]
 
 pub mod delivery;
@@ -19,3 +20,4 @@ pub mod inbound;
 pub mod retention;
 pub mod signin;
 pub mod submit;
+pub mod users;

@@ -110,8 +110,8 @@ impl SignIn {
                         .and_then(|u| u.password_hash.clone())
                         .unwrap_or_else(|| dummy_hash().to_string());
                     let ok = self.verify(secret, hash).await;
-                    // A user without a password cannot sign in with one.
-                    Ok(user.filter(|u| ok && u.password_hash.is_some()))
+                    // A user without a password cannot sign in with one, nor a disabled one.
+                    Ok(user.filter(|u| ok && u.password_hash.is_some() && u.disabled_at.is_none()))
                 }
                 Err(e) => Err(e),
             }

@@ -140,6 +140,15 @@ pub fn router(state: AppState) -> Router {
             axum::routing::delete(api::keys::revoke),
         )
         .route(
+            "/api/v1/users",
+            get(api::users::list).post(api::users::create),
+        )
+        .route(
+            "/api/v1/users/{id}",
+            get(api::users::get_one).patch(api::users::update),
+        )
+        .route("/api/v1/users/{id}/password", post(api::users::password))
+        .route(
             "/api/v1/devices/{name}/inbound",
             post(api::inbound::simulate),
         )

@@ -386,6 +386,22 @@ impl Store {
         write!(self, LAZY, |e| ops::messages::apply_receipts(e, &receipts))
     }
 
+    /// Every user, by name.
+    pub async fn list_users(&self) -> Result<Vec<User>> {
+        read!(self, |e| ops::users::list(e))
+    }
+
+    /// Changes a user (disabling ends their web sessions); `None` when there is no such user.
+    pub async fn update_user(&self, id: Id, update: UserUpdate) -> Result<Option<User>> {
+        let now = textgate_core::clock::now_ms();
+        write!(self, DURABLE, |e| ops::users::update(e, id, &update, now))
+    }
+
+    /// Administrators who are not disabled.
+    pub async fn active_admins(&self) -> Result<i64> {
+        read!(self, |e| ops::users::active_admins(e))
+    }
+
     /// Starts a web UI session.
     pub async fn create_session(&self, session: NewWebSession) -> Result<()> {
         write!(self, DURABLE, |e| ops::web::create_session(e, &session))

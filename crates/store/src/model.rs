@@ -64,6 +64,19 @@ pub struct User {
     pub password_hash: Option<String>,
     /// When created.
     pub created_at: Millis,
+    /// When disabled: a disabled user cannot sign in or send, and their keys do not work.
+    pub disabled_at: Option<Millis>,
+}
+
+/// A change to a user; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UserUpdate {
+    /// A new role.
+    pub role: Option<Role>,
+    /// A new e-mail address; `Some(None)` removes it.
+    pub email: Option<Option<String>>,
+    /// Disable (`true`) or enable (`false`).
+    pub disabled: Option<bool>,
 }
 
 /// An outbound message to store, already validated.

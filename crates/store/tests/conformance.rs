@@ -1976,3 +1976,58 @@ conformance! {
     assert_eq!(s.inbound_count(Some(bob.id), 0).await.unwrap(), 0);
     }
 }
+
+conformance! {
+    /// A disabled user: their keys, sessions and e-mail address stop working (and a node's
+    /// revocation watch hears of their keys), and nothing of theirs is removed; enabling
+    /// brings the keys back.
+    async fn disabled_users_lose_keys_sessions_and_mail_until_enabled(s) {
+    let u = user(&s, "alice").await;
+    user(&s, "bob").await;
+    let key = s.create_api_key(u.id, "h-alice".into(), "k".into(), None).await.unwrap();
+    s.create_session(NewWebSession {
+        token_hash: "t".into(),
+        user_id: u.id,
+        csrf: "c".into(),
+        created_at: 1000,
+        expires_at: i64::MAX / 2,
+    })
+    .await
+    .unwrap();
+    let changed = s
+        .update_user(
+            u.id,
+            UserUpdate {
+                role: Some(Role::Admin),
+                email: Some(Some("Alice@Example.com".into())),
+                disabled: None,
+            },
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(changed.role, Role::Admin);
+    assert_eq!(s.active_admins().await.unwrap(), 1);
+    assert_eq!(s.user_by_email("alice@example.com").await.unwrap().map(|u| u.id), Some(u.id));
+    let before = textgate_core::clock::now_ms() - 1;
+    let off = s
+        .update_user(u.id, UserUpdate { disabled: Some(true), ..Default::default() })
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(off.disabled_at.is_some());
+    assert!(s.api_key_by_hash("h-alice").await.unwrap().is_none());
+    assert!(s.session("t", 2000, i64::MAX / 4).await.unwrap().is_none());
+    assert!(s.user_by_email("alice@example.com").await.unwrap().is_none());
+    assert_eq!(s.active_admins().await.unwrap(), 0);
+    let revoked = s.revoked_api_keys_since(before).await.unwrap();
+    assert_eq!(revoked.iter().map(|(id, _)| *id).collect::<Vec<_>>(), vec![key]);
+    let names: Vec<_> = s.list_users().await.unwrap().into_iter().map(|u| u.name).collect();
+    assert_eq!(names, vec!["alice", "bob"], "a disabled user is still listed");
+    s.update_user(u.id, UserUpdate { disabled: Some(false), ..Default::default() })
+        .await
+        .unwrap();
+    assert!(s.api_key_by_hash("h-alice").await.unwrap().is_some());
+    assert!(s.update_user(9999, UserUpdate::default()).await.unwrap().is_none());
+    }
+}

@@ -101,3 +101,157 @@ fn users_see_only_their_own_messages_and_admins_see_all() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["status"], "cancelled");
 }
+
+/// `/api/v1/users`: administrators add users (a generated password answered once), change
+/// them and set passwords; a disabled user's key stops at once; the last administrator stays
+/// one; users see only themselves. `textgate user list|disable` do the same from the shell.
+#[test]
+fn administrators_manage_users_through_the_api_and_the_cli() {
+    let app = spawn_app_with(Opts {
+        users: &[("boss", "admin"), ("alice", "user")],
+        ..Opts::default()
+    });
+    let (boss, alice) = (app.key_of("boss"), app.key_of("alice"));
+    let r = app.req_as(alice, "GET", "/api/v1/users", None, &[]);
+    assert_eq!(r.status, 403, "{}", r.text());
+    let r = app.req_as(
+        boss,
+        "POST",
+        "/api/v1/users",
+        Some(&json!({"name": "carol", "email": "carol@example.com"}).to_string()),
+        &[],
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let carol = r.json();
+    assert_eq!(carol["role"], "user");
+    assert!(carol["password"].as_str().is_some_and(|p| p.len() >= 8));
+    let id = carol["id"].as_i64().unwrap();
+    let r = app.req_as(
+        boss,
+        "POST",
+        "/api/v1/users",
+        Some(&json!({"name": "carol"}).to_string()),
+        &[],
+    );
+    assert_eq!(r.status, 409, "a taken name: {}", r.text());
+    let r = app.req_as(
+        boss,
+        "POST",
+        "/api/v1/users",
+        Some(&json!({"name": "bad name", "password": "short"}).to_string()),
+        &[],
+    );
+    assert_eq!(r.status, 422, "{}", r.text());
+    assert!(r.text().contains("not a usable user name"), "{}", r.text());
+
+    let list = app.req_as(boss, "GET", "/api/v1/users", None, &[]).json();
+    let names: Vec<&str> = list["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, vec!["alice", "boss", "carol"]);
+    assert!(
+        !list.to_string().contains("argon2"),
+        "no password hash in the answer"
+    );
+
+    // Users see themselves, and no one else.
+    let alice_id = list["users"][0]["id"].as_i64().unwrap();
+    assert_eq!(
+        app.req_as(
+            alice,
+            "GET",
+            &format!("/api/v1/users/{alice_id}"),
+            None,
+            &[]
+        )
+        .status,
+        200
+    );
+    assert_eq!(
+        app.req_as(alice, "GET", &format!("/api/v1/users/{id}"), None, &[])
+            .status,
+        404
+    );
+
+    // Disabling alice stops her key at once on this node.
+    assert_eq!(
+        app.req_as(alice, "GET", "/api/v1/messages", None, &[])
+            .status,
+        200
+    );
+    let r = app.req_as(
+        boss,
+        "PATCH",
+        &format!("/api/v1/users/{alice_id}"),
+        Some(&json!({"disabled": true, "role": "admin"}).to_string()),
+        &[],
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.json()["disabled_at"].is_string());
+    assert_eq!(
+        app.req_as(alice, "GET", "/api/v1/messages", None, &[])
+            .status,
+        401
+    );
+
+    // The last enabled administrator cannot be demoted.
+    let boss_id = list["users"][1]["id"].as_i64().unwrap();
+    let r = app.req_as(
+        boss,
+        "PATCH",
+        &format!("/api/v1/users/{boss_id}"),
+        Some(&json!({"role": "user"}).to_string()),
+        &[],
+    );
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert_eq!(r.json()["error"]["code"], "last_admin");
+
+    let r = app.req_as(
+        boss,
+        "POST",
+        &format!("/api/v1/users/{id}/password"),
+        Some("{}"),
+        &[],
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.json()["password"].as_str().is_some_and(|p| p.len() >= 8));
+    let r = app.req_as(
+        boss,
+        "POST",
+        &format!("/api/v1/users/{id}/password"),
+        Some(&json!({"password": "chosen-password"}).to_string()),
+        &[],
+    );
+    assert!(
+        r.json()["password"].is_null(),
+        "a given password is not echoed"
+    );
+
+    // The command line: list, then enable alice again; her key works again.
+    let cfg = app.config.to_str().unwrap();
+    let o = cli(&["user", "list", "--config", cfg], None);
+    let out = stdout(&o);
+    assert!(o.status.success(), "{out}{}", stderr(&o));
+    let alice_line = out.lines().find(|l| l.starts_with("alice")).unwrap();
+    assert!(alice_line.contains("disabled"), "{out}");
+    let o = cli(
+        &["user", "disable", "alice", "--enable", "--config", cfg],
+        None,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = cli(&["user", "disable", "nobody", "--config", cfg], None);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("no user is named \"nobody\""),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(
+        app.req_as(alice, "GET", "/api/v1/messages", None, &[])
+            .status,
+        200
+    );
+}

@@ -7,6 +7,7 @@
 //! - [`deliveries`]: webhook deliveries and the dead letters, replayable.
 //! - [`jobs`]: bulk CSV jobs: upload, progress, pause/resume/cancel, results.
 //! - [`keys`]: API keys: list, create, revoke.
+//! - [`users`]: users (administrators): list, create, change, disable, set a password.
 
 pub mod deliveries;
 pub mod devices;
@@ -15,6 +16,7 @@ pub mod jobs;
 pub mod keys;
 pub mod messages;
 pub mod suppressions;
+pub mod users;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;

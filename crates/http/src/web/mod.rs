@@ -5,6 +5,8 @@
 //!   account page (change one's own password).
 //! - [`pages`]: the dashboard, compose, the outbox and a message's timeline, the inbox and
 //!   its conversations, jobs and devices.
+//! - [`admin`]: administration: users, API keys, the opt-out list, dead letters, routes and
+//!   rules.
 //! - [`chart`]: the dashboard's chart, drawn as SVG on the server.
 //!
 //! Templates (`templates/`) are compiled into the binary by askama, which escapes every
@@ -12,6 +14,7 @@
 //! Content-Security-Policy that allows only this server's own script and style, and may not
 //! be framed.
 
+pub mod admin;
 pub mod chart;
 pub mod pages;
 pub mod session;
@@ -217,6 +220,23 @@ pub fn router() -> Router<AppState> {
         .route("/inbox/{number}/archive", post(pages::archive))
         .route("/jobs", get(pages::jobs))
         .route("/devices", get(pages::devices))
+        .route("/admin", get(admin::users_list))
+        .route("/admin/users", post(admin::user_create))
+        .route(
+            "/admin/users/{id}",
+            get(admin::user).post(admin::user_update),
+        )
+        .route("/admin/users/{id}/password", post(admin::user_password))
+        .route("/admin/keys", get(admin::keys).post(admin::key_create))
+        .route("/admin/keys/{id}/revoke", post(admin::key_revoke))
+        .route("/admin/optout", get(admin::optout).post(admin::optout_add))
+        .route("/admin/optout/{number}/remove", post(admin::optout_remove))
+        .route("/admin/deadletters", get(admin::deadletters))
+        .route(
+            "/admin/deadletters/{id}/replay",
+            post(admin::deadletter_replay),
+        )
+        .route("/admin/config", get(admin::config))
         .route("/static/app.css", get(css))
         .route("/static/app.js", get(js))
         .route("/static/icon.svg", get(icon))

@@ -409,8 +409,7 @@ pub struct PasswordForm {
     confirm: String,
 }
 
-/// The shortest password textgate sets (the web UI and `textgate user add|passwd`).
-pub const MIN_PASSWORD: usize = 8;
+pub use textgate_engine::users::MIN_PASSWORD;
 
 /// `POST /account/password`: the current password, then the new one twice. Every other
 /// session of the user ends.

@@ -6,7 +6,8 @@ use crate::exec::{args, row, Exec, Row};
 use crate::model::*;
 use crate::{Result, StoreError};
 
-pub(crate) const USER_COLUMNS: &str = "id, name, role, email, password_hash, created_at";
+pub(crate) const USER_COLUMNS: &str =
+    "id, name, role, email, password_hash, created_at, disabled_at";
 
 /// A user from the columns of [`USER_COLUMNS`] (in that order), from column `at` on.
 pub(crate) fn user_from(r: &dyn Row, at: usize) -> Result<User> {
@@ -19,6 +20,7 @@ pub(crate) fn user_from(r: &dyn Row, at: usize) -> Result<User> {
         email: r.opt_text(at + 3)?,
         password_hash: r.opt_text(at + 4)?,
         created_at: r.int(at + 5)?,
+        disabled_at: r.opt_int(at + 6)?,
     })
 }
 
@@ -61,6 +63,7 @@ pub(crate) async fn create(e: &mut impl Exec, u: &NewUser) -> Result<User> {
         email: u.email.clone(),
         password_hash: u.password_hash.clone(),
         created_at: u.created_at,
+        disabled_at: None,
     })
 }
 
@@ -77,7 +80,8 @@ pub(crate) async fn by_id(e: &mut impl Exec, id: Id) -> Result<Option<User>> {
 /// Compared without regard to case; the oldest when several share it.
 pub(crate) async fn by_email(e: &mut impl Exec, email: &str) -> Result<Option<User>> {
     let sql = format!(
-        "SELECT {USER_COLUMNS} FROM users WHERE lower(email) = lower($1) ORDER BY id LIMIT 1"
+        "SELECT {USER_COLUMNS} FROM users WHERE lower(email) = lower($1) AND disabled_at IS NULL
+         ORDER BY id LIMIT 1"
     );
     row(e, &sql, args![email], user_from_row).await
 }
@@ -104,14 +108,19 @@ pub(crate) async fn create_key(
 
 /// A key that is not revoked, with its owner.
 pub(crate) async fn key_by_hash(e: &mut impl Exec, key_hash: &str) -> Result<Option<ApiKey>> {
-    let sql = "SELECT u.id, u.name, u.role, u.email, u.password_hash, u.created_at, k.id, k.webhook_secret
-               FROM api_keys k JOIN users u ON u.id = k.user_id
-               WHERE k.key_hash = $1 AND k.revoked_at IS NULL";
-    row(e, sql, args![key_hash], |r| {
+    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
+            "SELECT {}, k.id, k.webhook_secret
+             FROM api_keys k JOIN users u ON u.id = k.user_id
+             WHERE k.key_hash = $1 AND k.revoked_at IS NULL AND u.disabled_at IS NULL",
+            crate::model::prefixed("u", USER_COLUMNS)
+        )
+    });
+    row(e, &SQL, args![key_hash], |r| {
         Ok(ApiKey {
             user: user_from(r, 0)?,
-            id: r.int(6)?,
-            webhook_secret: r.opt_text(7)?,
+            id: r.int(7)?,
+            webhook_secret: r.opt_text(8)?,
         })
     })
     .await
@@ -155,8 +164,13 @@ pub(crate) async fn touch_key(e: &mut impl Exec, id: Id, now: Millis) -> Result<
 }
 
 pub(crate) async fn revoked_since(e: &mut impl Exec, since: Millis) -> Result<Vec<(Id, Millis)>> {
+    // A disabled user's keys stop working as revoked ones do.
     e.rows(
-        "SELECT id, revoked_at FROM api_keys WHERE revoked_at > $1 ORDER BY revoked_at",
+        "SELECT id, revoked_at FROM api_keys WHERE revoked_at > $1
+         UNION ALL
+         SELECT k.id, u.disabled_at FROM api_keys k JOIN users u ON u.id = k.user_id
+         WHERE u.disabled_at > $1
+         ORDER BY 2",
         args![since],
         |r| Ok((r.int(0)?, r.int(1)?)),
     )
@@ -172,4 +186,64 @@ pub(crate) async fn key_secret(e: &mut impl Exec, id: Id) -> Result<Option<Strin
     )
     .await?
     .flatten())
+}
+
+/// Every user, by name.
+pub(crate) async fn list(e: &mut impl Exec) -> Result<Vec<User>> {
+    let sql = format!("SELECT {USER_COLUMNS} FROM users ORDER BY name");
+    e.rows(&sql, args![], user_from_row).await
+}
+
+/// Changes a user; the user as they now are, `None` when there is no such user. Disabling
+/// ends their web sessions.
+pub(crate) async fn update(
+    e: &mut impl Exec,
+    id: Id,
+    u: &UserUpdate,
+    now: Millis,
+) -> Result<Option<User>> {
+    if let Some(role) = u.role {
+        e.run(
+            "UPDATE users SET role = $1 WHERE id = $2",
+            args![role.as_str(), id],
+        )
+        .await?;
+    }
+    if let Some(email) = &u.email {
+        e.run(
+            "UPDATE users SET email = $1 WHERE id = $2",
+            args![email, id],
+        )
+        .await?;
+    }
+    match u.disabled {
+        Some(true) => {
+            e.run(
+                "UPDATE users SET disabled_at = $1 WHERE id = $2 AND disabled_at IS NULL",
+                args![now, id],
+            )
+            .await?;
+            e.run("DELETE FROM web_sessions WHERE user_id = $1", args![id])
+                .await?;
+        }
+        Some(false) => {
+            e.run(
+                "UPDATE users SET disabled_at = NULL WHERE id = $1",
+                args![id],
+            )
+            .await?;
+        }
+        None => {}
+    }
+    by_id(e, id).await
+}
+
+/// Administrators who are not disabled.
+pub(crate) async fn active_admins(e: &mut impl Exec) -> Result<i64> {
+    crate::exec::int(
+        e,
+        "SELECT count(*) FROM users WHERE role = 'admin' AND disabled_at IS NULL",
+        args![],
+    )
+    .await
 }

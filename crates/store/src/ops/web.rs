@@ -48,7 +48,8 @@ pub(crate) async fn session(
         format!(
             "SELECT s.csrf, s.created_at, s.seen_at, s.expires_at, {}
              FROM web_sessions s JOIN users u ON u.id = s.user_id
-             WHERE s.token_hash = $1 AND s.expires_at > $2 AND s.seen_at > $3",
+             WHERE s.token_hash = $1 AND s.expires_at > $2 AND s.seen_at > $3
+               AND u.disabled_at IS NULL",
             super::super::model::prefixed("u", USER_COLUMNS)
         )
     });

@@ -1,5 +1,5 @@
--- textgate schema, version 7 (PostgreSQL): the web UI's sign-in sessions, and what each user
--- did with the inbound texts in their inbox. As SQLite's version 8.
+-- textgate schema, version 7 (PostgreSQL): the web UI's sign-in sessions, disabled users, and
+-- what each user did with the inbound texts in their inbox. As SQLite's version 8.
 CREATE TABLE web_sessions (
     token_hash TEXT PRIMARY KEY,
     user_id    BIGINT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
@@ -9,6 +9,8 @@ CREATE TABLE web_sessions (
     expires_at BIGINT NOT NULL
 );
 CREATE INDEX web_sessions_user ON web_sessions (user_id);
+
+ALTER TABLE users ADD COLUMN disabled_at BIGINT;
 
 ALTER TABLE inbound_designations ADD COLUMN read_at BIGINT;
 ALTER TABLE inbound_designations ADD COLUMN archived_at BIGINT;
