@@ -10,7 +10,7 @@
 //
 // Each step prints its name; the first failure prints what was expected and exits 1.
 import { chromium } from "playwright-core";
-import { mkdirSync, readFileSync } from "node:fs";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
 
 const require = createRequire(import.meta.url);
@@ -177,6 +177,33 @@ try {
   await shot(page, "message");
   await accessible(page, `/outbox/${firstId}`);
 
+  begin("a bulk job: check shows the bad rows and the first texts, start follows it to the end");
+  const csvPath = `${artifacts}/reminders.csv`;
+  writeFileSync(csvPath, "number,name,due\n+15551240001,Ann,1 May\nnot-a-number,Bob,2 May\n+15551240003,Cy,3 May\n");
+  await page.goto("/jobs");
+  await page.getByRole("link", { name: "New bulk job" }).click();
+  await page.waitForURL(/\/jobs\/new$/);
+  await page.getByLabel("CSV file").setInputFiles(csvPath);
+  await page.getByLabel("Text", { exact: true }).fill("Hi {{name}}, your payment is due on {{due}}.");
+  await page.getByLabel("Name (optional)").fill("May reminders");
+  await page.getByRole("button", { name: "Check" }).click();
+  await eventually("the check's report", async () => (await page.locator("#report").innerText()).includes("2 text(s)"));
+  const report = await page.locator("#report").innerText();
+  check(/\b3\b/.test(report) && report.includes("Hi Ann, your payment is due on 1 May."), `report: ${report}`);
+  check((await page.locator("#report table").first().innerText()).includes("3\t") || report.includes("\n3\t"), `the bad row's number (3) in: ${report}`);
+  await shot(page, "bulk-check");
+  await accessible(page, "/jobs/new (checked)");
+  await page.getByRole("button", { name: "Start" }).click();
+  await page.waitForURL(/\/jobs\/\d+$/);
+  const jobUrl = page.url();
+  await eventually("the job done", async () => (await page.locator("#job-state").innerText()) === "done", 20000);
+  const jobText = await page.locator("#job").innerText();
+  check(jobText.includes("delivered: 2"), `job: ${jobText}`);
+  await shot(page, "bulk-job");
+  await accessible(page, "/jobs/ID");
+  const results = await page.evaluate(async (u) => (await fetch(`${u}/results.csv`)).text(), jobUrl);
+  check(results.split("\n").filter((l) => l.trim()).length === 4 && results.includes("not-a-number"), `results: ${results}`);
+
   begin("a reply from the number reaches alice's inbox (a conversation), not bob's");
   const injected = await api("/api/v1/devices/loopback/inbound", {
     method: "POST",
@@ -212,7 +239,7 @@ try {
   await page.getByRole("link", { name: "Dashboard" }).click();
   await page.waitForURL(`${base}/`);
   const dash = await page.locator("main").innerText();
-  check(/Delivered\s+3/.test(dash), `dashboard: ${dash}`);
+  check(/Delivered\s+5/.test(dash), `dashboard: ${dash}`);
   check((await page.locator("svg.chart rect").count()) > 0, "bars in the chart");
   await shot(page, "dashboard");
   await accessible(page, "/");
@@ -260,7 +287,7 @@ try {
   await signIn(admin.page, adminName, adminPw);
   await admin.page.waitForURL(`${base}/`);
   await admin.page.getByRole("link", { name: "Outbox" }).click();
-  check((await admin.page.locator("table.live tbody tr").count()) === 3, "three messages for the administrator");
+  check((await admin.page.locator("table.live tbody tr").count()) === 5, "five messages for the administrator");
   await admin.page.getByRole("link", { name: "Devices" }).click();
   await admin.page.waitForURL(/\/devices$/);
   check((await admin.page.locator("main").innerText()).includes("loopback"), "the loopback device listed");

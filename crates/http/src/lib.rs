@@ -180,7 +180,7 @@ pub fn router(state: AppState) -> Router {
         router
     };
     router
-        .merge(web::router())
+        .merge(web::router(upload_limit))
         .fallback(ops::not_found)
         .method_not_allowed_fallback(ops::method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))

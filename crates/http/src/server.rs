@@ -384,7 +384,8 @@ pub async fn request_deadline(
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
-    let upload = req.method() == axum::http::Method::POST && req.uri().path() == "/api/v1/jobs";
+    let upload = req.method() == axum::http::Method::POST
+        && matches!(req.uri().path(), "/api/v1/jobs" | "/jobs/new");
     let (limit, key) = if upload {
         (limits.upload, "upload_timeout")
     } else {

@@ -41,12 +41,69 @@ function composeCounter() {
   body.addEventListener("input", soon);
   to.addEventListener("input", soon);
   update();
-  // The local date and time of "Send at", as an RFC 3339 time with its offset.
-  const at = document.getElementById("send-at");
-  const hidden = document.getElementById("schedule-at");
-  form.addEventListener("submit", () => {
-    hidden.value = at.value ? new Date(at.value).toISOString() : "";
+}
+
+// "Send at" fields: the local date and time, sent as an RFC 3339 time in the hidden field
+// the input names.
+function localTimes() {
+  for (const at of document.querySelectorAll("input[type='datetime-local'][data-for]")) {
+    const hidden = document.getElementById(at.dataset.for);
+    at.form?.addEventListener("submit", () => {
+      hidden.value = at.value ? new Date(at.value).toISOString() : "";
+    });
+  }
+}
+
+// The bulk form's Check: the dry run's report replaces the old one in place, so the chosen
+// file stays chosen for Start.
+function bulkCheck() {
+  const form = document.getElementById("bulk");
+  if (!form) return;
+  form.addEventListener("submit", async (ev) => {
+    if (ev.submitter?.value !== "check") return;
+    ev.preventDefault();
+    const data = new FormData(form);
+    data.set("action", "check");
+    const report = document.getElementById("report");
+    report.textContent = "Checking…";
+    try {
+      const r = await fetch("/jobs/new", { method: "POST", body: data });
+      const doc = new DOMParser().parseFromString(await r.text(), "text/html");
+      const fresh = doc.getElementById("report");
+      const error = doc.querySelector("main .error");
+      report.replaceChildren(...(fresh ? [...fresh.childNodes] : []));
+      if (error) report.prepend(error);
+    } catch (e) {
+      report.textContent = `The check could not be made: ${e}`;
+    }
   });
+}
+
+// A job's page follows the job until it ends; a change of state reloads it (its buttons
+// change with it).
+function jobProgress() {
+  const box = document.getElementById("job");
+  if (!box) return;
+  const id = box.dataset.job;
+  const set = (key, v) => { const el = document.getElementById(key); if (el) el.textContent = v; };
+  async function poll() {
+    try {
+      const r = await fetch(`/jobs/${id}/progress`, { headers: { Accept: "application/json" } });
+      if (r.ok) {
+        const p = await r.json();
+        if (p.state !== box.dataset.state) { location.reload(); return; }
+        set("job-total", p.total);
+        set("job-accepted", p.accepted);
+        set("job-rejected", p.rejected);
+        set("job-segments", p.segments);
+        set("job-counts", p.counts.map(([s, n]) => `${s}: ${n}`).join(" · "));
+        const bar = document.getElementById("job-progress");
+        if (bar) { bar.value = p.sent_share; bar.textContent = `${p.sent_share}%`; }
+      }
+    } catch (_) { /* try again */ }
+    if (!["done", "cancelled", "failed"].includes(box.dataset.state)) setTimeout(poll, 1500);
+  }
+  setTimeout(poll, 1000);
 }
 
 // Live statuses: rows with a data-id whose status is not final are asked for every few
@@ -80,5 +137,8 @@ function liveStatuses() {
 
 document.addEventListener("DOMContentLoaded", () => {
   composeCounter();
+  localTimes();
+  bulkCheck();
+  jobProgress();
   liveStatuses();
 });

@@ -43,7 +43,7 @@ const PARAMS: &[&str] = &[
     "to_column",
 ];
 
-fn job_error(e: JobError) -> ApiError {
+pub(crate) fn job_error(e: JobError) -> ApiError {
     match e {
         JobError::Param(code, m) => ApiError::invalid(code, m),
         JobError::Header(m) => ApiError::invalid("invalid_columns", m),
@@ -72,7 +72,7 @@ fn truthy(name: &str, v: &str) -> ApiResult<bool> {
 }
 
 /// Builds the parameters from name/value pairs; an unknown or repeated name is refused.
-fn params_from(pairs: Vec<(String, String)>) -> ApiResult<JobParams> {
+pub(crate) fn params_from(pairs: Vec<(String, String)>) -> ApiResult<JobParams> {
     let mut seen: HashMap<String, ()> = HashMap::new();
     let mut p = JobParams::default();
     for (k, v) in pairs {
@@ -116,7 +116,7 @@ fn params_from(pairs: Vec<(String, String)>) -> ApiResult<JobParams> {
 }
 
 /// Removes the upload file when the request is done with it (on every path, errors too).
-struct Upload(PathBuf);
+pub(crate) struct Upload(pub(crate) PathBuf);
 
 impl Drop for Upload {
     fn drop(&mut self) {
@@ -261,7 +261,8 @@ async fn receive(
                 "with a multipart upload, give the parameters as form fields, not in the query string",
             ));
         }
-        receive_form(st, req, limit).await
+        let (up, n, pairs) = receive_multipart(st, req, limit).await?;
+        Ok((up, n, params_from(pairs)?))
     } else if ctype.starts_with("text/csv")
         || ctype.starts_with("application/csv")
         || ctype.starts_with("text/plain")
@@ -281,11 +282,13 @@ async fn receive(
 
 /// A multipart upload: one `file` field with the CSV (written to disk as it comes), the
 /// parameters as the other fields.
-async fn receive_form(
+/// A multipart upload: the `file` field in a file of its own, its size, and the other
+/// fields as name/value pairs (the web UI's form adds its own to the job's parameters).
+pub(crate) async fn receive_multipart(
     st: &AppState,
     req: Request,
     limit: u64,
-) -> ApiResult<(Upload, u64, JobParams)> {
+) -> ApiResult<(Upload, u64, Vec<(String, String)>)> {
     let mut mp = Multipart::from_request(req, st).await.map_err(|e| {
         ApiError::bad_request(
             "invalid_multipart",
@@ -331,7 +334,7 @@ async fn receive_form(
             "the multipart body has no `file` field with the CSV",
         ));
     };
-    Ok((up, n, params_from(pairs)?))
+    Ok((up, n, pairs))
 }
 
 /// The most bytes of a form field other than `file` (the template is the longest).
@@ -394,7 +397,7 @@ fn report_json(r: &Report) -> Value {
 }
 
 /// The state shown: the stored one, refined by the import's progress and the counts.
-fn shown_state(j: &JobRecord, counts: Option<&[(Status, i64)]>) -> &'static str {
+pub(crate) fn shown_state(j: &JobRecord, counts: Option<&[(Status, i64)]>) -> &'static str {
     match j.state {
         JobState::Failed => "failed",
         JobState::Cancelled => "cancelled",
@@ -572,10 +575,15 @@ pub async fn results(
     UrlPath(id): UrlPath<String>,
 ) -> ApiResult<Response> {
     let j = visible_job(&st, &caller, &id).await?;
+    Ok(results_csv(&st, j.id))
+}
+
+/// A job's results CSV, streamed as it is read from the store.
+pub(crate) fn results_csv(st: &AppState, job: i64) -> Response {
     let (tx, rx) = tokio::sync::mpsc::channel(2);
     let store = st.store.clone();
     tokio::spawn(async move {
-        let mut r = textgate_jobs::results::Results::new(j.id);
+        let mut r = textgate_jobs::results::Results::new(job);
         loop {
             match r.next_chunk(&store).await {
                 Ok(Some(chunk)) => {
@@ -586,22 +594,22 @@ pub async fn results(
                 Ok(None) => return,
                 Err(e) => {
                     // The client sees a cut-off body rather than a CSV that looks complete.
-                    tracing::error!(job = j.id, error = %e, "writing a job's results failed");
+                    tracing::error!(job, error = %e, "writing a job's results failed");
                     let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
                     return;
                 }
             }
         }
     });
-    Ok((
+    (
         [
             (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
             (
                 header::CONTENT_DISPOSITION,
-                format!("attachment; filename=\"job-{}-results.csv\"", j.id),
+                format!("attachment; filename=\"job-{job}-results.csv\""),
             ),
         ],
         Body::new(ChannelBody(rx)),
     )
-        .into_response())
+        .into_response()
 }

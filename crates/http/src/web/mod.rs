@@ -7,6 +7,7 @@
 //!   its conversations, jobs and devices.
 //! - [`admin`]: administration: users, API keys, the opt-out list, dead letters, routes and
 //!   rules.
+//! - [`bulk`]: bulk jobs: upload, check (a dry run), start, follow, control, results.
 //! - [`chart`]: the dashboard's chart, drawn as SVG on the server.
 //!
 //! Templates (`templates/`) are compiled into the binary by askama, which escapes every
@@ -15,6 +16,7 @@
 //! be framed.
 
 pub mod admin;
+pub mod bulk;
 pub mod chart;
 pub mod pages;
 pub mod session;
@@ -199,8 +201,9 @@ async fn page_headers(mut r: Response) -> Response {
     r
 }
 
-/// The pages, to be merged into the application's router.
-pub fn router() -> Router<AppState> {
+/// The pages, to be merged into the application's router; `upload_limit` is
+/// `[server] max_upload_bytes`, for the bulk job form.
+pub fn router(upload_limit: usize) -> Router<AppState> {
     Router::new()
         .route("/", get(pages::dashboard))
         .route("/login", get(session::login_form).post(session::login))
@@ -219,6 +222,16 @@ pub fn router() -> Router<AppState> {
         .route("/inbox/{number}/reply", post(pages::reply))
         .route("/inbox/{number}/archive", post(pages::archive))
         .route("/jobs", get(pages::jobs))
+        .route(
+            "/jobs/new",
+            get(bulk::new_form)
+                .post(bulk::create)
+                .layer(axum::extract::DefaultBodyLimit::max(upload_limit)),
+        )
+        .route("/jobs/{id}", get(bulk::job))
+        .route("/jobs/{id}/progress", get(bulk::progress))
+        .route("/jobs/{id}/results.csv", get(bulk::results))
+        .route("/jobs/{id}/{action}", post(bulk::control))
         .route("/devices", get(pages::devices))
         .route("/admin", get(admin::users_list))
         .route("/admin/users", post(admin::user_create))
