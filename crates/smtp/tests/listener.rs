@@ -143,6 +143,7 @@ async fn a_session_stores_its_texts_before_250() {
             status: None,
             before: None,
             limit: 10,
+            ..Default::default()
         })
         .await
         .expect("list");

@@ -284,6 +284,15 @@ pub struct MessageFilter {
     pub before: Option<Id>,
     /// At most this many.
     pub limit: usize,
+    /// Only those a device took, by its name.
+    pub device: Option<String>,
+    /// Only those accepted at or after this time.
+    pub since: Option<Millis>,
+    /// Only those accepted before this time.
+    pub until: Option<Millis>,
+    /// Only those whose number contains these digits (when it is digits, with `+`, spaces
+    /// or dashes), or else whose text contains it, ignoring ASCII case.
+    pub search: Option<String>,
 }
 
 /// What a cancel did.

@@ -1030,6 +1030,7 @@ conformance! {
             status: None,
             before: None,
             limit: 10,
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -1059,6 +1060,7 @@ conformance! {
             status: None,
             before: None,
             limit: 10,
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -2029,5 +2031,93 @@ conformance! {
         .unwrap();
     assert!(s.api_key_by_hash("h-alice").await.unwrap().is_some());
     assert!(s.update_user(9999, UserUpdate::default()).await.unwrap().is_none());
+    }
+}
+
+conformance! {
+    /// The outbox's filters: device, period, a number's digits or a piece of the text (its
+    /// wildcards taken literally), with an owner and a cursor.
+    async fn messages_are_filtered_by_device_period_and_search(s) {
+    let alice = user(&s, "alice").await;
+    let bob = user(&s, "bob").await;
+    let mut rows = Vec::new();
+    for (i, (owner, to, body)) in [
+        (alice.id, "+15551110001", "Your code is 1234"),
+        (alice.id, "+15552220002", "Meeting at 10"),
+        (bob.id, "+15551110003", "100% off today"),
+        (alice.id, "+15553330004", "Payment DUE soon"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut m = msg(owner, to, 1000 + i as i64 * 1000);
+        m.created_at = 1000 + i as i64 * 1000;
+        m.body = body.into();
+        rows.push(m);
+    }
+    for m in rows {
+        insert(&s, vec![m]).await;
+    }
+    // The first two go to device "a", the others to "b".
+    let claimed = s.claim(10_000, 70_000, 10).await.unwrap();
+    let outcomes = claimed
+        .iter()
+        .map(|m| Outcome::Sent {
+            id: m.id,
+            attempt: m.attempts,
+            device: if m.created_at < 3000 { "a" } else { "b" }.into(),
+            part_ids: vec![format!("p{}", m.id)],
+            receipts: vec![],
+            at: 10_000,
+        })
+        .collect::<Vec<_>>();
+    s.record_outcomes(outcomes).await.unwrap();
+    let bodies = |f: MessageFilter| {
+        let s = s.clone();
+        async move {
+            s.list_messages(MessageFilter { limit: 10, ..f })
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|m| m.body)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        bodies(MessageFilter { device: Some("a".into()), ..Default::default() }).await,
+        vec!["Meeting at 10", "Your code is 1234"]
+    );
+    assert_eq!(
+        bodies(MessageFilter { since: Some(2000), until: Some(4000), ..Default::default() }).await,
+        vec!["100% off today", "Meeting at 10"]
+    );
+    assert_eq!(
+        bodies(MessageFilter { search: Some("111 000".into()), ..Default::default() }).await,
+        vec!["100% off today", "Your code is 1234"],
+        "digits match the number"
+    );
+    assert_eq!(
+        bodies(MessageFilter { search: Some("due".into()), ..Default::default() }).await,
+        vec!["Payment DUE soon"],
+        "text, without regard to case"
+    );
+    assert_eq!(
+        bodies(MessageFilter { search: Some("0% o".into()), ..Default::default() }).await,
+        vec!["100% off today"],
+        "% is a character, not a wildcard"
+    );
+    assert_eq!(
+        bodies(MessageFilter { search: Some("_".into()), ..Default::default() }).await,
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        bodies(MessageFilter {
+            owner_id: Some(alice.id),
+            device: Some("b".into()),
+            ..Default::default()
+        })
+        .await,
+        vec!["Payment DUE soon"]
+    );
     }
 }

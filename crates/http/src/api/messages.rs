@@ -402,6 +402,7 @@ pub async fn list(
             status,
             before,
             limit: limit + 1,
+            ..Default::default()
         })
         .await?;
     Ok(Json(super::page_json(

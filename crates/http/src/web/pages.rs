@@ -498,8 +498,8 @@ pub async fn count(
 struct OutboxPage {
     layout: Layout,
     rows: Vec<Row>,
-    status: String,
-    owner: String,
+    q: OutboxQuery,
+    devices: Vec<String>,
     statuses: Vec<&'static str>,
     next: Option<String>,
     export: String,
@@ -546,7 +546,52 @@ pub struct OutboxQuery {
     /// Administrators: one user's messages, by name.
     #[serde(default)]
     owner: String,
+    /// A number's digits, or a piece of the text.
+    #[serde(default)]
+    q: String,
+    /// A device's name.
+    #[serde(default)]
+    device: String,
+    /// The first day (`YYYY-MM-DD`, UTC).
+    #[serde(default)]
+    from: String,
+    /// The last day, included.
+    #[serde(default)]
+    to: String,
     before: Option<Id>,
+}
+
+impl OutboxQuery {
+    /// The query string of these filters (and a cursor).
+    fn query(&self, before: Option<Id>) -> String {
+        let mut parts = Vec::new();
+        for (k, v) in [
+            ("status", &self.status),
+            ("owner", &self.owner),
+            ("q", &self.q),
+            ("device", &self.device),
+            ("from", &self.from),
+            ("to", &self.to),
+        ] {
+            if !v.is_empty() {
+                parts.push(format!("{k}={}", urlencoding(v)));
+            }
+        }
+        if let Some(b) = before {
+            parts.push(format!("before={b}"));
+        }
+        parts.join("&")
+    }
+}
+
+/// The start of a day given as `YYYY-MM-DD` (UTC); the error says how to write it.
+fn day_start(field: &str, day: &str) -> Result<Option<Millis>, String> {
+    if day.trim().is_empty() {
+        return Ok(None);
+    }
+    parse_rfc3339(&format!("{}T00:00:00Z", day.trim()))
+        .map(Some)
+        .map_err(|_| format!("{field}: write the date like 2030-01-31."))
 }
 
 const STATUSES: [&str; 10] = [
@@ -595,11 +640,18 @@ async fn outbox_filter(
     } else {
         me.owner_filter()
     };
+    let bad_date = |m: String| super::error_page(StatusCode::BAD_REQUEST, "Unreadable date", &m);
+    let since = day_start("From", &q.from).map_err(bad_date)?;
+    let until = day_start("To", &q.to).map_err(bad_date)?.map(|t| t + DAY);
     Ok(MessageFilter {
         owner_id,
         status,
         before: q.before,
         limit,
+        device: Some(q.device.trim().to_string()).filter(|d| !d.is_empty()),
+        since,
+        until,
+        search: Some(q.q.trim().chars().take(100).collect::<String>()).filter(|s| !s.is_empty()),
     })
 }
 
@@ -637,34 +689,26 @@ pub async fn outbox(
     let more = messages.len() > PAGE;
     messages.truncate(PAGE);
     let owners = owner_names(&st, &me, &messages).await;
-    let query = |before: Option<Id>| {
-        let mut parts = Vec::new();
-        if !q.status.is_empty() {
-            parts.push(format!("status={}", q.status));
-        }
-        if !q.owner.is_empty() {
-            parts.push(format!("owner={}", urlencoding(&q.owner)));
-        }
-        if let Some(b) = before {
-            parts.push(format!("before={b}"));
-        }
-        parts.join("&")
-    };
     let next = more
         .then(|| {
             messages
                 .last()
-                .map(|m| format!("/outbox?{}", query(Some(m.id))))
+                .map(|m| format!("/outbox?{}", q.query(Some(m.id))))
         })
         .flatten();
     page(&OutboxPage {
         layout: Layout::of(&st, &me, "Outbox", "outbox").await,
         rows: messages.iter().map(|m| Row::of(m, &owners)).collect(),
-        status: q.status.clone(),
-        owner: q.owner.clone(),
+        devices: st
+            .dispatcher
+            .devices
+            .iter()
+            .map(|d| d.device.name().to_string())
+            .collect(),
         statuses: STATUSES.to_vec(),
         next,
-        export: format!("/outbox.csv?{}", query(None)),
+        export: format!("/outbox.csv?{}", q.query(None)),
+        q,
     })
 }
 

@@ -231,21 +231,95 @@ pub(crate) async fn by_ids(e: &mut impl Exec, ids: &[Id]) -> Result<Vec<Message>
     e.rows(&sql, args![], message_from_row).await
 }
 
+/// Newest first. Only the filter's conditions are in the statement, so that each shape gets
+/// its own plan: an owner's messages are read from their index, everyone's from the primary
+/// key. Times become id bounds (ids grow with acceptance time, see
+/// [`super::web::first_message_since`]); a search reads the rows of the period until it
+/// has a page.
 pub(crate) async fn list(e: &mut impl Exec, f: &MessageFilter) -> Result<Vec<Message>> {
-    static SQL: LazyLock<String> = LazyLock::new(|| {
-        format!(
-            "SELECT {MESSAGE_COLUMNS} FROM messages
-             WHERE (CAST($1 AS BIGINT) IS NULL OR owner_id = $1) AND (CAST($2 AS TEXT) IS NULL OR status = $2)
-               AND (CAST($3 AS BIGINT) IS NULL OR id < $3)
-             ORDER BY id DESC LIMIT $4"
-        )
-    });
-    e.rows(
-        &SQL,
-        args![f.owner_id, f.status.map(Status::as_str), f.before, f.limit],
-        message_from_row,
-    )
-    .await
+    let mut sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE 1 = 1");
+    let mut args: Vec<Arg<'_>> = Vec::new();
+    let since = match f.since {
+        Some(t) => Some(super::web::first_message_since(e, t).await?),
+        None => None,
+    };
+    let until = match f.until {
+        Some(t) => Some(super::web::first_message_since(e, t).await?),
+        None => None,
+    };
+    let search = f.search.as_deref().map(str::trim).filter(|s| !s.is_empty());
+    let (digits, text) = match search {
+        Some(s)
+            if s.chars()
+                .all(|c| c.is_ascii_digit() || " +-().".contains(c)) =>
+        {
+            let d: String = s.chars().filter(char::is_ascii_digit).collect();
+            (Some(format!("%{d}%")), None)
+        }
+        Some(s) => (None, Some(format!("%{}%", like_escape(&s.to_lowercase())))),
+        None => (None, None),
+    };
+    // (The borrow of `digits` and `text` lives as long as `args`.)
+    let (digits, text) = (digits.as_deref(), text.as_deref());
+    if let Some(o) = f.owner_id {
+        cond(&mut sql, &mut args, " AND owner_id = ?", Arg::Int(o));
+    }
+    if let Some(st) = f.status {
+        cond(
+            &mut sql,
+            &mut args,
+            " AND status = ?",
+            Arg::Text(st.as_str()),
+        );
+    }
+    if let Some(b) = f.before {
+        cond(&mut sql, &mut args, " AND id < ?", Arg::Int(b));
+    }
+    if let Some(s) = since {
+        cond(&mut sql, &mut args, " AND id >= ?", Arg::Int(s));
+    }
+    if let Some(u) = until {
+        cond(&mut sql, &mut args, " AND id < ?", Arg::Int(u));
+    }
+    if let Some(d) = f.device.as_deref() {
+        cond(&mut sql, &mut args, " AND device = ?", Arg::Text(d));
+    }
+    if let Some(d) = digits {
+        cond(&mut sql, &mut args, " AND recipient LIKE ?", Arg::Text(d));
+    }
+    if let Some(t) = text {
+        cond(
+            &mut sql,
+            &mut args,
+            " AND lower(body) LIKE ? ESCAPE '\\'",
+            Arg::Text(t),
+        );
+    }
+    cond(
+        &mut sql,
+        &mut args,
+        " ORDER BY id DESC LIMIT ?",
+        Arg::Int(f.limit as i64),
+    );
+    e.rows(&sql, &args, message_from_row).await
+}
+
+/// Adds a condition whose one `?` is `value`, numbered after those already there.
+fn cond<'a>(sql: &mut String, args: &mut Vec<Arg<'a>>, text: &str, value: Arg<'a>) {
+    args.push(value);
+    sql.push_str(&text.replace('?', &format!("${}", args.len())));
+}
+
+/// `s` with LIKE's wildcards (and the escape character) escaped by `\`.
+fn like_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// Cancels a message (`owner`'s, unless `None`) that no device has taken yet.

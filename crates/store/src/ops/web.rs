@@ -301,7 +301,7 @@ pub(crate) async fn inbound_count(
 /// the rows of their period and need no index on `created_at`. Messages are inserted with
 /// the clock of the node that accepted them, so near the boundary the answer can be a few
 /// messages off; the dashboard shows counts, not accounts.
-async fn first_message_since(e: &mut impl Exec, since: Millis) -> Result<Id> {
+pub(crate) async fn first_message_since(e: &mut impl Exec, since: Millis) -> Result<Id> {
     let bounds = row(
         e,
         "SELECT coalesce(min(id), 0), coalesce(max(id), 0) FROM messages",
