@@ -5,7 +5,7 @@
 //!       fills a database made by `textgate user add` (users `bench`, an administrator, and
 //!       `alice`): N messages over the last 7 days, 90 % of them alice's, 95 % delivered and
 //!       5 % undelivered, and N inbound texts designated to alice from 1,000 numbers.
-//!   textgate-bench-web measure --url URL [--requests N]
+//!   textgate-bench-web measure --url URL [--requests N] [--message ID]
 //!       signs in as alice and as bench and times each page N times (after one cold
 //!       request, shown apart), as a browser would ask for it: loopback HTTP, one connection.
 
@@ -53,9 +53,10 @@ async fn main() -> anyhow::Result<()> {
         Some("measure") => {
             let url = opt("--url").context("measure needs --url URL")?;
             let n = opt("--requests").map_or(Ok(40), |v| v.parse())?;
-            measure(&url, n).await
+            let message = opt("--message").map_or(Ok(2), |v| v.parse())?;
+            measure(&url, n, message).await
         }
-        _ => bail!("usage: textgate-bench-web fill --db PATH [--messages N] [--inbound N] | measure --url URL [--requests N]"),
+        _ => bail!("usage: textgate-bench-web fill --db PATH [--messages N] [--inbound N] | measure --url URL [--requests N] [--message ID]"),
     }
 }
 
@@ -205,11 +206,11 @@ async fn get(client: &Http, url: &str, cookie: &str) -> anyhow::Result<(Duration
     Ok((took, body.len()))
 }
 
-async fn measure(url: &str, n: usize) -> anyhow::Result<()> {
+async fn measure(url: &str, n: usize, message: i64) -> anyhow::Result<()> {
     let client: Http = Client::builder(TokioExecutor::new()).build_http();
     let alice = sign_in(&client, url, "alice", "alice-password").await?;
     let admin = sign_in(&client, url, "bench", "bench-password").await?;
-    // A message and a conversation of alice's to open.
+    // A message of alice's (`message`) and a conversation of hers to open.
     let pages: Vec<(&str, String, &str)> = vec![
         ("dashboard (day)", "/".into(), &alice),
         ("dashboard (week)", "/?range=week".into(), &alice),
@@ -227,7 +228,7 @@ async fn measure(url: &str, n: usize) -> anyhow::Result<()> {
         ),
         ("outbox, admin", "/outbox".into(), &admin),
         ("outbox, 10th page", "/outbox?before=900000".into(), &alice),
-        ("message", "/outbox/500002".into(), &alice),
+        ("message", format!("/outbox/{message}"), &alice),
         ("inbox", "/inbox".into(), &alice),
         ("conversation", "/inbox/%2B15550000007".into(), &alice),
         ("compose", "/compose".into(), &alice),

@@ -111,7 +111,10 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         })
     };
     // SMTP is bound first, so that when the HTTP line below is printed both are listening.
-    state.signin.warm_up().await;
+    // The sign-in's decoy hash, made off the way of the start (a sign-in before it is ready
+    // makes it then).
+    let signin = state.signin.clone();
+    tokio::spawn(async move { signin.warm_up().await });
     let (smtp, gateway) = start_smtp(&cfg, &state, &stops).await?;
     let listener = tokio::net::TcpListener::bind(&cfg.server.http_listen)
         .await

@@ -68,6 +68,8 @@ pub struct Shared {
     /// Password and API-key checks, with the failure limits shared by SMTP AUTH and the web
     /// sign-in.
     pub signin: Arc<textgate_engine::signin::SignIn>,
+    /// The web UI dashboard's counts, kept a few seconds.
+    pub dashboard: web::pages::DashboardCache,
 }
 
 /// Counters of the HTTP side.
@@ -100,6 +102,7 @@ impl AppState {
             keys: Arc::new(auth::KeyCache::default()),
             http: Arc::new(HttpCounters::default()),
             signin,
+            dashboard: web::pages::DashboardCache::default(),
         }))
     }
 }

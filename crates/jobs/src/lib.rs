@@ -1,5 +1,5 @@
-//! Bulk jobs: a CSV file becomes many messages (docs/api.md `POST /api/v1/jobs`, §4
-//! `[spool]`).
+//! Bulk jobs: a CSV file becomes many messages (docs/api.md `POST /api/v1/jobs`,
+//! docs/configuration.md `[spool]`); and the address book's rules and CSV.
 //!
 //! - [`template`]: `{{column}}` templates, parsed once and bound to the header.
 //! - [`rows`]: the file streamed row by row, each row numbered as a spreadsheet shows it and
@@ -9,8 +9,10 @@
 //!   interrupted by a crash continues where its last commit left it.
 //! - [`results`]: a job's results CSV, paged from the store with flat memory.
 //! - [`spool`]: the watched folder: files dropped into `incoming/` become jobs.
+//! - [`contacts`]: what a contact may hold, who may change it, contacts as CSV.
 #![forbid(unsafe_code)]
 
+pub mod contacts;
 pub mod import;
 pub mod results;
 pub mod rows;

@@ -402,6 +402,97 @@ impl Store {
         read!(self, |e| ops::users::active_admins(e))
     }
 
+    /// The contacts `viewer` sees (their own and the shared ones), by name.
+    pub async fn list_contacts(
+        &self,
+        viewer: Id,
+        search: Option<String>,
+        offset: usize,
+        limit: usize,
+    ) -> Result<Vec<Contact>> {
+        read!(self, |e| ops::contacts::list(
+            e,
+            viewer,
+            search.as_deref(),
+            offset,
+            limit
+        ))
+    }
+
+    /// One contact, whoever's.
+    pub async fn get_contact(&self, id: Id) -> Result<Option<Contact>> {
+        read!(self, |e| ops::contacts::get(e, id))
+    }
+
+    /// Adds a contact, or updates the owner's contact of that number: `(id, added)`.
+    pub async fn upsert_contact(&self, contact: NewContact) -> Result<(Id, bool)> {
+        write!(self, DURABLE, |e| ops::contacts::upsert(e, &contact))
+    }
+
+    /// Adds or updates many contacts in one transaction: `(added, updated)`.
+    pub async fn upsert_contacts(&self, list: Vec<NewContact>) -> Result<(u64, u64)> {
+        write!(self, DURABLE, |e| ops::contacts::upsert_many(e, &list))
+    }
+
+    /// Changes a contact; `false` when there is none.
+    pub async fn update_contact(
+        &self,
+        id: Id,
+        name: String,
+        number: String,
+        fields: String,
+    ) -> Result<bool> {
+        write!(self, DURABLE, |e| ops::contacts::update(
+            e, id, &name, &number, &fields
+        ))
+    }
+
+    /// Deletes a contact (and its place in groups).
+    pub async fn delete_contact(&self, id: Id) -> Result<bool> {
+        write!(self, DURABLE, |e| ops::contacts::delete(e, id))
+    }
+
+    /// The groups `viewer` sees, by name.
+    pub async fn list_groups(&self, viewer: Id) -> Result<Vec<Group>> {
+        read!(self, |e| ops::contacts::groups(e, viewer))
+    }
+
+    /// One group, whoever's.
+    pub async fn get_group(&self, id: Id) -> Result<Option<Group>> {
+        read!(self, |e| ops::contacts::group(e, id))
+    }
+
+    /// A group `viewer` sees, by name (their own first).
+    pub async fn group_named(&self, viewer: Id, name: &str) -> Result<Option<Group>> {
+        let name = name.to_string();
+        read!(self, |e| ops::contacts::group_named(e, viewer, &name))
+    }
+
+    /// A new group (`owner` `None` = shared); `Conflict` for a name the owner has.
+    pub async fn create_group(&self, owner: Option<Id>, name: &str) -> Result<Id> {
+        let (name, now) = (name.to_string(), textgate_core::clock::now_ms());
+        write!(self, DURABLE, |e| ops::contacts::create_group(
+            e, owner, &name, now
+        ))
+    }
+
+    /// Deletes a group; its contacts stay.
+    pub async fn delete_group(&self, id: Id) -> Result<bool> {
+        write!(self, DURABLE, |e| ops::contacts::delete_group(e, id))
+    }
+
+    /// A group's contacts, by name.
+    pub async fn group_members(&self, group: Id) -> Result<Vec<Contact>> {
+        read!(self, |e| ops::contacts::members(e, group))
+    }
+
+    /// Puts a contact in a group (`member`) or takes it out; whether anything changed.
+    pub async fn set_group_member(&self, group: Id, contact: Id, member: bool) -> Result<bool> {
+        write!(self, DURABLE, |e| ops::contacts::set_member(
+            e, group, contact, member
+        ))
+    }
+
     /// Starts a web UI session.
     pub async fn create_session(&self, session: NewWebSession) -> Result<()> {
         write!(self, DURABLE, |e| ops::web::create_session(e, &session))
@@ -453,9 +544,9 @@ impl Store {
         read!(self, |e| ops::web::inbox(e, &filter))
     }
 
-    /// Unread texts in a user's inbox.
-    pub async fn unread(&self, user_id: Id) -> Result<i64> {
-        read!(self, |e| ops::web::unread(e, user_id))
+    /// Unread texts in a user's inbox, counted up to `cap`.
+    pub async fn unread(&self, user_id: Id, cap: i64) -> Result<i64> {
+        read!(self, |e| ops::web::unread(e, user_id, cap))
     }
 
     /// Marks texts of an inbox read or archived; how many it marked.
@@ -474,16 +565,8 @@ impl Store {
         read!(self, |e| ops::web::conversation(e, user_id, &number, limit))
     }
 
-    /// Messages by status created at or after `since`: the owner's, or everyone's.
-    pub async fn status_counts(
-        &self,
-        owner: Option<Id>,
-        since: Millis,
-    ) -> Result<Vec<(Status, i64)>> {
-        read!(self, |e| ops::web::status_counts(e, owner, since))
-    }
-
-    /// Messages sent, delivered and failed per hour since `since`: `(hour, status, count)`.
+    /// Messages accepted since `since` (the owner's, or everyone's) by the hour they were
+    /// accepted and their status now: `(hour, status, count)`.
     pub async fn hourly(
         &self,
         owner: Option<Id>,

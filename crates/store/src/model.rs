@@ -949,3 +949,50 @@ impl ConversationItem {
         }
     }
 }
+
+/// A contact of the address book: a user's own, or shared (no owner).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Contact {
+    /// Row id.
+    pub id: Id,
+    /// Whose; `None` = shared by everyone.
+    pub owner_id: Option<Id>,
+    /// The name shown.
+    pub name: String,
+    /// E.164.
+    pub number: String,
+    /// Other fields, a JSON object of strings (usable in templates like CSV columns).
+    pub fields: String,
+    /// Created.
+    pub created_at: Millis,
+}
+
+/// A contact to store: added, or (same owner and number) updated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewContact {
+    /// Whose; `None` = shared.
+    pub owner_id: Option<Id>,
+    /// The name.
+    pub name: String,
+    /// E.164, checked.
+    pub number: String,
+    /// A JSON object of strings.
+    pub fields: String,
+    /// Now.
+    pub created_at: Millis,
+}
+
+/// A group of contacts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Group {
+    /// Row id.
+    pub id: Id,
+    /// Whose; `None` = shared.
+    pub owner_id: Option<Id>,
+    /// Its name.
+    pub name: String,
+    /// How many contacts it has.
+    pub members: i64,
+    /// Created.
+    pub created_at: Millis,
+}

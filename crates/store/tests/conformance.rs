@@ -1871,7 +1871,8 @@ conformance! {
     };
     assert_eq!(list(alice.id, false, None).await, vec![(t3, false), (t2, false), (t1, false)]);
     assert_eq!(list(bob.id, false, None).await, vec![(t1, false)]);
-    assert_eq!(s.unread(alice.id).await.unwrap(), 3);
+    assert_eq!(s.unread(alice.id, 100).await.unwrap(), 3);
+    assert_eq!(s.unread(alice.id, 2).await.unwrap(), 2, "counted up to the cap");
 
     let mark = |user: Id, what: InboxMarkKind, id: Option<Id>, from: Option<&str>| InboxMark {
         user_id: user,
@@ -1884,14 +1885,14 @@ conformance! {
         .await
         .unwrap();
     assert_eq!(n, 2, "both texts from that number");
-    assert_eq!(s.unread(alice.id).await.unwrap(), 1);
-    assert_eq!(s.unread(bob.id).await.unwrap(), 1, "bob's marks are his own");
+    assert_eq!(s.unread(alice.id, 100).await.unwrap(), 1);
+    assert_eq!(s.unread(bob.id, 100).await.unwrap(), 1, "bob's marks are his own");
     s.mark_inbox(mark(alice.id, InboxMarkKind::Archived, Some(t3), None), 5000)
         .await
         .unwrap();
     assert_eq!(list(alice.id, false, None).await, vec![(t2, true), (t1, true)]);
     assert_eq!(list(alice.id, true, None).await, vec![(t3, false)]);
-    assert_eq!(s.unread(alice.id).await.unwrap(), 0, "archived texts are not counted");
+    assert_eq!(s.unread(alice.id, 100).await.unwrap(), 0, "archived texts are not counted");
     // Bob cannot mark Alice's text: the mark is of his inbox, where it is not.
     let n = s
         .mark_inbox(mark(bob.id, InboxMarkKind::Read, Some(t2), None), 5000)
@@ -1921,33 +1922,27 @@ conformance! {
 }
 
 conformance! {
-    /// The dashboard's counts read only the rows of their period.
+    /// The dashboard's counts read only the rows of their period, by the hour messages were
+    /// accepted and their status now.
     async fn dashboard_counts_by_status_hour_and_period(s) {
     let alice = user(&s, "alice").await;
     let bob = user(&s, "bob").await;
     let hour = 3_600_000;
-    let mut batch = Vec::new();
     for (i, at) in [hour, 2 * hour, 2 * hour + 10, 3 * hour].into_iter().enumerate() {
         let mut m = msg(if i == 3 { bob.id } else { alice.id }, "+15550000001", at);
         m.created_at = at;
-        batch.push(m);
-    }
-    for m in batch {
         insert(&s, vec![m]).await;
     }
-    let counts = |owner: Option<Id>, since: i64| {
-        let s = s.clone();
-        async move {
-            let mut c = s.status_counts(owner, since).await.unwrap();
-            c.sort_by_key(|(st, n)| (st.as_str(), *n));
-            c
-        }
-    };
-    assert_eq!(counts(None, 0).await, vec![(Status::Queued, 4)]);
-    assert_eq!(counts(None, 2 * hour).await, vec![(Status::Queued, 3)]);
-    assert_eq!(counts(Some(alice.id), 2 * hour).await, vec![(Status::Queued, 2)]);
-    assert_eq!(counts(None, 3 * hour + 1).await, vec![]);
-    // Sent per hour: claim and record all four as sent at 5h.
+    assert_eq!(
+        s.hourly(None, 0).await.unwrap(),
+        vec![(hour, Status::Queued, 1), (2 * hour, Status::Queued, 2), (3 * hour, Status::Queued, 1)]
+    );
+    assert_eq!(
+        s.hourly(Some(alice.id), 2 * hour).await.unwrap(),
+        vec![(2 * hour, Status::Queued, 2)]
+    );
+    assert_eq!(s.hourly(None, 3 * hour + 1).await.unwrap(), vec![]);
+    // Sent: they stay in the hour they were accepted, with their status now.
     let claimed = s.claim(10 * hour, 10 * hour + 60_000, 10).await.unwrap();
     let outcomes = claimed
         .iter()
@@ -1962,14 +1957,9 @@ conformance! {
         .collect::<Vec<_>>();
     s.record_outcomes(outcomes).await.unwrap();
     assert_eq!(
-        s.hourly(None, 4 * hour).await.unwrap(),
-        vec![(5 * hour, Status::Sent, 4)]
+        s.hourly(Some(bob.id), 0).await.unwrap(),
+        vec![(3 * hour, Status::Sent, 1)]
     );
-    assert_eq!(
-        s.hourly(Some(bob.id), 4 * hour).await.unwrap(),
-        vec![(5 * hour, Status::Sent, 1)]
-    );
-    assert_eq!(s.hourly(None, 6 * hour).await.unwrap(), vec![]);
     let alice_in = InboundRouting { matched: true, users: vec!["alice".into()], ..Default::default() };
     new_id(&s, text("+15551110001", "a", 100, alice_in.clone())).await;
     new_id(&s, text("+15551110001", "b", 200, alice_in)).await;
@@ -2119,5 +2109,59 @@ conformance! {
         .await,
         vec!["Payment DUE soon"]
     );
+    }
+}
+
+conformance! {
+    /// The address book: a user sees their contacts and the shared ones, a number is one
+    /// contact per owner (added again, it is updated), groups hold contacts, and deleting
+    /// either leaves the other.
+    async fn contacts_and_groups_are_personal_or_shared(s) {
+    let alice = user(&s, "alice").await;
+    let bob = user(&s, "bob").await;
+    let new = |owner: Option<Id>, name: &str, number: &str| NewContact {
+        owner_id: owner,
+        name: name.into(),
+        number: number.into(),
+        fields: r#"{"city":"Oslo"}"#.into(),
+        created_at: 1,
+    };
+    let (ann, added) = s.upsert_contact(new(Some(alice.id), "Ann", "+15551000001")).await.unwrap();
+    assert!(added);
+    let (again, added) = s.upsert_contact(new(Some(alice.id), "Ann B", "+15551000001")).await.unwrap();
+    assert_eq!((again, added), (ann, false), "the same number is the same contact");
+    s.upsert_contact(new(Some(bob.id), "Ann (bob's)", "+15551000001")).await.unwrap();
+    let (desk, _) = s.upsert_contact(new(None, "Help desk", "+15551000009")).await.unwrap();
+    assert_eq!(
+        s.upsert_contacts(vec![new(Some(alice.id), "Cy", "+15551000003"), new(Some(alice.id), "Ann C", "+15551000001")])
+            .await
+            .unwrap(),
+        (1, 1)
+    );
+    let names = |v: Vec<Contact>| v.into_iter().map(|c| c.name).collect::<Vec<_>>();
+    assert_eq!(
+        names(s.list_contacts(alice.id, None, 0, 10).await.unwrap()),
+        vec!["Ann C", "Cy", "Help desk"]
+    );
+    assert_eq!(names(s.list_contacts(alice.id, Some("desk".into()), 0, 10).await.unwrap()), vec!["Help desk"]);
+    assert_eq!(names(s.list_contacts(alice.id, Some("1000003".into()), 0, 10).await.unwrap()), vec!["Cy"]);
+    assert_eq!(names(s.list_contacts(bob.id, None, 0, 10).await.unwrap()), vec!["Ann (bob's)", "Help desk"]);
+
+    let g = s.create_group(Some(alice.id), "Team").await.unwrap();
+    assert!(matches!(s.create_group(Some(alice.id), "Team").await, Err(StoreError::Conflict(_))));
+    s.create_group(Some(bob.id), "Team").await.unwrap();
+    assert!(s.set_group_member(g, ann, true).await.unwrap());
+    assert!(!s.set_group_member(g, ann, true).await.unwrap(), "once");
+    s.set_group_member(g, desk, true).await.unwrap();
+    assert_eq!(s.group_named(alice.id, "Team").await.unwrap().unwrap().members, 2);
+    assert_eq!(names(s.group_members(g).await.unwrap()), vec!["Ann C", "Help desk"]);
+    assert!(s.delete_contact(desk).await.unwrap());
+    assert_eq!(names(s.group_members(g).await.unwrap()), vec!["Ann C"]);
+    assert!(s.update_contact(ann, "Ann D".into(), "+15551000002".into(), "{}".into()).await.unwrap());
+    assert_eq!(s.get_contact(ann).await.unwrap().unwrap().number, "+15551000002");
+    assert!(s.delete_group(g).await.unwrap());
+    assert!(s.get_contact(ann).await.unwrap().is_some(), "its contacts stay");
+    assert_eq!(s.list_groups(alice.id).await.unwrap().len(), 0);
+    assert_eq!(s.list_groups(bob.id).await.unwrap().len(), 1);
     }
 }

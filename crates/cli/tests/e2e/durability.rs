@@ -56,36 +56,47 @@ fn run(app: &mut App, total: usize, threads: usize) {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(to) = plan.get(i) else { return };
                 let body = json!({"to": to, "body": format!("durable {i}")}).to_string();
-                let a = addr.read().unwrap().clone();
-                let auth = format!("Bearer {key}");
-                let r = http(
-                    &a,
-                    "POST",
-                    "/api/v1/messages",
-                    &[
-                        ("Authorization", &auth),
-                        ("Content-Type", "application/json"),
-                    ],
-                    Some(body.as_bytes()),
-                );
-                match r {
-                    Ok(r) if r.status == 202 => {
-                        let v = r.json();
-                        let ids: Vec<i64> = v["messages"]
-                            .as_array()
-                            .expect("messages")
-                            .iter()
-                            .map(|m| m["id"].as_i64().expect("id"))
-                            .collect();
-                        assert_eq!(ids.len(), to.len(), "{v}");
-                        seen.accepted_count.fetch_add(ids.len(), Ordering::Relaxed);
-                        seen.accepted.lock().unwrap().extend(ids);
+                // A request without an answer (the server is down) is sent again, as a
+                // client would, until the server is back; one cut off in flight may have
+                // been stored, which only makes more ids, never lost ones.
+                let retry_until = Instant::now() + Duration::from_secs(60);
+                loop {
+                    let a = addr.read().unwrap().clone();
+                    let auth = format!("Bearer {key}");
+                    let r = http(
+                        &a,
+                        "POST",
+                        "/api/v1/messages",
+                        &[
+                            ("Authorization", &auth),
+                            ("Content-Type", "application/json"),
+                        ],
+                        Some(body.as_bytes()),
+                    );
+                    match r {
+                        Ok(r) if r.status == 202 => {
+                            let v = r.json();
+                            let ids: Vec<i64> = v["messages"]
+                                .as_array()
+                                .expect("messages")
+                                .iter()
+                                .map(|m| m["id"].as_i64().expect("id"))
+                                .collect();
+                            assert_eq!(ids.len(), to.len(), "{v}");
+                            seen.accepted_count.fetch_add(ids.len(), Ordering::Relaxed);
+                            seen.accepted.lock().unwrap().extend(ids);
+                        }
+                        Ok(r) => seen.other.lock().unwrap().push((r.status, r.text())),
+                        Err(_) if Instant::now() < retry_until => {
+                            seen.failed_requests.fetch_add(1, Ordering::Relaxed);
+                            std::thread::sleep(Duration::from_millis(20));
+                            continue;
+                        }
+                        Err(_) => {
+                            seen.failed_requests.fetch_add(1, Ordering::Relaxed);
+                        }
                     }
-                    Ok(r) => seen.other.lock().unwrap().push((r.status, r.text())),
-                    Err(_) => {
-                        seen.failed_requests.fetch_add(1, Ordering::Relaxed);
-                        std::thread::sleep(Duration::from_millis(20));
-                    }
+                    break;
                 }
             });
         }

@@ -1,5 +1,5 @@
-//! The dashboard's chart: messages sent, delivered and failed per hour, as an SVG drawn on
-//! the server. Only numbers and the labels written here go into it, so it needs no escaping
+//! The dashboard's chart: messages accepted per hour, by whether they are sent (awaiting a
+//! receipt), delivered or failed, as an SVG drawn on the server. Only numbers and the labels written here go into it, so it needs no escaping
 //! and no script.
 
 use std::fmt::Write;

@@ -43,14 +43,17 @@ pub struct Layout {
     pub admin: bool,
     /// The session's CSRF token.
     pub csrf: String,
-    /// Unread texts in the user's inbox.
+    /// Unread texts in the user's inbox, up to [`UNREAD_CAP`].
     pub unread: i64,
 }
+
+/// Unread texts are counted up to this; the navigation shows "99+" beyond it.
+pub const UNREAD_CAP: i64 = 100;
 
 impl Layout {
     /// The layout of a signed-in page.
     pub async fn of(st: &AppState, me: &Signed, title: &str, active: &'static str) -> Layout {
-        let unread = st.store.unread(me.user.id).await.unwrap_or(0);
+        let unread = st.store.unread(me.user.id, UNREAD_CAP).await.unwrap_or(0);
         Layout {
             title: title.to_string(),
             active,
@@ -70,6 +73,15 @@ impl Layout {
             admin: false,
             csrf: String::new(),
             unread: 0,
+        }
+    }
+
+    /// The unread count as the navigation shows it.
+    pub fn unread_label(&self) -> String {
+        if self.unread >= UNREAD_CAP {
+            format!("{}+", UNREAD_CAP - 1)
+        } else {
+            self.unread.to_string()
         }
     }
 

@@ -89,8 +89,80 @@ pub struct RangeQuery {
     range: Option<String>,
 }
 
+/// What the dashboard counts, for one owner filter: messages by the hour they were accepted
+/// and their status over the last 7 days, and the inbound texts since midnight.
+#[derive(Clone)]
+pub struct Counts {
+    at: std::time::Instant,
+    hourly: std::sync::Arc<Vec<(Millis, Status, i64)>>,
+    inbound_today: i64,
+}
+
+/// The dashboard's counts, kept for [`COUNTS_FOR`] per owner filter: reading a week of
+/// messages is the most a page does, and a dashboard left open reloads.
+#[derive(Default)]
+pub struct DashboardCache(std::sync::Mutex<HashMap<Option<Id>, Counts>>);
+
+/// How long the dashboard's counts are kept.
+const COUNTS_FOR: std::time::Duration = std::time::Duration::from_secs(10);
+/// The most owner filters the cache holds (it is emptied past that).
+const COUNTS_KEPT: usize = 1000;
+
+impl DashboardCache {
+    async fn get(
+        &self,
+        st: &AppState,
+        owner: Option<Id>,
+        inbound_user: Option<Id>,
+        now: Millis,
+    ) -> Result<Counts, textgate_store::StoreError> {
+        let cached = self
+            .0
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&owner).cloned())
+            .filter(|c| c.at.elapsed() < COUNTS_FOR);
+        if let Some(c) = cached {
+            return Ok(c);
+        }
+        let midnight = now - now.rem_euclid(DAY);
+        let (hourly, inbound_today) = tokio::try_join!(
+            st.store.hourly(owner, now - 7 * DAY),
+            st.store.inbound_count(inbound_user, midnight),
+        )?;
+        let c = Counts {
+            at: std::time::Instant::now(),
+            hourly: std::sync::Arc::new(hourly),
+            inbound_today,
+        };
+        if let Ok(mut m) = self.0.lock() {
+            if m.len() >= COUNTS_KEPT {
+                m.clear();
+            }
+            m.insert(owner, c.clone());
+        }
+        Ok(c)
+    }
+}
+
+/// Statuses with their counts, in the order [`Status::ALL`] has them.
+fn by_status(rows: &[(Millis, Status, i64)], from: Millis) -> Vec<(String, String, i64)> {
+    Status::ALL
+        .iter()
+        .filter_map(|&st| {
+            let n: i64 = rows
+                .iter()
+                .filter(|(h, s, _)| *s == st && *h >= from)
+                .map(|(_, _, n)| n)
+                .sum();
+            (n > 0).then(|| (st.as_str().to_string(), label(st), n))
+        })
+        .collect()
+}
+
 /// `GET /`: today's and this week's texts by status, inbound texts today, the queue, the
-/// devices, and sent / delivered / failed per hour over the last day or week.
+/// devices, and the texts accepted per hour over the last day or week, by what became of
+/// them. The counts are at most 10 seconds old.
 pub async fn dashboard(
     State(st): State<AppState>,
     me: Signed,
@@ -101,25 +173,9 @@ pub async fn dashboard(
     let owner = me.owner_filter();
     let week = q.range.as_deref() == Some("week");
     let since = if week { now - 7 * DAY } else { now - DAY };
-    let counts = |since| {
-        let st = st.clone();
-        async move {
-            st.store.status_counts(owner, since).await.map(|mut c| {
-                c.sort_by_key(|(s, _)| s.as_str());
-                c.into_iter()
-                    .map(|(s, n)| (s.as_str().to_string(), label(s), n))
-                    .collect::<Vec<_>>()
-            })
-        }
-    };
-    let (today, this_week, hourly, inbound) = match tokio::try_join!(
-        counts(midnight),
-        counts(now - 7 * DAY),
-        st.store.hourly(owner, since),
-        st.store
-            .inbound_count((!me.is_admin()).then_some(me.user.id), midnight),
-    ) {
-        Ok(v) => v,
+    let inbound_user = (!me.is_admin()).then_some(me.user.id);
+    let counts = match st.dashboard.get(&st, owner, inbound_user, now).await {
+        Ok(c) => c,
         Err(e) => return unavailable(e),
     };
     let store = st.store.clone();
@@ -142,13 +198,13 @@ pub async fn dashboard(
             )
         })
         .collect();
-    let buckets = super::chart::buckets(&hourly, since, now);
+    let buckets = super::chart::buckets(&counts.hourly, since, now);
     page(&DashboardPage {
         layout: Layout::of(&st, &me, "Dashboard", "dashboard").await,
         week,
-        today,
-        this_week,
-        inbound_today: inbound,
+        today: by_status(&counts.hourly, midnight),
+        this_week: by_status(&counts.hourly, i64::MIN),
+        inbound_today: counts.inbound_today,
         queue,
         devices,
         chart: super::chart::svg(&buckets, since),

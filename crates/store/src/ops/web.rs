@@ -146,13 +146,14 @@ fn inbox_entry(r: &dyn Row) -> Result<InboxEntry> {
     })
 }
 
-/// How many texts in the user's inbox are unread (archived ones not counted).
-pub(crate) async fn unread(e: &mut impl Exec, user_id: Id) -> Result<i64> {
+/// How many texts in the user's inbox are unread (archived ones not counted), up to `cap`:
+/// every page shows it, so it counts no further than it shows.
+pub(crate) async fn unread(e: &mut impl Exec, user_id: Id, cap: i64) -> Result<i64> {
     crate::exec::int(
         e,
-        "SELECT count(*) FROM inbound_designations
-         WHERE user_id = $1 AND read_at IS NULL AND archived_at IS NULL",
-        args![user_id],
+        "SELECT count(*) FROM (SELECT 1 FROM inbound_designations
+         WHERE user_id = $1 AND read_at IS NULL AND archived_at IS NULL LIMIT $2) t",
+        args![user_id, cap],
     )
     .await
 }
@@ -190,10 +191,11 @@ pub(crate) async fn conversation(
 ) -> Result<Vec<ConversationItem>> {
     static IN: LazyLock<String> = LazyLock::new(|| {
         format!(
+            // From the number's texts (an index), newest first, those in the user's inbox.
             "SELECT {}, d.read_at, d.archived_at
-             FROM inbound_designations d JOIN inbound i ON i.id = d.inbound_id
-             WHERE d.user_id = $1 AND i.sender = $2
-             ORDER BY d.inbound_id DESC LIMIT $3",
+             FROM inbound i JOIN inbound_designations d ON d.inbound_id = i.id AND d.user_id = $1
+             WHERE i.sender = $2
+             ORDER BY i.id DESC LIMIT $3",
             super::super::model::prefixed("i", INBOUND_COLUMNS)
         )
     });
@@ -220,52 +222,35 @@ pub(crate) async fn conversation(
     Ok(items)
 }
 
-/// Messages by status, created at or after `since`: the owner's, or everyone's.
-pub(crate) async fn status_counts(
-    e: &mut impl Exec,
-    owner: Option<Id>,
-    since: Millis,
-) -> Result<Vec<(Status, i64)>> {
-    let first = first_message_since(e, since).await?;
-    e.rows(
-        "SELECT status, count(*) FROM messages
-         WHERE id >= $1 AND (CAST($2 AS BIGINT) IS NULL OR owner_id = $2)
-         GROUP BY status",
-        args![first, owner],
-        |r| {
-            let s = r.text(0)?;
-            let st = Status::parse(&s)
-                .ok_or_else(|| StoreError::Corrupt(format!("unknown status {s}")))?;
-            Ok((st, r.int(1)?))
-        },
-    )
-    .await
-}
-
-/// Messages that reached a status in each hour from `since`: `(hour start, status, count)`
-/// for sent (taken by a device), delivered and the failures (undelivered, failed, expired),
-/// each counted in the hour of its last change.
+/// Messages accepted at or after `since` (the owner's, or everyone's), by the hour they were
+/// accepted and their status now: `(hour start, status, count)`, oldest hour first. One read
+/// of the period's rows serves the dashboard's counts and its chart.
 pub(crate) async fn hourly(
     e: &mut impl Exec,
     owner: Option<Id>,
     since: Millis,
 ) -> Result<Vec<(Millis, Status, i64)>> {
-    let first = first_message_since(e, since - 7 * 86_400_000).await?;
-    e.rows(
-        "SELECT (coalesce(done_at, sent_at) / 3600000) * 3600000 AS hour, status, count(*)
-         FROM messages
-         WHERE id >= $1 AND (CAST($2 AS BIGINT) IS NULL OR owner_id = $2)
-           AND coalesce(done_at, sent_at) >= $3
-           AND status IN ('sent', 'delivered', 'undelivered', 'failed', 'expired')
-         GROUP BY hour, status ORDER BY hour",
-        args![first, owner, since],
-        |r| {
-            let s = r.text(1)?;
-            let st = Status::parse(&s)
-                .ok_or_else(|| StoreError::Corrupt(format!("unknown status {s}")))?;
-            Ok((r.int(0)?, st, r.int(2)?))
-        },
-    )
+    let first = first_message_since(e, since).await?;
+    // The owner's condition only when there is one, so that their index is read.
+    let sql = format!(
+        "SELECT (created_at / 3600000) * 3600000 AS hour, status, count(*) FROM messages
+         WHERE id >= $1{} GROUP BY hour, status ORDER BY hour",
+        if owner.is_some() {
+            " AND owner_id = $2"
+        } else {
+            ""
+        }
+    );
+    let args = match owner {
+        Some(o) => vec![crate::exec::Arg::Int(first), crate::exec::Arg::Int(o)],
+        None => vec![crate::exec::Arg::Int(first)],
+    };
+    e.rows(&sql, &args, |r| {
+        let s = r.text(1)?;
+        let st =
+            Status::parse(&s).ok_or_else(|| StoreError::Corrupt(format!("unknown status {s}")))?;
+        Ok((r.int(0)?, st, r.int(2)?))
+    })
     .await
 }
 

@@ -17,5 +17,37 @@ CREATE INDEX web_sessions_user ON web_sessions (user_id);
 -- of theirs is removed.
 ALTER TABLE users ADD COLUMN disabled_at INTEGER;
 
+-- Conversations in the inbox: a user's texts from one number.
+CREATE INDEX inbound_sender ON inbound (sender, id);
+
 ALTER TABLE inbound_designations ADD COLUMN read_at INTEGER;
 ALTER TABLE inbound_designations ADD COLUMN archived_at INTEGER;
+
+-- The address book: contacts and groups, a user's own (owner_id) or shared by everyone
+-- (owner_id NULL, kept by administrators). `fields` is a JSON object of the contact's other
+-- fields, which templates use like CSV columns.
+CREATE TABLE contacts (
+    id         INTEGER PRIMARY KEY,
+    owner_id   INTEGER REFERENCES users (id) ON DELETE CASCADE,
+    name       TEXT NOT NULL,
+    number     TEXT NOT NULL,
+    fields     TEXT NOT NULL DEFAULT '{}',
+    created_at INTEGER NOT NULL
+);
+CREATE UNIQUE INDEX contacts_number ON contacts (coalesce(owner_id, 0), number);
+CREATE INDEX contacts_name ON contacts (owner_id, name);
+
+CREATE TABLE contact_groups (
+    id         INTEGER PRIMARY KEY,
+    owner_id   INTEGER REFERENCES users (id) ON DELETE CASCADE,
+    name       TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+);
+CREATE UNIQUE INDEX contact_groups_name ON contact_groups (coalesce(owner_id, 0), name);
+
+CREATE TABLE group_members (
+    group_id   INTEGER NOT NULL REFERENCES contact_groups (id) ON DELETE CASCADE,
+    contact_id INTEGER NOT NULL REFERENCES contacts (id) ON DELETE CASCADE,
+    PRIMARY KEY (group_id, contact_id)
+);
+CREATE INDEX group_members_contact ON group_members (contact_id);
