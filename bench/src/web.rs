@@ -119,8 +119,8 @@ async fn fill(db: &str, messages: usize, inbound: usize) -> anyhow::Result<()> {
                     device: "loopback".into(),
                     part_ids: vec![format!("lb-{id}")],
                     receipts: vec![Some(PartReceipt {
-                        delivered: (done + i) % 20 != 0,
-                        code: ((done + i) % 20 == 0).then(|| "001".to_string()),
+                        delivered: (done + i) % 20 != 3,
+                        code: ((done + i) % 20 == 3).then(|| "001".to_string()),
                         at: at + 1000,
                     })],
                     at,

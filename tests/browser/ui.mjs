@@ -219,6 +219,47 @@ try {
   const results = await page.evaluate(async (u) => (await fetch(`${u}/results.csv`)).text(), jobUrl);
   check(results.split("\n").filter((l) => l.trim()).length === 4 && results.includes("not-a-number"), `results: ${results}`);
 
+  begin("the address book: add, import, group, send to the group, export");
+  await page.getByRole("link", { name: "Contacts" }).click();
+  await page.waitForURL(/\/contacts$/);
+  await page.getByLabel("Name", { exact: true }).fill("Ann Example");
+  await page.getByLabel("Number", { exact: true }).fill("+15551250001");
+  await page.getByLabel(/Other fields/).fill("city: Oslo");
+  await page.getByRole("button", { name: "Add contact" }).click();
+  await page.waitForURL(/\/contacts$/);
+  const contactsCsv = `${artifacts}/contacts.csv`;
+  writeFileSync(contactsCsv, "name,number,city\nCy Import,+15551250003,Bergen\nBroken,not-a-number,\n");
+  await page.getByLabel("CSV file").setInputFiles(contactsCsv);
+  await page.getByRole("button", { name: "Import" }).click();
+  await page.getByRole("status").waitFor();
+  const imported = await page.getByRole("status").innerText();
+  check(imported.includes("1 added") && imported.includes("row 3"), `import: ${imported}`);
+  await page.getByLabel("Group name").fill("Team");
+  await page.getByRole("button", { name: "Create group" }).click();
+  await page.waitForURL(/\/contacts\/groups\/\d+$/);
+  await page.goto("/contacts");
+  await shot(page, "contacts");
+  await accessible(page, "/contacts");
+  await page.getByRole("link", { name: "Ann Example" }).click();
+  await page.getByRole("button", { name: "Add to Team" }).click();
+  await page.waitForURL(/\/contacts\/\d+$/);
+  await shot(page, "contact");
+  await accessible(page, "/contacts/ID");
+  await page.goto("/contacts");
+  await page.getByRole("link", { name: "Team" }).click();
+  check((await page.locator("main table").innerText()).includes("+15551250001"), "Ann in the group");
+  await shot(page, "group");
+  await accessible(page, "/contacts/groups/ID");
+  await page.getByRole("link", { name: "Send to this group" }).click();
+  await page.waitForURL(/\/compose\?group=\d+$/);
+  await page.getByLabel("Message").fill("Team meeting at 10");
+  await page.getByRole("button", { name: "Send" }).click();
+  await page.getByRole("status").waitFor();
+  const teamRows = await page.locator("table.live tbody tr").allInnerTexts();
+  check(teamRows.length === 1 && teamRows[0].includes("+15551250001"), `sent to the group: ${teamRows}`);
+  const exported = await page.evaluate(async () => (await fetch("/contacts.csv")).text());
+  check(exported.startsWith("name,number,city") && exported.includes("Ann Example,+15551250001,Oslo"), `export: ${exported}`);
+
   begin("a reply from the number reaches alice's inbox (a conversation), not bob's");
   const injected = await api("/api/v1/devices/loopback/inbound", {
     method: "POST",
@@ -254,7 +295,7 @@ try {
   await page.getByRole("link", { name: "Dashboard" }).click();
   await page.waitForURL(`${base}/`);
   const dash = await page.locator("main").innerText();
-  check(/Delivered\s+5/.test(dash), `dashboard: ${dash}`);
+  check(/Delivered\s+6/.test(dash), `dashboard: ${dash}`);
   check((await page.locator("svg.chart rect").count()) > 0, "bars in the chart");
   await shot(page, "dashboard");
   await accessible(page, "/");
@@ -294,6 +335,8 @@ try {
   check(bobMsg.status() === 404, `alice's message answered bob with ${bobMsg.status()}`);
   await bob.page.goto("/outbox");
   check((await bob.page.locator("table.live tbody tr").count()) === 0, "bob's outbox is empty");
+  await bob.page.goto("/contacts");
+  check(!(await bob.page.locator("main").innerText()).includes("Ann Example"), "bob does not see alice's contacts");
   const devicesForBob = await bob.page.goto("/devices");
   check(devicesForBob.status() === 404, `/devices answered a user with ${devicesForBob.status()}`);
 
@@ -302,7 +345,7 @@ try {
   await signIn(admin.page, adminName, adminPw);
   await admin.page.waitForURL(`${base}/`);
   await admin.page.getByRole("link", { name: "Outbox" }).click();
-  check((await admin.page.locator("table.live tbody tr").count()) === 5, "five messages for the administrator");
+  check((await admin.page.locator("table.live tbody tr").count()) === 6, "six messages for the administrator");
   await admin.page.getByRole("link", { name: "Devices" }).click();
   await admin.page.waitForURL(/\/devices$/);
   check((await admin.page.locator("main").innerText()).includes("loopback"), "the loopback device listed");

@@ -143,6 +143,32 @@ pub fn router(state: AppState) -> Router {
             axum::routing::delete(api::keys::revoke),
         )
         .route(
+            "/api/v1/contacts",
+            get(api::contacts::list).post(api::contacts::create),
+        )
+        .route(
+            "/api/v1/contacts/{id}",
+            get(api::contacts::get_one)
+                .patch(api::contacts::update)
+                .delete(api::contacts::delete),
+        )
+        .route(
+            "/api/v1/groups",
+            get(api::contacts::groups).post(api::contacts::create_group),
+        )
+        .route(
+            "/api/v1/groups/{id}",
+            get(api::contacts::group).delete(api::contacts::delete_group),
+        )
+        .route(
+            "/api/v1/groups/{id}/members",
+            post(api::contacts::add_member),
+        )
+        .route(
+            "/api/v1/groups/{id}/members/{contact_id}",
+            axum::routing::delete(api::contacts::remove_member),
+        )
+        .route(
             "/api/v1/users",
             get(api::users::list).post(api::users::create),
         )

@@ -549,9 +549,10 @@ impl Store {
         read!(self, |e| ops::web::unread(e, user_id, cap))
     }
 
-    /// Marks texts of an inbox read or archived; how many it marked.
+    /// Marks texts of an inbox read or archived; how many it marked. Committed with the next
+    /// durable write (opening a conversation marks it read, and waits for no fsync).
     pub async fn mark_inbox(&self, mark: InboxMark, now: Millis) -> Result<u64> {
-        write!(self, DURABLE, |e| ops::web::mark_inbox(e, &mark, now))
+        write!(self, LAZY, |e| ops::web::mark_inbox(e, &mark, now))
     }
 
     /// The texts between a user and a number, both ways, oldest first.

@@ -9,6 +9,7 @@ mod api;
 mod bad_input;
 mod callbacks;
 mod cli;
+mod contacts;
 mod durability;
 mod helpers;
 mod http_limits;

@@ -7,8 +7,10 @@
 //! - [`deliveries`]: webhook deliveries and the dead letters, replayable.
 //! - [`jobs`]: bulk CSV jobs: upload, progress, pause/resume/cancel, results.
 //! - [`keys`]: API keys: list, create, revoke.
+//! - [`contacts`]: the address book: contacts and groups, personal or shared.
 //! - [`users`]: users (administrators): list, create, change, disable, set a password.
 
+pub mod contacts;
 pub mod deliveries;
 pub mod devices;
 pub mod inbound;

@@ -8,6 +8,7 @@
 //! - [`admin`]: administration: users, API keys, the opt-out list, dead letters, routes and
 //!   rules.
 //! - [`bulk`]: bulk jobs: upload, check (a dry run), start, follow, control, results.
+//! - [`contacts`]: the address book: contacts and groups, import and export.
 //! - [`chart`]: the dashboard's chart, drawn as SVG on the server.
 //!
 //! Templates (`templates/`) are compiled into the binary by askama, which escapes every
@@ -18,6 +19,7 @@
 pub mod admin;
 pub mod bulk;
 pub mod chart;
+pub mod contacts;
 pub mod pages;
 pub mod session;
 
@@ -245,6 +247,21 @@ pub fn router(upload_limit: usize) -> Router<AppState> {
         .route("/jobs/{id}/results.csv", get(bulk::results))
         .route("/jobs/{id}/{action}", post(bulk::control))
         .route("/devices", get(pages::devices))
+        .route("/contacts", get(contacts::list).post(contacts::add))
+        .route(
+            "/contacts/import",
+            post(contacts::import).layer(axum::extract::DefaultBodyLimit::max(upload_limit)),
+        )
+        .route("/contacts.csv", get(contacts::export))
+        .route(
+            "/contacts/{id}",
+            get(contacts::contact).post(contacts::save),
+        )
+        .route("/contacts/{id}/delete", post(contacts::delete))
+        .route("/contacts/{id}/groups", post(contacts::membership))
+        .route("/contacts/groups", post(contacts::add_group))
+        .route("/contacts/groups/{id}", get(contacts::group))
+        .route("/contacts/groups/{id}/delete", post(contacts::delete_group))
         .route("/admin", get(admin::users_list))
         .route("/admin/users", post(admin::user_create))
         .route(

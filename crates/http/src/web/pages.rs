@@ -218,6 +218,8 @@ pub async fn dashboard(
 #[template(path = "compose.html")]
 struct ComposePage {
     layout: Layout,
+    groups: Vec<textgate_store::Group>,
+    group: Option<Id>,
     to: String,
     from: String,
     body: String,
@@ -227,14 +229,26 @@ struct ComposePage {
     sent: Vec<(Id, String)>,
 }
 
+impl ComposePage {
+    /// Whether `id` is the group chosen.
+    fn chosen(&self, id: &Id) -> bool {
+        self.group == Some(*id)
+    }
+}
+
 fn nonce() -> String {
     textgate_core::auth::random_token(16).unwrap_or_default()
 }
 
-/// `?to=` of compose: a number to start with.
+/// `?to=` of compose: a number to start with; `?group=`: a group to send to.
 #[derive(Debug, Deserialize)]
 pub struct ComposeQuery {
     to: Option<String>,
+    group: Option<Id>,
+}
+
+async fn groups_of(st: &AppState, me: &Signed) -> Vec<textgate_store::Group> {
+    st.store.list_groups(me.user.id).await.unwrap_or_default()
 }
 
 /// `GET /compose`.
@@ -245,6 +259,8 @@ pub async fn compose_form(
 ) -> Response {
     page(&ComposePage {
         layout: Layout::of(&st, &me, "Compose", "compose").await,
+        groups: groups_of(&st, &me).await,
+        group: q.group,
         to: q.to.unwrap_or_default(),
         from: String::new(),
         body: String::new(),
@@ -259,7 +275,11 @@ pub async fn compose_form(
 #[derive(Debug, Deserialize)]
 pub struct ComposeForm {
     csrf: String,
+    #[serde(default)]
     to: String,
+    /// A group of the address book, whose numbers are added to `to`.
+    #[serde(default)]
+    group: String,
     #[serde(default)]
     from: String,
     body: String,
@@ -291,7 +311,10 @@ struct Checked {
 
 fn check_send(st: &AppState, to: &str, from: &str, body: &str, schedule_at: &str) -> Checked {
     let mut errors = Vec::new();
-    let numbers = split_numbers(to);
+    let mut numbers = split_numbers(to);
+    // A number twice (typed and in a group) is sent to once.
+    let mut seen = std::collections::HashSet::new();
+    numbers.retain(|n| seen.insert(*n));
     let max = st.config.server.max_recipients;
     if numbers.is_empty() {
         errors.push("To: give at least one number.".to_string());
@@ -428,11 +451,32 @@ pub async fn compose(
     if !me.csrf_ok(&f.csrf) {
         return forged();
     }
-    let c = check_send(&st, &f.to, &f.from, &f.body, &f.schedule_at);
+    let group: Option<Id> = f.group.trim().parse().ok();
+    let mut to = f.to.clone();
+    let mut group_error = None;
+    if let Some(g) = group {
+        match super::contacts::group_numbers(&st, &me, g).await {
+            Ok(numbers) if numbers.is_empty() => {
+                group_error = Some("To: the group has no contacts.".to_string())
+            }
+            Ok(numbers) => {
+                to.push('\n');
+                to.push_str(&numbers.join("\n"));
+            }
+            Err(e) => group_error = Some(format!("To: {e}")),
+        }
+    }
+    let mut c = check_send(&st, &to, &f.from, &f.body, &f.schedule_at);
+    if let Some(e) = group_error {
+        c.errors.push(e);
+    }
     let layout = Layout::of(&st, &me, "Compose", "compose").await;
+    let groups = groups_of(&st, &me).await;
     let again = |layout, errors: Vec<String>| {
         let mut r = page(&ComposePage {
             layout,
+            groups: groups.clone(),
+            group,
             to: f.to.clone(),
             from: f.from.clone(),
             body: f.body.clone(),
@@ -447,10 +491,12 @@ pub async fn compose(
     if !c.errors.is_empty() {
         return again(layout, c.errors);
     }
-    let fp = fingerprint(&[&f.to, &f.from, &f.body, &f.schedule_at]);
+    let fp = fingerprint(&[&f.to, &f.group, &f.from, &f.body, &f.schedule_at]);
     match submit(&st, &me, c, &f.nonce, &fp).await {
         Ok(sent) => page(&ComposePage {
             layout,
+            groups: groups.clone(),
+            group: None,
             to: String::new(),
             from: f.from.clone(),
             body: String::new(),
@@ -768,7 +814,7 @@ pub async fn outbox(
     })
 }
 
-fn urlencoding(s: &str) -> String {
+pub(crate) fn urlencoding(s: &str) -> String {
     s.bytes()
         .map(|b| {
             if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {

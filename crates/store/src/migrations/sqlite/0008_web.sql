@@ -17,6 +17,12 @@ CREATE INDEX web_sessions_user ON web_sessions (user_id);
 -- of theirs is removed.
 ALTER TABLE users ADD COLUMN disabled_at INTEGER;
 
+-- The outbox filtered by a failure: the few messages in each of these statuses, by owner and
+-- newest first (the common statuses are found by reading the newest messages).
+CREATE INDEX messages_undelivered ON messages (owner_id, id) WHERE status = 'undelivered';
+CREATE INDEX messages_failed ON messages (owner_id, id) WHERE status = 'failed';
+CREATE INDEX messages_expired ON messages (owner_id, id) WHERE status = 'expired';
+
 -- Conversations in the inbox: a user's texts from one number.
 CREATE INDEX inbound_sender ON inbound (sender, id);
 
