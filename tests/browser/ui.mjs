@@ -257,6 +257,12 @@ try {
   await page.getByRole("status").waitFor();
   const teamRows = await page.locator("table.live tbody tr").allInnerTexts();
   check(teamRows.length === 1 && teamRows[0].includes("+15551250001"), `sent to the group: ${teamRows}`);
+  await page.goto("/jobs/new");
+  await page.getByLabel("Or a group of contacts").selectOption({ label: "Team (1)" });
+  await page.getByLabel("Text", { exact: true }).fill("Hi {{name}} in {{city}}");
+  await page.getByRole("button", { name: "Check" }).click();
+  await eventually("a group's contacts as a job's rows", async () =>
+    (await page.locator("#report").innerText()).includes("Hi Ann Example in Oslo"));
   const exported = await page.evaluate(async () => (await fetch("/contacts.csv")).text());
   check(exported.startsWith("name,number,city") && exported.includes("Ann Example,+15551250001,Oslo"), `export: ${exported}`);
 

@@ -119,6 +119,27 @@ fn contacts_and_groups_are_personal_or_shared() {
         404,
         "another's group"
     );
+    // A group as a job's rows: its contacts' fields are the template's columns.
+    let csv_post = |key: &str, path: &str| {
+        let auth = format!("Bearer {key}");
+        http(
+            &app.addr,
+            "POST",
+            path,
+            &[("Authorization", &auth), ("Content-Type", "text/csv")],
+            Some(b""),
+        )
+        .expect("the server answers")
+    };
+    let r = csv_post(
+        alice,
+        "/api/v1/jobs?group=Team&dry_run=true&template=Hi%20%7B%7Bname%7D%7D%20in%20%7B%7Bcity%7D%7D",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let preview = r.json()["preview"].to_string();
+    assert!(preview.contains("Hi Ann B in Bergen"), "{preview}");
+    let r = csv_post(bob, "/api/v1/jobs?group=Team&dry_run=true");
+    assert_eq!(r.status, 422, "another's group: {}", r.text());
     let r = app.req_as(alice, "DELETE", &format!("{members}/{desk}"), None, &[]);
     assert_eq!(r.status, 204, "{}", r.text());
     let r = app.req_as(

@@ -41,6 +41,7 @@ const PARAMS: &[&str] = &[
     "all_or_nothing",
     "dry_run",
     "to_column",
+    "group",
 ];
 
 pub(crate) fn job_error(e: JobError) -> ApiError {
@@ -184,7 +185,19 @@ pub async fn create(
     Query(query): Query<Vec<(String, String)>>,
     req: Request,
 ) -> ApiResult<Response> {
-    let (upload, size, params) = receive(&st, query, req).await?;
+    let (upload, mut size, mut pairs) = receive(&st, query, req).await?;
+    if let Some(group) = take_pair(&mut pairs, "group") {
+        if size > 0 {
+            return Err(ApiError::bad_request(
+                "invalid_parameter",
+                "give a CSV file or a group, not both",
+            ));
+        }
+        size = group_into(&st, caller.id, &group, &upload)
+            .await
+            .map_err(|m| ApiError::invalid("invalid_group", m))?;
+    }
+    let params = params_from(pairs)?;
     if size == 0 {
         return Err(ApiError::bad_request(
             "empty_request",
@@ -246,7 +259,7 @@ async fn receive(
     st: &AppState,
     query: Vec<(String, String)>,
     req: Request,
-) -> ApiResult<(Upload, u64, JobParams)> {
+) -> ApiResult<(Upload, u64, Vec<(String, String)>)> {
     let limit = st.config.server.max_upload_bytes.0;
     let ctype = req
         .headers()
@@ -261,16 +274,14 @@ async fn receive(
                 "with a multipart upload, give the parameters as form fields, not in the query string",
             ));
         }
-        let (up, n, pairs) = receive_multipart(st, req, limit).await?;
-        Ok((up, n, params_from(pairs)?))
+        receive_multipart(st, req, limit).await
     } else if ctype.starts_with("text/csv")
         || ctype.starts_with("application/csv")
         || ctype.starts_with("text/plain")
     {
-        let params = params_from(query)?;
         let (up, mut f) = new_upload(st).await?;
         let n = body_to_file(req.into_body(), &mut f, limit).await?;
-        Ok((up, n, params))
+        Ok((up, n, query))
     } else {
         Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -282,6 +293,42 @@ async fn receive(
 
 /// A multipart upload: one `file` field with the CSV (written to disk as it comes), the
 /// parameters as the other fields.
+/// Removes the pair named `name` and gives its value, if it is there and not empty.
+pub(crate) fn take_pair(pairs: &mut Vec<(String, String)>, name: &str) -> Option<String> {
+    let i = pairs.iter().position(|(k, _)| k == name)?;
+    Some(pairs.remove(i).1).filter(|v| !v.trim().is_empty())
+}
+
+/// Writes the contacts of a group (by id or name, one `viewer` sees) into the upload as a CSV
+/// file: `name`, `number` and their other fields as columns, for a job's template. Its size.
+pub(crate) async fn group_into(
+    st: &AppState,
+    viewer: i64,
+    group: &str,
+    upload: &Upload,
+) -> Result<u64, String> {
+    let found = match group.trim().parse::<i64>() {
+        Ok(id) => st.store.get_group(id).await,
+        Err(_) => st.store.group_named(viewer, group.trim()).await,
+    }
+    .map_err(|e| e.to_string())?
+    .filter(|g| textgate_jobs::contacts::may_see(g.owner_id, viewer))
+    .ok_or_else(|| format!("no group \"{group}\" of yours or shared"))?;
+    let members = st
+        .store
+        .group_members(found.id)
+        .await
+        .map_err(|e| e.to_string())?;
+    if members.is_empty() {
+        return Err(format!("the group \"{}\" has no contacts", found.name));
+    }
+    let csv = textgate_jobs::contacts::write_csv(&members);
+    tokio::fs::write(&upload.0, csv.as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(csv.len() as u64)
+}
+
 /// A multipart upload: the `file` field in a file of its own, its size, and the other
 /// fields as name/value pairs (the web UI's form adds its own to the job's parameters).
 pub(crate) async fn receive_multipart(

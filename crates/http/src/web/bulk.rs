@@ -18,7 +18,8 @@ use super::pages::when;
 use super::session::{forged, Signed};
 use super::{not_found, page, unavailable, Layout};
 use crate::api::jobs::{
-    job_error, params_from, receive_multipart, results_csv, shown_state, Upload,
+    group_into, job_error, params_from, receive_multipart, results_csv, shown_state, take_pair,
+    Upload,
 };
 use crate::AppState;
 
@@ -37,6 +38,7 @@ struct Fields {
 #[template(path = "bulk_new.html")]
 struct NewJobPage {
     layout: Layout,
+    groups: Vec<textgate_store::Group>,
     f: Fields,
     error: Option<String>,
     report: Option<ReportView>,
@@ -81,6 +83,7 @@ impl From<&Report> for ReportView {
 pub async fn new_form(State(st): State<AppState>, me: Signed) -> Response {
     page(&NewJobPage {
         layout: Layout::of(&st, &me, "New bulk job", "jobs").await,
+        groups: st.store.list_groups(me.user.id).await.unwrap_or_default(),
         f: Fields {
             template: "{{message}}".into(),
             ..Fields::default()
@@ -95,9 +98,11 @@ pub async fn new_form(State(st): State<AppState>, me: Signed) -> Response {
 pub async fn create(State(st): State<AppState>, me: Signed, req: Request) -> Response {
     let limit = st.config.server.max_upload_bytes.0;
     let layout = Layout::of(&st, &me, "New bulk job", "jobs").await;
+    let groups = st.store.list_groups(me.user.id).await.unwrap_or_default();
     let again = |layout, f: Fields, status: StatusCode, error: Option<String>, report| {
         let mut r = page(&NewJobPage {
             layout,
+            groups: groups.clone(),
             f,
             error,
             report,
@@ -105,10 +110,11 @@ pub async fn create(State(st): State<AppState>, me: Signed, req: Request) -> Res
         *r.status_mut() = status;
         r
     };
-    let (upload, size, pairs) = match receive_multipart(&st, req, limit).await {
+    let (upload, mut size, mut pairs) = match receive_multipart(&st, req, limit).await {
         Ok(v) => v,
         Err(e) => return again(layout, Fields::default(), e.status, Some(e.message), None),
     };
+    let group = take_pair(&mut pairs, "group");
     let mut csrf = String::new();
     let mut action = String::new();
     let mut params = Vec::new();
@@ -125,12 +131,26 @@ pub async fn create(State(st): State<AppState>, me: Signed, req: Request) -> Res
     }
     let f = fields_of(&params);
     let fail = |layout, f, status, m: String| again(layout, f, status, Some(m), None);
+    if let Some(g) = group {
+        if size > 0 {
+            return fail(
+                layout,
+                f,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "Choose a CSV file or a group, not both.".into(),
+            );
+        }
+        size = match group_into(&st, me.user.id, &g, &upload).await {
+            Ok(n) => n,
+            Err(m) => return fail(layout, f, StatusCode::UNPROCESSABLE_ENTITY, m),
+        };
+    }
     if size == 0 {
         return fail(
             layout,
             f,
             StatusCode::UNPROCESSABLE_ENTITY,
-            "Choose a CSV file with a header row and at least one row.".into(),
+            "Choose a CSV file with a header row and at least one row, or a group.".into(),
         );
     }
     let mut params: JobParams = match params_from(params) {

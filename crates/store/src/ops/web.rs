@@ -171,13 +171,26 @@ pub(crate) async fn mark_inbox(e: &mut impl Exec, m: &InboxMark, now: Millis) ->
     } else {
         Some(now)
     };
-    let sql = format!(
-        "UPDATE inbound_designations SET {column} = $1
-         WHERE user_id = $2 AND {keep}
-           AND (CAST($3 AS BIGINT) IS NULL OR inbound_id = $3)
-           AND (CAST($4 AS TEXT) IS NULL OR inbound_id IN (SELECT id FROM inbound WHERE sender = $4))"
-    );
-    e.run(&sql, args![value, m.user_id, m.id, &m.from]).await
+    // Only the conditions given, so that the primary key (user, text) is read, not the
+    // user's whole inbox.
+    let mut sql =
+        format!("UPDATE inbound_designations SET {column} = $1 WHERE user_id = $2 AND {keep}");
+    let mut args = vec![
+        value.map_or(crate::exec::Arg::Null, crate::exec::Arg::Int),
+        crate::exec::Arg::Int(m.user_id),
+    ];
+    if let Some(id) = m.id {
+        args.push(crate::exec::Arg::Int(id));
+        sql.push_str(&format!(" AND inbound_id = ${}", args.len()));
+    }
+    if let Some(from) = &m.from {
+        args.push(crate::exec::Arg::Text(from));
+        sql.push_str(&format!(
+            " AND inbound_id IN (SELECT id FROM inbound WHERE sender = ${})",
+            args.len()
+        ));
+    }
+    e.run(&sql, &args).await
 }
 
 /// The texts between a user and a number, both ways, oldest first: the inbound texts
