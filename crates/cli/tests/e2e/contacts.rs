@@ -168,3 +168,19 @@ fn contacts_and_groups_are_personal_or_shared() {
     assert_eq!(r.status, 204);
     assert_eq!(names(alice), vec!["Desk"]);
 }
+
+#[test]
+fn a_contact_page_size_out_of_range_is_refused() {
+    let app = spawn_app("");
+    for limit in ["0", "1001", "x"] {
+        let r = app.req("GET", &format!("/api/v1/contacts?limit={limit}"), None);
+        assert_eq!(r.status, 400, "limit={limit}: {}", r.text());
+        assert_eq!(r.json()["error"]["code"], "invalid_limit");
+    }
+    assert_eq!(
+        app.req("GET", "/api/v1/contacts?limit=1000", None).status,
+        200
+    );
+    let r = app.req("GET", "/api/v1/contacts?offset=18446744073709551615", None);
+    assert_eq!(r.status, 400, "{}", r.text());
+}

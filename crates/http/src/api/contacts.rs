@@ -53,6 +53,9 @@ fn conflict(e: StoreError, what: String) -> ApiError {
     }
 }
 
+/// The furthest a contact list is paged.
+const MAX_OFFSET: usize = 1_000_000;
+
 /// `?search=&offset=&limit=` of the contact list.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -62,7 +65,7 @@ pub struct ListQuery {
     /// Contacts to skip.
     pub offset: Option<usize>,
     /// At most this many (default 100, at most 1000).
-    pub limit: Option<usize>,
+    pub limit: Option<String>,
 }
 
 /// `GET /api/v1/contacts`: the caller's and the shared contacts, by name.
@@ -72,8 +75,14 @@ pub async fn list(
     q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Json<Value>> {
     let q = super::list_query(q)?;
-    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let limit = super::page_limit(q.limit.as_deref(), 100, 1000)?;
     let offset = q.offset.unwrap_or(0);
+    if offset > MAX_OFFSET {
+        return Err(ApiError::bad_request(
+            "invalid_offset",
+            format!("offset must be at most {MAX_OFFSET}: search to narrow the list"),
+        ));
+    }
     let search = q.search.filter(|s| !s.trim().is_empty());
     let list = st
         .store

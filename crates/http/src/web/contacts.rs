@@ -75,7 +75,7 @@ async fn contacts_page(
     let search = Some(q.search.trim().to_string()).filter(|s| !s.is_empty());
     let (mut list, groups) = match tokio::try_join!(
         st.store
-            .list_contacts(me.user.id, search, q.offset, PAGE + 1),
+            .list_contacts(me.user.id, search, q.offset.min(1_000_000), PAGE + 1),
         st.store.list_groups(me.user.id),
     ) {
         Ok(v) => v,
