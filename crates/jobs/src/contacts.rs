@@ -26,6 +26,16 @@ pub fn may_edit(owner: Option<Id>, user: Id, admin: bool) -> bool {
     }
 }
 
+/// The owner of a new contact or group: the user's own, or shared (`None`) when asked for
+/// by an administrator; `Err` when a user who is not one asks for a shared one.
+pub fn owner_for(shared: bool, user: Id, admin: bool) -> Result<Option<Id>, &'static str> {
+    match (shared, admin) {
+        (false, _) => Ok(Some(user)),
+        (true, true) => Ok(None),
+        (true, false) => Err("shared contacts and groups are made by administrators"),
+    }
+}
+
 /// May `user` see what `owner` owns (their own, or shared)?
 pub fn may_see(owner: Option<Id>, user: Id) -> bool {
     owner.is_none_or(|o| o == user)

@@ -120,12 +120,8 @@ pub async fn create(
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let (req, _) =
         super::json_body::<ContactRequest>(&headers, body, st.config.server.max_request_bytes.0)?;
-    let owner = if req.shared == Some(true) {
-        super::require_admin(&caller)?;
-        None
-    } else {
-        Some(caller.id)
-    };
+    let owner = rules::owner_for(req.shared == Some(true), caller.id, caller.is_admin())
+        .map_err(|m| ApiError::new(StatusCode::FORBIDDEN, "forbidden", m))?;
     let new = rules::check(
         owner,
         req.name.as_deref().unwrap_or(""),
@@ -260,12 +256,8 @@ pub async fn create_group(
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let (req, _) =
         super::json_body::<GroupRequest>(&headers, body, st.config.server.max_request_bytes.0)?;
-    let owner = if req.shared == Some(true) {
-        super::require_admin(&caller)?;
-        None
-    } else {
-        Some(caller.id)
-    };
+    let owner = rules::owner_for(req.shared == Some(true), caller.id, caller.is_admin())
+        .map_err(|m| ApiError::new(StatusCode::FORBIDDEN, "forbidden", m))?;
     let name =
         rules::check_group_name(&req.name).map_err(|m| ApiError::invalid("invalid_group", m))?;
     let id = st

@@ -20,6 +20,9 @@ use crate::AppState;
 /// Contacts on a page of the list.
 const PAGE: usize = 100;
 
+/// The largest contacts file read (it is read whole: 100,000 contacts fit many times over).
+const MAX_IMPORT_BYTES: u64 = 16 << 20;
+
 struct ContactRow {
     id: Id,
     name: String,
@@ -142,11 +145,13 @@ pub async fn add(State(st): State<AppState>, me: Signed, Form(f): Form<ContactFo
     if !me.csrf_ok(&f.csrf) {
         return forged();
     }
-    let owner = if f.shared.is_some() && me.is_admin() {
-        None
-    } else {
-        Some(me.user.id)
-    };
+    // The "shared" box is shown to administrators only; from anyone else it is ignored.
+    let owner = rules::owner_for(
+        f.shared.is_some() && me.is_admin(),
+        me.user.id,
+        me.is_admin(),
+    )
+    .unwrap_or(Some(me.user.id));
     let checked = parse_fields(&f.fields)
         .and_then(|fields| rules::check(owner, &f.name, &f.number, &fields, st.country));
     match checked {
@@ -162,11 +167,19 @@ pub async fn add(State(st): State<AppState>, me: Signed, Form(f): Form<ContactFo
 /// header (`name`, `number`, other columns become fields); the user's contacts of the same
 /// numbers are updated.
 pub async fn import(State(st): State<AppState>, me: Signed, req: Request) -> Response {
-    let limit = st.config.server.max_upload_bytes.0;
+    let limit = st.config.server.max_upload_bytes.0.min(MAX_IMPORT_BYTES);
     let (upload, _, pairs) = match crate::api::jobs::receive_multipart(&st, req, limit).await {
         Ok(v) => v,
         Err(e) => {
-            return contacts_page(&st, &me, &ListQuery::default(), None, Some(e.message)).await
+            let m = if e.status == StatusCode::PAYLOAD_TOO_LARGE {
+                format!(
+                    "A contacts file may be at most {} MiB: split it.",
+                    MAX_IMPORT_BYTES >> 20
+                )
+            } else {
+                e.message
+            };
+            return contacts_page(&st, &me, &ListQuery::default(), None, Some(m)).await;
         }
     };
     let csrf = pairs
@@ -418,11 +431,13 @@ pub async fn add_group(
     if !me.csrf_ok(&f.csrf) {
         return forged();
     }
-    let owner = if f.shared.is_some() && me.is_admin() {
-        None
-    } else {
-        Some(me.user.id)
-    };
+    // The "shared" box is shown to administrators only; from anyone else it is ignored.
+    let owner = rules::owner_for(
+        f.shared.is_some() && me.is_admin(),
+        me.user.id,
+        me.is_admin(),
+    )
+    .unwrap_or(Some(me.user.id));
     let name = match rules::check_group_name(&f.name) {
         Ok(n) => n,
         Err(m) => return contacts_page(&st, &me, &ListQuery::default(), None, Some(m)).await,
