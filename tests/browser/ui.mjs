@@ -355,6 +355,12 @@ try {
   await admin.page.getByRole("link", { name: "Devices" }).click();
   await admin.page.waitForURL(/\/devices$/);
   check((await admin.page.locator("main").innerText()).includes("loopback"), "the loopback device listed");
+  await admin.page.getByRole("button", { name: "Disable loopback" }).click();
+  await admin.page.waitForURL(/\/devices$/);
+  check((await admin.page.locator("main table").innerText()).includes("disabled"), "the device shown disabled");
+  await admin.page.getByRole("button", { name: "Enable loopback" }).click();
+  await admin.page.waitForURL(/\/devices$/);
+  check(!(await admin.page.locator("main table").innerText()).includes("disabled"), "enabled again");
   await shot(admin.page, "devices");
   await accessible(admin.page, "/devices");
   await admin.page.goto("/jobs");

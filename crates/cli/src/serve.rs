@@ -141,6 +141,11 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         },
         stops.engine.clone(),
     ));
+    // Devices disabled by administrators, here or on another node.
+    let device_controls = tokio::spawn(textgate_engine::dispatcher::watch_device_controls(
+        dispatcher.clone(),
+        stops.engine.clone(),
+    ));
     let metrics = start_metrics(&cfg, &state, &root).await?;
     let addr = listener.local_addr()?;
     // Tests and scripts read this line to find the port when http_listen ends in :0.
@@ -161,6 +166,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             ("webhooks", webhooks),
             ("retention", retention),
             ("revocations", revocations),
+            ("device controls", device_controls),
             ("mailer", mailer),
         ],
         metrics,

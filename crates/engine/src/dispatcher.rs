@@ -108,6 +108,9 @@ pub struct DeviceEntry {
     pub device: Arc<dyn Device>,
     /// Whether the config enables it.
     pub enabled: bool,
+    /// Disabled by an administrator while the server runs (kept in the store, so that every
+    /// node obeys it; see [`watch_device_controls`]): nothing is sent through it.
+    pub paused: std::sync::atomic::AtomicBool,
     /// Its configured rate limit (0 = none).
     pub max_rate: u32,
     /// Its counters.
@@ -117,11 +120,16 @@ pub struct DeviceEntry {
 impl DeviceEntry {
     /// The state shown in the API.
     pub fn state(&self) -> DeviceState {
-        if self.enabled {
+        if self.enabled && !self.is_paused() {
             self.device.state()
         } else {
             DeviceState::Disabled
         }
+    }
+
+    /// Whether an administrator disabled it.
+    pub fn is_paused(&self) -> bool {
+        self.paused.load(Ordering::Relaxed)
     }
 }
 
@@ -245,7 +253,47 @@ impl Running {
     }
 }
 
+/// How long a message whose devices are all disabled waits before it is looked at again.
+const PAUSED_RETRY_MS: Millis = 2_000;
+
+/// How often a node reads which devices administrators disabled: the longest a node may still
+/// send through a device disabled on another node.
+pub const DEVICE_CONTROL_POLL: Duration = Duration::from_secs(2);
+
+/// Keeps the devices' `paused` flags as the store says (devices disabled by administrators,
+/// on any node), until `stop` is cancelled.
+pub async fn watch_device_controls(dispatcher: Arc<Dispatcher>, stop: CancellationToken) {
+    loop {
+        match dispatcher.store.disabled_devices().await {
+            Ok(list) => dispatcher.set_paused(list.iter().map(|(n, _, _)| n.as_str())),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read which devices are disabled; trying again")
+            }
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(DEVICE_CONTROL_POLL) => {}
+        }
+    }
+}
+
 impl Dispatcher {
+    /// Marks the devices named in `disabled` as disabled by an administrator, and the others
+    /// as not; a device enabled again wakes the claimer.
+    pub fn set_paused<'a>(&self, disabled: impl IntoIterator<Item = &'a str>) {
+        let off: std::collections::HashSet<&str> = disabled.into_iter().collect();
+        let mut resumed = false;
+        for d in &self.devices {
+            let now_off = off.contains(d.device.name());
+            if d.paused.swap(now_off, Ordering::Relaxed) && !now_off {
+                resumed = true;
+            }
+        }
+        if resumed {
+            self.wake();
+        }
+    }
+
     /// A dispatcher over these devices (in config order).
     pub fn new(store: Store, cfg: &Config, devices: Vec<Arc<dyn Device>>) -> Arc<Dispatcher> {
         let entries = devices
@@ -254,6 +302,7 @@ impl Dispatcher {
             .map(|(device, dc)| DeviceEntry {
                 device,
                 enabled: dc.enabled,
+                paused: Default::default(),
                 max_rate: dc.max_rate,
                 stats: DeviceStats::default(),
             })
@@ -457,7 +506,7 @@ impl Dispatcher {
         } else {
             String::new()
         };
-        let candidates: Vec<usize> = self
+        let routed: Vec<usize> = self
             .router
             .route(&msg.to, &user)
             .iter()
@@ -469,6 +518,28 @@ impl Dispatcher {
                     .is_some_and(|d| d.enabled && d.device.can_send())
             })
             .collect();
+        let candidates: Vec<usize> = routed
+            .iter()
+            .copied()
+            .filter(|&i| !self.devices[i].is_paused())
+            .collect();
+        if candidates.is_empty() && !routed.is_empty() {
+            // Its devices are disabled for now: it waits, and no attempt is counted.
+            let _ = rec.send(Record::Outcome(
+                Outcome::Retry {
+                    id: msg.id,
+                    attempt: msg.attempts,
+                    device: None,
+                    due_at: now + PAUSED_RETRY_MS,
+                    code: None,
+                    error: "every device of its route is disabled by an administrator; it waits"
+                        .into(),
+                    refund: true,
+                },
+                Some(permit),
+            ));
+            return;
+        }
         if candidates.is_empty() {
             finish(
                 Status::Failed,

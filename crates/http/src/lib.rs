@@ -137,6 +137,11 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/jobs/{id}/cancel", post(api::jobs::cancel))
         .route("/api/v1/jobs/{id}/results.csv", get(api::jobs::results))
         .route("/api/v1/devices", get(api::devices::list))
+        .route(
+            "/api/v1/devices/{name}/disable",
+            post(api::devices::disable),
+        )
+        .route("/api/v1/devices/{name}/enable", post(api::devices::enable))
         .route("/api/v1/keys", get(api::keys::list).post(api::keys::create))
         .route(
             "/api/v1/keys/{id}",

@@ -493,6 +493,23 @@ impl Store {
         ))
     }
 
+    /// Disables a device by name (`by`: who did it), or enables it again.
+    pub async fn set_device_disabled(&self, name: &str, disabled: bool, by: &str) -> Result<()> {
+        let (name, by, now) = (
+            name.to_string(),
+            by.to_string(),
+            textgate_core::clock::now_ms(),
+        );
+        write!(self, DURABLE, |e| ops::web::set_device_disabled(
+            e, &name, disabled, &by, now
+        ))
+    }
+
+    /// The devices administrators disabled: `(name, when, by whom)`.
+    pub async fn disabled_devices(&self) -> Result<Vec<(String, Millis, String)>> {
+        read!(self, |e| ops::web::disabled_devices(e))
+    }
+
     /// Starts a web UI session.
     pub async fn create_session(&self, session: NewWebSession) -> Result<()> {
         write!(self, DURABLE, |e| ops::web::create_session(e, &session))

@@ -146,3 +146,56 @@ fn only_transient_failures_give_up_after_max_attempts() {
     assert!(e.contains("busy"), "with the last device error: {m}");
     assert_eq!(m["attempts"], 2, "{m}");
 }
+
+/// An administrator disables a device: nothing is sent through it, and a text routed only to
+/// it waits (neither sent nor failed) until the device is enabled again.
+#[test]
+fn a_disabled_device_holds_its_texts_until_enabled() {
+    let app = spawn_app_with(Opts {
+        users: &[("alice", "user"), ("boss", "admin")],
+        ..Opts::default()
+    });
+    let (alice, boss) = (app.key_of("alice"), app.key_of("boss"));
+    let r = app.req_as(alice, "POST", "/api/v1/devices/loopback/disable", None, &[]);
+    assert_eq!(r.status, 403, "{}", r.text());
+    let r = app.req_as(boss, "POST", "/api/v1/devices/nowhere/disable", None, &[]);
+    assert_eq!(r.status, 404, "{}", r.text());
+    let r = app.req_as(boss, "POST", "/api/v1/devices/loopback/disable", None, &[]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let devices = app.req_as(boss, "GET", "/api/v1/devices", None, &[]).json();
+    assert_eq!(devices["devices"][0]["state"], "disabled");
+
+    let sent = app.req_as(
+        alice,
+        "POST",
+        "/api/v1/messages",
+        Some(r#"{"to": "+15551260001", "body": "wait for me"}"#),
+        &[],
+    );
+    assert_eq!(sent.status, 202, "{}", sent.text());
+    let id = sent.json()["messages"][0]["id"].as_i64().unwrap();
+    let status = |key: &str| {
+        app.req_as(key, "GET", &format!("/api/v1/messages/{id}"), None, &[])
+            .json()["status"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    };
+    // Two claim rounds and more: still waiting (queued, or claimed and put back), neither
+    // sent (the loopback device delivers at once) nor failed for want of a route.
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    let now = status(alice);
+    assert!(matches!(now.as_str(), "queued" | "sending"), "{now}");
+
+    let r = app.req_as(boss, "POST", "/api/v1/devices/loopback/enable", None, &[]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while status(alice) != "delivered" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still {}",
+            status(alice)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}

@@ -1,5 +1,6 @@
 //! `GET /api/v1/devices`: each device's state and counters. Only administrators see a
-//! device's `last_error`: it names the SMSC's host, port and account.
+//! device's `last_error`: it names the SMSC's host, port and account. Administrators disable
+//! a device (`POST …/{name}/disable`: nothing is sent through it, on every node) and enable it.
 
 use std::sync::atomic::Ordering;
 
@@ -38,4 +39,63 @@ pub async fn list(caller: Caller, State(st): State<AppState>) -> Json<Value> {
         })
         .collect();
     Json(json!({ "devices": devices, "next_cursor": null, "has_more": false }))
+}
+
+/// Disables or enables a device by name, here at once and on other nodes within
+/// [`textgate_engine::dispatcher::DEVICE_CONTROL_POLL`]; the answer or why not.
+pub async fn set_disabled(
+    st: &AppState,
+    name: &str,
+    disabled: bool,
+    by: &str,
+) -> Result<(), crate::error::ApiError> {
+    if !st
+        .dispatcher
+        .devices
+        .iter()
+        .any(|d| d.device.name() == name)
+    {
+        return Err(crate::error::ApiError::not_found("device"));
+    }
+    st.store
+        .set_device_disabled(name, disabled, by)
+        .await
+        .map_err(crate::error::ApiError::not_stored)?;
+    let list = st
+        .store
+        .disabled_devices()
+        .await
+        .map_err(crate::error::ApiError::not_stored)?;
+    st.dispatcher
+        .set_paused(list.iter().map(|(n, _, _)| n.as_str()));
+    tracing::info!(device = %name, %by, disabled, "device switched by an administrator");
+    Ok(())
+}
+
+/// `POST /api/v1/devices/{name}/disable` (administrators).
+pub async fn disable(
+    caller: Caller,
+    State(st): State<AppState>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+) -> crate::error::ApiResult<Json<Value>> {
+    super::require_admin(&caller)?;
+    set_disabled(&st, &name, true, &caller.name).await?;
+    Ok(Json(json!({"name": name, "state": "disabled"})))
+}
+
+/// `POST /api/v1/devices/{name}/enable` (administrators).
+pub async fn enable(
+    caller: Caller,
+    State(st): State<AppState>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+) -> crate::error::ApiResult<Json<Value>> {
+    super::require_admin(&caller)?;
+    set_disabled(&st, &name, false, &caller.name).await?;
+    let state = st
+        .dispatcher
+        .devices
+        .iter()
+        .find(|d| d.device.name() == name)
+        .map_or("unknown", |d| d.state().as_str());
+    Ok(Json(json!({"name": name, "state": state})))
 }

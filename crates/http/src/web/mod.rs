@@ -247,6 +247,7 @@ pub fn router(upload_limit: usize) -> Router<AppState> {
         .route("/jobs/{id}/results.csv", get(bulk::results))
         .route("/jobs/{id}/{action}", post(bulk::control))
         .route("/devices", get(pages::devices))
+        .route("/devices/{name}/{action}", post(pages::device_switch))
         .route("/contacts", get(contacts::list).post(contacts::add))
         .route(
             "/contacts/import",

@@ -1367,6 +1367,7 @@ struct DevicesPage {
 
 struct DeviceRow {
     name: String,
+    paused: bool,
     kind: String,
     state: String,
     sent: u64,
@@ -1391,6 +1392,7 @@ pub async fn devices(State(st): State<AppState>, me: Signed) -> Response {
             let s = &d.stats;
             DeviceRow {
                 name: d.device.name().to_string(),
+                paused: d.is_paused(),
                 kind: d.device.kind().to_string(),
                 state: d.state().as_str().to_string(),
                 sent: s.sent.load(Ordering::Relaxed),
@@ -1415,6 +1417,32 @@ pub async fn devices(State(st): State<AppState>, me: Signed) -> Response {
         layout: Layout::of(&st, &me, "Devices", "devices").await,
         devices,
     })
+}
+
+/// `POST /devices/{name}/{disable|enable}` (administrators): nothing is sent through a
+/// disabled device, on every node; messages routed only to it wait.
+pub async fn device_switch(
+    State(st): State<AppState>,
+    me: Signed,
+    Path((name, action)): Path<(String, String)>,
+    Form(f): Form<CsrfForm>,
+) -> Response {
+    if !me.is_admin() {
+        return not_found();
+    }
+    if !me.csrf_ok(&f.csrf) {
+        return forged();
+    }
+    let disabled = match action.as_str() {
+        "disable" => true,
+        "enable" => false,
+        _ => return not_found(),
+    };
+    match crate::api::devices::set_disabled(&st, &name, disabled, &me.user.name).await {
+        Ok(()) => Redirect::to("/devices").into_response(),
+        Err(e) if e.status == StatusCode::NOT_FOUND => not_found(),
+        Err(e) => unavailable(e.message),
+    }
 }
 
 #[cfg(test)]

@@ -345,3 +345,33 @@ pub(crate) async fn suppressed_among(e: &mut impl Exec, numbers: &[String]) -> R
     }
     Ok(out)
 }
+
+/// Disables a device by name (`by`: who), or enables it again.
+pub(crate) async fn set_device_disabled(
+    e: &mut impl Exec,
+    name: &str,
+    disabled: bool,
+    by: &str,
+    now: Millis,
+) -> Result<()> {
+    e.run("DELETE FROM device_controls WHERE name = $1", args![name])
+        .await?;
+    if disabled {
+        e.run(
+            "INSERT INTO device_controls (name, disabled_at, disabled_by) VALUES ($1, $2, $3)",
+            args![name, now, by],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// The devices administrators disabled: `(name, when, by whom)`.
+pub(crate) async fn disabled_devices(e: &mut impl Exec) -> Result<Vec<(String, Millis, String)>> {
+    e.rows(
+        "SELECT name, disabled_at, disabled_by FROM device_controls ORDER BY name",
+        args![],
+        |r| Ok((r.text(0)?, r.int(1)?, r.text(2)?)),
+    )
+    .await
+}

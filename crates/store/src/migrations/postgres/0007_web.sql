@@ -52,3 +52,12 @@ CREATE TABLE group_members (
     PRIMARY KEY (group_id, contact_id)
 );
 CREATE INDEX group_members_contact ON group_members (contact_id);
+
+-- Devices an administrator disabled while the server runs (the configuration's `enabled`
+-- is the other switch): nothing is sent through them until they are enabled again, on every
+-- node.
+CREATE TABLE device_controls (
+    name        TEXT PRIMARY KEY,
+    disabled_at BIGINT NOT NULL,
+    disabled_by TEXT NOT NULL
+);
