@@ -2165,3 +2165,20 @@ conformance! {
     assert_eq!(s.list_groups(bob.id).await.unwrap().len(), 1);
     }
 }
+
+conformance! {
+    /// Devices disabled by administrators are kept (once each), and enabled again.
+    async fn devices_are_disabled_and_enabled(s) {
+    assert!(s.disabled_devices().await.unwrap().is_empty());
+    s.set_device_disabled("smsc-a", true, "boss").await.unwrap();
+    s.set_device_disabled("smsc-a", true, "root").await.unwrap();
+    s.set_device_disabled("modem", true, "boss").await.unwrap();
+    let list = s.disabled_devices().await.unwrap();
+    let names: Vec<(&str, &str)> = list.iter().map(|(n, _, by)| (n.as_str(), by.as_str())).collect();
+    assert_eq!(names, vec![("modem", "boss"), ("smsc-a", "root")]);
+    s.set_device_disabled("smsc-a", false, "boss").await.unwrap();
+    let list = s.disabled_devices().await.unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0].0, "modem");
+    }
+}
