@@ -22,7 +22,8 @@ pub type KeyCache = Recent<Caller>;
 pub const REVOCATION_POLL: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Forgets revoked keys as they are revoked, until `stop` is cancelled; `also` is told of
-/// each round of revocations (the SMTP gateway forgets its verified credentials).
+/// each round of revocations and of users disabled (the SMTP gateway forgets its verified
+/// credentials and senders).
 pub async fn watch_revocations(
     store: textgate_store::Store,
     keys: std::sync::Arc<KeyCache>,
@@ -30,6 +31,7 @@ pub async fn watch_revocations(
     stop: tokio_util::sync::CancellationToken,
 ) {
     let mut since = textgate_core::clock::now_ms();
+    let mut users_since = since;
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
@@ -45,6 +47,16 @@ pub async fn watch_revocations(
             }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "cannot look for revoked API keys; trying again"),
+        }
+        // A disabled user's keys are among the revoked ones above; a user who signs in to
+        // SMTP with a password has no key, so their disabling is looked for by itself.
+        match store.users_disabled_since(users_since).await {
+            Ok(Some(at)) => {
+                users_since = at;
+                also();
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot look for disabled users; trying again"),
         }
     }
 }

@@ -155,9 +155,11 @@ impl Gateway {
         }
     }
 
-    /// Forgets every verified credential (an API key was revoked: the next AUTH checks again).
+    /// Forgets every verified credential and sender (an API key was revoked or a user
+    /// disabled: the next AUTH and MAIL FROM are checked again).
     pub fn forget_credentials(&self) {
         self.credentials.clear();
+        self.senders.clear();
     }
 
     fn is_default_owner(&self, id: i64) -> bool {

@@ -397,6 +397,12 @@ impl Store {
         write!(self, DURABLE, |e| ops::users::update(e, id, &update, now))
     }
 
+    /// The latest time a user was disabled after `since`, if one was (a node's revocation
+    /// watch forgets what it verified of users then).
+    pub async fn users_disabled_since(&self, since: Millis) -> Result<Option<Millis>> {
+        read!(self, |e| ops::users::disabled_since(e, since))
+    }
+
     /// Administrators who are not disabled.
     pub async fn active_admins(&self) -> Result<i64> {
         read!(self, |e| ops::users::active_admins(e))

@@ -2014,6 +2014,9 @@ conformance! {
     assert_eq!(s.active_admins().await.unwrap(), 0);
     let revoked = s.revoked_api_keys_since(before).await.unwrap();
     assert_eq!(revoked.iter().map(|(id, _)| *id).collect::<Vec<_>>(), vec![key]);
+    let at = s.users_disabled_since(before).await.unwrap();
+    assert!(at.is_some_and(|t| t > before), "the disabling is seen: {at:?}");
+    assert_eq!(s.users_disabled_since(at.unwrap()).await.unwrap(), None);
     let names: Vec<_> = s.list_users().await.unwrap().into_iter().map(|u| u.name).collect();
     assert_eq!(names, vec!["alice", "bob"], "a disabled user is still listed");
     s.update_user(u.id, UserUpdate { disabled: Some(false), ..Default::default() })
@@ -2021,6 +2024,7 @@ conformance! {
         .unwrap();
     assert!(s.api_key_by_hash("h-alice").await.unwrap().is_some());
     assert!(s.update_user(9999, UserUpdate::default()).await.unwrap().is_none());
+
     }
 }
 

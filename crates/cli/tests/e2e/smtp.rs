@@ -438,6 +438,24 @@ fn starttls_then_auth_plain_with_a_password_and_login_with_an_api_key() {
     let o = cli(&["check", "--config", f.to_str().unwrap()], None);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("smtp.tls_key"), "{}", stderr(&o));
+    // Disabled, frank's password stops working too, though it was verified (and kept) a
+    // moment ago: the node hears of it within its revocation check.
+    let cfg = app.config.to_str().unwrap();
+    let o = cli(&["user", "disable", "frank", "--config", cfg], None);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let mut req = plain("frank@example.com", &to, "s", "after being disabled");
+    req["tls"] = json!(true);
+    req["cafile"] = json!(ca);
+    req["auth"] = json!({"user": "frank", "password": "frank-password", "mech": "PLAIN"});
+    let deadline = std::time::Instant::now() + Duration::from_secs(8);
+    loop {
+        let v = smtp(&app, req.clone());
+        if code(&v, "auth") == 535 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "still accepted: {v}");
+        std::thread::sleep(Duration::from_millis(1000));
+    }
 }
 
 /// Reads what the server says until it closes or `quiet` passes without a byte.

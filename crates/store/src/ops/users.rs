@@ -247,3 +247,15 @@ pub(crate) async fn active_admins(e: &mut impl Exec) -> Result<i64> {
     )
     .await
 }
+
+/// The latest time a user was disabled after `since`, if one was.
+pub(crate) async fn disabled_since(e: &mut impl Exec, since: Millis) -> Result<Option<Millis>> {
+    row(
+        e,
+        "SELECT max(disabled_at) FROM users WHERE disabled_at > $1",
+        args![since],
+        |r| r.opt_int(0),
+    )
+    .await
+    .map(Option::flatten)
+}
