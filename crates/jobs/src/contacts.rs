@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use textgate_core::address::{Country, Recipient};
 use textgate_core::clock::now_ms;
-use textgate_store::{Contact, Group, Id, NewContact};
+use textgate_store::{Contact, Id, NewContact};
 
 /// The longest name.
 pub const MAX_NAME: usize = 100;
@@ -181,11 +181,6 @@ pub fn check_group_name(name: &str) -> Result<&str, String> {
     } else {
         Ok(n)
     }
-}
-
-/// Whether `g` is `user`'s or shared.
-pub fn group_visible(g: &Group, user: Id) -> bool {
-    may_see(g.owner_id, user)
 }
 
 #[cfg(test)]

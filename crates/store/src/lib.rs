@@ -492,6 +492,11 @@ impl Store {
         read!(self, |e| ops::contacts::members(e, group))
     }
 
+    /// The ids of the groups a contact is in.
+    pub async fn groups_of_contact(&self, contact: Id) -> Result<Vec<Id>> {
+        read!(self, |e| ops::contacts::groups_of(e, contact))
+    }
+
     /// Puts a contact in a group (`member`) or takes it out; whether anything changed.
     pub async fn set_group_member(&self, group: Id, contact: Id, member: bool) -> Result<bool> {
         write!(self, DURABLE, |e| ops::contacts::set_member(

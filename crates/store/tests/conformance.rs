@@ -2159,6 +2159,7 @@ conformance! {
     s.set_group_member(g, desk, true).await.unwrap();
     assert_eq!(s.group_named(alice.id, "Team").await.unwrap().unwrap().members, 2);
     assert_eq!(names(s.group_members(g).await.unwrap()), vec!["Ann C", "Help desk"]);
+    assert_eq!(s.groups_of_contact(ann).await.unwrap(), vec![g]);
     assert!(s.delete_contact(desk).await.unwrap());
     assert_eq!(names(s.group_members(g).await.unwrap()), vec!["Ann C"]);
     assert!(s.update_contact(ann, "Ann D".into(), "+15551000002".into(), "{}".into()).await.unwrap());

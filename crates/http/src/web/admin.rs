@@ -5,7 +5,6 @@
 
 use askama::Template;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Form;
 use serde::Deserialize;
@@ -16,8 +15,8 @@ use textgate_engine::users::{self, UserError};
 use textgate_store::{DeliveryFilter, Id, Role, Suppression, User, UserUpdate};
 
 use super::pages::{when, when_opt};
-use super::session::{forged, Signed};
-use super::{not_found, page, unavailable, Layout};
+use super::session::{forged, CsrfForm, Signed};
+use super::{form_status, not_found, page, page_with, unavailable, Layout};
 use crate::AppState;
 
 /// `Some(page)` to answer instead when the user is not an administrator.
@@ -87,20 +86,17 @@ async fn users_page(
         Ok(l) => l,
         Err(e) => return unavailable(e),
     };
-    let status = if error.is_some() {
-        StatusCode::UNPROCESSABLE_ENTITY
-    } else {
-        StatusCode::OK
-    };
-    let mut r = page(&UsersPage {
-        layout: Layout::of(st, me, "Administration", "admin").await,
-        users: list.iter().map(UserRow::from).collect(),
-        error,
-        name: name.to_string(),
-        email: email.to_string(),
-    });
-    *r.status_mut() = status;
-    r
+    let status = form_status(&error);
+    page_with(
+        status,
+        &UsersPage {
+            layout: Layout::of(st, me, "Administration", "admin").await,
+            users: list.iter().map(UserRow::from).collect(),
+            error,
+            name: name.to_string(),
+            email: email.to_string(),
+        },
+    )
 }
 
 /// `GET /admin`: the users, and a form to add one; links to the other administration pages.
@@ -188,20 +184,17 @@ async fn user_page(st: &AppState, me: &Signed, id: Id, error: Option<String>) ->
         Ok(k) => k,
         Err(e) => return unavailable(e),
     };
-    let status = if error.is_some() {
-        StatusCode::UNPROCESSABLE_ENTITY
-    } else {
-        StatusCode::OK
-    };
-    let mut r = page(&UserPage {
-        layout: Layout::of(st, me, &format!("User {}", user.name), "admin").await,
-        admin_role: user.role == Role::Admin,
-        user: UserRow::from(&user),
-        error,
-        keys: keys.iter().map(KeyRow::from).collect(),
-    });
-    *r.status_mut() = status;
-    r
+    let status = form_status(&error);
+    page_with(
+        status,
+        &UserPage {
+            layout: Layout::of(st, me, &format!("User {}", user.name), "admin").await,
+            admin_role: user.role == Role::Admin,
+            user: UserRow::from(&user),
+            error,
+            keys: keys.iter().map(KeyRow::from).collect(),
+        },
+    )
 }
 
 /// `GET /admin/users/{id}`.
@@ -247,19 +240,13 @@ pub async fn user_update(
     }
 }
 
-/// The CSRF token alone.
-#[derive(Debug, Deserialize)]
-pub struct CsrfOnly {
-    csrf: String,
-}
-
 /// `POST /admin/users/{id}/password`: a new generated password, shown once; the user's web
 /// sessions end.
 pub async fn user_password(
     State(st): State<AppState>,
     me: Signed,
     Path(id): Path<Id>,
-    Form(f): Form<CsrfOnly>,
+    Form(f): Form<CsrfForm>,
 ) -> Response {
     guard!(me, &f.csrf);
     let keep = (id == me.user.id).then_some(me.token_hash.as_str());
@@ -320,20 +307,19 @@ async fn keys_page(st: &AppState, me: &Signed, error: Option<String>) -> Respons
         Ok(v) => v,
         Err(e) => return unavailable(e),
     };
-    let mut r = page(&KeysPage {
-        layout: Layout::of(st, me, "API keys", "admin").await,
-        keys: keys.iter().map(KeyRow::from).collect(),
-        users: list
-            .into_iter()
-            .filter(|u| u.disabled_at.is_none())
-            .map(|u| u.name)
-            .collect(),
-        error: error.clone(),
-    });
-    if error.is_some() {
-        *r.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
-    }
-    r
+    page_with(
+        form_status(&error),
+        &KeysPage {
+            layout: Layout::of(st, me, "API keys", "admin").await,
+            keys: keys.iter().map(KeyRow::from).collect(),
+            users: list
+                .into_iter()
+                .filter(|u| u.disabled_at.is_none())
+                .map(|u| u.name)
+                .collect(),
+            error,
+        },
+    )
 }
 
 /// `GET /admin/keys`: every key (never the key itself) with its last use, and a form to
@@ -400,7 +386,7 @@ pub async fn key_revoke(
     State(st): State<AppState>,
     me: Signed,
     Path(id): Path<Id>,
-    Form(f): Form<CsrfOnly>,
+    Form(f): Form<CsrfForm>,
 ) -> Response {
     guard!(me, &f.csrf);
     match st.store.revoke_api_key(id, None, now_ms()).await {
@@ -433,25 +419,24 @@ async fn optout_page(st: &AppState, me: &Signed, error: Option<String>) -> Respo
         Ok(l) => l,
         Err(e) => return unavailable(e),
     };
-    let mut r = page(&OptoutPage {
-        layout: Layout::of(st, me, "Opt-out list", "admin").await,
-        rows: list
-            .into_iter()
-            .map(|s| {
-                (
-                    s.number,
-                    s.source,
-                    s.note.unwrap_or_default(),
-                    when(s.created_at),
-                )
-            })
-            .collect(),
-        error: error.clone(),
-    });
-    if error.is_some() {
-        *r.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
-    }
-    r
+    page_with(
+        form_status(&error),
+        &OptoutPage {
+            layout: Layout::of(st, me, "Opt-out list", "admin").await,
+            rows: list
+                .into_iter()
+                .map(|s| {
+                    (
+                        s.number,
+                        s.source,
+                        s.note.unwrap_or_default(),
+                        when(s.created_at),
+                    )
+                })
+                .collect(),
+            error,
+        },
+    )
 }
 
 /// `GET /admin/optout`: the numbers that asked not to be texted.
@@ -498,7 +483,7 @@ pub async fn optout_remove(
     State(st): State<AppState>,
     me: Signed,
     Path(number): Path<String>,
-    Form(f): Form<CsrfOnly>,
+    Form(f): Form<CsrfForm>,
 ) -> Response {
     guard!(me, &f.csrf);
     match st.store.remove_suppression(&number).await {
@@ -570,7 +555,7 @@ pub async fn deadletter_replay(
     State(st): State<AppState>,
     me: Signed,
     Path(id): Path<Id>,
-    Form(f): Form<CsrfOnly>,
+    Form(f): Form<CsrfForm>,
 ) -> Response {
     guard!(me, &f.csrf);
     let now = now_ms();

@@ -8,15 +8,14 @@ use axum::extract::{Path, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::{Form, Json};
-use serde::Deserialize;
 use serde_json::json;
 use textgate_core::clock::now_ms;
 use textgate_jobs::{JobParams, Report};
 use textgate_store::{Id, JobAction, JobControl, JobRecord};
 
 use super::pages::when;
-use super::session::{forged, Signed};
-use super::{not_found, page, unavailable, Layout};
+use super::session::{forged, CsrfForm, Signed};
+use super::{not_found, page, page_with, unavailable, Layout};
 use crate::api::jobs::{
     group_into, job_error, params_from, receive_multipart, results_csv, shown_state, take_pair,
     Upload,
@@ -100,15 +99,16 @@ pub async fn create(State(st): State<AppState>, me: Signed, req: Request) -> Res
     let layout = Layout::of(&st, &me, "New bulk job", "jobs").await;
     let groups = st.store.list_groups(me.user.id).await.unwrap_or_default();
     let again = |layout, f: Fields, status: StatusCode, error: Option<String>, report| {
-        let mut r = page(&NewJobPage {
-            layout,
-            groups: groups.clone(),
-            f,
-            error,
-            report,
-        });
-        *r.status_mut() = status;
-        r
+        page_with(
+            status,
+            &NewJobPage {
+                layout,
+                groups: groups.clone(),
+                f,
+                error,
+                report,
+            },
+        )
     };
     let (upload, mut size, mut pairs) = match receive_multipart(&st, req, limit).await {
         Ok(v) => v,
@@ -330,18 +330,12 @@ pub async fn progress(State(st): State<AppState>, me: Signed, Path(id): Path<Id>
     }
 }
 
-/// The control form.
-#[derive(Debug, Deserialize)]
-pub struct ControlForm {
-    csrf: String,
-}
-
 /// `POST /jobs/{id}/{pause|resume|cancel}`.
 pub async fn control(
     State(st): State<AppState>,
     me: Signed,
     Path((id, action)): Path<(Id, String)>,
-    Form(f): Form<ControlForm>,
+    Form(f): Form<CsrfForm>,
 ) -> Response {
     if !me.csrf_ok(&f.csrf) {
         return forged();

@@ -13,8 +13,8 @@ use serde::Deserialize;
 use textgate_jobs::contacts::{self as rules, fields_of, may_edit, may_see};
 use textgate_store::{Contact, Group, Id, StoreError};
 
-use super::session::{forged, Signed};
-use super::{not_found, page, unavailable, Layout};
+use super::session::{forged, CsrfForm, Signed};
+use super::{form_status, not_found, page, page_with, unavailable, Layout};
 use crate::AppState;
 
 /// Contacts on a page of the list.
@@ -87,27 +87,24 @@ async fn contacts_page(
     let next = (list.len() > PAGE).then(|| {
         format!(
             "/contacts?search={}&offset={}",
-            super::pages::urlencoding(&q.search),
+            super::urlencode(&q.search),
             q.offset + PAGE
         )
     });
     list.truncate(PAGE);
-    let status = if error.is_some() {
-        StatusCode::UNPROCESSABLE_ENTITY
-    } else {
-        StatusCode::OK
-    };
-    let mut r = page(&ContactsPage {
-        layout: Layout::of(st, me, "Contacts", "contacts").await,
-        search: q.search.clone(),
-        contacts: list.iter().map(ContactRow::from).collect(),
-        groups,
-        next,
-        message,
-        error,
-    });
-    *r.status_mut() = status;
-    r
+    let status = form_status(&error);
+    page_with(
+        status,
+        &ContactsPage {
+            layout: Layout::of(st, me, "Contacts", "contacts").await,
+            search: q.search.clone(),
+            contacts: list.iter().map(ContactRow::from).collect(),
+            groups,
+            next,
+            message,
+            error,
+        },
+    )
 }
 
 /// `GET /contacts`.
@@ -261,40 +258,34 @@ async fn visible(st: &AppState, me: &Signed, id: Id) -> Result<Contact, Response
 }
 
 async fn contact_page(st: &AppState, me: &Signed, c: &Contact, error: Option<String>) -> Response {
-    let groups = match st.store.list_groups(me.user.id).await {
-        Ok(g) => g,
+    let (groups, in_groups) = match tokio::try_join!(
+        st.store.list_groups(me.user.id),
+        st.store.groups_of_contact(c.id)
+    ) {
+        Ok(v) => v,
         Err(e) => return unavailable(e),
     };
-    let mut members = Vec::with_capacity(groups.len());
-    for g in &groups {
-        match st.store.group_members(g.id).await {
-            Ok(m) => members.push(m.iter().any(|m| m.id == c.id)),
-            Err(e) => return unavailable(e),
-        }
-    }
-    let status = if error.is_some() {
-        StatusCode::UNPROCESSABLE_ENTITY
-    } else {
-        StatusCode::OK
-    };
-    let mut r = page(&ContactPage {
-        layout: Layout::of(st, me, &c.name, "contacts").await,
-        fields: fields_of(c)
-            .iter()
-            .map(|(k, v)| format!("{k}: {v}"))
-            .collect::<Vec<_>>()
-            .join("\n"),
-        editable: may_edit(c.owner_id, me.user.id, me.is_admin()),
-        c: ContactRow::from(c),
-        groups: groups
-            .into_iter()
-            .zip(members)
-            .filter(|(g, _)| may_edit(g.owner_id, me.user.id, me.is_admin()))
-            .collect(),
-        error,
-    });
-    *r.status_mut() = status;
-    r
+    let members: Vec<bool> = groups.iter().map(|g| in_groups.contains(&g.id)).collect();
+    let status = form_status(&error);
+    page_with(
+        status,
+        &ContactPage {
+            layout: Layout::of(st, me, &c.name, "contacts").await,
+            fields: fields_of(c)
+                .iter()
+                .map(|(k, v)| format!("{k}: {v}"))
+                .collect::<Vec<_>>()
+                .join("\n"),
+            editable: may_edit(c.owner_id, me.user.id, me.is_admin()),
+            c: ContactRow::from(c),
+            groups: groups
+                .into_iter()
+                .zip(members)
+                .filter(|(g, _)| may_edit(g.owner_id, me.user.id, me.is_admin()))
+                .collect(),
+            error,
+        },
+    )
 }
 
 /// `GET /contacts/{id}`.
@@ -346,18 +337,12 @@ pub async fn save(
     }
 }
 
-/// The CSRF token alone.
-#[derive(Debug, Deserialize)]
-pub struct CsrfOnly {
-    csrf: String,
-}
-
 /// `POST /contacts/{id}/delete`.
 pub async fn delete(
     State(st): State<AppState>,
     me: Signed,
     Path(id): Path<Id>,
-    Form(f): Form<CsrfOnly>,
+    Form(f): Form<CsrfForm>,
 ) -> Response {
     if !me.csrf_ok(&f.csrf) {
         return forged();
@@ -498,7 +483,7 @@ pub async fn delete_group(
     State(st): State<AppState>,
     me: Signed,
     Path(id): Path<Id>,
-    Form(f): Form<CsrfOnly>,
+    Form(f): Form<CsrfForm>,
 ) -> Response {
     if !me.csrf_ok(&f.csrf) {
         return forged();

@@ -114,6 +114,37 @@ pub fn page<T: Template>(t: &T) -> Response {
     }
 }
 
+/// A page answered with `status` (a page that failed to render keeps its 500).
+pub fn page_with<T: Template>(status: StatusCode, t: &T) -> Response {
+    let mut r = page(t);
+    if r.status() == StatusCode::OK {
+        *r.status_mut() = status;
+    }
+    r
+}
+
+/// The status of a form shown again: 422 with an error to show, else 200.
+pub fn form_status(error: &Option<String>) -> StatusCode {
+    if error.is_some() {
+        StatusCode::UNPROCESSABLE_ENTITY
+    } else {
+        StatusCode::OK
+    }
+}
+
+/// `s` for a URL's query or path segment: everything but unreserved characters escaped.
+pub fn urlencode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 fn html_response(status: StatusCode, html: String) -> Response {
     let mut r = (status, html).into_response();
     r.headers_mut().insert(
@@ -134,13 +165,14 @@ struct ErrorPage<'a> {
 
 /// A page that says what went wrong and what to do.
 pub fn error_page(status: StatusCode, heading: &str, detail: &str) -> Response {
-    let mut r = page(&ErrorPage {
-        layout: Layout::anonymous(heading),
-        heading,
-        detail,
-    });
-    *r.status_mut() = status;
-    r
+    page_with(
+        status,
+        &ErrorPage {
+            layout: Layout::anonymous(heading),
+            heading,
+            detail,
+        },
+    )
 }
 
 /// A page that is not there, or not the user's: the two look the same.

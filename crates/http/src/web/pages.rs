@@ -25,7 +25,7 @@ use textgate_store::{
 };
 
 use super::session::{forged, CsrfForm, Signed};
-use super::{not_found, page, unavailable, Layout};
+use super::{form_status, not_found, page, page_with, unavailable, Layout};
 use crate::AppState;
 
 const DAY: Millis = 86_400_000;
@@ -473,20 +473,21 @@ pub async fn compose(
     let layout = Layout::of(&st, &me, "Compose", "compose").await;
     let groups = groups_of(&st, &me).await;
     let again = |layout, errors: Vec<String>| {
-        let mut r = page(&ComposePage {
-            layout,
-            groups: groups.clone(),
-            group,
-            to: f.to.clone(),
-            from: f.from.clone(),
-            body: f.body.clone(),
-            schedule_at: f.schedule_at.clone(),
-            nonce: f.nonce.clone(),
-            errors,
-            sent: Vec::new(),
-        });
-        *r.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
-        r
+        page_with(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &ComposePage {
+                layout,
+                groups: groups.clone(),
+                group,
+                to: f.to.clone(),
+                from: f.from.clone(),
+                body: f.body.clone(),
+                schedule_at: f.schedule_at.clone(),
+                nonce: f.nonce.clone(),
+                errors,
+                sent: Vec::new(),
+            },
+        )
     };
     if !c.errors.is_empty() {
         return again(layout, c.errors);
@@ -676,7 +677,7 @@ impl OutboxQuery {
             ("to", &self.to),
         ] {
             if !v.is_empty() {
-                parts.push(format!("{k}={}", urlencoding(v)));
+                parts.push(format!("{k}={}", super::urlencode(v)));
             }
         }
         if let Some(b) = before {
@@ -812,18 +813,6 @@ pub async fn outbox(
         export: format!("/outbox.csv?{}", q.query(None)),
         q,
     })
-}
-
-pub(crate) fn urlencoding(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
 }
 
 /// The most rows an export holds.
@@ -1191,21 +1180,18 @@ async fn conversation_page(
             },
         })
         .collect();
-    let status = if error.is_some() {
-        StatusCode::UNPROCESSABLE_ENTITY
-    } else {
-        StatusCode::OK
-    };
-    let mut r = page(&ConversationPage {
-        layout: Layout::of(st, me, number, "inbox").await,
-        number: number.to_string(),
-        items,
-        error,
-        body,
-        nonce: nonce(),
-    });
-    *r.status_mut() = status;
-    r
+    let status = form_status(&error);
+    page_with(
+        status,
+        &ConversationPage {
+            layout: Layout::of(st, me, number, "inbox").await,
+            number: number.to_string(),
+            items,
+            error,
+            body,
+            nonce: nonce(),
+        },
+    )
 }
 
 /// `GET /inbox/{number}`: the texts between the user and a number, both ways, in order;
@@ -1261,7 +1247,7 @@ pub async fn reply(
     }
     let fp = fingerprint(&[&number, &f.body]);
     match submit(&st, &me, c, &f.nonce, &fp).await {
-        Ok(_) => Redirect::to(&format!("/inbox/{}", urlencoding(&number))).into_response(),
+        Ok(_) => Redirect::to(&format!("/inbox/{}", super::urlencode(&number))).into_response(),
         Err(e) => conversation_page(&st, &me, &number, Some(e), f.body).await,
     }
 }

@@ -19,7 +19,7 @@ use textgate_core::clock::{now_ms, Millis};
 use textgate_engine::signin::Verdict;
 use textgate_store::{NewWebSession, Role, User};
 
-use super::{page, Layout};
+use super::{page, page_with, urlencode, Layout};
 use crate::AppState;
 
 /// The session cookie's name.
@@ -103,15 +103,11 @@ fn cookie_token(headers: &HeaderMap) -> Option<&str> {
 /// A state-changing request must come from a page of this server: when the browser says where
 /// the request comes from (`Origin`, or else `Referer`), its host must be this one. The
 /// CSRF token is the real check; this one stops a cross-site request before it reads a body.
-fn same_origin(parts: &Parts) -> bool {
-    let host = parts
-        .headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok());
-    let from = parts
-        .headers
+fn same_origin(headers: &HeaderMap) -> bool {
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    let from = headers
         .get(header::ORIGIN)
-        .or_else(|| parts.headers.get(header::REFERER))
+        .or_else(|| headers.get(header::REFERER))
         .and_then(|h| h.to_str().ok());
     match (from, host) {
         (None, _) => true,
@@ -129,7 +125,10 @@ impl FromRequestParts<AppState> for Signed {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, st: &AppState) -> Result<Signed, Response> {
-        if parts.method != Method::GET && parts.method != Method::HEAD && !same_origin(parts) {
+        if parts.method != Method::GET
+            && parts.method != Method::HEAD
+            && !same_origin(&parts.headers)
+        {
             tracing::info!(path = %parts.uri.path(), "a cross-site web request was refused");
             return Err(super::error_page(
                 StatusCode::FORBIDDEN,
@@ -185,18 +184,6 @@ impl FromRequestParts<AppState> for Signed {
     }
 }
 
-fn urlencode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~/".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 /// Where to go after signing in: a path of this site only, never another site's URL.
 fn safe_next(next: Option<&str>) -> &str {
     match next {
@@ -249,16 +236,17 @@ pub async fn login(
 ) -> Response {
     let next = safe_next(f.next.as_deref()).to_string();
     let again = |status: StatusCode, error: String| {
-        let mut r = page(&LoginPage {
-            layout: Layout::anonymous("Sign in"),
-            next: &next,
-            name: &f.username,
-            error: Some(error),
-        });
-        *r.status_mut() = status;
-        r
+        page_with(
+            status,
+            &LoginPage {
+                layout: Layout::anonymous("Sign in"),
+                next: &next,
+                name: &f.username,
+                error: Some(error),
+            },
+        )
     };
-    if !same_origin_headers(&headers) {
+    if !same_origin(&headers) {
         return again(
             StatusCode::FORBIDDEN,
             "This sign-in came from another site. Sign in on this page.".into(),
@@ -316,12 +304,6 @@ pub async fn login(
             )
         }
     }
-}
-
-fn same_origin_headers(headers: &HeaderMap) -> bool {
-    let (mut parts, ()) = axum::http::Request::new(()).into_parts();
-    parts.headers = headers.clone();
-    same_origin(&parts)
 }
 
 /// A new session for `user`; the answer is its `Set-Cookie`.
@@ -424,13 +406,14 @@ pub async fn change_password(
     }
     let layout = Layout::of(&st, &me, "Account", "account").await;
     let fail = |layout: Layout, status: StatusCode, error: &str| {
-        let mut r = page(&AccountPage {
-            layout,
-            message: None,
-            error: Some(error.to_string()),
-        });
-        *r.status_mut() = status;
-        r
+        page_with(
+            status,
+            &AccountPage {
+                layout,
+                message: None,
+                error: Some(error.to_string()),
+            },
+        )
     };
     if f.new != f.confirm {
         return fail(
@@ -555,13 +538,13 @@ mod tests {
             }
             b.body(()).unwrap().into_parts().0
         };
-        assert!(same_origin(&parts(None)));
-        assert!(same_origin(&parts(Some("http://gw.example:8080"))));
-        assert!(!same_origin(&parts(Some("http://evil.example"))));
-        assert!(!same_origin(&parts(Some(
-            "http://gw.example:8080.evil.example"
-        ))));
-        assert!(!same_origin(&parts(Some("null"))));
+        assert!(same_origin(&parts(None).headers));
+        assert!(same_origin(&parts(Some("http://gw.example:8080")).headers));
+        assert!(!same_origin(&parts(Some("http://evil.example")).headers));
+        assert!(!same_origin(
+            &parts(Some("http://gw.example:8080.evil.example")).headers
+        ));
+        assert!(!same_origin(&parts(Some("null")).headers));
     }
 
     #[test]

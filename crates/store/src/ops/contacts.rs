@@ -191,6 +191,16 @@ pub(crate) async fn members(e: &mut impl Exec, group: Id) -> Result<Vec<Contact>
     e.rows(&sql, args![group], contact_from_row).await
 }
 
+/// The groups a contact is in.
+pub(crate) async fn groups_of(e: &mut impl Exec, contact: Id) -> Result<Vec<Id>> {
+    e.rows(
+        "SELECT group_id FROM group_members WHERE contact_id = $1",
+        args![contact],
+        |r| r.int(0),
+    )
+    .await
+}
+
 /// Puts a contact in a group, or takes it out; whether anything changed.
 pub(crate) async fn set_member(
     e: &mut impl Exec,
