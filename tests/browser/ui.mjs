@@ -401,6 +401,30 @@ try {
   await admin.page.waitForURL(/\/admin\/keys$/);
   check((await send()) === 401, "a revoked key is refused");
 
+  begin("a user given senders chooses among them, and a message's timeline shows each attempt's device");
+  await admin.page.goto("/admin");
+  await admin.page.getByRole("link", { name: "dave" }).click();
+  await admin.page.getByLabel("Senders").fill("ACME\n+1 555 000 1234");
+  await admin.page.getByRole("button", { name: "Save" }).click();
+  await admin.page.waitForURL(/\/admin\/users\/\d+$/);
+  check((await admin.page.getByLabel("Senders").inputValue()) === "ACME\n+15550001234", "the senders kept in their normal form");
+  await dave.page.goto("/compose");
+  const options = await dave.page.locator("#from option").allInnerTexts();
+  check(options.join(",") === "ACME,+15550001234", `the senders offered: ${options}`);
+  await dave.page.getByLabel("To").fill("+15559990001");
+  await dave.page.getByLabel("From").selectOption("+15550001234");
+  await dave.page.getByLabel("Message").fill("through the flaky device first");
+  await dave.page.getByRole("button", { name: "Send" }).click();
+  await dave.page.getByRole("status").waitFor();
+  const daveId = await dave.page.locator("table.live tbody tr").first().getAttribute("data-id");
+  await eventually("delivered after a retry", async () =>
+    (await dave.page.locator("table.live .status").allInnerTexts()).join() === "Delivered");
+  await dave.page.goto(`/outbox/${daveId}`);
+  const history = await dave.page.locator("ol.timeline").innerText();
+  check(history.includes("Attempt 1 failed on device flaky") && history.includes("to device loopback"), `timeline: ${history}`);
+  check((await dave.page.locator("main").innerText()).includes("+15550001234"), "sent as the chosen sender");
+  await shot(dave.page, "message-retried");
+
   begin("a disabled user is signed out and cannot sign in");
   await admin.page.goto("/admin");
   await admin.page.getByRole("link", { name: "dave" }).click();

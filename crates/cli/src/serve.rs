@@ -93,6 +93,9 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         state.clone(),
         stops.engine.clone(),
     ));
+    // The administrators' dashboard counts read now, so that the first view does not wait.
+    let warm = state.clone();
+    tokio::spawn(async move { warm.dashboard.warm(&warm, None, None).await });
     // Imports a restart interrupted continue from their last committed batch.
     state.jobs.resume_uploads().await;
     let spool = start_spool(&cfg, &state, &stops).await?;

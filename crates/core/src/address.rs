@@ -348,6 +348,70 @@ fn short_code(text: &str, default_country: Option<Country>) -> Option<String> {
     (!national).then(|| text.to_owned())
 }
 
+/// The most senders one user may be given.
+pub const MAX_USER_SENDERS: usize = 50;
+
+/// A sender its owner may not send as.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("you may not send as \"{asked}\": your senders are {}; choose one of them, or leave the sender out to send as {}", .allowed.join(", "), .allowed.first().map(String::as_str).unwrap_or_default())]
+pub struct SenderNotAllowed {
+    /// The sender asked for.
+    pub asked: String,
+    /// The senders the owner may use.
+    pub allowed: Vec<String>,
+}
+
+/// The sender a text goes out as, given the senders its owner may use (`allowed`, as
+/// [`user_senders`] wrote them; empty: any) and the one the text asked for: the asked one if
+/// it is allowed (an alphanumeric id matched without regard to case, and then spelled as
+/// allowed), the owner's first sender if none was asked for, `None` (the device's default)
+/// when neither says.
+pub fn choose_sender(
+    allowed: &[String],
+    asked: Option<Sender>,
+    default_country: Option<Country>,
+) -> Result<Option<Sender>, SenderNotAllowed> {
+    let Some(first) = allowed.first() else {
+        return Ok(asked);
+    };
+    let pick = match &asked {
+        None => first,
+        Some(a) => allowed
+            .iter()
+            .find(|s| s.eq_ignore_ascii_case(a.as_str()))
+            .ok_or_else(|| SenderNotAllowed {
+                asked: a.as_str().to_string(),
+                allowed: allowed.to_vec(),
+            })?,
+    };
+    // Stored in the form `Sender::as_str` wrote, so it reads back as the same sender.
+    Ok(Sender::parse(pick, default_country).ok().or(asked))
+}
+
+/// A user's senders as an administrator listed them: each read as a [`Sender`] and written
+/// back in its normal form, duplicates dropped, order kept (the first is the default), at
+/// most [`MAX_USER_SENDERS`]. The error names the entry that is wrong.
+pub fn user_senders(
+    listed: &[String],
+    default_country: Option<Country>,
+) -> Result<Vec<String>, String> {
+    let mut out: Vec<String> = Vec::new();
+    for entry in listed.iter().map(|e| e.trim()).filter(|e| !e.is_empty()) {
+        let s =
+            Sender::parse(entry, default_country).map_err(|e| format!("sender {entry:?}: {e}"))?;
+        if !out.iter().any(|o| o.eq_ignore_ascii_case(s.as_str())) {
+            out.push(s.as_str().to_string());
+        }
+    }
+    if out.len() > MAX_USER_SENDERS {
+        return Err(format!(
+            "{} senders: a user may have at most {MAX_USER_SENDERS}",
+            out.len()
+        ));
+    }
+    Ok(out)
+}
+
 /// An alphanumeric sender: 1–11 chars of the default alphabet (no control characters), at
 /// least one of them a letter (the caller has checked that).
 fn alphanumeric(text: &str) -> Result<String, AddressError> {
@@ -607,6 +671,49 @@ fn parse_error(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_user_sends_only_as_their_senders() {
+        let us = Some(Country(phonenumber::country::Id::US));
+        let allowed = user_senders(
+            &[
+                "ACME".into(),
+                " (555) 000-1234 ".into(),
+                "acme".into(),
+                "".into(),
+                "12345".into(),
+            ],
+            us,
+        )
+        .unwrap();
+        assert_eq!(allowed, ["ACME", "+15550001234", "12345"]);
+        let pick = |asked: Option<&str>| {
+            choose_sender(&allowed, asked.map(|a| Sender::parse(a, us).unwrap()), us)
+                .map(|s| s.map(|s| s.as_str().to_string()))
+        };
+        assert_eq!(pick(None).unwrap().as_deref(), Some("ACME"));
+        assert_eq!(pick(Some("Acme")).unwrap().as_deref(), Some("ACME"));
+        assert_eq!(
+            pick(Some("5550001234")).unwrap().as_deref(),
+            Some("+15550001234")
+        );
+        assert_eq!(pick(Some("12345")).unwrap().as_deref(), Some("12345"));
+        let e = pick(Some("EVIL")).unwrap_err();
+        assert_eq!(e.asked, "EVIL");
+        assert!(e.to_string().contains("ACME, +15550001234, 12345"), "{e}");
+        // No list: any sender, and none by default.
+        assert_eq!(choose_sender(&[], None, us).unwrap(), None);
+        let any = Sender::parse("EVIL", us).unwrap();
+        assert_eq!(
+            choose_sender(&[], Some(any.clone()), us).unwrap(),
+            Some(any)
+        );
+        assert!(user_senders(&["not a sender!!".into()], us)
+            .unwrap_err()
+            .contains("not a sender"));
+        let many: Vec<String> = (0..=MAX_USER_SENDERS).map(|i| format!("S{i}")).collect();
+        assert!(user_senders(&many, us).is_err());
+    }
+
     use super::*;
 
     #[test]

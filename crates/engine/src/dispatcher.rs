@@ -535,6 +535,7 @@ impl Dispatcher {
                     error: "every device of its route is disabled by an administrator; it waits"
                         .into(),
                     refund: true,
+                    at: now,
                 },
                 Some(permit),
             ));
@@ -620,6 +621,7 @@ impl Dispatcher {
                         code: None,
                         error: "waited too long for its device; back in the queue".into(),
                         refund: true,
+                        at: now,
                     },
                     Some(next.permit),
                 ));
@@ -1074,6 +1076,7 @@ fn retry_or_expire(
         code,
         error: reason,
         refund,
+        at: now,
     }
 }
 

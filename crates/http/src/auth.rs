@@ -72,6 +72,8 @@ pub struct Caller {
     pub role: Role,
     /// The API key the request came with.
     pub key_id: Option<Id>,
+    /// The senders they may send as (empty: any), the first their default.
+    pub senders: Vec<String>,
 }
 
 impl Caller {
@@ -98,6 +100,7 @@ impl From<User> for Caller {
             name: u.name,
             role: u.role,
             key_id: None,
+            senders: u.senders,
         }
     }
 }

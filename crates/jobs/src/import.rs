@@ -163,6 +163,28 @@ impl Jobs {
         self.cfg.server.upload_dir()
     }
 
+    /// Puts the job's sender in `params`: the one asked for if the owner may send as it
+    /// (`allowed`, the owner's senders; empty: any), else the owner's default sender.
+    pub fn choose_sender(
+        &self,
+        params: &mut JobParams,
+        allowed: &[String],
+    ) -> Result<(), JobError> {
+        let asked = params
+            .from
+            .as_deref()
+            .filter(|f| !f.is_empty())
+            .map(|f| {
+                Sender::parse(f, self.country)
+                    .map_err(|e| JobError::Param("invalid_sender", format!("from: {e}")))
+            })
+            .transpose()?;
+        params.from = textgate_core::address::choose_sender(allowed, asked, self.country)
+            .map_err(|e| JobError::Param("sender_not_allowed", e.to_string()))?
+            .map(|s| s.as_str().to_string());
+        Ok(())
+    }
+
     /// Checks parameters (sender, time, rate, template syntax).
     pub fn prepare(&self, params: JobParams) -> Result<Prepared, JobError> {
         let from = params

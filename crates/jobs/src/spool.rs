@@ -208,7 +208,11 @@ impl Spool {
     }
 
     async fn start_job(&self, work: &Path) -> Result<JobRecord, JobError> {
-        let prepared = self.jobs.prepare(self.params(work)?)?;
+        let mut params = self.params(work)?;
+        let owner = self.jobs.store().user_by_id(self.owner).await?;
+        let allowed = owner.map(|u| u.senders).unwrap_or_default();
+        self.jobs.choose_sender(&mut params, &allowed)?;
+        let prepared = self.jobs.prepare(params)?;
         // The whole file is read once first (numbers unchecked, which is quick), so a
         // file broken half-way is refused before any of its rows is stored.
         self.jobs

@@ -21,6 +21,7 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 use std::net::IpAddr;
 
+use textgate_core::address::choose_sender;
 use textgate_core::auth::hex;
 use textgate_core::cache::Recent;
 use textgate_core::clock::{now_ms, Millis};
@@ -167,12 +168,21 @@ impl Gateway {
     }
 
     async fn deliver(&self, d: Delivery) -> Answer {
+        // Mail names no sender: the owner's default, if they have one, as it is now (owners
+        // are remembered for a minute, and the `[smtp] user` for the server's life).
+        let from = match self.store.user_by_id(d.owner.id).await {
+            Ok(u) => u.and_then(|u| choose_sender(&u.senders, None, None).ok().flatten()),
+            Err(e) => {
+                tracing::error!(error = %e, "SMTP delivery: the store failed");
+                return Answer::Unavailable;
+            }
+        };
         let now = now_ms();
         let count = d.to.len() as u64;
         let submission = Submission {
             owner_id: d.owner.id,
             to: d.to,
-            from: None,
+            from,
             body: d.body,
             schedule_at: None,
             expires_at: now + self.validity,

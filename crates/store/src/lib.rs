@@ -754,6 +754,12 @@ impl Store {
         read!(self, |e| ops::messages::parts(e, id))
     }
 
+    /// A message's attempts that did not end in a send (refused, failed, retried, lost with
+    /// a stopped worker), oldest first.
+    pub async fn message_attempts(&self, id: Id) -> Result<Vec<Attempt>> {
+        read!(self, |e| ops::messages::attempts(e, id))
+    }
+
     /// How many messages wait in each non-final, non-sent status (cheap: partial indexes).
     pub async fn queue_depth(&self) -> Result<Vec<(Status, i64)>> {
         read!(self, |e| ops::messages::queue_depth(e))

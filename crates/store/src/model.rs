@@ -66,6 +66,8 @@ pub struct User {
     pub created_at: Millis,
     /// When disabled: a disabled user cannot sign in or send, and their keys do not work.
     pub disabled_at: Option<Millis>,
+    /// The sender ids they may send as, the first being their default; empty: any.
+    pub senders: Vec<String>,
 }
 
 /// A change to a user; `None` leaves a field as it is.
@@ -77,6 +79,8 @@ pub struct UserUpdate {
     pub email: Option<Option<String>>,
     /// Disable (`true`) or enable (`false`).
     pub disabled: Option<bool>,
+    /// The sender ids they may send as (already checked), the first their default; empty: any.
+    pub senders: Option<Vec<String>>,
 }
 
 /// An outbound message to store, already validated.
@@ -324,6 +328,27 @@ pub const RECEIPT_GRACE_MS: i64 = 3_600_000;
 /// The error recorded on a sent message whose receipt never came.
 pub const NO_RECEIPT_ERROR: &str = "no delivery receipt came before the message's validity ran out";
 
+/// Why an attempt whose worker stopped ended (kept in the message's history).
+pub const LEASE_LOST: &str =
+    "the worker that held it stopped (its node went away) before it was sent; it went back to the queue";
+
+/// An attempt that did not end in a send, as a message's timeline shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attempt {
+    /// The attempt number.
+    pub attempt: i64,
+    /// The device that tried, if one did.
+    pub device: Option<String>,
+    /// When.
+    pub at: Millis,
+    /// `retry`, `throttled`, `failed`, `expired` or `lease` (its worker stopped).
+    pub outcome: String,
+    /// The device's code.
+    pub code: Option<String>,
+    /// Why.
+    pub error: Option<String>,
+}
+
 /// What a device did with a claimed message.
 #[derive(Debug, Clone)]
 pub enum Outcome {
@@ -359,6 +384,8 @@ pub enum Outcome {
         error: String,
         /// The device asked us to slow down (throttling): this attempt does not count.
         refund: bool,
+        /// When.
+        at: Millis,
     },
     /// The end: `failed` or `expired`.
     Final {

@@ -27,6 +27,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         include_str!("migrations/postgres/0006_status_events.sql"),
     ),
     (7, include_str!("migrations/postgres/0007_web.sql")),
+    (
+        8,
+        include_str!("migrations/postgres/0008_senders_attempts.sql"),
+    ),
 ];
 const POOL_SIZE: usize = 8;
 /// Any constant: it names the lock that serialises migrations between nodes starting at once.

@@ -480,6 +480,7 @@ conformance! {
                 code: Some("88".into()),
                 error: "throttled".into(),
                 refund: true,
+                at: 0,
             },
             failed(ids[3], 20),
             // A stale worker's outcome (attempt 0) is ignored.
@@ -1380,6 +1381,7 @@ conformance! {
                 code: None,
                 error: "busy".into(),
                 refund: false,
+                at: 0,
             },
             sent(ids[4], 2, vec![]),
             sent(ids[5], 1, vec![]),
@@ -1649,6 +1651,7 @@ conformance! {
         code: None,
         error: "x".into(),
         refund: true,
+        at: 0,
     }])
     .await
     .unwrap();
@@ -1993,6 +1996,7 @@ conformance! {
                 role: Some(Role::Admin),
                 email: Some(Some("Alice@Example.com".into())),
                 disabled: None,
+                senders: None,
             },
         )
         .await
@@ -2185,5 +2189,92 @@ conformance! {
     let list = s.disabled_devices().await.unwrap();
     assert_eq!(list.len(), 1);
     assert_eq!(list[0].0, "modem");
+    }
+}
+
+conformance! {
+    async fn attempts_that_did_not_send_are_kept_for_the_timeline(s) {
+    let a = user(&s, "a").await;
+    let ids = insert(
+        &s,
+        vec![
+            msg(a.id, "+15550000001", 1),
+            msg(a.id, "+15550000002", 1),
+            msg(a.id, "+15550000003", 1),
+            msg(a.id, "+15550000004", 1),
+        ],
+    )
+    .await;
+    assert_eq!(s.claim(10, 1000, 10).await.unwrap().len(), 4);
+    let retry = |id: Id, device: Option<&str>| Outcome::Retry {
+        id,
+        attempt: 1,
+        device: device.map(str::to_string),
+        due_at: 0,
+        code: Some("0x58".into()),
+        error: "throttled".into(),
+        refund: false,
+        at: 100,
+    };
+    let applied = s
+        .record_outcomes(vec![
+            retry(ids[0], Some("smsc1")),
+            // Waiting for a disabled device is no attempt.
+            retry(ids[1], None),
+            failed(ids[2], 200),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(applied, vec![true, true, true]);
+    let got = s.message_attempts(ids[0]).await.unwrap();
+    assert_eq!(
+        got,
+        vec![Attempt {
+            attempt: 1,
+            device: Some("smsc1".into()),
+            at: 100,
+            outcome: "retry".into(),
+            code: Some("0x58".into()),
+            error: Some("throttled".into()),
+        }]
+    );
+    assert!(s.message_attempts(ids[1]).await.unwrap().is_empty());
+    let f = s.message_attempts(ids[2]).await.unwrap();
+    assert_eq!(
+        (f.len(), f[0].outcome.as_str(), f[0].error.as_deref()),
+        (1, "failed", Some("bad number"))
+    );
+    // A claim whose worker stopped: its lease runs out and maintenance puts it back.
+    let m = s.maintain(2000).await.unwrap();
+    assert_eq!(m.requeued, 1, "the fourth was still claimed");
+    let lost = s.message_attempts(ids[3]).await.unwrap();
+    assert_eq!(
+        (lost.len(), lost[0].outcome.as_str(), lost[0].at),
+        (1, "lease", 2000)
+    );
+    // The history goes with its message.
+    assert_eq!(purge_all(&s, Purge::Messages, 5000, false).await, 1);
+    assert!(s.message_attempts(ids[2]).await.unwrap().is_empty());
+    }
+}
+
+conformance! {
+    async fn a_user_s_senders_are_kept_in_order(s) {
+    let a = user(&s, "a").await;
+    assert!(a.senders.is_empty());
+    let update = UserUpdate {
+        senders: Some(vec!["ACME".into(), "+15550001234".into()]),
+        ..UserUpdate::default()
+    };
+    let u = s.update_user(a.id, update).await.unwrap().unwrap();
+    assert_eq!(u.senders, ["ACME", "+15550001234"]);
+    let listed = s.list_users().await.unwrap();
+    assert_eq!(listed[0].senders, ["ACME", "+15550001234"]);
+    let cleared = UserUpdate {
+        senders: Some(Vec::new()),
+        ..UserUpdate::default()
+    };
+    let u = s.update_user(a.id, cleared).await.unwrap().unwrap();
+    assert!(u.senders.is_empty());
     }
 }

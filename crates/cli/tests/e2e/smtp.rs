@@ -345,12 +345,32 @@ fn refusals_say_why_with_the_contract_codes() {
 }
 
 #[test]
-fn allowed_senders_without_a_user_go_to_the_default_owner_and_long_texts_can_be_cut() {
+fn allowed_senders_without_a_user_go_to_the_default_owner_as_its_sender_and_long_texts_can_be_cut()
+{
     let app = spawn_app_with(Opts {
         extra: &format!("max_parts = 1\n{SMTP}user = \"batch\"\ntruncate = true\n"),
-        users: &[("batch", "user"), ("alice", "user")],
+        users: &[("batch", "user"), ("alice", "user"), ("root", "admin")],
         ..Opts::default()
     });
+    // Mail names no sender: texts go out as the owner's first sender.
+    let users = app
+        .req_as(app.key_of("root"), "GET", "/api/v1/users", None, &[])
+        .json();
+    let batch_id = users["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["name"] == "batch")
+        .unwrap()["id"]
+        .clone();
+    let r = app.req_as(
+        app.key_of("root"),
+        "PATCH",
+        &format!("/api/v1/users/{batch_id}"),
+        Some(r#"{"senders": ["ACME", "BRANCH"]}"#),
+        &[],
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
     let v = smtp(
         &app,
         plain(
@@ -364,6 +384,7 @@ fn allowed_senders_without_a_user_go_to_the_default_owner_and_long_texts_can_be_
     let batch = texts_by_number(&app, app.key_of("batch"));
     let m = &batch["+15554000001"];
     assert_eq!(m["segments"], 1);
+    assert_eq!(m["from"], "ACME");
     let body = m["body"].as_str().unwrap();
     assert!(
         body.len() <= 160 && body.starts_with("long text long"),

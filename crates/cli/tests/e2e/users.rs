@@ -1,7 +1,7 @@
 //! A user sees only their own messages; another user's is answered exactly like a missing
 //! one; an admin sees everyone's.
 
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::helpers::*;
 
@@ -254,4 +254,87 @@ fn administrators_manage_users_through_the_api_and_the_cli() {
             .status,
         200
     );
+}
+
+/// A user given senders sends only as them, through every edge that names one (a message, a
+/// bulk job), and as the first when a text names none; an administrator sets them with
+/// `PATCH /api/v1/users/{id}` (checked, in their normal form); `[]` lifts the limit.
+#[test]
+fn a_user_sends_only_as_the_senders_an_administrator_gave_them() {
+    let app = spawn_app_with(Opts {
+        users: &[("boss", "admin"), ("alice", "user")],
+        ..Opts::default()
+    });
+    let (boss, alice) = (app.key_of("boss"), app.key_of("alice"));
+    let me = app.req_as(alice, "GET", "/api/v1/users", None, &[]);
+    assert_eq!(me.status, 403);
+    let users = app.req_as(boss, "GET", "/api/v1/users", None, &[]).json();
+    let alice_id = users["users"][0]["id"].as_i64().unwrap();
+    let patch = |senders: Value| {
+        app.req_as(
+            boss,
+            "PATCH",
+            &format!("/api/v1/users/{alice_id}"),
+            Some(&json!({ "senders": senders }).to_string()),
+            &[],
+        )
+    };
+    let r = patch(json!(["ACME", "not a sender!"]));
+    assert_eq!(r.status, 422, "{}", r.text());
+    assert!(
+        r.text().contains("not a sender!"),
+        "names the bad entry: {}",
+        r.text()
+    );
+    let r = patch(json!(["ACME", "+1 (555) 000-1234", "acme"]));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["senders"], json!(["ACME", "+15550001234"]));
+
+    let send = |from: Option<&str>| {
+        let mut body = json!({"to": "+15551230001", "body": "hi"});
+        if let Some(f) = from {
+            body["from"] = json!(f);
+        }
+        app.req_as(
+            alice,
+            "POST",
+            "/api/v1/messages",
+            Some(&body.to_string()),
+            &[],
+        )
+    };
+    let r = send(Some("EVIL"));
+    let msg = r.assert_error(403, "sender_not_allowed");
+    assert!(msg.contains("ACME, +15550001234"), "{msg}");
+    let from_of = |r: Resp| {
+        assert_eq!(r.status, 202, "{}", r.text());
+        let id = r.json()["messages"][0]["id"].as_i64().unwrap();
+        app.req_as(alice, "GET", &format!("/api/v1/messages/{id}"), None, &[])
+            .json()["from"]
+            .clone()
+    };
+    assert_eq!(from_of(send(None)), "ACME", "the first is the default");
+    assert_eq!(from_of(send(Some("acme"))), "ACME");
+    assert_eq!(from_of(send(Some("+15550001234"))), "+15550001234");
+
+    // A bulk job names its sender once, for every row.
+    let auth = format!("Bearer {alice}");
+    let csv = "to,body\n+15551230002,hello\n";
+    let job = |query: &str| {
+        http(
+            &app.addr,
+            "POST",
+            &format!("/api/v1/jobs?{query}"),
+            &[("Authorization", &auth), ("Content-Type", "text/csv")],
+            Some(csv.as_bytes()),
+        )
+        .unwrap()
+    };
+    job("from=EVIL").assert_error(403, "sender_not_allowed");
+    let r = job("from=%2B15550001234");
+    assert_eq!(r.status, 201, "{}", r.text());
+
+    // No senders: any again.
+    assert_eq!(patch(json!([])).status, 200);
+    assert_eq!(from_of(send(Some("EVIL"))), "EVIL");
 }

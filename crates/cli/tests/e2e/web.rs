@@ -25,10 +25,35 @@ fn set_password(app: &App, name: &str, password: &str) {
     );
 }
 
+/// Sessions end after 4 idle seconds; texts to +1555999… fail once on `flaky`, then go
+/// through `loopback` (a timeline with a failed attempt).
+const WEB_CONFIG: &str = r#"retry_backoff = "50ms"
+retry_backoff_max = "100ms"
+
+[auth]
+session_idle = "4s"
+
+[[device]]
+name = "loopback"
+kind = "loopback"
+
+[[device]]
+name = "flaky"
+kind = "loopback"
+transient_failure_rate = 1.0
+
+[[route]]
+prefix = "+1555999"
+devices = ["flaky", "loopback"]
+
+[[route]]
+devices = ["loopback"]
+"#;
+
 #[test]
 fn the_web_ui_in_chromium() {
     let app = spawn_app_users(
-        "[auth]\nsession_idle = \"4s\"\n",
+        WEB_CONFIG,
         &[("root", "admin"), ("alice", "user"), ("bob", "user")],
     );
     for (name, pw) in [

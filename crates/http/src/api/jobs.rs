@@ -46,6 +46,9 @@ const PARAMS: &[&str] = &[
 
 pub(crate) fn job_error(e: JobError) -> ApiError {
     match e {
+        JobError::Param("sender_not_allowed", m) => {
+            ApiError::new(StatusCode::FORBIDDEN, "sender_not_allowed", m)
+        }
         JobError::Param(code, m) => ApiError::invalid(code, m),
         JobError::Header(m) => ApiError::invalid("invalid_columns", m),
         JobError::Broken(m) => ApiError::invalid("broken_file", m),
@@ -197,13 +200,16 @@ pub async fn create(
             .await
             .map_err(|m| ApiError::invalid("invalid_group", m))?;
     }
-    let params = params_from(pairs)?;
+    let mut params = params_from(pairs)?;
     if size == 0 {
         return Err(ApiError::bad_request(
             "empty_request",
             "the CSV file is empty: send a header row and at least one row",
         ));
     }
+    st.jobs
+        .choose_sender(&mut params, &caller.senders)
+        .map_err(job_error)?;
     let prepared = st.jobs.prepare(params).map_err(job_error)?;
     let p = &prepared.params;
     if p.dry_run {

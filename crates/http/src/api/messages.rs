@@ -17,7 +17,7 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
-use textgate_core::address::{Recipient, Sender};
+use textgate_core::address::{choose_sender, Recipient, Sender};
 use textgate_core::clock::{format_rfc3339, now_ms, parse_rfc3339, Millis};
 use textgate_core::encoding::{Body, BodyError};
 use textgate_core::status::Status;
@@ -153,7 +153,7 @@ pub async fn send(
         json_body(&headers, body, st.config.server.max_request_bytes.0)?;
     let to = recipients(&req.to, &st)?;
     let text = text_of(&req.body, &st)?;
-    let from = sender_of(req.from.as_deref(), &st)?;
+    let from = sender_of(req.from.as_deref(), &caller.senders, &st)?;
     let now = now_ms();
     let (schedule_at, expires_at) = send_window(&req, &st, now)?;
     check_callback_and_reference(&req, &st)?;
@@ -210,12 +210,20 @@ fn text_of(body: &str, st: &AppState) -> ApiResult<Body> {
     })
 }
 
-fn sender_of(from: Option<&str>, st: &AppState) -> ApiResult<Option<Sender>> {
-    from.map(|f| {
-        Sender::parse(f, st.country)
-            .map_err(|e| ApiError::invalid("invalid_sender", format!("from: {e}")))
-    })
-    .transpose()
+/// The sender asked for, if the caller may send as it; the caller's default sender if none.
+fn sender_of(from: Option<&str>, allowed: &[String], st: &AppState) -> ApiResult<Option<Sender>> {
+    let asked = from
+        .map(|f| {
+            Sender::parse(f, st.country)
+                .map_err(|e| ApiError::invalid("invalid_sender", format!("from: {e}")))
+        })
+        .transpose()?;
+    choose_sender(allowed, asked, st.country).map_err(sender_refused)
+}
+
+/// The answer to a sender the caller may not use.
+pub(crate) fn sender_refused(e: textgate_core::address::SenderNotAllowed) -> ApiError {
+    ApiError::new(StatusCode::FORBIDDEN, "sender_not_allowed", e.to_string())
 }
 
 /// When the message may go (`schedule_at`, none for at once) and when it expires (its own

@@ -10,6 +10,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use textgate_core::address::user_senders;
 use textgate_core::clock::format_rfc3339;
 use textgate_engine::users::{self, UserError};
 use textgate_store::{Role, User, UserUpdate};
@@ -27,6 +28,7 @@ pub fn user_json(u: &User) -> Value {
         "email": u.email,
         "created_at": format_rfc3339(u.created_at),
         "disabled_at": u.disabled_at.map(format_rfc3339),
+        "senders": u.senders,
     })
 }
 
@@ -133,6 +135,8 @@ pub struct UpdateRequest {
     pub email: Option<String>,
     /// Disable (`true`) or enable (`false`).
     pub disabled: Option<bool>,
+    /// The senders they may send as, the first their default; `[]`: any.
+    pub senders: Option<Vec<String>>,
 }
 
 /// `PATCH /api/v1/users/{id}` (administrators).
@@ -151,10 +155,17 @@ pub async fn update(
         role: role_of(req.role.as_deref())?,
         email: req.email.map(|e| Some(e).filter(|e| !e.trim().is_empty())),
         disabled: req.disabled,
+        senders: req
+            .senders
+            .map(|list| user_senders(&list, st.country))
+            .transpose()
+            .map_err(|m| ApiError::invalid("invalid_user", m))?,
     };
+    let forget = update.disabled == Some(true) || update.senders.is_some();
     let u = users::update(&st.store, id, update).await?;
-    if req.disabled == Some(true) {
-        // This node forgets the user's keys at once; others within their revocation check.
+    if forget {
+        // This node forgets the user's keys at once (with what they allowed); other nodes
+        // when their revocation check finds a disabled user, or the key's cache life ends.
         st.keys.retain(|c| c.id != u.id);
     }
     tracing::info!(user = %u.name, by = %caller.name, "user changed");

@@ -8,7 +8,7 @@ use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Form;
 use serde::Deserialize;
-use textgate_core::address::Recipient;
+use textgate_core::address::{user_senders, Recipient};
 use textgate_core::auth::new_api_key;
 use textgate_core::clock::now_ms;
 use textgate_engine::users::{self, UserError};
@@ -50,6 +50,7 @@ struct UserRow {
     email: String,
     created: String,
     disabled: bool,
+    senders: String,
 }
 
 impl From<&User> for UserRow {
@@ -61,6 +62,7 @@ impl From<&User> for UserRow {
             email: u.email.clone().unwrap_or_default(),
             created: when(u.created_at),
             disabled: u.disabled_at.is_some(),
+            senders: u.senders.join("\n"),
         }
     }
 }
@@ -212,6 +214,8 @@ pub struct UserForm {
     email: String,
     #[serde(default)]
     disabled: Option<String>,
+    #[serde(default)]
+    senders: String,
 }
 
 /// `POST /admin/users/{id}`: role, e-mail address, disabled.
@@ -222,16 +226,21 @@ pub async fn user_update(
     Form(f): Form<UserForm>,
 ) -> Response {
     guard!(me, &f.csrf);
+    let listed: Vec<String> = f.senders.split(['\n', ',']).map(str::to_string).collect();
+    let senders = match user_senders(&listed, st.country) {
+        Ok(s) => s,
+        Err(m) => return user_page(&st, &me, id, Some(m)).await,
+    };
     let update = UserUpdate {
         role: Role::parse(&f.role),
         email: Some(Some(f.email.trim().to_string()).filter(|e| !e.is_empty())),
         disabled: Some(f.disabled.is_some()),
+        senders: Some(senders),
     };
     match users::update(&st.store, id, update).await {
         Ok(u) => {
-            if u.disabled_at.is_some() {
-                st.keys.retain(|c| c.id != u.id);
-            }
+            // This node forgets the user's keys, with the senders they allowed.
+            st.keys.retain(|c| c.id != u.id);
             tracing::info!(user = %u.name, by = %me.user.name, "user changed in the web UI");
             Redirect::to(&format!("/admin/users/{id}")).into_response()
         }

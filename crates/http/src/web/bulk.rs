@@ -38,9 +38,18 @@ struct Fields {
 struct NewJobPage {
     layout: Layout,
     groups: Vec<textgate_store::Group>,
+    /// The senders the user may choose from; empty: any, typed.
+    senders: Vec<String>,
     f: Fields,
     error: Option<String>,
     report: Option<ReportView>,
+}
+
+impl NewJobPage {
+    /// Whether `sender` is the one chosen.
+    fn chosen_sender(&self, sender: &str) -> bool {
+        self.f.from.eq_ignore_ascii_case(sender)
+    }
 }
 
 /// A dry run's report as the page shows it.
@@ -83,6 +92,7 @@ pub async fn new_form(State(st): State<AppState>, me: Signed) -> Response {
     page(&NewJobPage {
         layout: Layout::of(&st, &me, "New bulk job", "jobs").await,
         groups: st.store.list_groups(me.user.id).await.unwrap_or_default(),
+        senders: me.user.senders.clone(),
         f: Fields {
             template: "{{message}}".into(),
             ..Fields::default()
@@ -104,6 +114,7 @@ pub async fn create(State(st): State<AppState>, me: Signed, req: Request) -> Res
             &NewJobPage {
                 layout,
                 groups: groups.clone(),
+                senders: me.user.senders.clone(),
                 f,
                 error,
                 report,
@@ -158,7 +169,11 @@ pub async fn create(State(st): State<AppState>, me: Signed, req: Request) -> Res
         Err(e) => return fail(layout, f, e.status, e.message),
     };
     params.dry_run = action != "start";
-    let prepared = match st.jobs.prepare(params) {
+    let prepared = match st
+        .jobs
+        .choose_sender(&mut params, &me.user.senders)
+        .and_then(|()| st.jobs.prepare(params))
+    {
         Ok(p) => p,
         Err(e) => {
             let e = job_error(e);

@@ -14,14 +14,14 @@ use axum::{Form, Json};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
-use textgate_core::address::{Recipient, Sender};
+use textgate_core::address::{choose_sender, Recipient, Sender};
 use textgate_core::clock::{format_rfc3339, now_ms, parse_rfc3339, Millis};
 use textgate_core::encoding::{gsm7, Body, BodyError};
 use textgate_core::status::Status;
 use textgate_engine::submit::{Accepted, Submission};
 use textgate_store::{
-    Cancel, ConversationItem, Id, Idempotency, InboxFilter, InboxMark, InboxMarkKind, Message,
-    MessageFilter, Part,
+    Attempt, Cancel, ConversationItem, Id, Idempotency, InboxFilter, InboxMark, InboxMarkKind,
+    Message, MessageFilter, Part,
 };
 
 use super::session::{forged, CsrfForm, Signed};
@@ -81,6 +81,8 @@ struct DashboardPage {
     queue: Vec<(String, i64)>,
     devices: Vec<(String, String, String)>,
     chart: String,
+    /// When the counts were read.
+    counted: String,
 }
 
 /// `?range=` of the dashboard.
@@ -98,13 +100,23 @@ pub struct Counts {
     inbound_today: i64,
 }
 
-/// The dashboard's counts, kept for [`COUNTS_FOR`] per owner filter: reading a week of
-/// messages is the most a page does, and a dashboard left open reloads.
+/// The dashboard's counts per owner filter. Reading a week of messages is the most a page
+/// does (about a second at a million messages), so no page view waits for it once the
+/// counts are known: counts older than [`COUNTS_FOR`] are shown while a background read
+/// replaces them; only counts never read, or older than [`COUNTS_STALE`], are read first.
+/// Everyone's counts (the administrators' view) are read when the server starts.
 #[derive(Default)]
-pub struct DashboardCache(std::sync::Mutex<HashMap<Option<Id>, Counts>>);
+pub struct DashboardCache(std::sync::Mutex<HashMap<Option<Id>, Entry>>);
 
-/// How long the dashboard's counts are kept.
+struct Entry {
+    counts: Counts,
+    refreshing: bool,
+}
+
+/// How long the dashboard's counts are shown without a new read.
 const COUNTS_FOR: std::time::Duration = std::time::Duration::from_secs(10);
+/// How old counts may be and still be shown while newer ones are read.
+const COUNTS_STALE: std::time::Duration = std::time::Duration::from_secs(3600);
 /// The most owner filters the cache holds (it is emptied past that).
 const COUNTS_KEPT: usize = 1000;
 
@@ -114,34 +126,82 @@ impl DashboardCache {
         st: &AppState,
         owner: Option<Id>,
         inbound_user: Option<Id>,
-        now: Millis,
     ) -> Result<Counts, textgate_store::StoreError> {
-        let cached = self
-            .0
-            .lock()
-            .ok()
-            .and_then(|m| m.get(&owner).cloned())
-            .filter(|c| c.at.elapsed() < COUNTS_FOR);
+        let (cached, refresh) = match self.0.lock() {
+            Ok(mut m) => match m.get_mut(&owner) {
+                Some(e) if e.counts.at.elapsed() < COUNTS_FOR => (Some(e.counts.clone()), false),
+                Some(e) if e.counts.at.elapsed() < COUNTS_STALE => {
+                    let refresh = !e.refreshing;
+                    e.refreshing = true;
+                    (Some(e.counts.clone()), refresh)
+                }
+                _ => (None, false),
+            },
+            Err(_) => (None, false),
+        };
+        if refresh {
+            let st = st.clone();
+            tokio::spawn(async move {
+                let fresh = Self::load(&st, owner, inbound_user).await;
+                st.dashboard.keep(owner, fresh.ok());
+            });
+        }
         if let Some(c) = cached {
             return Ok(c);
         }
+        let c = Self::load(st, owner, inbound_user).await?;
+        self.keep(owner, Some(c.clone()));
+        Ok(c)
+    }
+
+    /// Reads the counts of `owner` now, and keeps them.
+    pub async fn warm(&self, st: &AppState, owner: Option<Id>, inbound_user: Option<Id>) {
+        if let Ok(c) = Self::load(st, owner, inbound_user).await {
+            self.keep(owner, Some(c));
+        }
+    }
+
+    async fn load(
+        st: &AppState,
+        owner: Option<Id>,
+        inbound_user: Option<Id>,
+    ) -> Result<Counts, textgate_store::StoreError> {
+        let now = now_ms();
         let midnight = now - now.rem_euclid(DAY);
         let (hourly, inbound_today) = tokio::try_join!(
             st.store.hourly(owner, now - 7 * DAY),
             st.store.inbound_count(inbound_user, midnight),
         )?;
-        let c = Counts {
+        Ok(Counts {
             at: std::time::Instant::now(),
             hourly: std::sync::Arc::new(hourly),
             inbound_today,
-        };
-        if let Ok(mut m) = self.0.lock() {
-            if m.len() >= COUNTS_KEPT {
-                m.clear();
+        })
+    }
+
+    /// Keeps new counts (`None`: a read failed; the old ones stay, and the next view tries
+    /// again).
+    fn keep(&self, owner: Option<Id>, counts: Option<Counts>) {
+        let Ok(mut m) = self.0.lock() else { return };
+        match counts {
+            Some(counts) => {
+                if m.len() >= COUNTS_KEPT && !m.contains_key(&owner) {
+                    m.clear();
+                }
+                m.insert(
+                    owner,
+                    Entry {
+                        counts,
+                        refreshing: false,
+                    },
+                );
             }
-            m.insert(owner, c.clone());
+            None => {
+                if let Some(e) = m.get_mut(&owner) {
+                    e.refreshing = false;
+                }
+            }
         }
-        Ok(c)
     }
 }
 
@@ -162,7 +222,7 @@ fn by_status(rows: &[(Millis, Status, i64)], from: Millis) -> Vec<(String, Strin
 
 /// `GET /`: today's and this week's texts by status, inbound texts today, the queue, the
 /// devices, and the texts accepted per hour over the last day or week, by what became of
-/// them. The counts are at most 10 seconds old.
+/// them. The counts are read at most every 10 seconds ([`DashboardCache`]).
 pub async fn dashboard(
     State(st): State<AppState>,
     me: Signed,
@@ -174,7 +234,7 @@ pub async fn dashboard(
     let week = q.range.as_deref() == Some("week");
     let since = if week { now - 7 * DAY } else { now - DAY };
     let inbound_user = (!me.is_admin()).then_some(me.user.id);
-    let counts = match st.dashboard.get(&st, owner, inbound_user, now).await {
+    let counts = match st.dashboard.get(&st, owner, inbound_user).await {
         Ok(c) => c,
         Err(e) => return unavailable(e),
     };
@@ -208,6 +268,7 @@ pub async fn dashboard(
         queue,
         devices,
         chart: super::chart::svg(&buckets, since),
+        counted: when(now - counts.at.elapsed().as_millis() as Millis),
     })
 }
 
@@ -221,6 +282,8 @@ struct ComposePage {
     groups: Vec<textgate_store::Group>,
     group: Option<Id>,
     to: String,
+    /// The senders the user may choose from; empty: any, typed.
+    senders: Vec<String>,
     from: String,
     body: String,
     schedule_at: String,
@@ -233,6 +296,11 @@ impl ComposePage {
     /// Whether `id` is the group chosen.
     fn chosen(&self, id: &Id) -> bool {
         self.group == Some(*id)
+    }
+
+    /// Whether `sender` is the one chosen.
+    fn chosen_sender(&self, sender: &str) -> bool {
+        self.from.eq_ignore_ascii_case(sender)
     }
 }
 
@@ -262,6 +330,7 @@ pub async fn compose_form(
         groups: groups_of(&st, &me).await,
         group: q.group,
         to: q.to.unwrap_or_default(),
+        senders: me.user.senders.clone(),
         from: String::new(),
         body: String::new(),
         schedule_at: String::new(),
@@ -309,7 +378,15 @@ struct Checked {
     errors: Vec<String>,
 }
 
-fn check_send(st: &AppState, to: &str, from: &str, body: &str, schedule_at: &str) -> Checked {
+/// `allowed`: the senders the user may send as (empty: any).
+fn check_send(
+    st: &AppState,
+    allowed: &[String],
+    to: &str,
+    from: &str,
+    body: &str,
+    schedule_at: &str,
+) -> Checked {
     let mut errors = Vec::new();
     let mut numbers = split_numbers(to);
     // A number twice (typed and in a group) is sent to once.
@@ -334,6 +411,8 @@ fn check_send(st: &AppState, to: &str, from: &str, body: &str, schedule_at: &str
     let from = (!from.trim().is_empty())
         .then(|| Sender::parse(from.trim(), st.country))
         .transpose()
+        .map_err(|e| e.to_string())
+        .and_then(|asked| choose_sender(allowed, asked, st.country).map_err(|e| e.to_string()))
         .unwrap_or_else(|e| {
             errors.push(format!("From: {e}"));
             None
@@ -466,7 +545,7 @@ pub async fn compose(
             Err(e) => group_error = Some(format!("To: {e}")),
         }
     }
-    let mut c = check_send(&st, &to, &f.from, &f.body, &f.schedule_at);
+    let mut c = check_send(&st, &me.user.senders, &to, &f.from, &f.body, &f.schedule_at);
     if let Some(e) = group_error {
         c.errors.push(e);
     }
@@ -480,6 +559,7 @@ pub async fn compose(
                 groups: groups.clone(),
                 group,
                 to: f.to.clone(),
+                senders: me.user.senders.clone(),
                 from: f.from.clone(),
                 body: f.body.clone(),
                 schedule_at: f.schedule_at.clone(),
@@ -499,6 +579,7 @@ pub async fn compose(
             groups: groups.clone(),
             group: None,
             to: String::new(),
+            senders: me.user.senders.clone(),
             from: f.from.clone(),
             body: String::new(),
             schedule_at: String::new(),
@@ -943,10 +1024,11 @@ pub async fn message(State(st): State<AppState>, me: Signed, Path(id): Path<Id>)
         Ok(_) => return not_found(),
         Err(e) => return unavailable(e),
     };
-    let parts = match st.store.message_parts(id).await {
-        Ok(p) => p,
-        Err(e) => return unavailable(e),
-    };
+    let (parts, attempts) =
+        match tokio::try_join!(st.store.message_parts(id), st.store.message_attempts(id)) {
+            Ok(p) => p,
+            Err(e) => return unavailable(e),
+        };
     let owner = match st.store.user_by_id(m.owner_id).await {
         Ok(u) => u.map(|u| u.name).unwrap_or_default(),
         Err(e) => return unavailable(e),
@@ -956,7 +1038,7 @@ pub async fn message(State(st): State<AppState>, me: Signed, Path(id): Path<Id>)
         status_label: label(m.status),
         final_status: is_final(m.status),
         owner,
-        timeline: timeline(&m, &parts)
+        timeline: timeline(&m, &parts, &attempts)
             .into_iter()
             .map(|(at, what, detail)| (when(at), what, detail))
             .collect(),
@@ -966,7 +1048,7 @@ pub async fn message(State(st): State<AppState>, me: Signed, Path(id): Path<Id>)
 }
 
 /// What happened to a message, in order: `(when, what, detail)`.
-fn timeline(m: &Message, parts: &[Part]) -> Vec<(Millis, String, String)> {
+fn timeline(m: &Message, parts: &[Part], attempts: &[Attempt]) -> Vec<(Millis, String, String)> {
     let mut t = vec![(
         m.created_at,
         "Accepted".to_string(),
@@ -975,7 +1057,32 @@ fn timeline(m: &Message, parts: &[Part]) -> Vec<(Millis, String, String)> {
     if m.status == Status::Scheduled || m.due_at > m.created_at + 1000 {
         t.push((m.due_at, "Due".into(), "may be sent from this time".into()));
     }
-    if m.attempts > 1 {
+    for a in attempts {
+        let on = a
+            .device
+            .as_deref()
+            .map(|d| format!(" on device {d}"))
+            .unwrap_or_default();
+        let what = match a.outcome.as_str() {
+            "retry" => format!("Attempt {} failed{on}; retried", a.attempt),
+            "throttled" => format!("Attempt {} throttled{on}; retried", a.attempt),
+            "lease" => format!("Attempt {} interrupted; back in the queue", a.attempt),
+            "expired" => format!("Attempt {} expired{on}", a.attempt),
+            _ => format!("Attempt {} refused{on}", a.attempt),
+        };
+        let code = a
+            .code
+            .as_deref()
+            .map(|c| format!(" (code {c})"))
+            .unwrap_or_default();
+        t.push((
+            a.at,
+            what,
+            format!("{}{code}", a.error.as_deref().unwrap_or("")),
+        ));
+    }
+    // Messages from before attempts were kept: their count and last error.
+    if m.attempts > 1 && attempts.is_empty() {
         t.push((
             m.sent_at.unwrap_or(m.due_at),
             "Retried".into(),
@@ -1241,7 +1348,7 @@ pub async fn reply(
     if !me.csrf_ok(&f.csrf) {
         return forged();
     }
-    let c = check_send(&st, &number, "", &f.body, "");
+    let c = check_send(&st, &me.user.senders, &number, "", &f.body, "");
     if !c.errors.is_empty() {
         return conversation_page(&st, &me, &number, Some(c.errors.join(" ")), f.body).await;
     }
@@ -1459,7 +1566,7 @@ mod tests {
             priority: 0,
             due_at: 1000,
             expires_at: 99_999,
-            attempts: 1,
+            attempts: 2,
             device: Some("lb".into()),
             error_code: None,
             error: None,
@@ -1481,13 +1588,26 @@ mod tests {
             submitted_at: 2000,
             done_at: Some(3000),
         }];
-        let t: Vec<String> = timeline(&m, &parts)
-            .into_iter()
-            .map(|(_, w, _)| w)
-            .collect();
+        let attempts = vec![Attempt {
+            attempt: 1,
+            device: Some("smsc1".into()),
+            at: 1500,
+            outcome: "retry".into(),
+            code: Some("0x58".into()),
+            error: Some("throttled by the SMSC".into()),
+        }];
+        let full = timeline(&m, &parts, &attempts);
+        assert_eq!(full[1].2, "throttled by the SMSC (code 0x58)");
+        let t: Vec<String> = full.into_iter().map(|(_, w, _)| w).collect();
         assert_eq!(
             t,
-            vec!["Accepted", "Part 1 sent", "Part 1 delivered", "Delivered"]
+            vec![
+                "Accepted",
+                "Attempt 1 failed on device smsc1; retried",
+                "Part 1 sent",
+                "Part 1 delivered",
+                "Delivered"
+            ]
         );
     }
 }

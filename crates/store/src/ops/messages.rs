@@ -389,6 +389,15 @@ pub(crate) async fn maintain(e: &mut impl Exec, now: Millis) -> Result<Maintenan
             args![now],
         )
         .await?;
+    // A claim whose worker stopped (a node died) is history too, written before the
+    // UPDATE that would hide it; at most as many as the claims lost.
+    e.run(
+        "INSERT INTO message_attempts (message_id, attempt, device, at, outcome, code, error)
+         SELECT id, attempts, NULL, $1, 'lease', NULL, $2 FROM messages
+         WHERE status = 'sending' AND lease_until < $1",
+        args![now, LEASE_LOST],
+    )
+    .await?;
     let requeued = e
         .run(
             "UPDATE messages SET status = 'queued', lease_until = NULL, due_at = $1
@@ -497,15 +506,24 @@ async fn record_outcome(e: &mut impl Exec, o: &Outcome) -> Result<bool> {
             code,
             error,
             refund,
-        } => Ok(e
-            .run(
-                "UPDATE messages SET status = 'queued', due_at = $1, lease_until = NULL,
-                   device = coalesce($2, device), error_code = $3, error = $4, attempts = attempts - $5
-                 WHERE id = $6 AND attempts = $7 AND status = 'sending'",
-                args![*due_at, device, code, error.as_str(), i64::from(*refund), *id, *attempt],
-            )
-            .await?
-            > 0),
+            ..
+        } => {
+            let applied = e
+                .run(
+                    "UPDATE messages SET status = 'queued', due_at = $1, lease_until = NULL,
+                       device = coalesce($2, device), error_code = $3, error = $4, attempts = attempts - $5
+                     WHERE id = $6 AND attempts = $7 AND status = 'sending'",
+                    args![*due_at, device, code, error.as_str(), i64::from(*refund), *id, *attempt],
+                )
+                .await?
+                > 0;
+            // Only what a device did is history: a text waiting for a disabled device, or
+            // put back unsent, is not an attempt.
+            if applied && device.is_some() {
+                record_attempt(e, o).await?;
+            }
+            Ok(applied)
+        }
         Outcome::Final {
             id,
             attempt,
@@ -515,7 +533,7 @@ async fn record_outcome(e: &mut impl Exec, o: &Outcome) -> Result<bool> {
             error,
             at,
         } => {
-            set_status(
+            let applied = set_status(
                 e,
                 status_update!(
                     "UPDATE messages SET status = $1, done_at = $2, lease_until = NULL,
@@ -523,12 +541,81 @@ async fn record_outcome(e: &mut impl Exec, o: &Outcome) -> Result<bool> {
                      WHERE id = $6 AND attempts = $7 AND status = 'sending'",
                     from_sending: true
                 ),
-                args![status.as_str(), *at, device, code, error.as_str(), *id, *attempt],
+                args![
+                    status.as_str(),
+                    *at,
+                    device,
+                    code,
+                    error.as_str(),
+                    *id,
+                    *attempt
+                ],
                 *id,
             )
-            .await
+            .await?;
+            if applied {
+                record_attempt(e, o).await?;
+            }
+            Ok(applied)
         }
     }
+}
+
+/// Keeps an attempt that did not end in a send (a retry or the end), for the message's
+/// timeline.
+async fn record_attempt(e: &mut impl Exec, o: &Outcome) -> Result<()> {
+    let (id, attempt, device, at, outcome, code, error) = match o {
+        Outcome::Sent { .. } => return Ok(()),
+        Outcome::Retry {
+            id,
+            attempt,
+            device,
+            at,
+            code,
+            error,
+            refund,
+            ..
+        } => {
+            let outcome = if *refund { "throttled" } else { "retry" };
+            (id, attempt, device, at, outcome, code, error)
+        }
+        Outcome::Final {
+            id,
+            attempt,
+            status,
+            device,
+            code,
+            error,
+            at,
+        } => (id, attempt, device, at, status.as_str(), code, error),
+    };
+    e.run(
+        "INSERT INTO message_attempts (message_id, attempt, device, at, outcome, code, error)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        args![*id, *attempt, device, *at, outcome, code, error.as_str()],
+    )
+    .await?;
+    Ok(())
+}
+
+/// A message's attempts that did not end in a send, oldest first (at most 100).
+pub(crate) async fn attempts(e: &mut impl Exec, id: Id) -> Result<Vec<Attempt>> {
+    e.rows(
+        "SELECT attempt, device, at, outcome, code, error FROM message_attempts
+         WHERE message_id = $1 ORDER BY at, attempt LIMIT 100",
+        args![id],
+        |r| {
+            Ok(Attempt {
+                attempt: r.int(0)?,
+                device: r.opt_text(1)?,
+                at: r.int(2)?,
+                outcome: r.text(3)?,
+                code: r.opt_text(4)?,
+                error: r.opt_text(5)?,
+            })
+        },
+    )
+    .await
 }
 
 /// Applies delivery receipts to message parts, and to their messages when every part has

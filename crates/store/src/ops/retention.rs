@@ -27,6 +27,7 @@ pub(crate) async fn purge(e: &mut impl Exec, batch: &PurgeBatch) -> Result<Purge
                 "DELETE FROM delivery_attempts WHERE delivery_id IN (SELECT id FROM deliveries WHERE message_id IN ({list}));
                  DELETE FROM deliveries WHERE message_id IN ({list});
                  DELETE FROM message_parts WHERE message_id IN ({list});
+                 DELETE FROM message_attempts WHERE message_id IN ({list});
                  DELETE FROM messages WHERE id IN ({list});"
             ),
             (Purge::Inbound, false) => format!(

@@ -7,7 +7,9 @@ use crate::model::*;
 use crate::{Result, StoreError};
 
 pub(crate) const USER_COLUMNS: &str =
-    "id, name, role, email, password_hash, created_at, disabled_at";
+    "id, name, role, email, password_hash, created_at, disabled_at, senders";
+/// How many columns [`USER_COLUMNS`] names: where the columns after them start.
+pub(crate) const USER_COLUMN_COUNT: usize = 8;
 
 /// A user from the columns of [`USER_COLUMNS`] (in that order), from column `at` on.
 pub(crate) fn user_from(r: &dyn Row, at: usize) -> Result<User> {
@@ -21,6 +23,12 @@ pub(crate) fn user_from(r: &dyn Row, at: usize) -> Result<User> {
         password_hash: r.opt_text(at + 4)?,
         created_at: r.int(at + 5)?,
         disabled_at: r.opt_int(at + 6)?,
+        senders: r
+            .text(at + 7)?
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect(),
     })
 }
 
@@ -64,6 +72,7 @@ pub(crate) async fn create(e: &mut impl Exec, u: &NewUser) -> Result<User> {
         password_hash: u.password_hash.clone(),
         created_at: u.created_at,
         disabled_at: None,
+        senders: Vec::new(),
     })
 }
 
@@ -119,8 +128,8 @@ pub(crate) async fn key_by_hash(e: &mut impl Exec, key_hash: &str) -> Result<Opt
     row(e, &SQL, args![key_hash], |r| {
         Ok(ApiKey {
             user: user_from(r, 0)?,
-            id: r.int(7)?,
-            webhook_secret: r.opt_text(8)?,
+            id: r.int(USER_COLUMN_COUNT)?,
+            webhook_secret: r.opt_text(USER_COLUMN_COUNT + 1)?,
         })
     })
     .await
@@ -216,6 +225,14 @@ pub(crate) async fn update(
         )
         .await?;
     }
+    if let Some(senders) = &u.senders {
+        let joined = senders.join("\n");
+        e.run(
+            "UPDATE users SET senders = $1 WHERE id = $2",
+            args![joined.as_str(), id],
+        )
+        .await?;
+    }
     match u.disabled {
         Some(true) => {
             e.run(
@@ -258,4 +275,15 @@ pub(crate) async fn disabled_since(e: &mut impl Exec, since: Millis) -> Result<O
     )
     .await
     .map(Option::flatten)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_user_column_count_is_the_columns_named() {
+        assert_eq!(
+            super::USER_COLUMNS.split(',').count(),
+            super::USER_COLUMN_COUNT
+        );
+    }
 }

@@ -38,6 +38,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     ),
     (7, include_str!("../migrations/sqlite/0007_key_use.sql")),
     (8, include_str!("../migrations/sqlite/0008_web.sql")),
+    (
+        9,
+        include_str!("../migrations/sqlite/0009_senders_attempts.sql"),
+    ),
 ];
 
 /// How a write is committed.
