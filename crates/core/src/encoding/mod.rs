@@ -6,12 +6,15 @@
 //! - [`ucs2`]: UTF-16BE encode/decode, lossy and panic-free on bad input.
 //! - [`segment`]: the part limits (160/153 septets, 70/67 units) and the splitter.
 //! - [`udh`]: the concatenation user data header, built and parsed.
+//! - [`tpdu`]: SMS-SUBMIT built and SMS-DELIVER / STATUS-REPORT / SUBMIT decoded as a GSM
+//!   modem takes and gives them in PDU mode (TS 23.040 §9.2, TS 27.005).
 //!
 //! [`Body`] is the one type the rest of textgate holds: a text whose encoding and part count
 //! were decided once, when it was accepted (docs/architecture.md).
 
 pub mod gsm7;
 pub mod segment;
+pub mod tpdu;
 pub mod ucs2;
 pub mod udh;
 
