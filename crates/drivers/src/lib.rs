@@ -6,11 +6,13 @@
 //!   `loopback`): send a message, report its parts' receipts and inbound texts as
 //!   [`DeviceEvent`]s, say what state it is in.
 //! - [`smpp`]: SMPP 3.4 sessions: the frame codec, PDUs, receipts, long texts, the session.
+//! - [`modem`]: GSM/LTE modems on serial ports, with AT commands in PDU mode.
 //! - [`loopback`]: the built-in device for demos and tests.
 //! - [`build_devices`]: the devices a configuration names.
 #![forbid(unsafe_code)]
 
 pub mod loopback;
+pub mod modem;
 pub mod smpp;
 
 use std::future::Future;
@@ -282,6 +284,7 @@ pub fn build_devices(
             match d.settings()? {
                 DeviceSettings::Loopback(lb) => Ok(Arc::new(loopback::Loopback::new(&d.name, lb))),
                 DeviceSettings::Smpp(s) => Ok(Arc::new(smpp::Smpp::new(&d.name, *s))),
+                DeviceSettings::Modem(m) => Ok(Arc::new(modem::Modem::new(&d.name, *m))),
             }
         })
         .collect()

@@ -110,6 +110,85 @@ pub enum DeviceSettings {
     Loopback(LoopbackConfig),
     /// An SMSC account over SMPP 3.4.
     Smpp(Box<SmppConfig>),
+    /// A GSM/LTE modem on a serial port.
+    Modem(Box<ModemConfig>),
+}
+
+/// What a modem is used for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModemMode {
+    /// Sends only; texts that arrive stay on the SIM.
+    Send,
+    /// Receives only; no message is routed to it.
+    Receive,
+    /// Both.
+    Both,
+}
+
+/// `kind = "modem"`: a GSM/LTE modem driven with AT commands in PDU mode (TS 27.005).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModemConfig {
+    /// The serial port: `/dev/ttyUSB0`, or better a stable name such as
+    /// `/dev/serial/by-id/usb-…`, which survives the port disappearing and coming back.
+    pub serial: String,
+    /// The port's speed.
+    #[serde(default = "default_baud")]
+    pub baud: u32,
+    /// The SIM's PIN, if it asks for one (or `TEXTGATE_DEVICE_<NAME>_PIN`).
+    #[serde(default)]
+    pub pin: String,
+    /// The SMSC number to send through, instead of the one on the SIM (international).
+    pub smsc: Option<String>,
+    /// Where received texts are stored: `SM` (the SIM), `ME` (the modem) or `MT` (both).
+    #[serde(default = "default_storage")]
+    pub storage: String,
+    /// Commands sent after the standard initialisation (vendor settings), each checked for OK.
+    #[serde(default)]
+    pub init: Vec<String>,
+    /// A command that resets the modem when it stops answering (e.g. `AT+CFUN=1,1`).
+    pub reset_command: Option<String>,
+    /// send, receive or both.
+    #[serde(default = "default_modem_mode")]
+    pub mode: ModemMode,
+    /// Ask the network for status reports (delivery receipts).
+    #[serde(default = "yes")]
+    pub status_reports: bool,
+    /// The validity period asked for (TP-VP, relative: up to 63 weeks).
+    pub validity: Option<Dur>,
+    /// How long a command may take before the modem counts as not answering (sending a
+    /// text waits up to four times as long: the network answers it).
+    #[serde(default = "default_command_timeout")]
+    pub command_timeout: Dur,
+    /// How often registration, signal and storage are polled, and stored texts swept.
+    #[serde(default = "default_poll")]
+    pub poll_interval: Dur,
+    /// First reopen delay after the port failed; doubles up to `reconnect_max`.
+    #[serde(default = "default_reconnect_min")]
+    pub reconnect_min: Dur,
+    /// Longest reopen delay.
+    #[serde(default = "default_reconnect_max")]
+    pub reconnect_max: Dur,
+    /// How long the parts of an inbound long text are awaited before it is stored as partial.
+    #[serde(default = "default_reassembly")]
+    pub reassembly_timeout: Dur,
+}
+
+fn default_baud() -> u32 {
+    115_200
+}
+fn default_storage() -> String {
+    "SM".into()
+}
+fn default_modem_mode() -> ModemMode {
+    ModemMode::Both
+}
+fn default_command_timeout() -> Dur {
+    Dur(Duration::from_secs(10))
+}
+fn default_poll() -> Dur {
+    Dur(Duration::from_secs(30))
 }
 
 /// How an SMPP session binds (SMPP 3.4 §4.1).
@@ -368,7 +447,14 @@ impl DeviceConfig {
                 }
                 Ok(DeviceSettings::Smpp(Box::new(cfg)))
             }
-            "modem" | "remote" => Err(ConfigError::new(
+            "modem" => {
+                let cfg: ModemConfig = toml::Value::Table(self.rest.clone())
+                    .try_into()
+                    .map_err(|e: toml::de::Error| ConfigError::new(&key, e.message().to_string()))?;
+                check_modem(&key, &cfg)?;
+                Ok(DeviceSettings::Modem(Box::new(cfg)))
+            }
+            "remote" => Err(ConfigError::new(
                 format!("{key}.kind"),
                 format!(
                     "device kind \"{}\" is not available in this build of textgate yet; use \"smpp\" or \"loopback\"",
@@ -381,6 +467,76 @@ impl DeviceConfig {
             )),
         }
     }
+}
+
+fn check_modem(key: &str, cfg: &ModemConfig) -> Result<(), ConfigError> {
+    let bad = |field: &str, why: String| Err(ConfigError::new(format!("{key}.{field}"), why));
+    if cfg.serial.trim().is_empty() {
+        return bad(
+            "serial",
+            "is empty: give the modem's serial port, like /dev/ttyUSB0".into(),
+        );
+    }
+    if !(300..=4_000_000).contains(&cfg.baud) {
+        return bad(
+            "baud",
+            format!("{} is not a serial speed: use one like 115200", cfg.baud),
+        );
+    }
+    let pin_ok = (4..=8).contains(&cfg.pin.len()) && cfg.pin.bytes().all(|b| b.is_ascii_digit());
+    if !cfg.pin.is_empty() && !pin_ok {
+        return bad("pin", "must be 4 to 8 digits".into());
+    }
+    if let Some(n) = &cfg.smsc {
+        let digits = n.strip_prefix('+').unwrap_or("");
+        if digits.is_empty() || digits.len() > 15 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return bad("smsc", format!("\"{n}\" is not an international number: write it with '+' and the country code"));
+        }
+    }
+    if !matches!(cfg.storage.as_str(), "SM" | "ME" | "MT") {
+        return bad(
+            "storage",
+            format!(
+                "\"{}\" is not a message storage: use SM (the SIM), ME (the modem) or MT (both)",
+                cfg.storage
+            ),
+        );
+    }
+    // A command is one line the modem reads up to its carriage return: nothing may end it early.
+    for (field, cmd) in cfg
+        .init
+        .iter()
+        .map(|c| ("init", c))
+        .chain(cfg.reset_command.iter().map(|c| ("reset_command", c)))
+    {
+        if !cmd.to_ascii_uppercase().starts_with("AT")
+            || cmd.len() > 200
+            || cmd.chars().any(|c| c.is_control())
+        {
+            return bad(field, format!("\"{cmd}\" is not one AT command: it must start with AT, be one line and at most 200 characters"));
+        }
+    }
+    if let Some(v) = cfg.validity {
+        if v.0 < Duration::from_secs(300) || v.0 > Duration::from_secs(63 * 7 * 86_400) {
+            return bad(
+                "validity",
+                "must be from 5m to 63 weeks (what a relative TP-VP can say)".into(),
+            );
+        }
+    }
+    if cfg.command_timeout.0 < Duration::from_millis(100) {
+        return bad("command_timeout", "must be at least 100ms".into());
+    }
+    if cfg.poll_interval.0 < Duration::from_secs(1) {
+        return bad("poll_interval", "must be at least 1s".into());
+    }
+    if cfg.reconnect_min.0.is_zero() || cfg.reconnect_min.0 > cfg.reconnect_max.0 {
+        return bad(
+            "reconnect_min",
+            "must be above zero and no more than reconnect_max".into(),
+        );
+    }
+    Ok(())
 }
 
 /// Values that may come from the environment instead of the file, so secrets stay out of it.

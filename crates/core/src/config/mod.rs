@@ -11,8 +11,8 @@
 //! - [`auth`]: `[auth]`; [`retention`]: `[retention]`;
 //! - [`units`]: durations, sizes and the backoff.
 //!
-//! Sections that belong to features not in this build (`[[port_server]]`, device kinds
-//! `modem` and `remote`) are refused by [`Config::check`] with a message saying so, rather
+//! Sections that belong to features not in this build (`[[port_server]]`, device kind
+//! `remote`) are refused by [`Config::check`] with a message saying so, rather
 //! than accepted and silently ignored.
 
 pub mod auth;
@@ -32,7 +32,7 @@ use crate::address::Country;
 pub use auth::AuthConfig;
 pub use devices::{
     env_var_for_device, BindMode, DefaultAlphabet, DeviceConfig, DeviceSettings, IdFormat,
-    LongMessages, LoopbackConfig, SmppConfig,
+    LongMessages, LoopbackConfig, ModemConfig, ModemMode, SmppConfig,
 };
 pub use inbound::{InboundConfig, InboundRuleConfig, WebhooksConfig};
 pub use mailer::{MailerConfig, RelayTls};
@@ -170,6 +170,11 @@ impl Config {
         for d in self.devices.iter_mut().filter(|d| d.kind == "smpp") {
             if let Some(v) = env(&env_var_for_device(&d.name, "password")) {
                 d.rest.insert("password".into(), toml::Value::String(v));
+            }
+        }
+        for d in self.devices.iter_mut().filter(|d| d.kind == "modem") {
+            if let Some(v) = env(&env_var_for_device(&d.name, "pin")) {
+                d.rest.insert("pin".into(), toml::Value::String(v));
             }
         }
     }
@@ -434,6 +439,41 @@ devices = ["lb"]
         let env = |k: &str| (k == "TEXTGATE_DEVICE_LB_PASSWORD").then(|| "x".to_string());
         let c = Config::parse("[[device]]\nname='lb'\nkind='loopback'\n", &env).unwrap();
         c.check().unwrap();
+    }
+
+    #[test]
+    fn modem_keys_are_parsed_and_checked_and_the_pin_may_come_from_the_environment() {
+        let text = "[[device]]\nname='gsm-1'\nkind='modem'\nserial='/dev/ttyUSB0'\n";
+        let env = |k: &str| (k == "TEXTGATE_DEVICE_GSM_1_PIN").then(|| "4321".to_string());
+        let c = Config::parse(text, &env).unwrap();
+        let DeviceSettings::Modem(m) = c.devices[0].settings().unwrap() else {
+            panic!("a modem device")
+        };
+        assert_eq!(
+            (m.baud, m.pin.as_str(), m.storage.as_str(), m.mode),
+            (115_200, "4321", "SM", ModemMode::Both)
+        );
+        c.check().unwrap();
+        let bad = |extra: &str| {
+            let c = Config::parse(&format!("{text}{extra}\n"), &no_env).unwrap();
+            c.devices[0].settings().unwrap_err()
+        };
+        assert_eq!(bad("pin='12'").key, "device \"gsm-1\".pin");
+        assert_eq!(bad("storage='XX'").key, "device \"gsm-1\".storage");
+        assert_eq!(bad("smsc='5551234'").key, "device \"gsm-1\".smsc");
+        assert_eq!(
+            bad("init=[\"ATZ\\r\\nAT+CFUN=0\"]").key,
+            "device \"gsm-1\".init"
+        );
+        assert_eq!(bad("init=['rm -rf']").key, "device \"gsm-1\".init");
+        assert_eq!(bad("validity='1m'").key, "device \"gsm-1\".validity");
+        assert_eq!(bad("mode='sideways'").key, "device \"gsm-1\"");
+        let c = Config::parse("[[device]]\nname='g'\nkind='modem'\nserial=''\n", &no_env).unwrap();
+        assert!(c.devices[0]
+            .settings()
+            .unwrap_err()
+            .message
+            .contains("serial port"));
     }
 
     #[test]
