@@ -2,7 +2,7 @@
 //! list) matches picks an ordered list of devices to try, first to last. With no routes at all,
 //! every message may use every device in the order they are configured.
 
-use crate::config::Config;
+use crate::config::{Config, Strategy};
 
 /// A compiled routing table. Devices are referred to by their index in the config's list.
 #[derive(Debug, Clone)]
@@ -16,6 +16,16 @@ struct Route {
     prefix: Option<String>,
     users: Vec<String>,
     devices: Vec<usize>,
+    strategy: Strategy,
+}
+
+/// What a destination is routed to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Routed<'a> {
+    /// Device indexes, in failover order; empty when no route matches.
+    pub devices: &'a [usize],
+    /// How they share the messages.
+    pub strategy: Strategy,
 }
 
 impl Router {
@@ -35,6 +45,7 @@ impl Router {
                 }),
                 users: r.users.clone(),
                 devices: r.devices.iter().filter_map(|d| index(d)).collect(),
+                strategy: r.strategy,
             })
             .collect();
         Router {
@@ -51,17 +62,31 @@ impl Router {
     /// The devices for a destination (`+15551234567` or a short code) sent by `user`, in
     /// failover order; empty when no route matches.
     pub fn route(&self, to: &str, user: &str) -> &[usize] {
+        self.routed(to, user).devices
+    }
+
+    /// The devices for a destination sent by `user`, and how they share the messages.
+    pub fn routed(&self, to: &str, user: &str) -> Routed<'_> {
         if self.routes.is_empty() {
-            return &self.all;
+            return Routed {
+                devices: &self.all,
+                strategy: Strategy::Failover,
+            };
         }
         for r in &self.routes {
             let prefix_ok = r.prefix.as_deref().is_none_or(|p| to.starts_with(p));
             let user_ok = r.users.is_empty() || r.users.iter().any(|u| u == user);
             if prefix_ok && user_ok {
-                return &r.devices;
+                return Routed {
+                    devices: &r.devices,
+                    strategy: r.strategy,
+                };
             }
         }
-        &[]
+        Routed {
+            devices: &[],
+            strategy: Strategy::Failover,
+        }
     }
 }
 

@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use textgate_core::clock::{now_ms, Millis};
-use textgate_core::config::Config;
+use textgate_core::config::{Config, Strategy};
 use textgate_core::routing::Router;
 use textgate_core::status::Status;
 use textgate_store::{Message, Outcome, PartReceipt, Receipt, ReceiptMatch, Store};
@@ -66,6 +66,9 @@ pub struct DeviceStats {
     pub received: AtomicU64,
     /// The last error it gave.
     pub last_error: Mutex<Option<String>>,
+    /// Messages handed to it and not yet answered (waiting for it, or in flight): what a
+    /// spreading route compares.
+    pub load: std::sync::atomic::AtomicI64,
 }
 
 /// Counters of the whole pipeline.
@@ -506,9 +509,9 @@ impl Dispatcher {
         } else {
             String::new()
         };
-        let routed: Vec<usize> = self
-            .router
-            .route(&msg.to, &user)
+        let route = self.router.routed(&msg.to, &user);
+        let routed: Vec<usize> = route
+            .devices
             .iter()
             .copied()
             // Receive-only devices (an SMPP receiver bind) never get messages to send.
@@ -560,7 +563,23 @@ impl Dispatcher {
             .filter(|&i| self.devices[i].device.state() == DeviceState::Up)
             .collect();
         let pool = if up.is_empty() { &candidates } else { &up };
-        let device = pool[(msg.attempts.max(1) as usize - 1) % pool.len()];
+        let device = match route.strategy {
+            // The least loaded; a retry skips the device of the attempt before.
+            Strategy::Spread if msg.attempts <= 1 || pool.len() == 1 => *pool
+                .iter()
+                .min_by_key(|&&i| self.devices[i].stats.load.load(Ordering::Relaxed))
+                .unwrap_or(&pool[0]),
+            Strategy::Spread => *pool
+                .iter()
+                .filter(|&&i| msg.device.as_deref() != Some(self.devices[i].device.name()))
+                .min_by_key(|&&i| self.devices[i].stats.load.load(Ordering::Relaxed))
+                .unwrap_or(&pool[0]),
+            Strategy::Failover => pool[(msg.attempts.max(1) as usize - 1) % pool.len()],
+        };
+        self.devices[device]
+            .stats
+            .load
+            .fetch_add(1, Ordering::Relaxed);
         let lanes = &queues[device];
         let lane = if msg.priority <= 0 {
             &lanes.urgent
@@ -574,6 +593,10 @@ impl Dispatcher {
         };
         if let Err(mpsc::error::SendError(claimed)) = lane.send(claimed) {
             tracing::error!(device = %self.devices[device].device.name(), "device worker is gone");
+            self.devices[device]
+                .stats
+                .load
+                .fetch_sub(1, Ordering::Relaxed);
             drop(claimed);
         }
     }
@@ -611,6 +634,7 @@ impl Dispatcher {
                 else => break,
             };
             if next.at.elapsed() > stale_after {
+                entry.stats.load.fetch_sub(1, Ordering::Relaxed);
                 let now = now_ms();
                 let _ = rec.send(Record::Outcome(
                     Outcome::Retry {
@@ -642,6 +666,10 @@ impl Dispatcher {
             let rec = rec.clone();
             sends.spawn(async move {
                 let outcome = this.send_one(index, &next.msg).await;
+                this.devices[index]
+                    .stats
+                    .load
+                    .fetch_sub(1, Ordering::Relaxed);
                 drop(slot);
                 let _ = rec.send(Record::Outcome(outcome, Some(next.permit)));
             });

@@ -18,6 +18,7 @@ mod inbound;
 mod jobs;
 mod keys;
 mod mailer;
+mod modem;
 mod postgres;
 mod retention;
 mod routing;

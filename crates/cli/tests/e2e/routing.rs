@@ -199,3 +199,46 @@ fn a_disabled_device_holds_its_texts_until_enabled() {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }
+
+/// `strategy = "spread"`: a route's messages go to whichever of its devices has the fewest
+/// waiting or in flight, so slow devices (modems) send in parallel; the default, failover,
+/// keeps them on the first device that is up.
+#[test]
+fn a_spreading_route_shares_its_messages_among_its_devices() {
+    let slow = |name: &str| {
+        format!(
+            "[[device]]\nname = \"{name}\"\nkind = \"loopback\"\ndelay = \"100ms\"\nwindow = 1\n\n"
+        )
+    };
+    let config = format!(
+        "{}{}{}[[route]]\nprefix = \"+1555600\"\nstrategy = \"spread\"\ndevices = [\"s1\", \"s2\"]\n\n\
+         [[route]]\ndevices = [\"f1\", \"s2\"]\n",
+        slow("s1"),
+        slow("s2"),
+        slow("f1")
+    );
+    let app = spawn_app_users(&config, &[("alice", "user")]);
+    let send = |prefix: &str| -> Vec<i64> {
+        let to: Vec<String> = (0..8).map(|i| format!("{prefix}{i:04}")).collect();
+        app.send_ok(&json!({"to": to, "body": "spread"}))
+            .iter()
+            .map(|m| m["id"].as_i64().unwrap())
+            .collect()
+    };
+    let devices_of = |ids: &[i64]| -> Vec<String> {
+        ids.iter()
+            .map(|&id| app.wait_final(id)["device"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let spread = devices_of(&send("+1555600"));
+    let on = |d: &str| spread.iter().filter(|x| *x == d).count();
+    assert!(
+        on("s1") >= 2 && on("s2") >= 2,
+        "both devices took some: {spread:?}"
+    );
+    let failover = devices_of(&send("+1555700"));
+    assert!(
+        failover.iter().all(|d| d == "f1"),
+        "failover keeps to the first: {failover:?}"
+    );
+}

@@ -37,7 +37,7 @@ pub use devices::{
 pub use inbound::{InboundConfig, InboundRuleConfig, WebhooksConfig};
 pub use mailer::{MailerConfig, RelayTls};
 pub use retention::RetentionConfig;
-pub use routes::RouteConfig;
+pub use routes::{RouteConfig, Strategy};
 pub use server::{redact_url, ServerConfig};
 pub use smtp::SmtpConfig;
 pub use spool::SpoolConfig;

@@ -17,6 +17,22 @@ pub struct RouteConfig {
     /// Only messages of these users (by name); none = everyone's.
     #[serde(default)]
     pub users: Vec<String>,
+    /// How messages are shared among the devices.
+    #[serde(default)]
+    pub strategy: Strategy,
+}
+
+/// How a route shares its messages among its devices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Strategy {
+    /// Each message goes to the first device that is up; the next ones when it fails.
+    #[default]
+    Failover,
+    /// Each message goes to the device that is up with the fewest messages waiting or in
+    /// flight (modems, which send one part at a time, in parallel); failures move on as
+    /// for failover.
+    Spread,
 }
 
 /// Checks every route against the devices' `names`.

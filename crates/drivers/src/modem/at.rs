@@ -137,6 +137,9 @@ pub enum Urc {
         /// `+CMT` (a text) or `+CDS` (a status report).
         report: bool,
     },
+    /// The modem's storage is full (Huawei `^SMMEMFULL`, Quectel `+QIND: "smsfull"`,
+    /// `+CIEV: "SMSFULL"`): what is stored should be read and deleted now.
+    StorageFull,
     /// `RDY`, `+CFUN: 1`, `^BOOT`-style start-up codes after a reset the driver did not
     /// ask for: the modem must be set up again.
     Restarted,
@@ -183,6 +186,9 @@ pub fn classify(line: &str, command: Option<&str>) -> Kind {
         _ => {}
     }
     let upper = line.to_ascii_uppercase();
+    if upper.starts_with("^SMMEMFULL") || upper.contains("SMSFULL") && !answers(prefix) {
+        return Kind::Urc(Urc::StorageFull);
+    }
     if upper == "RDY"
         || upper.starts_with("^BOOT") && cmd.is_none()
         || upper == "+CFUN: 1" && !answers("+CFUN")
@@ -354,6 +360,14 @@ mod tests {
         assert_eq!(classify("^RSSI: 17", c), Kind::Urc(Urc::Other));
         assert_eq!(classify("+QIND: \"csq\",20,99", c), Kind::Urc(Urc::Other));
         assert_eq!(classify("RDY", c), Kind::Urc(Urc::Restarted));
+        assert_eq!(
+            classify("^SMMEMFULL: \"SM\"", c),
+            Kind::Urc(Urc::StorageFull)
+        );
+        assert_eq!(
+            classify("+QIND: \"smsfull\",\"SM\"", None),
+            Kind::Urc(Urc::StorageFull)
+        );
         assert_eq!(classify("+CPIN: READY", Some("AT+CPIN?")), Kind::Answer);
         assert_eq!(classify("+CPIN: READY", c), Kind::Urc(Urc::Other));
         assert_eq!(classify("OK", c), Kind::Final(Final::Ok));

@@ -38,9 +38,6 @@ use crate::{
 
 /// Messages waiting for the modem at most (it sends one part at a time).
 const QUEUE: usize = 8;
-/// How long the store may take to commit a text or receipt before it is left on the modem
-/// for the next sweep.
-const COMMIT_WAIT: Duration = Duration::from_secs(10);
 /// How many sent parts are remembered per message reference for their status reports.
 const SENT_PER_REFERENCE: usize = 4;
 
@@ -104,7 +101,7 @@ impl Shared {
 
     /// The part a status report is about: the newest sent with that reference to that
     /// recipient (digits compared, so `+` and national forms match).
-    fn match_report(&self, mr: u8, recipient: &str) -> Option<String> {
+    fn match_report(&self, mr: u8, recipient: &str) -> Option<SentPart> {
         let digits = |s: &str| s.chars().filter(char::is_ascii_digit).collect::<String>();
         let want = digits(recipient);
         let mut m = self.parts.lock().ok()?;
@@ -113,7 +110,7 @@ impl Shared {
             let have = digits(&p.recipient);
             want.is_empty() || have.ends_with(&want) || want.ends_with(&have)
         })?;
-        q.remove(i).map(|p| p.id)
+        q.remove(i)
     }
 }
 
@@ -384,6 +381,16 @@ enum Pending {
     Direct(String),
 }
 
+/// The store's answer for a text or receipt handed to it, and what to do then: delete its
+/// slots (none: it was delivered directly, acknowledge it), or on failure leave them for the
+/// next sweep.
+struct Committed {
+    slots: Vec<Slot>,
+    ok: bool,
+    /// For a receipt: the part it matched, remembered again if the store failed.
+    part: Option<(u8, SentPart)>,
+}
+
 /// One open port and what is known of the modem behind it.
 struct Session<'a> {
     port: SerialStream,
@@ -401,11 +408,17 @@ struct Session<'a> {
     /// Every slot held for an incomplete text: the sweep leaves them alone.
     holding: HashSet<Slot>,
     timeout: Duration,
+    /// Answers from the store, as they come: the modem goes on meanwhile.
+    done_tx: mpsc::UnboundedSender<Committed>,
+    done_rx: mpsc::UnboundedReceiver<Committed>,
 }
 
 impl<'a> Session<'a> {
     fn new(port: SerialStream, sh: &'a Shared, events: &'a mpsc::Sender<DeviceEvent>) -> Self {
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
         Session {
+            done_tx,
+            done_rx,
             port,
             lines: LineReader::default(),
             sh,
@@ -767,16 +780,53 @@ impl<'a> Session<'a> {
         Ok(())
     }
 
-    /// Hands an event to the store and waits for its commit.
-    async fn commit(&self, make: impl FnOnce(Ack) -> DeviceEvent) -> bool {
-        let (ack, answer) = Ack::channel();
-        if self.events.send(make(ack)).await.is_err() {
-            return false;
+    /// Hands an event to the store; its slots are held (the sweep leaves them) until the
+    /// store answers, and then deleted ([`Session::finish`]).
+    async fn commit(
+        &mut self,
+        slots: Vec<Slot>,
+        part: Option<(u8, SentPart)>,
+        make: impl FnOnce(Ack) -> DeviceEvent,
+    ) {
+        for s in &slots {
+            self.holding.insert(s.clone());
         }
-        matches!(
-            tokio::time::timeout(COMMIT_WAIT, answer).await,
-            Ok(Ok(true))
-        )
+        let tx = self.done_tx.clone();
+        let held = slots.clone();
+        let ack = Ack::new(move |ok| {
+            let _ = tx.send(Committed {
+                slots: held,
+                ok,
+                part,
+            });
+        });
+        // A closed channel drops the event, whose ack then answers false.
+        let _ = self.events.send(make(ack)).await;
+    }
+
+    /// What to do once the store has answered.
+    async fn finish(&mut self, c: Committed) -> Result<(), Fail> {
+        for s in &c.slots {
+            self.holding.remove(s);
+        }
+        if !c.ok {
+            tracing::warn!(device = %self.sh.name, "the store did not commit a text or receipt; it stays on the modem for the next sweep");
+            if let Some((mr, part)) = c.part {
+                self.sh.remember(mr, part);
+            }
+            return Ok(());
+        }
+        match c.part {
+            Some(_) => self.sh.receipts.fetch_add(1, Ordering::Relaxed),
+            None => self.sh.received.fetch_add(1, Ordering::Relaxed),
+        };
+        if c.slots.is_empty() {
+            self.may("AT+CNMA").await?;
+        }
+        for s in &c.slots {
+            self.delete(s).await?;
+        }
+        Ok(())
     }
 
     /// A PDU read from `slot` (or delivered directly): stored, then removed from the modem.
@@ -861,38 +911,32 @@ impl<'a> Session<'a> {
             Tpdu::StatusReport(r) => {
                 let recipient = r.recipient.as_str().to_string();
                 let class = r.status.class();
-                let done = match slot {
-                    _ if class == StatusClass::StillTrying => true,
-                    _ => match self.sh.match_report(r.message_reference, &recipient) {
-                        Some(id) => {
-                            let delivered = class == StatusClass::Delivered;
-                            let at = r.discharge_time.utc_ms.unwrap_or_else(now_ms);
-                            let device = self.sh.name.clone();
-                            let code = (!delivered).then(|| format!("{:02X}", r.status.0));
-                            let ok = self
-                                .commit(|ack| DeviceEvent::Receipt {
-                                    device,
-                                    device_msg_id: id,
-                                    delivered,
-                                    code,
-                                    at,
-                                    ack: Some(ack),
-                                })
-                                .await;
-                            if ok {
-                                self.sh.receipts.fetch_add(1, Ordering::Relaxed);
-                            }
-                            ok
-                        }
-                        None => {
-                            tracing::info!(device = %self.sh.name, mr = r.message_reference, "a status report for no part this modem sent; dropped");
-                            true
-                        }
-                    },
-                };
-                if done {
-                    self.remove(slot).await?;
+                if class == StatusClass::StillTrying {
+                    // Not an outcome: removed, the final report follows.
+                    return self.remove(slot).await;
                 }
+                let Some(part) = self.sh.match_report(r.message_reference, &recipient) else {
+                    tracing::info!(device = %self.sh.name, mr = r.message_reference, "a status report for no part this modem sent; dropped");
+                    return self.remove(slot).await;
+                };
+                let delivered = class == StatusClass::Delivered;
+                let at = r.discharge_time.utc_ms.unwrap_or_else(now_ms);
+                let device = self.sh.name.clone();
+                let code = (!delivered).then(|| format!("{:02X}", r.status.0));
+                let id = part.id.clone();
+                self.commit(
+                    slot.into_iter().collect(),
+                    Some((r.message_reference, part)),
+                    |ack| DeviceEvent::Receipt {
+                        device,
+                        device_msg_id: id,
+                        delivered,
+                        code,
+                        at,
+                        ack: Some(ack),
+                    },
+                )
+                .await;
             }
             // Outgoing texts someone stored on the SIM are theirs: left alone.
             Tpdu::Submit(_) => {}
@@ -967,23 +1011,11 @@ impl<'a> Session<'a> {
 
     /// Stores a text, then deletes its slots (or, delivered directly, acknowledges it).
     async fn store_text(&mut self, text: InboundText, slots: Vec<Slot>) -> Result<(), Fail> {
-        let committed = self
-            .commit(|ack| DeviceEvent::Inbound {
-                text,
-                ack: Some(ack),
-            })
-            .await;
-        if !committed {
-            tracing::warn!(device = %self.sh.name, "an inbound text was not committed; it stays on the modem for the next sweep");
-            return Ok(());
-        }
-        self.sh.received.fetch_add(1, Ordering::Relaxed);
-        if slots.is_empty() {
-            self.may("AT+CNMA").await?;
-        }
-        for s in &slots {
-            self.delete(s).await?;
-        }
+        self.commit(slots, None, |ack| DeviceEvent::Inbound {
+            text,
+            ack: Some(ack),
+        })
+        .await;
         Ok(())
     }
 
@@ -996,6 +1028,10 @@ impl<'a> Session<'a> {
                     self.read_slot((mem, index)).await?;
                 }
                 Pending::Urc(Urc::Restarted) => return Err(Fail::Restarted),
+                Pending::Urc(Urc::StorageFull) => {
+                    tracing::warn!(device = %self.sh.name, "the modem's storage is full; sweeping it now");
+                    self.sweep().await?;
+                }
                 Pending::Urc(_) => {}
                 Pending::Direct(pdu) => self.handle(None, &pdu).await?,
             }
@@ -1016,6 +1052,7 @@ impl<'a> Session<'a> {
                 .unwrap_or(next_poll);
             tokio::select! {
                 _ = self.sh.close.notified() => return Err(Fail::Closing),
+                Some(c) = self.done_rx.recv() => self.finish(c).await?,
                 job = rx.recv() => match job {
                     Some(j) => {
                         if self.sh.registered.load(Ordering::Relaxed) == 0 {

@@ -1470,6 +1470,37 @@ struct DeviceRow {
     receipts: u64,
     max_rate: String,
     last_error: String,
+    /// The driver's own gauges, readable: a modem's signal, registration and storage.
+    details: String,
+}
+
+/// A driver's gauges as the devices page shows them (its counters are in other columns or
+/// on `/metrics`).
+fn details_text(details: &[(&'static str, i64)]) -> String {
+    let get = |k: &str| details.iter().find(|(n, _)| *n == k).map(|(_, v)| *v);
+    let mut out = Vec::new();
+    for (k, v) in details {
+        match *k {
+            "signal_dbm" => out.push(format!("signal {v} dBm")),
+            "registered" => out.push(
+                if *v == 1 {
+                    "registered"
+                } else {
+                    "not registered"
+                }
+                .to_string(),
+            ),
+            "storage_used" => {
+                if let Some(total) = get("storage_total") {
+                    out.push(format!("storage {v}/{total}"));
+                }
+            }
+            "storage_total" => {}
+            k if k.ends_with("_total") => {}
+            k => out.push(format!("{} {v}", k.replace('_', " "))),
+        }
+    }
+    out.join(" · ")
 }
 
 /// `GET /devices` (administrators): each device with its state, counters and last error.
@@ -1503,6 +1534,7 @@ pub async fn devices(State(st): State<AppState>, me: Signed) -> Response {
                     .last_error()
                     .or_else(|| s.last_error.lock().ok().and_then(|e| e.clone()))
                     .unwrap_or_default(),
+                details: details_text(&d.device.details()),
             }
         })
         .collect();
@@ -1549,6 +1581,22 @@ mod tests {
             vec!["+15551230001", "+15551230002", "+15551230003", "5551230004"]
         );
         assert!(split_numbers(" , ;\n").is_empty());
+    }
+
+    #[test]
+    fn a_modem_s_gauges_read_as_words() {
+        let d = [
+            ("registered", 1),
+            ("sent_parts_total", 9),
+            ("signal_dbm", -73),
+            ("storage_used", 3),
+            ("storage_total", 20),
+        ];
+        assert_eq!(
+            details_text(&d),
+            "registered · signal -73 dBm · storage 3/20"
+        );
+        assert_eq!(details_text(&[("binds_up", 2)]), "binds up 2");
     }
 
     #[test]
