@@ -255,6 +255,11 @@ pub trait Device: Send + Sync + 'static {
     fn details(&self) -> Vec<(&'static str, i64)> {
         Vec::new()
     }
+    /// Driver-specific facts that are words, not numbers (a modem's operator), for the API
+    /// and the web UI.
+    fn info(&self) -> Vec<(&'static str, String)> {
+        Vec::new()
+    }
     /// The device's own last error (a failed connection, a refused bind), if it keeps one.
     fn last_error(&self) -> Option<String> {
         None

@@ -65,6 +65,8 @@ struct Shared {
     registered: AtomicI64,
     storage_used: AtomicI64,
     storage_total: AtomicI64,
+    /// The network's name, as `AT+COPS?` gives it.
+    operator: StdMutex<Option<String>>,
     sent: AtomicU64,
     received: AtomicU64,
     receipts: AtomicU64,
@@ -137,6 +139,7 @@ impl Modem {
                 registered: AtomicI64::new(0),
                 storage_used: AtomicI64::new(-1),
                 storage_total: AtomicI64::new(-1),
+                operator: StdMutex::new(None),
                 sent: AtomicU64::new(0),
                 received: AtomicU64::new(0),
                 receipts: AtomicU64::new(0),
@@ -255,6 +258,11 @@ impl Device for Modem {
 
     fn last_error(&self) -> Option<String> {
         self.shared.last_error.lock().ok().and_then(|e| e.clone())
+    }
+
+    fn info(&self) -> Vec<(&'static str, String)> {
+        let operator = self.shared.operator.lock().ok().and_then(|o| o.clone());
+        operator.map(|o| ("operator", o)).into_iter().collect()
     }
 
     fn window(&self) -> usize {
@@ -695,6 +703,17 @@ impl<'a> Session<'a> {
                 self.sh
                     .signal_dbm
                     .store(at::rssi_dbm(rssi).unwrap_or(i64::MIN), Ordering::Relaxed);
+            }
+        }
+        if let Some(a) = self.may("AT+COPS?").await? {
+            // `+COPS: <mode>[,<format>,<oper>[,<AcT>]]` (TS 27.007 §7.3); the name is the
+            // modem's word, shown to administrators: printable and short.
+            let name = a
+                .first()
+                .and_then(|l| at::fields(l).get(2).cloned())
+                .map(|n| textgate_core::address::without_controls(&n, 32));
+            if let Ok(mut o) = self.sh.operator.lock() {
+                *o = name.filter(|n| !n.is_empty());
             }
         }
         if let Some(a) = self.may("AT+CPMS?").await? {

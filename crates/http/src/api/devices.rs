@@ -32,6 +32,7 @@ pub async fn list(caller: Caller, State(st): State<AppState>) -> Json<Value> {
                 "window": d.device.window(),
                 "max_rate": d.max_rate,
                 "details": d.device.details().into_iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
+                "info": d.device.info().into_iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
                 "last_error": admin
                     .then(|| d.device.last_error().or_else(|| s.last_error.lock().ok().and_then(|e| e.clone())))
                     .flatten(),

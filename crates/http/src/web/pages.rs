@@ -1534,7 +1534,14 @@ pub async fn devices(State(st): State<AppState>, me: Signed) -> Response {
                     .last_error()
                     .or_else(|| s.last_error.lock().ok().and_then(|e| e.clone()))
                     .unwrap_or_default(),
-                details: details_text(&d.device.details()),
+                details: d
+                    .device
+                    .info()
+                    .into_iter()
+                    .map(|(_, v)| v)
+                    .chain(Some(details_text(&d.device.details())).filter(|t| !t.is_empty()))
+                    .collect::<Vec<_>>()
+                    .join(" · "),
             }
         })
         .collect();
