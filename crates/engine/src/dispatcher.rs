@@ -545,15 +545,18 @@ impl Dispatcher {
             return;
         }
         if candidates.is_empty() {
-            finish(
-                Status::Failed,
-                None,
+            let why = if route.devices.is_empty() {
                 format!(
                     "no route to {}: add a [[route]] whose prefix matches it",
                     msg.to
-                ),
-                permit,
-            );
+                )
+            } else {
+                format!(
+                    "no device of the route to {} can send (each is disabled in the configuration or only receives): add one that sends",
+                    msg.to
+                )
+            };
+            finish(Status::Failed, None, why, permit);
             return;
         }
         // Failover: prefer devices that are up; each retry moves one further down the list.

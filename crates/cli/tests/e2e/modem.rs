@@ -1214,3 +1214,513 @@ fn check_refuses_bad_modem_settings_by_name() {
         );
     }
 }
+
+impl Rig {
+    /// Like [`Rig::start`], with emulator `settings` applied before the server starts (so the
+    /// driver meets them from its very first command).
+    fn start_set(flags: &[&str], settings: Value, extra: &str) -> Rig {
+        let modem = Modem::start(flags);
+        modem.set(settings);
+        let app = spawn_app_users(
+            &modem.config(extra),
+            &[("alice", "user"), ("root", "admin")],
+        );
+        Rig { app, modem }
+    }
+
+    /// The AT commands the emulator ran that start with `prefix` (case-insensitive).
+    fn commands(&self, prefix: &str) -> Vec<String> {
+        let prefix = prefix.to_ascii_uppercase();
+        self.modem
+            .events("command")
+            .iter()
+            .filter_map(|e| e["text"].as_str())
+            .filter(|t| t.to_ascii_uppercase().starts_with(&prefix))
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// The URCs the emulator wrote (text of each), in order.
+    fn urcs(&self) -> Vec<String> {
+        self.modem
+            .events("urc")
+            .iter()
+            .filter_map(|e| e["text"].as_str().map(str::to_string))
+            .collect()
+    }
+
+    /// Everything that crossed the pty in one direction (`in`: written by the driver, also
+    /// what a silent modem discarded; `out`: the modem's), joined.
+    fn transcript(&self, dir: &str) -> String {
+        self.modem.cmd(json!({"cmd": "transcript", "last": 5000}))["transcript"]
+            .as_array()
+            .map(|t| {
+                t.iter()
+                    .filter(|c| c["dir"] == dir)
+                    .filter_map(|c| c["data"].as_str())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The device's `reopened_total` detail.
+    fn reopened(&self) -> i64 {
+        let d = self.device();
+        d["details"]["reopened_total"]
+            .as_i64()
+            .unwrap_or_else(|| self.fail(&format!("no reopened_total in {d}")))
+    }
+
+    /// Sends a text, waits for it to be `sent`, has the network report every part of it
+    /// delivered and waits for `delivered`; insists each part was accepted exactly once.
+    fn send_and_deliver(&self, to: &str, body: &str, parts: usize) {
+        let id = self.send(to, body);
+        self.wait_msg(id, "sent");
+        let subs = self.modem.submits_to(to);
+        if subs.len() != parts || subs.iter().any(|s| s["outcome"] != "ok") {
+            self.fail(&format!(
+                "{parts} part(s) to {to}, each given to AT+CMGS once and accepted: {subs:?}"
+            ));
+        }
+        let joined: String = self
+            .modem
+            .accepted_to(to)
+            .iter()
+            .map(|s| s["text"].as_str().unwrap_or(""))
+            .collect();
+        assert_eq!(joined, body, "what the modem sent to {to}");
+        for s in &subs {
+            self.modem.report(mr(s), 0);
+        }
+        self.wait_msg(id, "delivered");
+    }
+}
+
+/// How many received texts (SMS-DELIVER) the emulator's storage holds in `mem`.
+fn delivers_in(storage: &Value, mem: &str) -> usize {
+    storage["memories"][mem]["entries"]
+        .as_array()
+        .map_or(0, |e| e.iter().filter(|x| x["type"] == "deliver").count())
+}
+
+/// Seven texts for a SIM that holds three: the network holds them while the modem searches
+/// for a network, then hands them over at once, and stores what fits. Every text must arrive
+/// exactly once, the SIM must end empty (each text read before it was deleted) and the
+/// network must hold nothing back. `full_urc`: what the modem says when its storage is full.
+fn seven_texts_through_a_sim_that_holds_three(profile: &str, full_urc: Option<&str>) {
+    let rig = Rig::start(&["--profile", profile, "--storage-size", "3"], "");
+    rig.wait_up();
+    rig.modem.set(json!({"registered": 2}));
+    let n = 7;
+    let from = |i: usize| format!("+155576502{i:02}");
+    for i in 0..n {
+        rig.modem.inbound(
+            json!({"from": from(i), "text": format!("text {} of {n} ({profile})", i + 1),
+            "mode": "cmti"}),
+        );
+    }
+    rig.modem.set(json!({"registered": 1}));
+    let texts = rig.wait_inbox(n);
+    for i in 0..n {
+        assert_eq!(
+            one_from(&texts, &from(i))["body"],
+            format!("text {} of {n} ({profile})", i + 1)
+        );
+    }
+    let full = rig.modem.events("storage_full");
+    assert!(
+        !full.is_empty(),
+        "{profile}: the SIM was full at least once (otherwise this proves nothing)"
+    );
+    if let Some(urc) = full_urc {
+        let said = rig.urcs();
+        assert!(
+            said.iter().any(|u| u == urc),
+            "{profile}: the modem announced its full storage with {urc}: {said:?}"
+        );
+    }
+    let storage = rig.wait_storage_empty();
+    assert_deleted_after_reading(&storage, n);
+    assert_eq!(
+        storage["pending"].as_array().map(Vec::len),
+        Some(0),
+        "{profile}: the network holds nothing back: {}",
+        storage["pending"]
+    );
+    rig.wait_sweeps(1);
+    let again = rig.inbox();
+    assert_eq!(
+        again.len(),
+        n,
+        "{profile}: nothing arrives twice: {again:?}"
+    );
+}
+
+/// A SIM that fills up (27.005: no index, no +CMTI; the network keeps the text and tries again
+/// once memory is free, TS 24.011 RP-SMMA) on a modem that says nothing about it (SIMCom):
+/// seven texts through three slots each arrive exactly once, and the SIM ends empty.
+#[test]
+fn a_full_sim_loses_nothing_texts_come_once_as_slots_are_freed() {
+    seven_texts_through_a_sim_that_holds_three("sim800", None);
+}
+
+/// The same with modems that announce their full storage: Huawei `^SMMEMFULL: "SM"` and
+/// Quectel `+QIND: "smsfull","SM"` (the driver sweeps on them). Every text arrives exactly
+/// once and the SIM ends empty.
+#[test]
+fn a_full_sim_announced_by_the_modem_loses_nothing() {
+    // Each on its own emulator and server, side by side.
+    std::thread::scope(|s| {
+        for (profile, urc) in [
+            ("e3372", "^SMMEMFULL: \"SM\""),
+            ("ec25", "+QIND: \"smsfull\",\"SM\""),
+        ] {
+            s.spawn(move || seven_texts_through_a_sim_that_holds_three(profile, Some(urc)));
+        }
+    });
+}
+
+/// A modem whose echo stays on after ATE0 (python-gsmmodem issue #56) and that chatters
+/// vendor URCs every ~150 ms (Huawei `^RSSI`, `^MODE`, `^BOOT`, `^DSFLOWRPT`): a text and a
+/// two-part text go out, each part once and whole; a text announced with +CMTI, one handed
+/// over with +CMT and a two-part one arrive, each exactly once; the reports deliver both sent
+/// texts. The echo (of AT+CMGS) and the noise really were there. The noise is never taken
+/// for a restart: the modem is not set up again (`reopened_total` stays 0), also after three
+/// more `^BOOT:` lines.
+#[test]
+fn a_stuck_echo_and_vendor_noise_neither_break_nor_double_anything() {
+    let rig = Rig::start_set(
+        &["--profile", "e3372", "--noise"],
+        json!({"echo_stuck_on": true, "noise_ms": 150}),
+        "",
+    );
+    rig.wait_up();
+    rig.send_and_deliver("+15551230121", "through the noise", 1);
+    let long = numbered(200);
+    rig.send_and_deliver("+15551230122", &long, 2);
+    rig.modem
+        .inbound(json!({"from": "+15557650121", "text": "announced", "mode": "cmti"}));
+    rig.modem
+        .inbound(json!({"from": "+15557650122", "text": "handed over", "mode": "cmt"}));
+    rig.modem
+        .inbound(json!({"from": "+15557650123", "text": long, "mode": "cmti"}));
+    let texts = rig.wait_inbox(3);
+    assert_eq!(one_from(&texts, "+15557650121")["body"], "announced");
+    assert_eq!(one_from(&texts, "+15557650122")["body"], "handed over");
+    assert_eq!(one_from(&texts, "+15557650123")["body"], long.as_str());
+    let storage = rig.wait_storage_empty();
+    assert_deleted_after_reading(&storage, 3);
+    rig.wait_sweeps(1);
+    assert_eq!(rig.inbox().len(), 3, "nothing arrives twice");
+    assert_eq!(rig.modem.submits().len(), 3, "each part sent once");
+
+    let echoed = rig.transcript("out");
+    assert!(
+        echoed.contains("AT+CMGS="),
+        "the modem echoed AT+CMGS after ATE0 (the stuck echo was on)"
+    );
+    let noise = rig.urcs().iter().filter(|u| u.starts_with('^')).count();
+    assert!(noise >= 5, "the modem chattered: {noise} vendor URCs");
+    // Huawei's `^BOOT:` is periodic noise (ModemManager's Huawei plugin ignores it), not a
+    // restart: three of them, mostly while the driver is idle.
+    let boots = || {
+        rig.urcs()
+            .iter()
+            .filter(|u| u.starts_with("^BOOT:"))
+            .count()
+    };
+    let before = boots();
+    rig.modem
+        .set(json!({"noise_lines": ["^BOOT:20952155,0,0,0,72"]}));
+    rig.wait("three more ^BOOT URCs", WAIT, || {
+        (boots() >= before + 3).then_some(())
+    });
+    let reopened = rig.reopened();
+    if reopened != 0 {
+        rig.fail(&format!(
+            "noise is not taken for a restart, but the modem was set up again {reopened} time(s)"
+        ));
+    }
+}
+
+/// A modem that takes 300 ms over every answer (and the network as long again over a send),
+/// with `command_timeout` 1 s: it comes up, a text goes out once and is delivered,
+/// a text announced with +CMTI arrives once, and the slowness is never taken for a hung
+/// modem (the port is not reopened).
+#[test]
+fn slow_answers_within_the_command_timeout_are_waited_for() {
+    let rig = Rig::start_set(&[], json!({"slow_ms": 300}), "");
+    rig.wait_up();
+    rig.send_and_deliver("+15551230131", "slow but sure", 1);
+    rig.modem
+        .inbound(json!({"from": "+15557650131", "text": "slowly", "mode": "cmti"}));
+    let texts = rig.wait_inbox(1);
+    assert_eq!(one_from(&texts, "+15557650131")["body"], "slowly");
+    rig.wait_storage_empty();
+    assert_eq!(rig.reopened(), 0, "a slow modem is not a hung one");
+    assert_eq!(rig.device()["state"], "up");
+}
+
+/// A Quectel EC25 (`--profile ec25`) with `storage = "ME"`: texts are announced as
+/// `+CMTI: "ME",<i>` (serialport-gsm issues #12, #92) and read from ME; status reports are
+/// stored in "SR" but announced as `+CDSI: "SM",<i>` (asterisk-chan-quectel PR #75). A text
+/// arrives once and leaves ME; a sent text's report is found and delivers it, and SR ends
+/// empty.
+#[test]
+fn a_quectel_modem_storing_in_me_and_reports_in_sr_announced_as_sm_works() {
+    let rig = Rig::start_set(
+        &["--profile", "ec25"],
+        json!({"report_storage": "SR", "cdsi_label": "SM"}),
+        "storage = \"ME\"\n",
+    );
+    rig.wait_up();
+    rig.modem
+        .inbound(json!({"from": "+15557650141", "text": "stored in ME", "mode": "cmti"}));
+    let texts = rig.wait_inbox(1);
+    assert_eq!(one_from(&texts, "+15557650141")["body"], "stored in ME");
+    let said = rig.urcs();
+    assert!(
+        said.iter().any(|u| u.starts_with("+CMTI: \"ME\",")),
+        "announced in ME: {said:?}"
+    );
+    let storage = rig.wait_storage_empty();
+    assert_deleted_after_reading(&storage, 1);
+    assert_eq!(storage["deleted"][0]["mem"], "ME", "{}", storage["deleted"]);
+
+    let to = "+15551230141";
+    let id = rig.send(to, "reported from SR");
+    rig.wait_msg(id, "sent");
+    let subs = rig.modem.accepted_to(to);
+    assert_eq!(subs.len(), 1, "{subs:?}");
+    rig.modem.report(mr(&subs[0]), 0);
+    rig.wait("the report stored in SR", WAIT, || {
+        rig.urcs()
+            .iter()
+            .any(|u| u.starts_with("+CDSI: \"SM\","))
+            .then_some(())
+    });
+    // Found at once or by a sweep: within a few polls.
+    rig.wait(
+        "the report to be read from SR",
+        5 + 5 * POLL.as_secs(),
+        || {
+            rig.modem
+                .events("read")
+                .iter()
+                .any(|e| e["mem"] == "SR")
+                .then_some(())
+        },
+    );
+    rig.wait_msg(id, "delivered");
+    rig.wait("SR to be emptied", WAIT, || {
+        (rig.modem.storage()["memories"]["SR"]["used"] == 0).then_some(())
+    });
+}
+
+/// `mode = "receive"` on the only device: a text sent through the API is never given to the
+/// modem (no AT+CMGS at all) but fails with a reason (no device of its route can send),
+/// while a text announced with +CMTI arrives once and leaves the SIM.
+#[test]
+fn a_receive_only_modem_is_never_given_a_text_to_send() {
+    let rig = Rig::start(&[], "mode = \"receive\"\n");
+    rig.wait_up();
+    let r = rig
+        .app
+        .send(&json!({"to": "+15551230151", "body": "nobody can send this"}));
+    if r.status == 202 {
+        let id = r.json()["messages"][0]["id"].as_i64().expect("an id");
+        let m = rig.wait("the text to fail", WAIT, || {
+            let m = rig.message(id);
+            let s = m["status"].as_str().unwrap_or("").to_string();
+            if s == "sent" || s == "delivered" {
+                rig.fail(&format!("a receive-only modem sent it: {m}"));
+            }
+            is_final(&s).then_some(m)
+        });
+        assert_eq!(m["status"], "failed", "{m}");
+        assert!(m["device"].is_null(), "never handed to a device: {m}");
+        assert!(
+            m["error"].as_str().is_some_and(|e| e.contains("route")),
+            "it says no device can take it: {m}"
+        );
+    } else {
+        assert!(
+            (400..500).contains(&r.status),
+            "refused as the caller's problem: {} {}",
+            r.status,
+            r.text()
+        );
+    }
+    rig.modem
+        .inbound(json!({"from": "+15557650151", "text": "still received", "mode": "cmti"}));
+    let texts = rig.wait_inbox(1);
+    assert_eq!(one_from(&texts, "+15557650151")["body"], "still received");
+    rig.wait_storage_empty();
+    rig.wait_sweeps(1);
+    let cmgs = rig.commands("AT+CMGS");
+    assert!(
+        cmgs.is_empty(),
+        "no AT+CMGS to a receive-only modem: {cmgs:?}"
+    );
+    assert!(rig.modem.submits().is_empty());
+}
+
+/// `mode = "send"`: texts go out and their reports deliver them, but received texts are
+/// left on the SIM: one announced with +CMTI and one stored silently are still there (and
+/// none in the inbox) after a few polls.
+#[test]
+fn a_send_only_modem_leaves_received_texts_on_the_sim() {
+    let rig = Rig::start(&[], "mode = \"send\"\n");
+    rig.wait_up();
+    rig.modem
+        .inbound(json!({"from": "+15557650161", "text": "left on the SIM", "mode": "cmti"}));
+    rig.modem.inbound(
+        json!({"from": "+15557650162", "text": "also left there", "mode": "stored_silent"}),
+    );
+    rig.send_and_deliver("+15551230161", "sent by a send-only modem", 1);
+    rig.hold("texts received by a send-only modem", 2 * POLL, || {
+        let inbox = rig.inbox();
+        if !inbox.is_empty() {
+            return Err(format!("a send-only modem receives nothing: {inbox:?}"));
+        }
+        let st = rig.modem.storage();
+        match delivers_in(&st, "SM") {
+            2 => Ok(()),
+            n => Err(format!(
+                "both texts stay on the SIM, {n} there; deleted: {}",
+                st["deleted"]
+            )),
+        }
+    });
+}
+
+/// Texts handed over directly (+CMT) and a status report handed over directly (+CDS) with
+/// `+CSMS=1` (set by `init`), where the modem waits for AT+CNMA (27.005 §3.4.4) and the
+/// network for the RP-ACK: each is acknowledged once, in time (no ack timeout, no
+/// redelivery, no negative ack), the texts arrive exactly once and the report delivers its
+/// message.
+#[test]
+fn direct_deliveries_are_acknowledged_once_when_the_modem_asks_for_it() {
+    let rig = Rig::start(&[], "init = [\"AT+CSMS=1\"]\n");
+    rig.wait_up();
+    assert_eq!(rig.modem.state()["csms"], 1, "init set +CSMS=1");
+    rig.modem
+        .inbound(json!({"from": "+15557650171", "text": "direct one", "mode": "cmt"}));
+    rig.modem
+        .inbound(json!({"from": "+15557650172", "text": "direct two", "mode": "cmt"}));
+    let texts = rig.wait_inbox(2);
+    assert_eq!(one_from(&texts, "+15557650171")["body"], "direct one");
+    assert_eq!(one_from(&texts, "+15557650172")["body"], "direct two");
+    let to = "+15551230171";
+    let id = rig.send(to, "reported directly");
+    rig.wait_msg(id, "sent");
+    let subs = rig.modem.accepted_to(to);
+    assert_eq!(subs.len(), 1, "{subs:?}");
+    rig.modem
+        .cmd(json!({"cmd": "report", "mr": mr(&subs[0]), "status": 0, "mode": "cds"}));
+    rig.wait_msg(id, "delivered");
+    rig.wait("three acknowledgements", WAIT, || {
+        (rig.modem.events("ack").len() >= 3).then_some(())
+    });
+    // The modem cancels its ack timer on AT+CNMA, so a missed or late acknowledgement
+    // shows before the third ack; one more sweep for anything arriving again.
+    rig.wait_sweeps(1);
+    let acks = rig.modem.events("ack");
+    assert_eq!(acks.len(), 3, "one AT+CNMA each: {acks:?}");
+    for kind in ["ack_timeout", "nack", "redeliver_scheduled"] {
+        let e = rig.modem.events(kind);
+        assert!(e.is_empty(), "no {kind}: {e:?}");
+    }
+    assert_eq!(rig.inbox().len(), 2, "nothing arrives twice");
+    assert_eq!(
+        rig.modem.state()["cnmi"][1],
+        1,
+        "the modem still announces texts (+CNMI <mt> untouched)"
+    );
+}
+
+/// A two-part text handed over directly (+CMT, one part at a time) with `+CSMS=1`: the
+/// network sends part 2 only once part 1 is acknowledged (TS 24.011, one MT transfer per
+/// RP-ACK), so part 1 must be acknowledged before the text is whole. The text arrives once,
+/// whole, each part acknowledged in time, with no ack timeout (which would make the modem
+/// turn its indications off, 27.005 §3.4.4) and no redelivery.
+#[test]
+fn a_long_text_handed_over_directly_is_acknowledged_part_by_part() {
+    let rig = Rig::start(&[], "init = [\"AT+CSMS=1\"]\n");
+    rig.wait_up();
+    let long = numbered(200);
+    rig.modem
+        .inbound(json!({"from": "+15557650181", "text": long, "mode": "cmt"}));
+    let texts = rig.wait_inbox(1);
+    let t = one_from(&texts, "+15557650181");
+    assert_eq!(
+        (
+            t["body"].as_str(),
+            t["parts"].as_i64(),
+            t["partial"].as_bool()
+        ),
+        (Some(long.as_str()), Some(2), Some(false)),
+        "{t}"
+    );
+    rig.wait(
+        "both parts acknowledged, or an acknowledgement missed",
+        WAIT,
+        || {
+            let acks = rig.modem.events("ack").len();
+            (acks >= 2 || !rig.modem.events("ack_timeout").is_empty()).then_some(())
+        },
+    );
+    for kind in ["ack_timeout", "nack", "redeliver_scheduled"] {
+        let e = rig.modem.events(kind);
+        if !e.is_empty() {
+            rig.fail(&format!(
+                "every part acknowledged in time, but the modem logged {kind}: {e:?}; the modem's \
+                 +CNMI is now {}",
+                rig.modem.state()["cnmi"]
+            ));
+        }
+    }
+    let acks = rig.modem.events("ack");
+    assert_eq!(acks.len(), 2, "one AT+CNMA a part: {acks:?}");
+    assert_eq!(rig.inbox().len(), 1, "nothing arrives twice");
+}
+
+/// `reset_command = "AT+CFUN=1,1"`: a modem that stops answering (silent: it discards what
+/// it reads, which the emulator's transcript still shows) is sent the reset command once it
+/// has failed twice in a row: after the session that noticed the silence, a set-up that got
+/// no answer to AT (three tries), then ESC and the command. Never while it answers. Answering
+/// again, it comes back `up` and sends.
+#[test]
+fn a_modem_that_does_not_answer_twice_is_sent_the_reset_command() {
+    let rig = Rig::start(&[], "reset_command = \"AT+CFUN=1,1\"\n");
+    rig.wait_up();
+    let answered = rig.transcript("in");
+    assert!(
+        !answered.contains("AT+CFUN=1,1"),
+        "no reset while the modem answers"
+    );
+    rig.modem.set(json!({"silent": true}));
+    let written = rig.wait(
+        "the reset command, written to the silent modem",
+        WAIT,
+        || {
+            let t = rig.transcript("in");
+            t.contains("AT+CFUN=1,1").then_some(t)
+        },
+    );
+    // What the driver wrote since the modem went silent, up to the reset.
+    let silent = written.get(answered.len()..).unwrap_or("");
+    let before_reset = &silent[..silent.find("AT+CFUN=1,1").unwrap_or(0)];
+    let tries = before_reset.matches("AT\r").count();
+    if tries < 3 || !before_reset.ends_with('\x1b') {
+        rig.fail(&format!(
+            "the reset after a failed set-up (3 × AT), behind an ESC; written while silent: \
+             {silent:?}"
+        ));
+    }
+    let d = rig.device();
+    assert_ne!(d["state"], "up", "{d}");
+    rig.modem.set(json!({"silent": false}));
+    rig.wait_up();
+    rig.send_and_deliver("+15551230191", "after the reset", 1);
+}

@@ -140,7 +140,7 @@ pub enum Urc {
     /// The modem's storage is full (Huawei `^SMMEMFULL`, Quectel `+QIND: "smsfull"`,
     /// `+CIEV: "SMSFULL"`): what is stored should be read and deleted now.
     StorageFull,
-    /// `RDY`, `+CFUN: 1`, `^BOOT`-style start-up codes after a reset the driver did not
+    /// `RDY` or an unsolicited `+CFUN: 1`, start-up codes after a reset the driver did not
     /// ask for: the modem must be set up again.
     Restarted,
     /// Anything else unsolicited (signal, network, vendor noise): ignored.
@@ -189,10 +189,9 @@ pub fn classify(line: &str, command: Option<&str>) -> Kind {
     if upper.starts_with("^SMMEMFULL") || upper.contains("SMSFULL") && !answers(prefix) {
         return Kind::Urc(Urc::StorageFull);
     }
-    if upper == "RDY"
-        || upper.starts_with("^BOOT") && cmd.is_none()
-        || upper == "+CFUN: 1" && !answers("+CFUN")
-    {
+    // Huawei's `^BOOT:` comes every few seconds and is noise, not a restart (as
+    // ModemManager's Huawei plugin reads it).
+    if upper == "RDY" || upper == "+CFUN: 1" && !answers("+CFUN") {
         return Kind::Urc(Urc::Restarted);
     }
     if line.starts_with('+')
@@ -358,6 +357,10 @@ mod tests {
             Kind::Urc(Urc::NeedsPdu { report: true })
         );
         assert_eq!(classify("^RSSI: 17", c), Kind::Urc(Urc::Other));
+        assert_eq!(
+            classify("^BOOT:20952155,0,0,0,72", None),
+            Kind::Urc(Urc::Other)
+        );
         assert_eq!(classify("+QIND: \"csq\",20,99", c), Kind::Urc(Urc::Other));
         assert_eq!(classify("RDY", c), Kind::Urc(Urc::Restarted));
         assert_eq!(

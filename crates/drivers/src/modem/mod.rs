@@ -394,6 +394,8 @@ enum Pending {
 /// next sweep.
 struct Committed {
     slots: Vec<Slot>,
+    /// Delivered directly (`+CMT`, `+CDS`): acknowledged with `AT+CNMA` once committed.
+    direct: bool,
     ok: bool,
     /// For a receipt: the part it matched, remembered again if the store failed.
     part: Option<(u8, SentPart)>,
@@ -416,6 +418,11 @@ struct Session<'a> {
     /// Every slot held for an incomplete text: the sweep leaves them alone.
     holding: HashSet<Slot>,
     timeout: Duration,
+    /// Status reports were found in "SR", apart from texts: sweeps list it too.
+    reports_apart: bool,
+    /// The `+CNMI` setting the modem took: checked on every poll, since a modem resets it
+    /// when a direct delivery goes unacknowledged (TS 27.005 §3.4.4).
+    cnmi: Option<&'static str>,
     /// Answers from the store, as they come: the modem goes on meanwhile.
     done_tx: mpsc::UnboundedSender<Committed>,
     done_rx: mpsc::UnboundedReceiver<Committed>,
@@ -425,6 +432,8 @@ impl<'a> Session<'a> {
     fn new(port: SerialStream, sh: &'a Shared, events: &'a mpsc::Sender<DeviceEvent>) -> Self {
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         Session {
+            reports_apart: false,
+            cnmi: None,
             done_tx,
             done_rx,
             port,
@@ -611,6 +620,7 @@ impl<'a> Session<'a> {
         ] {
             if self.may(cnmi).await?.is_some() {
                 indications = true;
+                self.cnmi = Some(cnmi);
                 break;
             }
         }
@@ -705,6 +715,16 @@ impl<'a> Session<'a> {
                     .store(at::rssi_dbm(rssi).unwrap_or(i64::MIN), Ordering::Relaxed);
             }
         }
+        if let Some(set) = self.cnmi {
+            if let Some(a) = self.may("AT+CNMI?").await? {
+                let now: Vec<String> = a.first().map(|l| at::fields(l)).unwrap_or_default();
+                let want: Vec<&str> = set.trim_start_matches("AT+CNMI=").split(',').collect();
+                if now.len() >= 4 && now.iter().zip(&want).any(|(n, w)| n != w) {
+                    tracing::warn!(device = %self.sh.name, "the modem's +CNMI changed to {}; setting it again", now.join(","));
+                    self.may(set).await?;
+                }
+            }
+        }
         if let Some(a) = self.may("AT+COPS?").await? {
             // `+COPS: <mode>[,<format>,<oper>[,<AcT>]]` (TS 27.007 §7.3); the name is the
             // modem's word, shown to administrators: printable and short.
@@ -744,6 +764,22 @@ impl<'a> Session<'a> {
     /// Reads every text and report stored on the modem (`AT+CMGL=4`), except the parts of
     /// long texts already held.
     async fn sweep(&mut self) -> Result<(), Fail> {
+        let storage = self.sh.cfg.storage.clone();
+        self.sweep_mem(&storage).await?;
+        // Status reports kept apart (Quectel stores them in "SR", whatever it announces);
+        // a modem without that storage refuses it, and there is nothing more to read.
+        if self.reports_apart && self.use_mem("SR").await? {
+            self.sweep_mem("SR").await?;
+        }
+        self.use_mem(&storage).await?;
+        Ok(())
+    }
+
+    /// Lists and handles what one storage holds.
+    async fn sweep_mem(&mut self, mem: &str) -> Result<(), Fail> {
+        if !self.use_mem(mem).await? {
+            return Ok(());
+        }
         let answer = match self.exchange("AT+CMGL=4", self.timeout * 2, false).await? {
             Ok(a) => a,
             Err(_) => return Ok(()),
@@ -766,35 +802,58 @@ impl<'a> Session<'a> {
         Ok(())
     }
 
-    async fn use_mem(&mut self, mem: &str) -> Result<(), Fail> {
+    /// Makes `mem` the storage that reads and deletes work on; `false` when the modem
+    /// refuses it.
+    async fn use_mem(&mut self, mem: &str) -> Result<bool, Fail> {
         if self.mem != mem {
-            self.may(&format!("AT+CPMS=\"{mem}\"")).await?;
+            if self.may(&format!("AT+CPMS=\"{mem}\"")).await?.is_none() {
+                return Ok(false);
+            }
             self.mem = mem.to_string();
         }
-        Ok(())
+        Ok(true)
     }
 
-    async fn read_slot(&mut self, slot: Slot) -> Result<(), Fail> {
-        if self.holding.contains(&slot) {
-            return Ok(());
+    /// Reads what a `+CMTI`/`+CDSI` announced. A report announced in one storage and kept
+    /// in "SR" (as Quectel modems do) is looked for there too.
+    async fn read_slot(&mut self, slot: Slot, report: bool) -> Result<(), Fail> {
+        let mut places = vec![slot];
+        if report && places[0].0 != "SR" {
+            places.push(("SR".to_string(), places[0].1));
         }
-        self.use_mem(&slot.0).await?;
-        let answer = match self
-            .exchange(&format!("AT+CMGR={}", slot.1), self.timeout, false)
-            .await?
-        {
-            Ok(a) => a,
-            // Already gone (321: invalid index), or unreadable: the sweep tries again.
-            Err(_) => return Ok(()),
-        };
-        if let Some(pdu) = answer.get(1).cloned() {
-            self.handle(Some(slot), &pdu).await?;
+        for place in places {
+            if self.holding.contains(&place) {
+                return Ok(());
+            }
+            if !self.use_mem(&place.0).await? {
+                continue;
+            }
+            let answer = match self
+                .exchange(&format!("AT+CMGR={}", place.1), self.timeout, false)
+                .await?
+            {
+                Ok(a) => a,
+                // Not here (321: invalid index), or unreadable: the next place, then the
+                // sweep.
+                Err(_) => continue,
+            };
+            if let Some(pdu) = answer.get(1).cloned() {
+                if place.0 == "SR" {
+                    self.reports_apart = true;
+                }
+                self.handle(Some(place), &pdu).await?;
+                break;
+            }
         }
+        let storage = self.sh.cfg.storage.clone();
+        self.use_mem(&storage).await?;
         Ok(())
     }
 
     async fn delete(&mut self, slot: &Slot) -> Result<(), Fail> {
-        self.use_mem(&slot.0).await?;
+        if !self.use_mem(&slot.0).await? {
+            return Ok(());
+        }
         self.may(&format!("AT+CMGD={}", slot.1)).await?;
         Ok(())
     }
@@ -804,6 +863,7 @@ impl<'a> Session<'a> {
     async fn commit(
         &mut self,
         slots: Vec<Slot>,
+        direct: bool,
         part: Option<(u8, SentPart)>,
         make: impl FnOnce(Ack) -> DeviceEvent,
     ) {
@@ -815,6 +875,7 @@ impl<'a> Session<'a> {
         let ack = Ack::new(move |ok| {
             let _ = tx.send(Committed {
                 slots: held,
+                direct,
                 ok,
                 part,
             });
@@ -839,7 +900,7 @@ impl<'a> Session<'a> {
             Some(_) => self.sh.receipts.fetch_add(1, Ordering::Relaxed),
             None => self.sh.received.fetch_add(1, Ordering::Relaxed),
         };
-        if c.slots.is_empty() {
+        if c.direct {
             self.may("AT+CNMA").await?;
         }
         for s in &c.slots {
@@ -863,7 +924,10 @@ impl<'a> Session<'a> {
                     false,
                     None,
                 );
-                return self.store_text(text, slot.into_iter().collect()).await;
+                let direct = slot.is_none();
+                return self
+                    .store_text(text, slot.into_iter().collect(), direct)
+                    .await;
             }
         };
         match pdu.tpdu {
@@ -909,9 +973,16 @@ impl<'a> Session<'a> {
                                 self.holding.insert(s.clone());
                             }
                         }
-                        if out.pushed == Pushed::Duplicate {
-                            if let Some(s) = &slot {
-                                self.delete(s).await?;
+                        match &slot {
+                            Some(s) if out.pushed == Pushed::Duplicate => self.delete(s).await?,
+                            Some(_) => {}
+                            // A part delivered directly is acknowledged as it comes: the
+                            // network sends the next part only then (TS 27.005 §3.4.4). It is
+                            // held in memory only until its text is complete; textgate asks
+                            // for stored delivery (+CMTI) so that this happens only when a
+                            // modem or an `init` command chose direct delivery.
+                            None => {
+                                self.may("AT+CNMA").await?;
                             }
                         }
                         for a in out.evicted {
@@ -923,7 +994,9 @@ impl<'a> Session<'a> {
                     }
                     _ => {
                         let text = self.inbound_text(&from, &body, encoding, 1, false, Some(key));
-                        self.store_text(text, slot.into_iter().collect()).await?;
+                        let direct = slot.is_none();
+                        self.store_text(text, slot.into_iter().collect(), direct)
+                            .await?;
                     }
                 }
             }
@@ -943,8 +1016,10 @@ impl<'a> Session<'a> {
                 let device = self.sh.name.clone();
                 let code = (!delivered).then(|| format!("{:02X}", r.status.0));
                 let id = part.id.clone();
+                let direct = slot.is_none();
                 self.commit(
                     slot.into_iter().collect(),
+                    direct,
                     Some((r.message_reference, part)),
                     |ack| DeviceEvent::Receipt {
                         device,
@@ -1025,12 +1100,18 @@ impl<'a> Session<'a> {
             !a.is_complete(),
             Some(key),
         );
-        self.store_text(text, slots).await
+        // Its parts were acknowledged as they came, if they came directly.
+        self.store_text(text, slots, false).await
     }
 
     /// Stores a text, then deletes its slots (or, delivered directly, acknowledges it).
-    async fn store_text(&mut self, text: InboundText, slots: Vec<Slot>) -> Result<(), Fail> {
-        self.commit(slots, None, |ack| DeviceEvent::Inbound {
+    async fn store_text(
+        &mut self,
+        text: InboundText,
+        slots: Vec<Slot>,
+        direct: bool,
+    ) -> Result<(), Fail> {
+        self.commit(slots, direct, None, |ack| DeviceEvent::Inbound {
             text,
             ack: Some(ack),
         })
@@ -1042,9 +1123,11 @@ impl<'a> Session<'a> {
     async fn handle_pending(&mut self) -> Result<(), Fail> {
         while let Some(p) = self.pending.pop_front() {
             match p {
-                Pending::Urc(Urc::Stored { mem, index })
-                | Pending::Urc(Urc::ReportStored { mem, index }) => {
-                    self.read_slot((mem, index)).await?;
+                Pending::Urc(Urc::Stored { mem, index }) => {
+                    self.read_slot((mem, index), false).await?;
+                }
+                Pending::Urc(Urc::ReportStored { mem, index }) => {
+                    self.read_slot((mem, index), true).await?;
                 }
                 Pending::Urc(Urc::Restarted) => return Err(Fail::Restarted),
                 Pending::Urc(Urc::StorageFull) => {
