@@ -726,6 +726,8 @@ fn inbound_texts_arrive_once_and_leave_the_sim_only_after_being_read() {
         assert_eq!(t["encoding"], encoding, "{t}");
         assert_eq!(t["parts"], parts, "{t}");
         assert_eq!(t["partial"], false, "{t}");
+        // Sent to the SIM's own number, as AT+CNUM gives it (for inbound rules with `to`).
+        assert_eq!(t["to"], "+15550001111", "{t}");
     }
 
     let storage = rig.wait_storage_empty();

@@ -141,6 +141,9 @@ pub struct ModemConfig {
     pub pin: String,
     /// The SMSC number to send through, instead of the one on the SIM (international).
     pub smsc: Option<String>,
+    /// The SIM's own number (international): what inbound texts say they were sent to, for
+    /// inbound rules with `to`. Default: what the modem answers to `AT+CNUM`, if anything.
+    pub number: Option<String>,
     /// Where received texts are stored: `SM` (the SIM), `ME` (the modem) or `MT` (both).
     #[serde(default = "default_storage")]
     pub storage: String,
@@ -487,10 +490,11 @@ fn check_modem(key: &str, cfg: &ModemConfig) -> Result<(), ConfigError> {
     if !cfg.pin.is_empty() && !pin_ok {
         return bad("pin", "must be 4 to 8 digits".into());
     }
-    if let Some(n) = &cfg.smsc {
+    for (field, n) in [("smsc", &cfg.smsc), ("number", &cfg.number)] {
+        let Some(n) = n else { continue };
         let digits = n.strip_prefix('+').unwrap_or("");
         if digits.is_empty() || digits.len() > 15 || !digits.bytes().all(|b| b.is_ascii_digit()) {
-            return bad("smsc", format!("\"{n}\" is not an international number: write it with '+' and the country code"));
+            return bad(field, format!("\"{n}\" is not an international number: write it with '+' and the country code"));
         }
     }
     if !matches!(cfg.storage.as_str(), "SM" | "ME" | "MT") {

@@ -67,6 +67,8 @@ struct Shared {
     storage_total: AtomicI64,
     /// The network's name, as `AT+COPS?` gives it.
     operator: StdMutex<Option<String>>,
+    /// The SIM's own number: configured, or from `AT+CNUM`.
+    number: StdMutex<String>,
     sent: AtomicU64,
     received: AtomicU64,
     receipts: AtomicU64,
@@ -129,6 +131,7 @@ impl Modem {
     /// A modem device with these settings (the port is opened by [`Device::start`]).
     pub fn new(name: &str, cfg: ModemConfig) -> Modem {
         let (tx, rx) = mpsc::channel(QUEUE);
+        let number = cfg.number.clone().unwrap_or_default();
         Modem {
             shared: Arc::new(Shared {
                 name: name.to_string(),
@@ -140,6 +143,7 @@ impl Modem {
                 storage_used: AtomicI64::new(-1),
                 storage_total: AtomicI64::new(-1),
                 operator: StdMutex::new(None),
+                number: StdMutex::new(number),
                 sent: AtomicU64::new(0),
                 received: AtomicU64::new(0),
                 receipts: AtomicU64::new(0),
@@ -262,7 +266,12 @@ impl Device for Modem {
 
     fn info(&self) -> Vec<(&'static str, String)> {
         let operator = self.shared.operator.lock().ok().and_then(|o| o.clone());
-        operator.map(|o| ("operator", o)).into_iter().collect()
+        let number = self.shared.number.lock().ok().map(|n| n.clone());
+        operator
+            .map(|o| ("operator", o))
+            .into_iter()
+            .chain(number.filter(|n| !n.is_empty()).map(|n| ("number", n)))
+            .collect()
     }
 
     fn window(&self) -> usize {
@@ -629,6 +638,22 @@ impl<'a> Session<'a> {
         }
         for cmd in self.sh.cfg.init.clone() {
             self.must(&cmd).await?;
+        }
+        if self.sh.cfg.number.is_none() {
+            // `+CNUM: [<alpha>],<number>,<type>` (TS 27.007 §7.1); many SIMs store none.
+            if let Some(a) = self.may("AT+CNUM").await? {
+                let found = a.iter().find_map(|l| {
+                    let n = at::fields(l).get(1).cloned().unwrap_or_default();
+                    let digits = n.strip_prefix('+').unwrap_or(&n);
+                    (!digits.is_empty()
+                        && digits.len() <= 15
+                        && digits.bytes().all(|b| b.is_ascii_digit()))
+                    .then(|| format!("+{digits}"))
+                });
+                if let (Some(n), Ok(mut own)) = (found, self.sh.number.lock()) {
+                    *own = n;
+                }
+            }
         }
         self.poll().await?;
         self.sweep().await?;
@@ -1062,7 +1087,7 @@ impl<'a> Session<'a> {
         InboundText {
             device: self.sh.name.clone(),
             from: from.to_string(),
-            to: String::new(),
+            to: self.sh.number.lock().map(|n| n.clone()).unwrap_or_default(),
             body: body.to_string(),
             encoding: encoding.to_string(),
             parts,
