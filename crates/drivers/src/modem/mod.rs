@@ -38,6 +38,8 @@ use crate::{
 
 /// Messages waiting for the modem at most (it sends one part at a time).
 const QUEUE: usize = 8;
+/// Unsolicited codes waiting to be handled at most (see `Session::keep_unsolicited`).
+const MAX_PENDING: usize = 256;
 /// How many sent parts are remembered per message reference for their status reports.
 const SENT_PER_REFERENCE: usize = 4;
 
@@ -499,13 +501,23 @@ impl<'a> Session<'a> {
 
     /// Keeps an unsolicited line for later; `true` when it was one.
     fn keep_unsolicited(&mut self, line: &str, kind: &Kind) -> bool {
+        // A modem that floods indications faster than they can be read does not grow this
+        // queue without end: past the cap they are dropped (what they announced is stored,
+        // and the sweep finds it; a direct delivery not acknowledged is delivered again),
+        // but a restart is never missed.
+        let full = self.pending.len() >= MAX_PENDING;
         if std::mem::take(&mut self.pdu_next) {
-            self.pending.push_back(Pending::Direct(line.to_string()));
+            if !full {
+                self.pending.push_back(Pending::Direct(line.to_string()));
+            }
             return true;
         }
         match kind {
             Kind::Urc(Urc::NeedsPdu { .. }) => self.pdu_next = true,
-            Kind::Urc(u) => self.pending.push_back(Pending::Urc(u.clone())),
+            Kind::Urc(Urc::Other) => {}
+            Kind::Urc(u @ Urc::Restarted) => self.pending.push_back(Pending::Urc(u.clone())),
+            Kind::Urc(u) if !full => self.pending.push_back(Pending::Urc(u.clone())),
+            Kind::Urc(_) => {}
             _ => return false,
         }
         true
@@ -519,7 +531,13 @@ impl<'a> Session<'a> {
         timeout: Duration,
         prompt: bool,
     ) -> Result<Result<Vec<String>, Final>, Fail> {
-        tracing::trace!(device = %self.sh.name, "> {cmd}");
+        // The PIN is a secret: never in a log, whatever the level.
+        let shown = if cmd.to_ascii_uppercase().starts_with("AT+CPIN=") {
+            "AT+CPIN=…"
+        } else {
+            cmd
+        };
+        tracing::trace!(device = %self.sh.name, "> {shown}");
         self.write(format!("{cmd}\r").as_bytes()).await?;
         self.answer(cmd, timeout, prompt).await
     }
