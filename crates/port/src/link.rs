@@ -1,0 +1,605 @@
+//! The link between a port server and the central server, as frames and bookkeeping.
+//!
+//! The port server connects out (so it works from behind NAT) and speaks first. Every frame
+//! is one JSON object with a `"t"` naming its type; both sides refuse a frame larger than
+//! [`MAX_FRAME`] bytes, or one they cannot read, and close the link with the reason.
+//!
+//! 1. The port server says [`Frame::Hello`]: the protocol versions it speaks, its name, its
+//!    devices and its window (how many messages it takes at once). The token that
+//!    authenticates it travels in the link's opening request, never in a frame.
+//! 2. The central server answers [`Frame::Welcome`] with the version both speak (the highest
+//!    in common), or [`Frame::Refused`] saying why (no common version: one side must be
+//!    upgraded) and closes.
+//! 3. Then, in both directions, any number of:
+//!    - central → port: [`Frame::Submit`] (a message for one of its devices; at most the
+//!      window's worth unanswered, see [`Window`]), [`Frame::Ack`] (port items the central
+//!      store has committed), [`Frame::Drain`];
+//!    - port → central: [`Frame::Taken`] (a submit committed to the port server's own store:
+//!      from then on it is the port server's to send, across restarts), [`Frame::Item`]s (a
+//!      send's outcome, a receipt, an inbound text, each with the port server's own id),
+//!      [`Frame::Devices`] (its devices' states);
+//!    - either way: [`Frame::Ping`] / [`Frame::Pong`] heartbeats.
+//!
+//! Nothing is lost and nothing doubled because everything carries an id the receiver has
+//! seen before if it is a resend: a submit is `(message, attempt)`, which the port server
+//! stores once and answers again from its store if it comes a second time; a port item has
+//! the port server's own id, which it keeps ([`Unacked`]) and sends again on every new link
+//! until the central server acknowledges it, and which the central server records with
+//! what it committed, so a second copy is acknowledged and not applied again.
+
+use std::collections::{BTreeMap, HashSet};
+
+use serde::{Deserialize, Serialize};
+
+/// The versions of this protocol this build speaks, oldest first.
+pub const VERSIONS: &[u32] = &[1];
+
+/// The largest frame either side reads, in bytes: a message's body is at most 255 parts of
+/// 153 characters (about 39 kB of text, at most 4 bytes a character in UTF-8).
+pub const MAX_FRAME: usize = 256 * 1024;
+
+/// The most messages a port server may ask to take at once.
+pub const MAX_WINDOW: u32 = 10_000;
+
+/// A device as a port server reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceInfo {
+    /// Its name on the port server.
+    pub name: String,
+    /// `smpp`, `modem` or `loopback`.
+    pub kind: String,
+    /// `up`, `connecting`, `down` or `disabled`.
+    pub state: String,
+}
+
+/// What became of a message a port server took.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum SendResult {
+    /// Its device took it: the device's id of each part (what receipts name).
+    Sent {
+        /// Part ids, in part order.
+        part_ids: Vec<String>,
+    },
+    /// Try again later, maybe elsewhere.
+    Transient {
+        /// The device's code.
+        code: Option<String>,
+        /// Why.
+        reason: String,
+    },
+    /// The device asked to slow down.
+    Throttled {
+        /// The device's code.
+        code: Option<String>,
+        /// Why.
+        reason: String,
+    },
+    /// It will not go this way.
+    Permanent {
+        /// The device's code.
+        code: Option<String>,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Something a port server reports, kept until the central server has committed it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Report {
+    /// The outcome of a submit.
+    Outcome {
+        /// The central server's message id.
+        message_id: i64,
+        /// The attempt it was handed over with.
+        attempt: i64,
+        /// The port server's device that carried it.
+        device: String,
+        /// What came of it.
+        #[serde(flatten)]
+        result: SendResult,
+        /// When (milliseconds since the epoch).
+        at: i64,
+    },
+    /// A delivery receipt for a part.
+    Receipt {
+        /// The port server's device.
+        device: String,
+        /// The part's id as [`SendResult::Sent`] gave it.
+        device_msg_id: String,
+        /// Delivered or not.
+        delivered: bool,
+        /// The network's code.
+        code: Option<String>,
+        /// When.
+        at: i64,
+    },
+    /// An inbound text.
+    Inbound {
+        /// The port server's device that received it.
+        device: String,
+        /// Sender, as received.
+        from: String,
+        /// The number it was sent to.
+        to: String,
+        /// The text.
+        body: String,
+        /// `gsm7`, `ucs2`, `latin1` or `binary`.
+        encoding: String,
+        /// How many parts it came in.
+        parts: i64,
+        /// Whether some never came.
+        partial: bool,
+        /// When.
+        received_at: i64,
+    },
+}
+
+/// One frame of the link.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "t", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Frame {
+    /// Port → central, first: who it is.
+    Hello {
+        /// The protocol versions it speaks.
+        versions: Vec<u32>,
+        /// Its name (as `[[port_server]] name` on the central server).
+        name: String,
+        /// Its build (`textgate --version`), for the operators.
+        build: String,
+        /// Its devices.
+        devices: Vec<DeviceInfo>,
+        /// How many messages it takes at once.
+        window: u32,
+    },
+    /// Central → port: accepted, in this version.
+    Welcome {
+        /// The version both speak.
+        version: u32,
+        /// The central node's name, for the operators.
+        node: String,
+    },
+    /// Either way, then the link closes: why it cannot go on.
+    Refused {
+        /// A readable reason.
+        reason: String,
+    },
+    /// Central → port: a message for one of its devices.
+    Submit {
+        /// The central server's message id.
+        message_id: i64,
+        /// Its attempt number: with the id, what makes a resend recognisable.
+        attempt: i64,
+        /// The port server's device to use; `None`: any that can send.
+        device: Option<String>,
+        /// Destination.
+        to: String,
+        /// Sender id.
+        from: Option<String>,
+        /// The text.
+        body: String,
+        /// Its parts.
+        segments: u16,
+    },
+    /// Port → central: the submit is committed in the port server's store.
+    Taken {
+        /// The message.
+        message_id: i64,
+        /// The attempt.
+        attempt: i64,
+    },
+    /// Port → central: a report, with the port server's id for it.
+    Item {
+        /// The port server's id (increasing, never reused).
+        id: u64,
+        /// What it reports.
+        report: Report,
+    },
+    /// Central → port: these items are committed centrally; the port server may forget them.
+    Ack {
+        /// Item ids.
+        ids: Vec<u64>,
+    },
+    /// Port → central: its devices' states changed.
+    Devices {
+        /// Every device.
+        devices: Vec<DeviceInfo>,
+    },
+    /// Central → port: take no new messages; finish and report what is held.
+    Drain,
+    /// A heartbeat.
+    Ping {
+        /// The sender's clock (milliseconds), echoed in the pong.
+        at: i64,
+    },
+    /// The answer to a ping.
+    Pong {
+        /// The ping's `at`.
+        at: i64,
+    },
+}
+
+/// Why a frame could not be read, or a link could not go on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LinkError {
+    /// Over [`MAX_FRAME`].
+    #[error("a frame of {0} bytes is over the limit of {MAX_FRAME}")]
+    TooLarge(usize),
+    /// Not a frame of this protocol.
+    #[error("an unreadable frame: {0}")]
+    Unreadable(String),
+    /// A frame that breaks the protocol's rules.
+    #[error("{0}")]
+    Protocol(String),
+}
+
+impl Frame {
+    /// The frame as sent.
+    pub fn encode(&self) -> String {
+        // Serialising these types cannot fail: no map has non-string keys, no float is NaN.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// Reads a frame, checking its size and the limits of its fields.
+    pub fn decode(text: &str) -> Result<Frame, LinkError> {
+        if text.len() > MAX_FRAME {
+            return Err(LinkError::TooLarge(text.len()));
+        }
+        let f: Frame =
+            serde_json::from_str(text).map_err(|e| LinkError::Unreadable(e.to_string()))?;
+        f.check()?;
+        Ok(f)
+    }
+
+    fn check(&self) -> Result<(), LinkError> {
+        let bad = |m: String| Err(LinkError::Protocol(m));
+        match self {
+            Frame::Hello {
+                versions,
+                name,
+                devices,
+                window,
+                ..
+            } => {
+                if versions.is_empty() || versions.len() > 64 {
+                    return bad("a hello names no protocol version (or too many)".into());
+                }
+                if name.is_empty() || name.len() > 64 {
+                    return bad("a port server's name must be 1 to 64 bytes".into());
+                }
+                if devices.len() > 1000 {
+                    return bad(format!("{} devices: at most 1000", devices.len()));
+                }
+                if *window == 0 || *window > MAX_WINDOW {
+                    return bad(format!("a window of {window}: use 1 to {MAX_WINDOW}"));
+                }
+            }
+            Frame::Ack { ids } if ids.len() > 100_000 => {
+                return bad(format!("an ack of {} ids: at most 100000", ids.len()));
+            }
+            Frame::Submit { segments, .. } if *segments == 0 => {
+                return bad("a submit of 0 parts".into());
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// The version both sides speak: the highest in common, `None` when there is none.
+pub fn agree(ours: &[u32], theirs: &[u32]) -> Option<u32> {
+    ours.iter().filter(|v| theirs.contains(v)).max().copied()
+}
+
+/// The central server's view of what a port server holds: submits handed over and not yet
+/// taken, at most the window the port server asked for.
+#[derive(Debug, Clone)]
+pub struct Window {
+    size: usize,
+    open: HashSet<(i64, i64)>,
+}
+
+impl Window {
+    /// A window of `size` messages (at least 1).
+    pub fn new(size: u32) -> Window {
+        Window {
+            size: size.clamp(1, MAX_WINDOW) as usize,
+            open: HashSet::new(),
+        }
+    }
+
+    /// Whether another submit may be handed over now.
+    pub fn has_room(&self) -> bool {
+        self.open.len() < self.size
+    }
+
+    /// Records a submit handed over; `false` (and nothing recorded) when the window is full.
+    /// The same submit twice counts once.
+    pub fn offer(&mut self, message_id: i64, attempt: i64) -> bool {
+        if self.open.contains(&(message_id, attempt)) {
+            return true;
+        }
+        if !self.has_room() {
+            return false;
+        }
+        self.open.insert((message_id, attempt));
+        true
+    }
+
+    /// The port server took it (or the link broke and it will be handed over again).
+    pub fn close(&mut self, message_id: i64, attempt: i64) -> bool {
+        self.open.remove(&(message_id, attempt))
+    }
+
+    /// How many are open.
+    pub fn open(&self) -> usize {
+        self.open.len()
+    }
+
+    /// Forgets everything open (the link broke: what was not taken is handed over again).
+    pub fn reset(&mut self) -> Vec<(i64, i64)> {
+        let mut all: Vec<_> = self.open.drain().collect();
+        all.sort_unstable();
+        all
+    }
+}
+
+/// What a port server reports and the central server has not yet acknowledged, in id order:
+/// sent once on the link where it arises, and all again on every new link.
+#[derive(Debug, Clone, Default)]
+pub struct Unacked {
+    next: u64,
+    items: BTreeMap<u64, Report>,
+}
+
+impl Unacked {
+    /// Continues after the ids an earlier run used (`next`: one past the highest).
+    pub fn resume(next: u64, items: impl IntoIterator<Item = (u64, Report)>) -> Unacked {
+        let items: BTreeMap<u64, Report> = items.into_iter().collect();
+        let next = next.max(items.keys().next_back().map_or(0, |k| k + 1));
+        Unacked { next, items }
+    }
+
+    /// Keeps a new report; the frame that carries it.
+    pub fn push(&mut self, report: Report) -> Frame {
+        let id = self.next;
+        self.next += 1;
+        self.items.insert(id, report.clone());
+        Frame::Item { id, report }
+    }
+
+    /// Forgets what the central server acknowledged; how many of them were held.
+    pub fn ack(&mut self, ids: &[u64]) -> usize {
+        ids.iter()
+            .filter(|id| self.items.remove(id).is_some())
+            .count()
+    }
+
+    /// Everything still held, as frames, oldest first: what a new link starts with.
+    pub fn resend(&self) -> Vec<Frame> {
+        self.items
+            .iter()
+            .map(|(id, r)| Frame::Item {
+                id: *id,
+                report: r.clone(),
+            })
+            .collect()
+    }
+
+    /// How many are held.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Whether nothing is held.
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+}
+
+/// The central server's memory of the port items it has committed, so that a resend is
+/// acknowledged again and not applied twice. Ids from one port server only grow, so what is
+/// remembered is the highest id below which every id was seen, and the seen ids above it.
+#[derive(Debug, Clone, Default)]
+pub struct Seen {
+    floor: u64,
+    above: std::collections::BTreeSet<u64>,
+}
+
+impl Seen {
+    /// Starts from what the store says was committed.
+    pub fn new(floor: u64, above: impl IntoIterator<Item = u64>) -> Seen {
+        let mut s = Seen {
+            floor,
+            above: above.into_iter().filter(|&i| i >= floor).collect(),
+        };
+        s.compact();
+        s
+    }
+
+    /// Whether `id` was committed already.
+    pub fn contains(&self, id: u64) -> bool {
+        id < self.floor || self.above.contains(&id)
+    }
+
+    /// Records `id` as committed; `false` if it was already.
+    pub fn insert(&mut self, id: u64) -> bool {
+        if self.contains(id) {
+            return false;
+        }
+        self.above.insert(id);
+        self.compact();
+        true
+    }
+
+    fn compact(&mut self) {
+        while self.above.remove(&self.floor) {
+            self.floor += 1;
+        }
+    }
+
+    /// Ids below this were all seen.
+    pub fn floor(&self) -> u64 {
+        self.floor
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn hello() -> Frame {
+        Frame::Hello {
+            versions: vec![1],
+            name: "branch1".into(),
+            build: "textgate 0.1.0".into(),
+            devices: vec![DeviceInfo {
+                name: "modem1".into(),
+                kind: "modem".into(),
+                state: "up".into(),
+            }],
+            window: 64,
+        }
+    }
+
+    #[test]
+    fn frames_read_back_as_written() {
+        let frames = vec![
+            hello(),
+            Frame::Welcome {
+                version: 1,
+                node: "central-a".into(),
+            },
+            Frame::Submit {
+                message_id: 42,
+                attempt: 2,
+                device: Some("modem1".into()),
+                to: "+15551234567".into(),
+                from: None,
+                body: "Zażółć 😀".into(),
+                segments: 1,
+            },
+            Frame::Taken {
+                message_id: 42,
+                attempt: 2,
+            },
+            Frame::Item {
+                id: 7,
+                report: Report::Outcome {
+                    message_id: 42,
+                    attempt: 2,
+                    device: "modem1".into(),
+                    result: SendResult::Sent {
+                        part_ids: vec!["12.15551234567.1".into()],
+                    },
+                    at: 1,
+                },
+            },
+            Frame::Ack { ids: vec![7, 8] },
+            Frame::Drain,
+            Frame::Ping { at: 5 },
+        ];
+        for f in frames {
+            let text = f.encode();
+            assert_eq!(Frame::decode(&text), Ok(f.clone()), "{text}");
+        }
+        assert!(hello().encode().starts_with("{\"t\":\"hello\""));
+    }
+
+    #[test]
+    fn bad_frames_say_what_is_wrong() {
+        assert!(matches!(
+            Frame::decode("{\"t\":\"launch\"}"),
+            Err(LinkError::Unreadable(_))
+        ));
+        assert!(matches!(
+            Frame::decode("{\"t\":\"ping\",\"at\":1,\"extra\":2}"),
+            Err(LinkError::Unreadable(_))
+        ));
+        assert!(matches!(
+            Frame::decode(&"x".repeat(MAX_FRAME + 1)),
+            Err(LinkError::TooLarge(_))
+        ));
+        let zero = hello().encode().replace("\"window\":64", "\"window\":0");
+        assert!(Frame::decode(&zero)
+            .unwrap_err()
+            .to_string()
+            .contains("window of 0"));
+        let none = hello()
+            .encode()
+            .replace("\"versions\":[1]", "\"versions\":[]");
+        assert!(matches!(Frame::decode(&none), Err(LinkError::Protocol(_))));
+    }
+
+    #[test]
+    fn versions_meet_at_the_highest_in_common() {
+        assert_eq!(agree(&[1, 2], &[1]), Some(1));
+        assert_eq!(agree(&[1, 2], &[2, 3]), Some(2));
+        assert_eq!(agree(&[1], &[2]), None);
+    }
+
+    #[test]
+    fn the_window_bounds_what_is_handed_over() {
+        let mut w = Window::new(2);
+        assert!(w.offer(1, 1) && w.offer(2, 1));
+        assert!(w.offer(1, 1), "a resend of an open submit counts once");
+        assert!(!w.offer(3, 1), "full");
+        assert!(w.close(1, 1));
+        assert!(w.offer(3, 1));
+        assert_eq!(w.reset(), vec![(2, 1), (3, 1)]);
+        assert_eq!(w.open(), 0);
+    }
+
+    #[test]
+    fn reports_are_kept_until_acknowledged_and_sent_again_on_a_new_link() {
+        let r = |n: i64| Report::Receipt {
+            device: "m".into(),
+            device_msg_id: n.to_string(),
+            delivered: true,
+            code: None,
+            at: n,
+        };
+        let mut u = Unacked::default();
+        let ids: Vec<u64> = (0..3)
+            .map(|n| match u.push(r(n)) {
+                Frame::Item { id, .. } => id,
+                _ => unreachable!(),
+            })
+            .collect();
+        assert_eq!(ids, vec![0, 1, 2]);
+        assert_eq!(u.ack(&[1, 99]), 1);
+        let again: Vec<u64> = u
+            .resend()
+            .iter()
+            .map(|f| match f {
+                Frame::Item { id, .. } => *id,
+                _ => unreachable!(),
+            })
+            .collect();
+        assert_eq!(again, vec![0, 2]);
+        // After a restart, ids go on from the highest kept, never reused.
+        let mut later = Unacked::resume(0, vec![(5, r(5))]);
+        assert!(matches!(later.push(r(6)), Frame::Item { id: 6, .. }));
+    }
+
+    proptest! {
+        #[test]
+        fn seen_ids_are_remembered_exactly(ids in proptest::collection::vec(0u64..200, 0..300)) {
+            let mut s = Seen::default();
+            let mut model = std::collections::HashSet::new();
+            for id in ids {
+                prop_assert_eq!(s.insert(id), model.insert(id));
+            }
+            for id in 0..210 {
+                prop_assert_eq!(s.contains(id), model.contains(&id));
+            }
+        }
+
+        #[test]
+        fn any_text_is_a_frame_or_an_error(text in ".{0,300}") {
+            let _ = Frame::decode(&text);
+        }
+    }
+}
