@@ -100,6 +100,17 @@ pub enum Final {
     Cms(String),
 }
 
+impl std::fmt::Display for Final {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Final::Ok => f.write_str("OK"),
+            Final::Error(e) => f.write_str(e),
+            Final::Cme(c) => write!(f, "+CME ERROR: {c}"),
+            Final::Cms(c) => write!(f, "+CMS ERROR: {c}"),
+        }
+    }
+}
+
 /// What a line is, for a command in progress.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Kind {

@@ -423,6 +423,9 @@ struct Session<'a> {
     pdu_next: bool,
     /// The storage that `AT+CMGR`, `AT+CMGL` and `AT+CMGD` work on now.
     mem: String,
+    /// The storage texts are kept in: the configured one, or the modem's own if it refused
+    /// that.
+    storage: String,
     reassembly: Reassembler,
     /// Where the parts of each incomplete long text are kept on the modem.
     held: HashMap<PartKey, Vec<Slot>>,
@@ -454,6 +457,7 @@ impl<'a> Session<'a> {
             pending: VecDeque::new(),
             pdu_next: false,
             mem: sh.cfg.storage.clone(),
+            storage: sh.cfg.storage.clone(),
             reassembly: Reassembler::new(sh.cfg.reassembly_timeout.0, 1000)
                 .with_byte_budget(1 << 20),
             held: HashMap::new(),
@@ -575,7 +579,7 @@ impl<'a> Session<'a> {
     async fn must(&mut self, cmd: &str) -> Result<Vec<String>, Fail> {
         match self.exchange(cmd, self.timeout, false).await? {
             Ok(a) => Ok(a),
-            Err(f) => Err(Fail::Refused(format!("the modem refused {cmd}: {f:?}"))),
+            Err(f) => Err(Fail::Refused(format!("the modem refused {cmd}: {f}"))),
         }
     }
 
@@ -632,11 +636,21 @@ impl<'a> Session<'a> {
         if self
             .may(&format!("AT+CPMS=\"{mem}\",\"{mem}\",\"{mem}\""))
             .await?
-            .is_none()
+            .is_some()
         {
-            tracing::warn!(device = %self.sh.name, "the modem refused storage {mem}; using its own");
+            self.storage = mem;
+        } else {
+            // Its own, then: `+CPMS: <mem1>,…` names what reads and deletes work on.
+            let own = self
+                .may("AT+CPMS?")
+                .await?
+                .and_then(|a| a.first().and_then(|l| at::fields(l).first().cloned()))
+                .filter(|m| (1..=4).contains(&m.len()))
+                .unwrap_or_else(|| "SM".into());
+            tracing::warn!(device = %self.sh.name, "the modem refused storage {mem}; using its own, {own}");
+            self.storage = own;
         }
-        self.mem = mem;
+        self.mem = self.storage.clone();
         // Texts stored and announced; status reports stored and announced, else delivered.
         let mut indications = false;
         for cnmi in [
@@ -683,7 +697,7 @@ impl<'a> Session<'a> {
             Ok(a) => a.join(" "),
             Err(f) => {
                 return Err(Fail::Refused(format!(
-                    "the SIM is not readable: {f:?} (is one inserted?)"
+                    "the SIM is not readable: {f} (is one inserted?)"
                 )))
             }
         };
@@ -714,7 +728,7 @@ impl<'a> Session<'a> {
             Ok(_) => Ok(()),
             Err(f) => {
                 self.sh.pin_refused.store(true, Ordering::SeqCst);
-                Err(Fail::Refused(format!("the SIM refused the PIN ({f:?}); it is not tried again: set the right pin and restart")))
+                Err(Fail::Refused(format!("the SIM refused the PIN ({f}); it is not tried again: set the right pin and restart")))
             }
         }
     }
@@ -807,7 +821,7 @@ impl<'a> Session<'a> {
     /// Reads every text and report stored on the modem (`AT+CMGL=4`), except the parts of
     /// long texts already held.
     async fn sweep(&mut self) -> Result<(), Fail> {
-        let storage = self.sh.cfg.storage.clone();
+        let storage = self.storage.clone();
         self.sweep_mem(&storage).await?;
         // Status reports kept apart (Quectel stores them in "SR", whatever it announces);
         // a modem without that storage refuses it, and there is nothing more to read.
@@ -888,7 +902,7 @@ impl<'a> Session<'a> {
                 break;
             }
         }
-        let storage = self.sh.cfg.storage.clone();
+        let storage = self.storage.clone();
         self.use_mem(&storage).await?;
         Ok(())
     }
@@ -1317,12 +1331,11 @@ impl<'a> Session<'a> {
 
 /// What a refused part means for its message.
 fn refusal(f: &Final, part: usize) -> SendError {
-    let (code, text) = match f {
-        Final::Cms(c) => (Some(c.clone()), format!("+CMS ERROR: {c}")),
-        Final::Cme(c) => (Some(c.clone()), format!("+CME ERROR: {c}")),
-        Final::Error(e) => (None, e.clone()),
-        Final::Ok => (None, "OK".into()),
+    let code = match f {
+        Final::Cms(c) | Final::Cme(c) => Some(c.clone()),
+        Final::Error(_) | Final::Ok => None,
     };
+    let text = f.to_string();
     let note = if part > 0 {
         format!(" (after {part} part(s) were sent; they may arrive twice)")
     } else {
