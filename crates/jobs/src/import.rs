@@ -170,33 +170,29 @@ impl Jobs {
         params: &mut JobParams,
         allowed: &[String],
     ) -> Result<(), JobError> {
-        let asked = params
-            .from
-            .as_deref()
-            .filter(|f| !f.is_empty())
-            .map(|f| {
-                Sender::parse(f, self.country)
-                    .map_err(|e| JobError::Param("invalid_sender", format!("from: {e}")))
-            })
-            .transpose()?;
+        let asked = self.sender_of(params)?;
         params.from = textgate_core::address::choose_sender(allowed, asked, self.country)
             .map_err(|e| JobError::Param("sender_not_allowed", e.to_string()))?
             .map(|s| s.as_str().to_string());
         Ok(())
     }
 
-    /// Checks parameters (sender, time, rate, template syntax).
-    pub fn prepare(&self, params: JobParams) -> Result<Prepared, JobError> {
-        let from = params
+    /// The job's `from`, read as a sender; `None` when it names none.
+    fn sender_of(&self, params: &JobParams) -> Result<Option<Sender>, JobError> {
+        params
             .from
             .as_deref()
             .filter(|f| !f.is_empty())
             .map(|f| {
                 Sender::parse(f, self.country)
-                    .map(|s| s.as_str().to_string())
                     .map_err(|e| JobError::Param("invalid_sender", format!("from: {e}")))
             })
-            .transpose()?;
+            .transpose()
+    }
+
+    /// Checks parameters (sender, time, rate, template syntax).
+    pub fn prepare(&self, params: JobParams) -> Result<Prepared, JobError> {
+        let from = self.sender_of(&params)?.map(|s| s.as_str().to_string());
         let schedule_at = params
             .schedule_at
             .as_deref()
