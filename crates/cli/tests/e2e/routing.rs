@@ -69,6 +69,23 @@ fn transient_failures_fail_over_to_the_next_device() {
         let m = send_one(&app, &format!("+155510000{i:02}"));
         assert_eq!(m["status"], "delivered", "{m}");
         assert_eq!(m["device"], "good", "{m}");
+        // The attempt that did not send it, with its device, code and error; `attempts`
+        // stays the count.
+        assert_eq!(m["attempts"], 2, "{m}");
+        let tried = &m["history"][0];
+        assert_eq!(
+            (
+                tried["attempt"].as_i64(),
+                tried["device"].as_str(),
+                tried["outcome"].as_str()
+            ),
+            (Some(1), Some("flaky"), Some("retry")),
+            "{m}"
+        );
+        assert!(
+            tried["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{m}"
+        );
     }
     // Users are not shown a device's last error (it names hosts and accounts); admins are.
     let mine = app.get("/api/v1/devices").json();

@@ -362,10 +362,35 @@ pub async fn get_one(
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
     let id = parse_id(&id)?;
-    match st.store.get_message(id).await? {
-        Some(m) if caller.may_see(m.owner_id) => Ok(Json(message_json(&m))),
-        _ => Err(ApiError::not_found("message")),
+    let m = match st.store.get_message(id).await? {
+        Some(m) if caller.may_see(m.owner_id) => m,
+        _ => return Err(ApiError::not_found("message")),
+    };
+    let mut v = message_json(&m);
+    // The attempts that did not send it, read only for a message that had one (every
+    // such attempt leaves an error, or a further attempt).
+    if m.attempts > 1 || m.error.is_some() {
+        let attempts: Vec<Value> = st
+            .store
+            .message_attempts(id)
+            .await?
+            .iter()
+            .map(|a| {
+                json!({
+                    "attempt": a.attempt,
+                    "device": a.device,
+                    "at": format_rfc3339(a.at),
+                    "outcome": a.outcome,
+                    "code": a.code,
+                    "error": a.error,
+                })
+            })
+            .collect();
+        v["history"] = Value::Array(attempts);
+    } else {
+        v["history"] = json!([]);
     }
+    Ok(Json(v))
 }
 
 /// The query of `GET /api/v1/messages`.
