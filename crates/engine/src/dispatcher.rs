@@ -568,15 +568,16 @@ impl Dispatcher {
         let pool = if up.is_empty() { &candidates } else { &up };
         let device = match route.strategy {
             // The least loaded; a retry skips the device of the attempt before.
-            Strategy::Spread if msg.attempts <= 1 || pool.len() == 1 => *pool
-                .iter()
-                .min_by_key(|&&i| self.devices[i].stats.load.load(Ordering::Relaxed))
-                .unwrap_or(&pool[0]),
-            Strategy::Spread => *pool
-                .iter()
-                .filter(|&&i| msg.device.as_deref() != Some(self.devices[i].device.name()))
-                .min_by_key(|&&i| self.devices[i].stats.load.load(Ordering::Relaxed))
-                .unwrap_or(&pool[0]),
+            Strategy::Spread => {
+                let skip = (msg.attempts > 1 && pool.len() > 1)
+                    .then_some(msg.device.as_deref())
+                    .flatten();
+                *pool
+                    .iter()
+                    .filter(|&&i| skip != Some(self.devices[i].device.name()))
+                    .min_by_key(|&&i| self.devices[i].stats.load.load(Ordering::Relaxed))
+                    .unwrap_or(&pool[0])
+            }
             Strategy::Failover => pool[(msg.attempts.max(1) as usize - 1) % pool.len()],
         };
         self.devices[device]

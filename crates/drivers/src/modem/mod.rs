@@ -1002,11 +1002,7 @@ impl<'a> Session<'a> {
                 let key = format!(
                     "modem:{}:{}:{}",
                     from,
-                    d.service_centre_time
-                        .octets
-                        .iter()
-                        .map(|b| format!("{b:02x}"))
-                        .collect::<String>(),
+                    textgate_core::auth::hex(&d.service_centre_time.octets),
                     fnv(body.as_bytes())
                 );
                 match d.user_data.concat() {

@@ -42,10 +42,6 @@ fn group_json(g: &Group) -> Value {
     })
 }
 
-fn id_of(raw: &str, what: &str) -> ApiResult<i64> {
-    raw.parse().map_err(|_| ApiError::not_found(what))
-}
-
 fn conflict(e: StoreError, what: String) -> ApiError {
     match e {
         StoreError::Conflict(_) => ApiError::new(StatusCode::CONFLICT, "conflict", what),
@@ -121,7 +117,7 @@ pub async fn create(
     let (req, _) =
         super::json_body::<ContactRequest>(&headers, body, st.config.server.max_request_bytes.0)?;
     let owner = rules::owner_for(req.shared == Some(true), caller.id, caller.is_admin())
-        .map_err(|m| ApiError::new(StatusCode::FORBIDDEN, "forbidden", m))?;
+        .map_err(ApiError::forbidden)?;
     let new = rules::check(
         owner,
         req.name.as_deref().unwrap_or(""),
@@ -149,7 +145,11 @@ pub async fn create(
 }
 
 async fn visible(st: &AppState, caller: &Caller, raw: &str) -> ApiResult<Contact> {
-    match st.store.get_contact(id_of(raw, "contact")?).await? {
+    match st
+        .store
+        .get_contact(super::path_id(raw, "contact")?)
+        .await?
+    {
         Some(c) if may_see(c.owner_id, caller.id) => Ok(c),
         _ => Err(ApiError::not_found("contact")),
     }
@@ -257,7 +257,7 @@ pub async fn create_group(
     let (req, _) =
         super::json_body::<GroupRequest>(&headers, body, st.config.server.max_request_bytes.0)?;
     let owner = rules::owner_for(req.shared == Some(true), caller.id, caller.is_admin())
-        .map_err(|m| ApiError::new(StatusCode::FORBIDDEN, "forbidden", m))?;
+        .map_err(ApiError::forbidden)?;
     let name =
         rules::check_group_name(&req.name).map_err(|m| ApiError::invalid("invalid_group", m))?;
     let id = st
@@ -274,7 +274,7 @@ pub async fn create_group(
 }
 
 async fn visible_group(st: &AppState, caller: &Caller, raw: &str) -> ApiResult<Group> {
-    match st.store.get_group(id_of(raw, "group")?).await? {
+    match st.store.get_group(super::path_id(raw, "group")?).await? {
         Some(g) if may_see(g.owner_id, caller.id) => Ok(g),
         _ => Err(ApiError::not_found("group")),
     }
@@ -347,7 +347,7 @@ pub async fn remove_member(
 ) -> ApiResult<StatusCode> {
     let g = visible_group(&st, &caller, &id).await?;
     editable(&caller, g.owner_id)?;
-    let contact = id_of(&contact, "contact")?;
+    let contact = super::path_id(&contact, "contact")?;
     if !st
         .store
         .set_group_member(g.id, contact, false)

@@ -105,9 +105,7 @@ pub async fn list(
 }
 
 async fn find(st: &AppState, caller: &Caller, raw: &str) -> ApiResult<Delivery> {
-    let id = raw
-        .parse::<i64>()
-        .map_err(|_| ApiError::not_found("delivery"))?;
+    let id = super::path_id(raw, "delivery")?;
     match st.store.get_delivery(id).await? {
         Some(d) if visible(caller, &d) => Ok(d),
         _ => Err(ApiError::not_found("delivery")),

@@ -66,9 +66,7 @@ pub async fn get_one(
     State(st): State<AppState>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let id = id
-        .parse::<i64>()
-        .map_err(|_| ApiError::not_found("inbound text"))?;
+    let id = super::path_id(&id, "inbound text")?;
     let Some(t) = st.store.get_inbound(id, caller.owner_filter()).await? else {
         return Err(ApiError::not_found("inbound text"));
     };

@@ -490,12 +490,8 @@ fn job_json(j: &JobRecord, counts: Option<&[(Status, i64)]>) -> Value {
     v
 }
 
-fn parse_id(raw: &str) -> ApiResult<i64> {
-    raw.parse::<i64>().map_err(|_| ApiError::not_found("job"))
-}
-
 async fn visible_job(st: &AppState, caller: &Caller, id: &str) -> ApiResult<JobRecord> {
-    let id = parse_id(id)?;
+    let id = super::path_id(id, "job")?;
     match st.store.get_job(id).await? {
         Some(j) if caller.may_see(j.owner_id) => Ok(j),
         _ => Err(ApiError::not_found("job")),
@@ -546,7 +542,7 @@ async fn control(
     id: String,
     action: JobAction,
 ) -> ApiResult<Json<Value>> {
-    let id = parse_id(&id)?;
+    let id = super::path_id(&id, "job")?;
     match st
         .store
         .control_job(id, caller.owner_filter(), action, now_ms())

@@ -125,7 +125,7 @@ pub async fn revoke(
     State(st): State<AppState>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let id = id.parse::<i64>().map_err(|_| ApiError::not_found("key"))?;
+    let id = super::path_id(&id, "key")?;
     let k = st
         .store
         .revoke_api_key(id, caller.owner_filter(), now_ms())

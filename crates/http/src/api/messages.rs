@@ -350,18 +350,13 @@ pub fn message_json(m: &Message) -> Value {
     })
 }
 
-fn parse_id(raw: &str) -> ApiResult<i64> {
-    raw.parse::<i64>()
-        .map_err(|_| ApiError::not_found("message"))
-}
-
 /// `GET /api/v1/messages/{id}`.
 pub async fn get_one(
     caller: Caller,
     State(st): State<AppState>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let id = parse_id(&id)?;
+    let id = super::path_id(&id, "message")?;
     let m = match st.store.get_message(id).await? {
         Some(m) if caller.may_see(m.owner_id) => m,
         _ => return Err(ApiError::not_found("message")),
@@ -454,7 +449,7 @@ pub async fn cancel(
     State(st): State<AppState>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let id = parse_id(&id)?;
+    let id = super::path_id(&id, "message")?;
     match st
         .store
         .cancel_message(id, caller.owner_filter(), now_ms())

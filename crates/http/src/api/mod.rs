@@ -160,12 +160,16 @@ pub fn require_admin(caller: &crate::auth::Caller) -> Result<(), ApiError> {
     if caller.is_admin() {
         Ok(())
     } else {
-        Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
+        Err(ApiError::forbidden(
             "only admins may do this: use an admin's API key",
         ))
     }
+}
+
+/// The id in a path (`/api/v1/messages/{id}`); one that is not a number names nothing, so it
+/// is answered as `what` not found.
+pub(crate) fn path_id(raw: &str, what: &str) -> Result<i64, ApiError> {
+    raw.parse::<i64>().map_err(|_| ApiError::not_found(what))
 }
 
 /// A page of a list answer: the first `limit` of `rows` (read as `limit + 1`, so that one

@@ -58,10 +58,6 @@ fn role_of(s: Option<&str>) -> ApiResult<Option<Role>> {
     .transpose()
 }
 
-fn path_id(id: &str) -> ApiResult<i64> {
-    id.parse().map_err(|_| ApiError::not_found("user"))
-}
-
 /// `GET /api/v1/users` (administrators): every user, by name.
 pub async fn list(caller: Caller, State(st): State<AppState>) -> ApiResult<Json<Value>> {
     super::require_admin(&caller)?;
@@ -113,7 +109,7 @@ pub async fn get_one(
     State(st): State<AppState>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let id = path_id(&id)?;
+    let id = super::path_id(&id, "user")?;
     if !caller.is_admin() && caller.id != id {
         return Err(ApiError::not_found("user"));
     }
@@ -148,7 +144,7 @@ pub async fn update(
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Json<Value>> {
     super::require_admin(&caller)?;
-    let id = path_id(&id)?;
+    let id = super::path_id(&id, "user")?;
     let (req, _) =
         super::json_body::<UpdateRequest>(&headers, body, st.config.server.max_request_bytes.0)?;
     let update = UserUpdate {
@@ -190,7 +186,7 @@ pub async fn password(
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Json<Value>> {
     super::require_admin(&caller)?;
-    let id = path_id(&id)?;
+    let id = super::path_id(&id, "user")?;
     let (req, _) =
         super::json_body::<PasswordRequest>(&headers, body, st.config.server.max_request_bytes.0)?;
     let generated = users::set_password(&st.store, id, req.password, None).await?;
