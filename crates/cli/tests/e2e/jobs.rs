@@ -755,3 +755,34 @@ fn links_left_in_the_watched_folder_are_never_written_through_nor_read() {
         .contains("not a plain file"));
     assert_eq!(app.count(), 0);
 }
+
+/// The watched folder's jobs are its user's: a user given senders gets the folder's `from`
+/// only if it is one of them; otherwise the file goes to failed/ with the reason, nothing sent.
+#[test]
+fn the_watched_folder_sends_only_as_its_user_may() {
+    let spool = TempDir::new("spool");
+    let app = spawn_app_with(Opts {
+        extra: &spool_config(spool.path()),
+        users: &[("alice", "user"), ("root", "admin")],
+        ..Opts::default()
+    });
+    let users = app
+        .req_as(app.key_of("root"), "GET", "/api/v1/users", None, &[])
+        .json();
+    let alice = users["users"][0]["id"].as_i64().unwrap();
+    let r = app.req_as(
+        app.key_of("root"),
+        "PATCH",
+        &format!("/api/v1/users/{alice}"),
+        Some(r#"{"senders": ["BRANCH"]}"#),
+        &[],
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let incoming = spool.path().join("incoming");
+    std::fs::write(incoming.join("acme.csv"), "to,body\n+15550000200,hello\n").unwrap();
+    let reason = spool.path().join("failed/acme.csv.reason");
+    wait_for_file(&reason, 30, &app);
+    let why = std::fs::read_to_string(&reason).unwrap();
+    assert!(why.contains("ACME") && why.contains("BRANCH"), "{why}");
+    assert!(app.all_messages(app.key_of("alice")).is_empty());
+}

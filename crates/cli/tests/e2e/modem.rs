@@ -802,12 +802,21 @@ fn the_device_shows_signal_and_registration_and_waits_out_a_denied_registration(
         let d = rig.device();
         (d["details"]["signal_dbm"] == -63).then_some(d)
     });
-    if let Some(total) = d["details"].get("storage_total") {
-        assert_eq!(total, 20, "the emulator's SIM holds 20: {d}");
-    }
-    if let Some(used) = d["details"].get("storage_used") {
-        assert_eq!(used, 0, "{d}");
-    }
+    assert_eq!(
+        d["details"]["storage_total"], 20,
+        "the emulator's SIM holds 20: {d}"
+    );
+    assert_eq!(d["details"]["storage_used"], 0, "{d}");
+    assert_eq!(d["details"]["registered"], 1, "{d}");
+    // Words: the network's name (AT+COPS?) and the SIM's number (AT+CNUM).
+    assert_eq!(d["info"]["operator"], "Emulated Net", "{d}");
+    assert_eq!(d["info"]["number"], "+15550001111", "{d}");
+    rig.modem.set(json!({"operator": "Other\u{7}Net"}));
+    rig.wait(
+        "the new operator, without its control character",
+        WAIT,
+        || (rig.device()["info"]["operator"] == "OtherNet").then_some(()),
+    );
     // Roaming, and a new signal to know a poll has happened since.
     rig.modem.set(json!({"registered": 5, "signal": 10}));
     let d = rig.wait("signal_dbm -93 after AT+CSQ says 10", WAIT, || {
