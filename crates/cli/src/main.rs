@@ -4,10 +4,12 @@
 //! - [`serve`]: the central server (HTTP API, dispatcher, devices).
 //! - [`admin`]: `user add` and `apikey create`, straight on the database.
 //! - [`client`]: `send` and `job submit`, through a running server's HTTP API.
+//! - [`port`]: a remote port server.
 //! - `check`: validates a config file.
 
 mod admin;
 mod client;
+mod port;
 mod serve;
 
 use std::path::PathBuf;
@@ -77,6 +79,18 @@ enum Command {
     Job {
         #[command(subcommand)]
         command: JobCommand,
+    },
+    /// Run a remote port server: its own devices, linked to the central server.
+    Port {
+        /// The port server's config file (server, name, token, data_dir, [[device]]).
+        #[arg(long)]
+        config: PathBuf,
+        /// Print the link's state and what it holds, as the running port server last wrote it.
+        #[arg(long)]
+        status: bool,
+        /// Check the file and exit non-zero with the reason if it is not valid.
+        #[arg(long)]
+        check: bool,
     },
     /// Check a config file and exit non-zero with the reason if it is not valid.
     Check {
@@ -263,6 +277,26 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         },
+        Command::Port {
+            config,
+            status,
+            check,
+        } if status || check => match port::load(&config) {
+            Ok(c) if status => port::status(&c),
+            Ok(c) => {
+                println!(
+                    "{}: valid (port server {}, {} device(s))",
+                    config.display(),
+                    c.name,
+                    c.devices.len()
+                );
+                Ok(())
+            }
+            Err(e) => {
+                eprintln!("{}: {e}", config.display());
+                return ExitCode::from(2);
+            }
+        },
         command => runtime().and_then(|rt| rt.block_on(run(command))),
     };
     match result {
@@ -283,6 +317,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Serve { config } => serve::run(load_config(config.as_deref())?).await,
+        Command::Port { config, .. } => port::run(port::load(&config)?).await,
         Command::User {
             command:
                 UserCommand::Add {

@@ -15,7 +15,16 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admin::bootstrap_admin;
 
-fn init_tracing() {
+/// This node's name, as port servers see it: the host's name.
+fn node_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "textgate".into())
+}
+
+pub(crate) fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("TEXTGATE_LOG")
         .or_else(|_| tracing_subscriber::EnvFilter::try_new("info"))
         .unwrap_or_default();
@@ -26,7 +35,7 @@ fn init_tracing() {
         .try_init();
 }
 
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
@@ -85,10 +94,20 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let store = open_store(&cfg).await?;
     let root = CancellationToken::new();
     let stops = Stops::new(&root);
-    let devices = textgate_drivers::build_devices(&cfg)?;
+    let ports = textgate_port::central::PortServers::new(&cfg, &node_name());
+    let lease = cfg.server.claim_lease.0;
+    let devices = textgate_drivers::build_devices(&cfg.devices, &|name, r| {
+        let d = ports.device(name, &r.port_server, r.remote_device, lease)?;
+        Some(Arc::new(d) as Arc<dyn textgate_drivers::Device>)
+    })?;
     let dispatcher = Dispatcher::new(store.clone(), &cfg, devices);
     let engine = dispatcher.start(stops.engine.clone());
-    let state = textgate_http::AppState::new(store.clone(), dispatcher.clone(), cfg.clone());
+    let state = textgate_http::AppState::new(
+        store.clone(),
+        dispatcher.clone(),
+        cfg.clone(),
+        ports.clone(),
+    );
     let webhooks = tokio::spawn(textgate_http::webhooks::run(
         state.clone(),
         stops.engine.clone(),

@@ -2,8 +2,8 @@
 //! takes [`OutboundSms`] and reports [`DeviceEvent`]s; the engine (`textgate-engine`) wires
 //! them to the store.
 //!
-//! - [`Device`]: the one interface every driver implements (`smpp`, `modem`, `remote`,
-//!   `loopback`): send a message, report its parts' receipts and inbound texts as
+//! - [`Device`]: the one interface every driver implements (`smpp`, `modem`, `loopback`, and
+//!   `remote`, which lives with the port servers in `textgate-port`): send a message, report its parts' receipts and inbound texts as
 //!   [`DeviceEvent`]s, say what state it is in.
 //! - [`smpp`]: SMPP 3.4 sessions: the frame codec, PDUs, receipts, long texts, the session.
 //! - [`modem`]: GSM/LTE modems on serial ports, with AT commands in PDU mode.
@@ -20,7 +20,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use textgate_core::clock::Millis;
-use textgate_core::config::{Config, DeviceSettings};
+use textgate_core::config::{ConfigError, DeviceConfig, DeviceSettings, RemoteConfig};
 use tokio::sync::mpsc;
 
 /// Events the devices may have handed over that the dispatcher has not taken yet.
@@ -49,6 +49,8 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub struct OutboundSms {
     /// The message's id in the store.
     pub message_id: i64,
+    /// Its attempt number (with the id, what tells a resend from a new attempt).
+    pub attempt: i64,
     /// Destination: E.164 with `+`, or a short code.
     pub to: String,
     /// Sender id, if the caller chose one.
@@ -240,6 +242,15 @@ pub trait Device: Send + Sync + 'static {
     fn can_send(&self) -> bool {
         true
     }
+    /// Whether messages for it should wait rather than be tried now (a port server that is
+    /// offline or draining): they stay queued, or fail over to another device of their
+    /// route, and no attempt is counted.
+    fn parked(&self) -> bool {
+        false
+    }
+    /// Called once the dispatcher has committed the outcome of a message this device
+    /// answered (a port server's report is acknowledged to it only then).
+    fn outcome_recorded(&self, _message_id: i64) {}
     /// Called after a restart with the ids of parts an earlier run handed to this device
     /// that still have no receipt. A device whose peer re-delivers unacknowledged receipts
     /// (an SMSC does) has nothing to do; one that kept receipts only in memory reports them
@@ -279,17 +290,28 @@ pub trait Device: Send + Sync + 'static {
     }
 }
 
-/// Builds the devices a checked configuration names, in config order.
+/// Builds a `kind = "remote"` device (the port servers' side lives in `textgate-port`).
+pub type BuildRemote<'a> = &'a dyn Fn(&str, RemoteConfig) -> Option<Arc<dyn Device>>;
+
+/// Builds the devices a checked configuration names, in config order; `remote` builds
+/// the devices of port servers (`None`: refused).
 pub fn build_devices(
-    cfg: &Config,
-) -> Result<Vec<Arc<dyn Device>>, textgate_core::config::ConfigError> {
-    cfg.devices
+    devices: &[DeviceConfig],
+    remote: BuildRemote<'_>,
+) -> Result<Vec<Arc<dyn Device>>, ConfigError> {
+    devices
         .iter()
         .map(|d| -> Result<Arc<dyn Device>, _> {
             match d.settings()? {
                 DeviceSettings::Loopback(lb) => Ok(Arc::new(loopback::Loopback::new(&d.name, lb))),
                 DeviceSettings::Smpp(s) => Ok(Arc::new(smpp::Smpp::new(&d.name, *s))),
                 DeviceSettings::Modem(m) => Ok(Arc::new(modem::Modem::new(&d.name, *m))),
+                DeviceSettings::Remote(r) => remote(&d.name, r).ok_or_else(|| {
+                    ConfigError::new(
+                        format!("device \"{}\".kind", d.name),
+                        "a port server's devices are its own (smpp, modem, loopback), not remote",
+                    )
+                }),
             }
         })
         .collect()

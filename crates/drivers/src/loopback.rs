@@ -180,6 +180,7 @@ mod tests {
     fn sms(segments: u16) -> OutboundSms {
         OutboundSms {
             message_id: 1,
+            attempt: 1,
             to: "+15550000001".into(),
             from: None,
             body: "x".into(),

@@ -186,6 +186,8 @@ pub struct Dispatcher {
     /// Woken when deliveries (webhooks, e-mail forwards) may have been queued; every
     /// channel's loop waits on it, so it is notified with `notify_waiters`.
     pub deliveries: Arc<Notify>,
+    /// Whether a device wants to hear when its answers are recorded (remote devices).
+    answers_recorded: bool,
 }
 
 /// A message this node claimed, on its way to a device's worker.
@@ -299,7 +301,7 @@ impl Dispatcher {
 
     /// A dispatcher over these devices (in config order).
     pub fn new(store: Store, cfg: &Config, devices: Vec<Arc<dyn Device>>) -> Arc<Dispatcher> {
-        let entries = devices
+        let entries: Vec<DeviceEntry> = devices
             .into_iter()
             .zip(&cfg.devices)
             .map(|(device, dc)| DeviceEntry {
@@ -310,7 +312,9 @@ impl Dispatcher {
                 stats: DeviceStats::default(),
             })
             .collect();
+        let answers_recorded = entries.iter().any(|d| d.device.kind() == "remote");
         Arc::new(Dispatcher {
+            answers_recorded,
             store,
             devices: entries,
             user_names: Mutex::new(HashMap::new()),
@@ -524,10 +528,11 @@ impl Dispatcher {
         let candidates: Vec<usize> = routed
             .iter()
             .copied()
-            .filter(|&i| !self.devices[i].is_paused())
+            .filter(|&i| !self.devices[i].is_paused() && !self.devices[i].device.parked())
             .collect();
         if candidates.is_empty() && !routed.is_empty() {
-            // Its devices are disabled for now: it waits, and no attempt is counted.
+            // Its devices are disabled for now, or their port server is away: it waits, and
+            // no attempt is counted.
             let _ = rec.send(Record::Outcome(
                 Outcome::Retry {
                     id: msg.id,
@@ -535,7 +540,7 @@ impl Dispatcher {
                     device: None,
                     due_at: now + PAUSED_RETRY_MS,
                     code: None,
-                    error: "every device of its route is disabled by an administrator; it waits"
+                    error: "every device of its route is disabled by an administrator or on a port server that is offline or draining; it waits"
                         .into(),
                     refund: true,
                     at: now,
@@ -686,6 +691,7 @@ impl Dispatcher {
         let name = entry.device.name().to_string();
         let sms = OutboundSms {
             message_id: msg.id,
+            attempt: msg.attempts,
             to: msg.to.clone(),
             from: msg.from.clone(),
             body: msg.body.clone(),
@@ -946,6 +952,21 @@ impl Dispatcher {
                 }
             }
         };
+        if self.answers_recorded {
+            for o in outcomes.iter() {
+                let (id, device) = match o {
+                    Outcome::Sent { id, device, .. } => (*id, Some(device)),
+                    Outcome::Retry { id, device, .. } | Outcome::Final { id, device, .. } => {
+                        (*id, device.as_ref())
+                    }
+                };
+                if let Some(d) =
+                    device.and_then(|n| self.devices.iter().find(|d| d.device.name() == n))
+                {
+                    d.device.outcome_recorded(id);
+                }
+            }
+        }
         for (o, ok) in outcomes.iter().zip(applied) {
             if !ok {
                 continue;

@@ -70,6 +70,8 @@ pub struct Shared {
     pub signin: Arc<textgate_engine::signin::SignIn>,
     /// The web UI dashboard's counts, kept a few seconds.
     pub dashboard: web::pages::DashboardCache,
+    /// Remote port servers and their links.
+    pub ports: Arc<textgate_port::central::PortServers>,
 }
 
 /// Counters of the HTTP side.
@@ -83,7 +85,12 @@ pub struct HttpCounters {
 
 impl AppState {
     /// State for a server on this store, dispatcher and config.
-    pub fn new(store: Store, dispatcher: Arc<Dispatcher>, config: Arc<Config>) -> AppState {
+    pub fn new(
+        store: Store,
+        dispatcher: Arc<Dispatcher>,
+        config: Arc<Config>,
+        ports: Arc<textgate_port::central::PortServers>,
+    ) -> AppState {
         let d = dispatcher.clone();
         let jobs =
             textgate_jobs::Jobs::new(store.clone(), config.clone(), Arc::new(move || d.wake()));
@@ -103,6 +110,7 @@ impl AppState {
             http: Arc::new(HttpCounters::default()),
             signin,
             dashboard: web::pages::DashboardCache::default(),
+            ports,
         }))
     }
 }
@@ -185,6 +193,13 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/api/v1/devices/{name}/inbound",
             post(api::inbound::simulate),
+        )
+        .route("/api/v1/port/link", get(api::ports::link))
+        .route("/api/v1/port-servers", get(api::ports::list))
+        .route("/api/v1/port-servers/{name}/drain", post(api::ports::drain))
+        .route(
+            "/api/v1/port-servers/{name}/resume",
+            post(api::ports::resume),
         )
         .route("/api/v1/inbound", get(api::inbound::list))
         .route("/api/v1/inbound/{id}", get(api::inbound::get_one))

@@ -139,7 +139,9 @@ async fn connection(
         .timer(TokioTimer::new())
         // Kept by `Watched` instead (see the module's comment).
         .header_read_timeout(None)
-        .serve_connection(io, svc);
+        .serve_connection(io, svc)
+        // The port servers' link is a WebSocket upgrade.
+        .with_upgrades();
     tokio::pin!(conn);
     let ended = tokio::select! {
         r = conn.as_mut() => Some(r),

@@ -74,9 +74,10 @@ async fn the_router_answers_every_documented_path_itself() {
     let mut cfg = Config::embedded_defaults();
     cfg.server.database_url = format!("sqlite://{}/t.db", dir.display());
     let store = Store::open(&cfg.server.database_url).await.expect("store");
-    let devices = textgate_drivers::build_devices(&cfg).expect("devices");
+    let devices = textgate_drivers::build_devices(&cfg.devices, &|_, _| None).expect("devices");
     let dispatcher = textgate_engine::dispatcher::Dispatcher::new(store.clone(), &cfg, devices);
-    let state = textgate_http::AppState::new(store.clone(), dispatcher, Arc::new(cfg));
+    let ports = textgate_port::central::PortServers::new(&cfg, "test");
+    let state = textgate_http::AppState::new(store.clone(), dispatcher, Arc::new(cfg), ports);
     let mut app = textgate_http::router(state);
     for (method, path) in documented() {
         let concrete = path

@@ -17,7 +17,7 @@
 //!    - port → central: [`Frame::Taken`] (a submit committed to the port server's own store:
 //!      from then on it is the port server's to send, across restarts), [`Frame::Item`]s (a
 //!      send's outcome, a receipt, an inbound text, each with the port server's own id),
-//!      [`Frame::Devices`] (its devices' states);
+//!      [`Frame::Status`] (its devices' states, what it holds);
 //!    - either way: [`Frame::Ping`] / [`Frame::Pong`] heartbeats.
 //!
 //! Nothing is lost and nothing doubled because everything carries an id the receiver has
@@ -133,6 +133,9 @@ pub enum Report {
         partial: bool,
         /// When.
         received_at: i64,
+        /// The same for a repeated delivery of the same text (the device's own key, or one
+        /// the port server made): the central server stores a text once per key.
+        key: String,
     },
 }
 
@@ -152,6 +155,9 @@ pub enum Frame {
         devices: Vec<DeviceInfo>,
         /// How many messages it takes at once.
         window: u32,
+        /// How often it sends a ping on a quiet link (ms); the central server closes a link
+        /// silent for three of these.
+        heartbeat_ms: u64,
     },
     /// Central → port: accepted, in this version.
     Welcome {
@@ -201,10 +207,17 @@ pub enum Frame {
         /// Item ids.
         ids: Vec<u64>,
     },
-    /// Port → central: its devices' states changed.
-    Devices {
+    /// Port → central: its devices' states and what it holds (on a change, and with every
+    /// heartbeat).
+    Status {
         /// Every device.
         devices: Vec<DeviceInfo>,
+        /// Messages taken and not yet finished.
+        held: u64,
+        /// Reports not yet acknowledged.
+        unacked: u64,
+        /// Whether it was asked to drain.
+        draining: bool,
     },
     /// Central → port: take no new messages; finish and report what is held.
     Drain,
@@ -260,6 +273,7 @@ impl Frame {
                 name,
                 devices,
                 window,
+                heartbeat_ms,
                 ..
             } => {
                 if versions.is_empty() || versions.len() > 64 {
@@ -274,12 +288,20 @@ impl Frame {
                 if *window == 0 || *window > MAX_WINDOW {
                     return bad(format!("a window of {window}: use 1 to {MAX_WINDOW}"));
                 }
+                if *heartbeat_ms < 100 || *heartbeat_ms > 3_600_000 {
+                    return bad(format!(
+                        "a heartbeat of {heartbeat_ms} ms: use 100 to 3600000"
+                    ));
+                }
             }
             Frame::Ack { ids } if ids.len() > 100_000 => {
                 return bad(format!("an ack of {} ids: at most 100000", ids.len()));
             }
             Frame::Submit { segments, .. } if *segments == 0 => {
                 return bad("a submit of 0 parts".into());
+            }
+            Frame::Status { devices, .. } if devices.len() > 1000 => {
+                return bad(format!("{} devices: at most 1000", devices.len()));
             }
             _ => {}
         }
@@ -461,6 +483,7 @@ mod tests {
                 state: "up".into(),
             }],
             window: 64,
+            heartbeat_ms: 10_000,
         }
     }
 

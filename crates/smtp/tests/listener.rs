@@ -48,7 +48,7 @@ async fn start(tune: impl FnOnce(&mut SmtpConfig)) -> Server {
         })
         .await
         .expect("user");
-    let devices = textgate_drivers::build_devices(&cfg).expect("devices");
+    let devices = textgate_drivers::build_devices(&cfg.devices, &|_, _| None).expect("devices");
     let dispatcher = Dispatcher::new(store.clone(), &cfg, devices);
     let dispatcher_running = dispatcher.start(tokio_util::sync::CancellationToken::new());
     let signin = Arc::new(textgate_engine::signin::SignIn::new(

@@ -112,6 +112,8 @@ pub enum DeviceSettings {
     Smpp(Box<SmppConfig>),
     /// A GSM/LTE modem on a serial port.
     Modem(Box<ModemConfig>),
+    /// A device of a remote port server.
+    Remote(super::port::RemoteConfig),
 }
 
 /// What a modem is used for.
@@ -388,9 +390,10 @@ impl DeviceConfig {
         let key = format!("device \"{}\"", self.name);
         match self.kind.as_str() {
             "loopback" => {
-                let cfg: LoopbackConfig = toml::Value::Table(self.rest.clone())
-                    .try_into()
-                    .map_err(|e: toml::de::Error| ConfigError::new(&key, e.message().to_string()))?;
+                let cfg: LoopbackConfig =
+                    toml::Value::Table(self.rest.clone()).try_into().map_err(
+                        |e: toml::de::Error| ConfigError::new(&key, e.message().to_string()),
+                    )?;
                 for (field, v) in [
                     ("failure_rate", cfg.failure_rate),
                     ("transient_failure_rate", cfg.transient_failure_rate),
@@ -404,43 +407,73 @@ impl DeviceConfig {
                     }
                 }
                 if cfg.window == 0 {
-                    return Err(ConfigError::new(format!("{key}.window"), "must be at least 1"));
+                    return Err(ConfigError::new(
+                        format!("{key}.window"),
+                        "must be at least 1",
+                    ));
                 }
                 Ok(DeviceSettings::Loopback(cfg))
             }
             "smpp" => {
-                let cfg: SmppConfig = toml::Value::Table(self.rest.clone())
-                    .try_into()
-                    .map_err(|e: toml::de::Error| ConfigError::new(&key, e.message().to_string()))?;
+                let cfg: SmppConfig = toml::Value::Table(self.rest.clone()).try_into().map_err(
+                    |e: toml::de::Error| ConfigError::new(&key, e.message().to_string()),
+                )?;
                 if cfg.host.is_empty() {
-                    return Err(ConfigError::new(format!("{key}.host"), "is empty: give the SMSC's host name or address"));
+                    return Err(ConfigError::new(
+                        format!("{key}.host"),
+                        "is empty: give the SMSC's host name or address",
+                    ));
                 }
                 if cfg.system_id.is_empty() || cfg.system_id.len() > 15 {
-                    return Err(ConfigError::new(format!("{key}.system_id"), "must be 1 to 15 characters (SMPP 3.4 §5.2.1)"));
+                    return Err(ConfigError::new(
+                        format!("{key}.system_id"),
+                        "must be 1 to 15 characters (SMPP 3.4 §5.2.1)",
+                    ));
                 }
                 if cfg.password.len() > 8 {
-                    return Err(ConfigError::new(format!("{key}.password"), "is longer than the 8 characters SMPP 3.4 allows (§5.2.2)"));
+                    return Err(ConfigError::new(
+                        format!("{key}.password"),
+                        "is longer than the 8 characters SMPP 3.4 allows (§5.2.2)",
+                    ));
                 }
 
                 if let Some(f) = &cfg.tls_ca_file {
                     if !std::path::Path::new(f).is_file() {
-                        return Err(ConfigError::new(format!("{key}.tls_ca_file"), format!("\"{f}\" is not a readable file")));
+                        return Err(ConfigError::new(
+                            format!("{key}.tls_ca_file"),
+                            format!("\"{f}\" is not a readable file"),
+                        ));
                     }
                 }
                 if cfg.window == 0 {
-                    return Err(ConfigError::new(format!("{key}.window"), "must be at least 1"));
+                    return Err(ConfigError::new(
+                        format!("{key}.window"),
+                        "must be at least 1",
+                    ));
                 }
                 if cfg.binds == 0 {
-                    return Err(ConfigError::new(format!("{key}.binds"), "must be at least 1"));
+                    return Err(ConfigError::new(
+                        format!("{key}.binds"),
+                        "must be at least 1",
+                    ));
                 }
                 if cfg.reassembly_budget.0 < 1024 {
-                    return Err(ConfigError::new(format!("{key}.reassembly_budget"), "must be at least 1KiB"));
+                    return Err(ConfigError::new(
+                        format!("{key}.reassembly_budget"),
+                        "must be at least 1KiB",
+                    ));
                 }
                 if cfg.enquire_link.0 < Duration::from_secs(1) {
-                    return Err(ConfigError::new(format!("{key}.enquire_link"), "must be at least 1s"));
+                    return Err(ConfigError::new(
+                        format!("{key}.enquire_link"),
+                        "must be at least 1s",
+                    ));
                 }
                 if cfg.response_timeout.0 < Duration::from_millis(100) {
-                    return Err(ConfigError::new(format!("{key}.response_timeout"), "must be at least 100ms"));
+                    return Err(ConfigError::new(
+                        format!("{key}.response_timeout"),
+                        "must be at least 100ms",
+                    ));
                 }
                 if cfg.reconnect_min.0.is_zero() || cfg.reconnect_min.0 > cfg.reconnect_max.0 {
                     return Err(ConfigError::new(
@@ -451,19 +484,31 @@ impl DeviceConfig {
                 Ok(DeviceSettings::Smpp(Box::new(cfg)))
             }
             "modem" => {
-                let cfg: ModemConfig = toml::Value::Table(self.rest.clone())
-                    .try_into()
-                    .map_err(|e: toml::de::Error| ConfigError::new(&key, e.message().to_string()))?;
+                let cfg: ModemConfig = toml::Value::Table(self.rest.clone()).try_into().map_err(
+                    |e: toml::de::Error| ConfigError::new(&key, e.message().to_string()),
+                )?;
                 check_modem(&key, &cfg)?;
                 Ok(DeviceSettings::Modem(Box::new(cfg)))
             }
-            "remote" => Err(ConfigError::new(
-                format!("{key}.kind"),
-                format!(
-                    "device kind \"{}\" is not available in this build of textgate yet; use \"smpp\" or \"loopback\"",
-                    self.kind
-                ),
-            )),
+            "remote" => {
+                let cfg: super::port::RemoteConfig =
+                    toml::Value::Table(self.rest.clone()).try_into().map_err(
+                        |e: toml::de::Error| ConfigError::new(&key, e.message().to_string()),
+                    )?;
+                if cfg.port_server.is_empty() {
+                    return Err(ConfigError::new(
+                        format!("{key}.port_server"),
+                        "must name a [[port_server]]",
+                    ));
+                }
+                if cfg.remote_device.as_deref() == Some("") {
+                    return Err(ConfigError::new(
+                        format!("{key}.remote_device"),
+                        "must name one of the port server's devices, or be left out for any",
+                    ));
+                }
+                Ok(DeviceSettings::Remote(cfg))
+            }
             other => Err(ConfigError::new(
                 format!("{key}.kind"),
                 format!("unknown device kind \"{other}\": use smpp, modem, remote or loopback"),
@@ -559,6 +604,22 @@ pub fn env_var_for_device(name: &str, key: &str) -> String {
         })
         .collect();
     format!("TEXTGATE_DEVICE_{norm}_{}", key.to_ascii_uppercase())
+}
+
+/// Overrides devices' secrets from the environment (`TEXTGATE_DEVICE_<NAME>_PASSWORD` for
+/// SMPP, `_PIN` for modems).
+pub(super) fn apply_device_env(devices: &mut [DeviceConfig], env: &dyn Fn(&str) -> Option<String>) {
+    // Only kinds that log in somewhere have a secret to override.
+    for d in devices.iter_mut() {
+        let key = match d.kind.as_str() {
+            "smpp" => "password",
+            "modem" => "pin",
+            _ => continue,
+        };
+        if let Some(v) = env(&env_var_for_device(&d.name, key)) {
+            d.rest.insert(key.into(), toml::Value::String(v));
+        }
+    }
 }
 
 /// Checks every device (a usable, unique name; its kind's keys); the names, for the routes

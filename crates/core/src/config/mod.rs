@@ -11,14 +11,13 @@
 //! - [`auth`]: `[auth]`; [`retention`]: `[retention]`;
 //! - [`units`]: durations, sizes and the backoff.
 //!
-//! Sections that belong to features not in this build (`[[port_server]]`, device kind
-//! `remote`) are refused by [`Config::check`] with a message saying so, rather
-//! than accepted and silently ignored.
+//! - [`port`]: `[[port_server]]`, `kind = "remote"` devices, and the port server's own file.
 
 pub mod auth;
 pub mod devices;
 pub mod inbound;
 pub mod mailer;
+pub mod port;
 pub mod retention;
 pub mod routes;
 pub mod server;
@@ -36,6 +35,7 @@ pub use devices::{
 };
 pub use inbound::{InboundConfig, InboundRuleConfig, WebhooksConfig};
 pub use mailer::{MailerConfig, RelayTls};
+pub use port::{env_var_for_port_server, PortConfig, PortServerConfig, RemoteConfig};
 pub use retention::RetentionConfig;
 pub use routes::{RouteConfig, Strategy};
 pub use server::{redact_url, ServerConfig};
@@ -82,9 +82,9 @@ pub struct Config {
     pub mailer: Option<MailerConfig>,
     /// `[spool]`: the watched folder for CSV jobs; absent = off.
     pub spool: Option<SpoolConfig>,
-    /// `[[port_server]]` (not in this build).
+    /// `[[port_server]]`: remote port servers allowed to join.
     #[serde(default, rename = "port_server")]
-    pub port_servers: Vec<toml::Table>,
+    pub port_servers: Vec<PortServerConfig>,
     /// `[[inbound_rule]]`: where incoming texts go.
     #[serde(default, rename = "inbound_rule")]
     pub inbound_rules: Vec<InboundRuleConfig>,
@@ -166,15 +166,10 @@ impl Config {
         if let (Some(smtp), Some(v)) = (self.smtp.as_mut(), env("TEXTGATE_SMTP_LISTEN")) {
             smtp.listen = v;
         }
-        // Only kinds that log in somewhere have a password to override.
-        for d in self.devices.iter_mut().filter(|d| d.kind == "smpp") {
-            if let Some(v) = env(&env_var_for_device(&d.name, "password")) {
-                d.rest.insert("password".into(), toml::Value::String(v));
-            }
-        }
-        for d in self.devices.iter_mut().filter(|d| d.kind == "modem") {
-            if let Some(v) = env(&env_var_for_device(&d.name, "pin")) {
-                d.rest.insert("pin".into(), toml::Value::String(v));
+        devices::apply_device_env(&mut self.devices, env);
+        for p in &mut self.port_servers {
+            if let Some(v) = env(&env_var_for_port_server(&p.name)) {
+                p.token = Some(v);
             }
         }
     }
@@ -199,16 +194,12 @@ impl Config {
         if let Some(m) = &self.mailer {
             m.check()?;
         }
-        if !self.port_servers.is_empty() {
-            return Err(ConfigError::new(
-                "port_server",
-                "this section's feature is not available in this build of textgate yet; remove it",
-            ));
-        }
+        let port_servers = port::check_port_servers(&self.port_servers)?;
         if let Some(sp) = &self.spool {
             sp.check()?;
         }
         let names = devices::check_all(&self.devices)?;
+        port::check_remote_devices(&self.devices, &port_servers)?;
         routes::check_all(&self.routes, &names, &self.devices)?;
         inbound::check_rules(&self.inbound_rules, &names)?;
         self.webhooks.check()?;

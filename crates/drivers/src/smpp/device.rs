@@ -506,6 +506,7 @@ mod tests {
             let r = dev
                 .send(crate::OutboundSms {
                     message_id: 1,
+                    attempt: 1,
                     to: "+15550000001".into(),
                     from: None,
                     body: "hi".into(),

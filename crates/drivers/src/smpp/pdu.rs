@@ -173,6 +173,7 @@ mod tests {
     fn sms(to: &str, from: Option<&str>, body: &str) -> OutboundSms {
         OutboundSms {
             message_id: 1,
+            attempt: 1,
             to: to.into(),
             from: from.map(String::from),
             body: body.into(),

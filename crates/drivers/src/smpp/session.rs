@@ -35,7 +35,9 @@ pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 /// A TLS client configuration: the public roots (webpki-roots) plus `ca_file`, if given.
-fn tls_config(ca_file: Option<&str>) -> Result<Arc<tokio_rustls::rustls::ClientConfig>, String> {
+pub fn tls_config(
+    ca_file: Option<&str>,
+) -> Result<Arc<tokio_rustls::rustls::ClientConfig>, String> {
     use tokio_rustls::rustls::pki_types::pem::PemObject;
     use tokio_rustls::rustls::pki_types::CertificateDer;
     use tokio_rustls::rustls::{ClientConfig, RootCertStore};

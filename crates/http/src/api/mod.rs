@@ -9,6 +9,7 @@
 //! - [`keys`]: API keys: list, create, revoke.
 //! - [`contacts`]: the address book: contacts and groups, personal or shared.
 //! - [`users`]: users (administrators): list, create, change, disable, set a password.
+//! - [`ports`]: remote port servers: their link, their list, drain and resume.
 
 pub mod contacts;
 pub mod deliveries;
@@ -17,6 +18,7 @@ pub mod inbound;
 pub mod jobs;
 pub mod keys;
 pub mod messages;
+pub mod ports;
 pub mod suppressions;
 pub mod users;
 
