@@ -114,6 +114,7 @@ pub async fn metrics(State(st): State<AppState>, headers: axum::http::HeaderMap)
         out.sample("textgate_queue_depth", &[("status", s.as_str())], n);
     }
     device_metrics(&mut out, &st.dispatcher.devices);
+    port_server_metrics(&mut out, &st.ports);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out.0).into_response()
 }
 
@@ -145,7 +146,10 @@ impl Exposition {
     }
 
     fn sample(&mut self, name: &str, labels: &[(&str, &str)], v: impl std::fmt::Display) {
-        let labels: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+        let labels: Vec<String> = labels
+            .iter()
+            .map(|(k, v)| format!("{k}=\"{}\"", escape_label(v)))
+            .collect();
         if labels.is_empty() {
             let _ = writeln!(self.0, "{name} {v}");
         } else {
@@ -157,6 +161,25 @@ impl Exposition {
         self.family(name, "counter", help);
         self.sample(name, &[], v.load(Ordering::Relaxed));
     }
+}
+
+/// A label value as the text format wants it: backslashes, `"` and line feeds escaped. Names are
+/// checked when the configuration is read, so this changes nothing for them; it keeps a
+/// value that slips through from breaking the exposition.
+fn escape_label(v: &str) -> std::borrow::Cow<'_, str> {
+    if !v.contains(['\\', '"', '\n']) {
+        return std::borrow::Cow::Borrowed(v);
+    }
+    let mut out = String::with_capacity(v.len() + 2);
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// The counters that are one number each.
@@ -331,6 +354,100 @@ fn device_metrics(out: &mut Exposition, devices: &[textgate_engine::dispatcher::
     }
 }
 
+/// Each port server's link (docs/port-servers.md): whether it is up, when it was last heard
+/// from, what it holds, and its counters. Nothing when no `[[port_server]]` is configured.
+fn port_server_metrics(out: &mut Exposition, ports: &textgate_port::central::PortServers) {
+    let all = ports.all();
+    if all.is_empty() {
+        return;
+    }
+    // One view each, so that a port server's gauges are read together.
+    let views: Vec<_> = all.iter().map(|e| (e, e.view())).collect();
+    let label = "port_server";
+    out.family(
+        "textgate_port_server_connected",
+        "gauge",
+        "Whether the port server's link is up (1) or not (0).",
+    );
+    for (e, v) in &views {
+        out.sample(
+            "textgate_port_server_connected",
+            &[(label, &e.name)],
+            u8::from(v.connected),
+        );
+    }
+    out.family(
+        "textgate_port_server_last_seen_seconds",
+        "gauge",
+        "When a frame last came from the port server (Unix time in seconds; 0: never).",
+    );
+    for (e, _) in &views {
+        let ms = e.last_seen_ms().max(0);
+        out.sample(
+            "textgate_port_server_last_seen_seconds",
+            &[(label, &e.name)],
+            ms as f64 / 1000.0,
+        );
+    }
+    type Gauge = fn(&textgate_port::central::PortServerView) -> u64;
+    let gauges: [(&str, &str, Gauge); 3] = [
+        (
+            "textgate_port_server_held",
+            "Messages the port server holds (taken, not finished), as it last reported.",
+            |v| v.held,
+        ),
+        (
+            "textgate_port_server_unacked",
+            "The port server's reports not yet acknowledged, as it last reported.",
+            |v| v.unacked,
+        ),
+        (
+            "textgate_port_server_in_flight",
+            "Messages handed to the port server and not yet answered.",
+            |v| v.in_flight,
+        ),
+    ];
+    for (name, help, get) in gauges {
+        out.family(name, "gauge", help);
+        for (e, v) in &views {
+            out.sample(name, &[(label, &e.name)], get(v));
+        }
+    }
+    type Counter = fn(&textgate_port::central::PortCounters) -> &AtomicU64;
+    let counters: [(&str, &str, Counter); 4] = [
+        (
+            "textgate_port_server_submits_total",
+            "Messages handed to the port server (resends included).",
+            |c| &c.submits,
+        ),
+        (
+            "textgate_port_server_reports_total",
+            "Reports from the port server: outcomes, receipts, inbound texts (resends included).",
+            |c| &c.items,
+        ),
+        (
+            "textgate_port_server_links_total",
+            "Links the port server opened.",
+            |c| &c.links,
+        ),
+        (
+            "textgate_port_server_refused_total",
+            "Links of the port server refused (wrong name, no common version, broken frames).",
+            |c| &c.refused,
+        ),
+    ];
+    for (name, help, get) in counters {
+        out.family(name, "counter", help);
+        for (e, _) in &views {
+            out.sample(
+                name,
+                &[(label, &e.name)],
+                get(&e.counters).load(Ordering::Relaxed),
+            );
+        }
+    }
+}
+
 /// Any unknown path.
 pub async fn not_found() -> ApiError {
     ApiError::new(
@@ -407,6 +524,17 @@ pub async fn json_errors(resp: Response) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn label_values_are_escaped() {
+        let mut out = Exposition::default();
+        out.sample("m", &[("device", "plain-1")], 1);
+        out.sample("m", &[("device", "a\"b\\c\nd")], 2);
+        assert_eq!(
+            out.0,
+            "m{device=\"plain-1\"} 1\nm{device=\"a\\\"b\\\\c\\nd\"} 2\n"
+        );
+    }
 
     #[tokio::test]
     async fn the_queue_depth_is_counted_at_most_once_per_interval() {

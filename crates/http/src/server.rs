@@ -128,6 +128,7 @@ async fn connection(
     let svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
         let serving = Serving::begin(activity.clone());
         req.extensions_mut().insert(ConnectInfo(peer));
+        req.extensions_mut().insert(Upgrading(activity.clone()));
         let mut app = app.clone();
         async move {
             let answer = app.call(req.map(axum::body::Body::new)).await;
@@ -173,6 +174,9 @@ struct ActivityState {
     /// when the request ends, so that its read is polled again with the idle deadline (hyper
     /// polls a read that returned `Pending` only once it is woken).
     parked_read: Option<std::task::Waker>,
+    /// Handed over to a protocol with its own heartbeats (the port servers' WebSocket):
+    /// reads wait without a deadline.
+    upgraded: bool,
 }
 
 impl Activity {
@@ -182,6 +186,7 @@ impl Activity {
             last: Instant::now(),
             head_started: None,
             parked_read: None,
+            upgraded: false,
         }))
     }
 
@@ -203,6 +208,7 @@ impl Activity {
     /// timeout covers its body, and hyper watches for the client closing meanwhile).
     fn read_deadline(&self, limits: &Limits, cx: &Context<'_>) -> Option<Instant> {
         self.with(|s| match (s.serving, s.head_started) {
+            _ if s.upgraded => None,
             (0, Some(started)) => Some(started + limits.header_read),
             (0, None) => Some(s.last + limits.idle),
             _ => {
@@ -215,6 +221,19 @@ impl Activity {
 
     fn write_deadline(&self, limits: &Limits) -> Option<Instant> {
         self.with(|s| s.last + limits.idle)
+    }
+}
+
+/// Lets a handler say its connection is being upgraded to a protocol that keeps its own
+/// heartbeats (the port servers' link), so that the idle and header deadlines of HTTP no
+/// longer close it. In every request's extensions.
+#[derive(Clone)]
+pub struct Upgrading(Arc<Activity>);
+
+impl Upgrading {
+    /// From now on, reads on this connection wait without a deadline.
+    pub fn mark(&self) {
+        self.0.with(|s| s.upgraded = true);
     }
 }
 

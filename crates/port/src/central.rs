@@ -627,6 +627,7 @@ async fn handle_item(entry: &Arc<PortEntry>, id: u64, report: Report) {
                     Err(SendError::Permanent { code, reason })
                 }
             };
+            tracing::debug!(port_server = %entry.name, item = id, message_id, attempt, waiting = waiting.is_some(), "an outcome from a port server");
             match waiting {
                 Some(w) => {
                     // Acknowledged once the dispatcher has recorded it.
@@ -656,6 +657,7 @@ async fn handle_item(entry: &Arc<PortEntry>, id: u64, report: Report) {
             let Some(events) = entry.events.get() else {
                 return;
             };
+            tracing::debug!(port_server = %entry.name, item = id, %device, %device_msg_id, "a receipt from a port server");
             let _ = events
                 .send(DeviceEvent::Receipt {
                     device: entry.device_name(&device),

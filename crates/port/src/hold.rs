@@ -44,7 +44,8 @@ pub enum Taken {
     New(HeldMessage),
     /// Held already and not yet sent (a resend): its attempt is updated, nothing else.
     Held,
-    /// Finished already: its outcome is reported again under the new attempt.
+    /// Sent, or refused for good, already: its outcome is reported again under the new
+    /// attempt (a message that failed only for now is [`Taken::New`] again).
     Answered(Frame),
 }
 
@@ -360,6 +361,20 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: Op, counts: &HoldCounts) -> rusqlit
                         let result =
                             result.and_then(|r| serde_json::from_str::<SendResult>(&r).ok());
                         match (done, result) {
+                            // A later attempt after one that failed for now: sent again.
+                            (
+                                true,
+                                Some(SendResult::Transient { .. } | SendResult::Throttled { .. })
+                                | None,
+                            ) => {
+                                tx.prepare_cached(
+                                    "UPDATE held SET done = 0, result = NULL, sent_device = NULL, done_at = NULL,
+                                            device = ?2 WHERE message_id = ?1",
+                                )?
+                                .execute(params![m.message_id, m.device])?;
+                                counts.held.fetch_add(1, Ordering::Relaxed);
+                                out.push(Taken::New(HeldMessage { attempt, ..m }));
+                            }
                             (true, Some(result)) => {
                                 let frame = insert_item(
                                     tx,
@@ -513,7 +528,7 @@ mod tests {
             panic!("{f:?}")
         };
         assert_eq!(attempt, 2, "reported under the latest attempt");
-        // Finished: a resend is answered from the store, under its own attempt.
+        // Sent: a resend is answered from the store, under its own attempt.
         let again = hold.take(vec![msg(1, 3)]).await.unwrap();
         let [Taken::Answered(Frame::Item {
             id: id2,
@@ -527,15 +542,23 @@ mod tests {
         assert!(*id2 > id);
         assert_eq!(result, &sent);
         assert_eq!(hold.counts.unacked.load(Ordering::Relaxed), 2);
+        // Failed for now: the next attempt sends it again.
+        let busy = SendResult::Transient {
+            code: None,
+            reason: "not bound".into(),
+        };
+        hold.finish(2, "lb".into(), busy, 6).await.unwrap().unwrap();
+        let again = hold.take(vec![msg(2, 2)]).await.unwrap();
+        assert_eq!(again, vec![Taken::New(msg(2, 2))]);
         hold.ack(vec![id]);
         let left = hold.unacked(0, 10).await.unwrap();
-        assert_eq!(left.len(), 1);
+        assert_eq!(left.len(), 2, "the answer again and the transient outcome");
         drop(hold);
         std::thread::sleep(std::time::Duration::from_millis(50));
         // Message 2 was taken and never finished: the next run sends it.
         let (hold, open) = Hold::open(&d).unwrap();
-        assert_eq!(open, vec![msg(2, 1)]);
-        assert_eq!(hold.unacked(0, 10).await.unwrap().len(), 1);
+        assert_eq!(open, vec![msg(2, 2)]);
+        assert_eq!(hold.unacked(0, 10).await.unwrap().len(), 2);
         assert_eq!(hold.counts.held.load(Ordering::Relaxed), 1);
         // Ids go on after the highest ever used, even once acknowledged.
         let f = hold

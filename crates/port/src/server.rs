@@ -33,6 +33,8 @@ use crate::link::{self, DeviceInfo, Frame, Report, SendResult};
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// A link that lasted this long starts the next reconnection from the shortest wait.
 const STABLE_LINK: Duration = Duration::from_secs(10);
+/// How long a message waits for its device to finish connecting before it is tried.
+const DEVICE_WAIT: Duration = Duration::from_secs(3);
 /// How long a stopping port server waits for what it holds to be sent and acknowledged.
 const STOP_GRACE: Duration = Duration::from_secs(10);
 
@@ -183,10 +185,12 @@ impl Port {
         .encode()
     }
 
+    /// Changes the link's state, and writes `status.json` at once.
     fn set_link(&self, f: impl FnOnce(&mut PortStatus)) {
         if let Ok(mut s) = self.status.lock() {
             f(&mut s);
         }
+        self.write_status();
     }
 
     /// Writes `status.json` (atomically) and returns what it wrote.
@@ -245,6 +249,14 @@ impl Port {
                 ),
                 Ok(i) => {
                     let d = &self.devices[i];
+                    // Just started, or reconnecting: a moment's wait beats a round trip
+                    // through the central server's retries.
+                    let until = tokio::time::Instant::now() + DEVICE_WAIT;
+                    while d.dev.state() == DeviceState::Connecting
+                        && tokio::time::Instant::now() < until
+                    {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
                     d.load.fetch_add(1, Ordering::Relaxed);
                     let slot = d.slots.clone().acquire_owned().await;
                     let r = d

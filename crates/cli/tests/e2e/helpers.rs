@@ -75,7 +75,11 @@ pub fn command() -> Command {
     ] {
         c.env_remove(k);
     }
-    c.env("TEXTGATE_LOG", "warn");
+    // TEXTGATE_TEST_LOG=debug (or a filter) shows more in a failing test's log.
+    c.env(
+        "TEXTGATE_LOG",
+        std::env::var("TEXTGATE_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+    );
     c.env("TEXTGATE_ADMIN_PASSWORD", "admin-password-for-tests");
     c
 }

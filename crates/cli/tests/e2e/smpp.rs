@@ -12,11 +12,11 @@ use serde_json::{json, Value};
 use crate::helpers::*;
 
 /// A running smsc.js.
-struct Smsc {
+pub(crate) struct Smsc {
     child: Child,
     stdin: ChildStdin,
     lines: mpsc::Receiver<String>,
-    port: u16,
+    pub(crate) port: u16,
 }
 
 fn peer_dir() -> PathBuf {
@@ -24,7 +24,7 @@ fn peer_dir() -> PathBuf {
 }
 
 impl Smsc {
-    fn start(flags: &[&str]) -> Smsc {
+    pub(crate) fn start(flags: &[&str]) -> Smsc {
         let dir = peer_dir();
         // The peer's packages are installed on first use, so `cargo test` alone works on a
         // fresh machine that has Node.js and npm.
@@ -85,7 +85,7 @@ impl Smsc {
         }
     }
 
-    fn cmd(&mut self, c: Value) -> Value {
+    pub(crate) fn cmd(&mut self, c: Value) -> Value {
         writeln!(self.stdin, "{c}").expect("write to the SMSC");
         let want = c["cmd"].as_str().unwrap_or("").to_string();
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -100,7 +100,7 @@ impl Smsc {
         }
     }
 
-    fn submits(&mut self) -> Vec<Value> {
+    pub(crate) fn submits(&mut self) -> Vec<Value> {
         self.cmd(json!({"cmd": "submits"}))["submits"]
             .as_array()
             .cloned()
@@ -128,7 +128,7 @@ impl Drop for Smsc {
     }
 }
 
-fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+pub(crate) fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while !f() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");

@@ -240,6 +240,13 @@ impl PortConfig {
             cfg.server = s;
         }
         devices::apply_device_env(&mut cfg.devices, env);
+        // A port server promises to keep every receipt until the central server has it:
+        // its SMPP devices answer a receipt only once it is committed, unless told otherwise.
+        for d in cfg.devices.iter_mut().filter(|d| d.kind == "smpp") {
+            d.rest
+                .entry("ack_receipts_after_commit")
+                .or_insert(toml::Value::Boolean(true));
+        }
         Ok(cfg)
     }
 
@@ -329,6 +336,17 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(c.window, 1000);
+        let smpp = port(&format!(
+            "server = \"http://c\"\nname = \"b\"\ntoken = \"{TOKEN}\"\n[[device]]\nname = \"s\"\nkind = \"smpp\"\nhost = \"h\"\nport = 1\nsystem_id = \"x\"\npassword = \"y\"\n"
+        ))
+        .unwrap();
+        let Ok(DeviceSettings::Smpp(s)) = smpp.devices[0].settings() else {
+            panic!()
+        };
+        assert!(
+            s.ack_receipts_after_commit,
+            "receipts are answered only once committed"
+        );
         assert_eq!(c.heartbeat.0, Duration::from_secs(10));
         let e = port("server = \"central:8080\"\nname = \"b\"\ntoken = \"x\"\n").unwrap_err();
         assert_eq!(e.key, "server");

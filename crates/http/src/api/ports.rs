@@ -31,6 +31,7 @@ pub async fn link(
     State(st): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
+    upgrading: Option<axum::Extension<crate::server::Upgrading>>,
     upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
     let token = headers
@@ -56,6 +57,10 @@ pub async fn link(
         }
     };
     let ports = st.ports.clone();
+    // The link has its own heartbeats; HTTP's idle deadline must not close it.
+    if let Some(axum::Extension(u)) = upgrading {
+        u.mark();
+    }
     upgrade
         .max_message_size(MAX_FRAME)
         .max_frame_size(MAX_FRAME)
@@ -129,10 +134,27 @@ pub async fn list(caller: Caller, State(st): State<AppState>) -> Json<Value> {
     Json(json!({ "port_servers": list, "next_cursor": null, "has_more": false }))
 }
 
-fn entry<'a>(st: &'a AppState, name: &str) -> ApiResult<&'a Arc<PortEntry>> {
-    st.ports
+/// Drains a port server (`true`: it gets no new messages and finishes what it holds) or lets
+/// it take messages again (`false`), by name; its view now, or 404. The API and the web UI's
+/// devices page both switch it here.
+pub fn set_draining(
+    st: &AppState,
+    name: &str,
+    on: bool,
+    by: &str,
+) -> ApiResult<textgate_port::central::PortServerView> {
+    let e = st
+        .ports
         .get(name)
-        .ok_or_else(|| ApiError::not_found("port server"))
+        .ok_or_else(|| ApiError::not_found("port server"))?;
+    e.set_draining(on);
+    if on {
+        tracing::warn!(port_server = %name, %by, "port server draining: it gets no new messages and finishes what it holds");
+    } else {
+        st.dispatcher.wake();
+        tracing::info!(port_server = %name, %by, "port server takes messages again");
+    }
+    Ok(e.view())
 }
 
 /// `POST /api/v1/port-servers/{name}/drain` (administrators).
@@ -142,10 +164,7 @@ pub async fn drain(
     Path(name): Path<String>,
 ) -> ApiResult<Json<Value>> {
     super::require_admin(&caller)?;
-    let e = entry(&st, &name)?;
-    e.set_draining(true);
-    tracing::warn!(port_server = %name, by = %caller.name, "port server draining: it gets no new messages and finishes what it holds");
-    Ok(Json(json!(e.view())))
+    Ok(Json(json!(set_draining(&st, &name, true, &caller.name)?)))
 }
 
 /// `POST /api/v1/port-servers/{name}/resume` (administrators).
@@ -155,9 +174,5 @@ pub async fn resume(
     Path(name): Path<String>,
 ) -> ApiResult<Json<Value>> {
     super::require_admin(&caller)?;
-    let e = entry(&st, &name)?;
-    e.set_draining(false);
-    st.dispatcher.wake();
-    tracing::info!(port_server = %name, by = %caller.name, "port server takes messages again");
-    Ok(Json(json!(e.view())))
+    Ok(Json(json!(set_draining(&st, &name, false, &caller.name)?)))
 }

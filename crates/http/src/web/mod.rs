@@ -280,6 +280,10 @@ pub fn router(upload_limit: usize) -> Router<AppState> {
         .route("/jobs/{id}/{action}", post(bulk::control))
         .route("/devices", get(pages::devices))
         .route("/devices/{name}/{action}", post(pages::device_switch))
+        .route(
+            "/port-servers/{name}/{action}",
+            post(pages::port_server_switch),
+        )
         .route("/contacts", get(contacts::list).post(contacts::add))
         .route(
             "/contacts/import",

@@ -1456,6 +1456,70 @@ pub async fn jobs(State(st): State<AppState>, me: Signed) -> Response {
 struct DevicesPage {
     layout: Layout,
     devices: Vec<DeviceRow>,
+    /// The configured port servers (docs/port-servers.md); the section is left out when
+    /// there are none.
+    port_servers: Vec<PortServerRow>,
+}
+
+/// A port server as the devices page shows it.
+struct PortServerRow {
+    name: String,
+    connected: bool,
+    /// When a frame last came from it, or "never".
+    last_seen: String,
+    /// Since when its link is up, or empty.
+    connected_since: String,
+    protocol: String,
+    build: String,
+    held: u64,
+    unacked: u64,
+    in_flight: u64,
+    window: u32,
+    draining: bool,
+    /// Its devices as it last reported them: name, kind, state.
+    devices: Vec<(String, String, String)>,
+    /// Where it connected from (administrators), or empty.
+    address: String,
+    /// Why its last link ended or was refused (administrators), or empty.
+    last_error: String,
+}
+
+/// Each configured port server, for the devices page; where it connects from and why its
+/// link failed only for administrators, as in `GET /api/v1/port-servers`.
+fn port_server_rows(st: &AppState, admin: bool) -> Vec<PortServerRow> {
+    st.ports
+        .all()
+        .iter()
+        .map(|e| {
+            let v = e.view();
+            let seen = e.last_seen_ms();
+            PortServerRow {
+                name: v.name,
+                connected: v.connected,
+                last_seen: if seen > 0 { when(seen) } else { "never".into() },
+                connected_since: v
+                    .connected_since
+                    .as_deref()
+                    .and_then(|t| parse_rfc3339(t).ok())
+                    .map(when)
+                    .unwrap_or_default(),
+                protocol: v.protocol.map(|p| p.to_string()).unwrap_or_default(),
+                build: v.build.unwrap_or_default(),
+                held: v.held,
+                unacked: v.unacked,
+                in_flight: v.in_flight,
+                window: v.window,
+                draining: v.draining,
+                devices: v
+                    .devices
+                    .into_iter()
+                    .map(|d| (d.name, d.kind, d.state))
+                    .collect(),
+                address: v.address.filter(|_| admin).unwrap_or_default(),
+                last_error: v.last_error.filter(|_| admin).unwrap_or_default(),
+            }
+        })
+        .collect()
 }
 
 struct DeviceRow {
@@ -1548,6 +1612,7 @@ pub async fn devices(State(st): State<AppState>, me: Signed) -> Response {
     page(&DevicesPage {
         layout: Layout::of(&st, &me, "Devices", "devices").await,
         devices,
+        port_servers: port_server_rows(&st, me.is_admin()),
     })
 }
 
@@ -1572,6 +1637,33 @@ pub async fn device_switch(
     };
     match crate::api::devices::set_disabled(&st, &name, disabled, &me.user.name).await {
         Ok(()) => Redirect::to("/devices").into_response(),
+        Err(e) if e.status == StatusCode::NOT_FOUND => not_found(),
+        Err(e) => unavailable(e.message),
+    }
+}
+
+/// `POST /port-servers/{name}/{drain|resume}` (administrators): a draining port server gets
+/// no new messages and finishes what it holds; resuming lets it take messages again
+/// (docs/port-servers.md).
+pub async fn port_server_switch(
+    State(st): State<AppState>,
+    me: Signed,
+    Path((name, action)): Path<(String, String)>,
+    Form(f): Form<CsrfForm>,
+) -> Response {
+    if !me.is_admin() {
+        return not_found();
+    }
+    if !me.csrf_ok(&f.csrf) {
+        return forged();
+    }
+    let on = match action.as_str() {
+        "drain" => true,
+        "resume" => false,
+        _ => return not_found(),
+    };
+    match crate::api::ports::set_draining(&st, &name, on, &me.user.name) {
+        Ok(_) => Redirect::to("/devices").into_response(),
         Err(e) if e.status == StatusCode::NOT_FOUND => not_found(),
         Err(e) => unavailable(e.message),
     }
