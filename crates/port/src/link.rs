@@ -139,6 +139,90 @@ pub enum Report {
     },
 }
 
+/// The longest name, number or code a report may carry, in bytes.
+const MAX_FIELD: usize = 256;
+/// The longest text a report may carry, in bytes (255 parts of UCS-2 at most, in UTF-8).
+const MAX_BODY: usize = 64 * 1024;
+
+impl Report {
+    /// Checks the limits of its fields: whatever a port server sends is checked before the
+    /// central server stores it.
+    fn check(&self) -> Result<(), String> {
+        let short = |what: &str, v: &str| {
+            if v.len() > MAX_FIELD {
+                Err(format!(
+                    "a report's {what} of {} bytes: at most {MAX_FIELD}",
+                    v.len()
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        match self {
+            Report::Outcome { device, result, .. } => {
+                short("device", device)?;
+                match result {
+                    SendResult::Sent { part_ids } => {
+                        if part_ids.len() > 255 {
+                            return Err(format!("{} part ids: at most 255", part_ids.len()));
+                        }
+                        part_ids.iter().try_for_each(|p| short("part id", p))
+                    }
+                    SendResult::Transient { code, reason }
+                    | SendResult::Throttled { code, reason }
+                    | SendResult::Permanent { code, reason } => {
+                        short("code", code.as_deref().unwrap_or(""))?;
+                        if reason.len() > 4096 {
+                            return Err("a reason over 4096 bytes".into());
+                        }
+                        Ok(())
+                    }
+                }
+            }
+            Report::Receipt {
+                device,
+                device_msg_id,
+                code,
+                ..
+            } => {
+                short("device", device)?;
+                short("message id", device_msg_id)?;
+                short("code", code.as_deref().unwrap_or(""))
+            }
+            Report::Inbound {
+                device,
+                from,
+                to,
+                body,
+                encoding,
+                parts,
+                key,
+                ..
+            } => {
+                for (what, v) in [
+                    ("device", device),
+                    ("sender", from),
+                    ("recipient", to),
+                    ("encoding", encoding),
+                    ("key", key),
+                ] {
+                    short(what, v)?;
+                }
+                if body.len() > MAX_BODY {
+                    return Err(format!(
+                        "an inbound text of {} bytes: at most {MAX_BODY}",
+                        body.len()
+                    ));
+                }
+                if !(1..=255).contains(parts) {
+                    return Err(format!("an inbound text of {parts} parts: 1 to 255"));
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
 /// One frame of the link.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "t", rename_all = "snake_case", deny_unknown_fields)]
@@ -297,12 +381,36 @@ impl Frame {
             Frame::Ack { ids } if ids.len() > 100_000 => {
                 return bad(format!("an ack of {} ids: at most 100000", ids.len()));
             }
-            Frame::Submit { segments, .. } if *segments == 0 => {
-                return bad("a submit of 0 parts".into());
+            Frame::Submit {
+                segments,
+                to,
+                from,
+                body,
+                device,
+                ..
+            } => {
+                if *segments == 0 || *segments > 255 {
+                    return bad(format!("a submit of {segments} parts: 1 to 255"));
+                }
+                if to.is_empty() || to.len() > MAX_FIELD {
+                    return bad("a submit's recipient must be 1 to 256 bytes".into());
+                }
+                if from.as_ref().is_some_and(|f| f.len() > MAX_FIELD)
+                    || device.as_ref().is_some_and(|d| d.len() > MAX_FIELD)
+                {
+                    return bad("a submit's sender or device over 256 bytes".into());
+                }
+                if body.len() > MAX_BODY {
+                    return bad(format!(
+                        "a submit's text of {} bytes: at most {MAX_BODY}",
+                        body.len()
+                    ));
+                }
             }
             Frame::Status { devices, .. } if devices.len() > 1000 => {
                 return bad(format!("{} devices: at most 1000", devices.len()));
             }
+            Frame::Item { report, .. } => report.check().map_err(LinkError::Protocol)?,
             _ => {}
         }
         Ok(())
@@ -550,6 +658,20 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("window of 0"));
+        let huge = Frame::Item {
+            id: 1,
+            report: Report::Receipt {
+                device: "m".into(),
+                device_msg_id: "x".repeat(300),
+                delivered: true,
+                code: None,
+                at: 1,
+            },
+        };
+        assert!(Frame::decode(&huge.encode())
+            .unwrap_err()
+            .to_string()
+            .contains("message id of 300 bytes"));
         let none = hello()
             .encode()
             .replace("\"versions\":[1]", "\"versions\":[]");

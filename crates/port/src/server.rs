@@ -43,6 +43,25 @@ struct PortDevice {
     enabled: bool,
     slots: Arc<Semaphore>,
     load: AtomicI64,
+    /// `max_rate`'s spacing, and the next free moment.
+    pace: Option<(Duration, Mutex<tokio::time::Instant>)>,
+}
+
+impl PortDevice {
+    /// Waits for this device's next slot under its `max_rate`.
+    async fn paced(&self) {
+        let Some((every, next)) = &self.pace else {
+            return;
+        };
+        let slot = {
+            let now = tokio::time::Instant::now();
+            let Ok(mut n) = next.lock() else { return };
+            let slot = (*n).max(now);
+            *n = slot + *every;
+            slot
+        };
+        tokio::time::sleep_until(slot).await;
+    }
 }
 
 /// What `status.json` holds.
@@ -99,6 +118,12 @@ pub async fn run(cfg: PortConfig, stop: CancellationToken) -> anyhow::Result<()>
                 dev,
                 enabled: dc.enabled,
                 load: AtomicI64::new(0),
+                pace: (dc.max_rate > 0).then(|| {
+                    (
+                        Duration::from_secs_f64(1.0 / f64::from(dc.max_rate)),
+                        Mutex::new(tokio::time::Instant::now()),
+                    )
+                }),
             }
         })
         .collect();
@@ -258,6 +283,7 @@ impl Port {
                         tokio::time::sleep(Duration::from_millis(20)).await;
                     }
                     d.load.fetch_add(1, Ordering::Relaxed);
+                    d.paced().await;
                     let slot = d.slots.clone().acquire_owned().await;
                     let r = d
                         .dev

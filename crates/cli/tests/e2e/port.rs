@@ -144,9 +144,9 @@ const LOOPBACK_ECHO: &str = "[[device]]\nname = \"lb\"\nkind = \"loopback\"\nech
 
 /// The central server's config for port servers `a` (its `lb`) and `b` (its `smsc1`), with
 /// a local loopback device for failover.
-fn central_config() -> String {
+fn central_config(lease: &str) -> String {
     format!(
-        "retry_backoff = \"50ms\"\nretry_backoff_max = \"200ms\"\nmax_attempts = 50\nclaim_lease = \"10s\"\n\
+        "retry_backoff = \"50ms\"\nretry_backoff_max = \"200ms\"\nmax_attempts = 50\nclaim_lease = \"{lease}\"\n\
          [[port_server]]\nname = \"a\"\ntoken = \"{TOKEN_A}\"\n\
          [[port_server]]\nname = \"b\"\ntoken = \"{TOKEN_B}\"\n\
          [[device]]\nname = \"branch-a\"\nkind = \"remote\"\nport_server = \"a\"\nremote_device = \"lb\"\n\
@@ -159,7 +159,11 @@ fn central_config() -> String {
 }
 
 fn central() -> App {
-    let mut app = spawn_app_users(&central_config(), &[("admin", "admin")]);
+    central_with_lease("10s")
+}
+
+fn central_with_lease(lease: &str) -> App {
+    let mut app = spawn_app_users(&central_config(lease), &[("admin", "admin")]);
     // Port servers are told the central server's address: keep it across restarts.
     let text = std::fs::read_to_string(&app.config).unwrap().replace(
         "http_listen = \"127.0.0.1:0\"",
@@ -467,6 +471,88 @@ fn messages_for_an_offline_port_server_wait_or_fail_over_and_a_drained_one_gets_
             .status,
         403
     );
+}
+
+#[test]
+fn the_central_server_killed_mid_burst_sends_each_message_once_through_a_port_server() {
+    let mut smsc = Smsc::start(&["--receipt-delay", "20", "--resp-delay", "2"]);
+    // A short lease: the messages the dead central server had handed over come back soon.
+    let mut app = central_with_lease("2s");
+    let b = PortServer::new("b", &app.base, TOKEN_B, &smsc_device(&smsc), "");
+    wait_linked(&app, "b", &b);
+    let ids = send_many(&app, &numbers("+1444", 300), "central dies");
+    wait_for("some submits", || {
+        smsc.cmd(json!({"cmd": "stats"}))["stats"]["submits"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 40
+    });
+    app.kill();
+    let at_kill = smsc.submits().len();
+    app.start();
+    for id in &ids {
+        let m = app.wait_final(*id);
+        assert_eq!(m["status"], "delivered", "{m}\nport log:\n{}", b.log_text());
+    }
+    // The port server stayed up: it sent each message once, and answered the messages the
+    // restarted central server handed over again from its own record.
+    let submits = smsc.submits();
+    assert_eq!(
+        submits.len(),
+        300,
+        "{at_kill} submitted when the central server died"
+    );
+    eprintln!("central kill -9 mid-burst: {at_kill} of 300 submitted at the kill, none doubled");
+}
+
+#[test]
+fn the_central_server_never_hands_a_port_server_more_than_its_window() {
+    let app = central();
+    let a = PortServer::new(
+        "a",
+        &app.base,
+        TOKEN_A,
+        "[[device]]\nname = \"lb\"\nkind = \"loopback\"\ndelay = \"50ms\"\n",
+        "window = 4",
+    );
+    wait_linked(&app, "a", &a);
+    let ids = send_many(&app, &numbers("+1555", 40), "windowed");
+    let mut most = 0;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while ids
+        .iter()
+        .any(|id| !is_final(app.message(*id)["status"].as_str().unwrap_or("")))
+    {
+        let p = &port_servers(&app)["a"];
+        let (in_flight, held) = (
+            p["in_flight"].as_u64().unwrap(),
+            p["held"].as_u64().unwrap(),
+        );
+        assert!(in_flight <= 4 && held <= 4, "over the window: {p}");
+        most = most.max(in_flight);
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(most >= 2, "the window was used ({most} at most in flight)");
+    assert_eq!(port_servers(&app)["a"]["window"], 4);
+    // A port server that stops answering is noticed within three heartbeats.
+    let pid = a.child.as_ref().unwrap().id().to_string();
+    assert!(Command::new("kill")
+        .args(["-STOP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    wait_for("the central server to notice the silence", || {
+        port_servers(&app)["a"]["connected"] == json!(false)
+    });
+    assert!(Command::new("kill")
+        .args(["-CONT", &pid])
+        .status()
+        .unwrap()
+        .success());
+    wait_linked(&app, "a", &a);
+    let id = send_many(&app, &numbers("+1555", 1), "after the silence")[0];
+    assert_eq!(app.wait_final(id)["status"], "delivered");
 }
 
 fn b_draining(p: &PortServer) -> bool {
