@@ -117,6 +117,24 @@ pub enum DeviceEvent {
         /// its peer only then; `false` asks the peer to deliver it again.
         ack: Option<Ack>,
     },
+    /// The outcome of a message the device took while nobody was waiting for its answer (a
+    /// port server reporting, after the central server restarted, what it sent): recorded
+    /// if the message is still at that attempt. Only `Ok` (sent) and `Permanent` are
+    /// recorded; an outcome that calls for a retry is left to the claim lease.
+    Outcome {
+        /// The device.
+        device: String,
+        /// The message.
+        message_id: i64,
+        /// The attempt it was taken under.
+        attempt: i64,
+        /// What came of it.
+        result: Result<Submitted, SendError>,
+        /// When.
+        at: Millis,
+        /// Answered once recorded.
+        ack: Option<Ack>,
+    },
     /// An inbound text, reassembled. The device acknowledges it to its peer only after
     /// `ack` answers `true` (the text is committed).
     Inbound {
@@ -249,8 +267,16 @@ pub trait Device: Send + Sync + 'static {
         false
     }
     /// Called once the dispatcher has committed the outcome of a message this device
-    /// answered (a port server's report is acknowledged to it only then).
-    fn outcome_recorded(&self, _message_id: i64) {}
+    /// answered (a port server's report is acknowledged to it only then); `settled`: the
+    /// message is now sent or failed for good (not when it waits for a retry, nor when the
+    /// outcome was stale because the message had moved on).
+    fn outcome_recorded(&self, _message_id: i64, _settled: bool) {}
+    /// Whether this device has taken the message and will report what became of it (a
+    /// port server holds it): every later attempt goes to this device, whatever its route
+    /// says, so that it is never sent twice by two devices.
+    fn holds(&self, _message_id: i64) -> bool {
+        false
+    }
     /// Called after a restart with the ids of parts an earlier run handed to this device
     /// that still have no receipt. A device whose peer re-delivers unacknowledged receipts
     /// (an SMSC does) has nothing to do; one that kept receipts only in memory reports them

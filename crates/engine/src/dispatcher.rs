@@ -508,6 +508,36 @@ impl Dispatcher {
             );
             return;
         }
+        // A device that holds the message (a port server took it) gets it again, and
+        // nothing else does.
+        let holder = if self.answers_recorded {
+            self.devices.iter().position(|d| d.device.holds(msg.id))
+        } else {
+            None
+        };
+        if let Some(i) = holder {
+            if self.devices[i].is_paused() || self.devices[i].device.parked() {
+                let _ = rec.send(Record::Outcome(
+                    Outcome::Retry {
+                        id: msg.id,
+                        attempt: msg.attempts,
+                        device: None,
+                        due_at: now + PAUSED_RETRY_MS,
+                        code: None,
+                        error: format!(
+                            "device {} holds it and is away; it waits for its report",
+                            self.devices[i].device.name()
+                        ),
+                        refund: true,
+                        at: now,
+                    },
+                    Some(permit),
+                ));
+                return;
+            }
+            self.to_lane(i, msg, permit, queues);
+            return;
+        }
         let user = if self.router.uses_users() {
             self.user_name(msg.owner_id).await
         } else {
@@ -585,6 +615,11 @@ impl Dispatcher {
             }
             Strategy::Failover => pool[(msg.attempts.max(1) as usize - 1) % pool.len()],
         };
+        self.to_lane(device, msg, permit, queues);
+    }
+
+    /// Hands a claimed message to a device's worker, API texts in the urgent lane.
+    fn to_lane(&self, device: usize, msg: Message, permit: OwnedSemaphorePermit, queues: &[Lanes]) {
         self.devices[device]
             .stats
             .load
@@ -789,7 +824,9 @@ impl Dispatcher {
             let peer_waiting = evbuf.iter().any(|e| {
                 matches!(
                     e,
-                    DeviceEvent::Inbound { .. } | DeviceEvent::Receipt { ack: Some(_), .. }
+                    DeviceEvent::Inbound { .. }
+                        | DeviceEvent::Receipt { ack: Some(_), .. }
+                        | DeviceEvent::Outcome { ack: Some(_), .. }
                 )
             });
             if buf.len() + evbuf.len() < GATHER_BELOW && !draining && !peer_waiting {
@@ -815,6 +852,7 @@ impl Dispatcher {
             let mut receipt_acks = Vec::new();
             let mut permits = Vec::new();
             let mut receipts = Vec::new();
+            let mut late_acks = Vec::new();
             for r in buf.drain(..) {
                 match r {
                     Record::Outcome(o, p) => {
@@ -844,6 +882,39 @@ impl Dispatcher {
                     Record::Event(DeviceEvent::Inbound { text, ack }) => {
                         inbound.push((stored_form(text), ack))
                     }
+                    // Its holder reports it late: recorded whatever attempt the message is
+                    // at now, if it is still open (see textgate_store::LATE).
+                    Record::Event(DeviceEvent::Outcome {
+                        device,
+                        message_id,
+                        attempt: _,
+                        result,
+                        at,
+                        ack,
+                    }) => {
+                        let o = match result {
+                            Ok(sub) => Some(Outcome::Sent {
+                                id: message_id,
+                                attempt: textgate_store::LATE,
+                                device,
+                                part_ids: sub.part_ids,
+                                receipts: Vec::new(),
+                                at,
+                            }),
+                            Err(SendError::Permanent { code, reason }) => Some(Outcome::Final {
+                                id: message_id,
+                                attempt: textgate_store::LATE,
+                                status: Status::Failed,
+                                device: Some(device),
+                                code,
+                                error: reason,
+                                at,
+                            }),
+                            Err(_) => None,
+                        };
+                        outcomes.extend(o);
+                        late_acks.extend(ack);
+                    }
                 }
             }
             if !inbound.is_empty() {
@@ -852,6 +923,10 @@ impl Dispatcher {
             if !outcomes.is_empty() {
                 attach_receipts(&mut outcomes, &mut receipts, &mut early);
                 self.record(outcomes, &mut early, &mut receipts).await;
+            }
+            // Recorded (or found stale and left alone): the device may forget them.
+            for ack in late_acks {
+                ack.send(true);
             }
             drop(permits);
             let recorded = if receipts.is_empty() {
@@ -953,7 +1028,7 @@ impl Dispatcher {
             }
         };
         if self.answers_recorded {
-            for o in outcomes.iter() {
+            for (o, ok) in outcomes.iter().zip(applied.iter()) {
                 let (id, device) = match o {
                     Outcome::Sent { id, device, .. } => (*id, Some(device)),
                     Outcome::Retry { id, device, .. } | Outcome::Final { id, device, .. } => {
@@ -963,12 +1038,35 @@ impl Dispatcher {
                 if let Some(d) =
                     device.and_then(|n| self.devices.iter().find(|d| d.device.name() == n))
                 {
-                    d.device.outcome_recorded(id);
+                    // Settled: sent or failed for good (a retry leaves it open).
+                    let settled = *ok && !matches!(o, Outcome::Retry { .. });
+                    d.device.outcome_recorded(id, settled);
                 }
             }
         }
         for (o, ok) in outcomes.iter().zip(applied) {
             if !ok {
+                // A stale outcome (its message moved on): receipts attached to it belong to
+                // the parts recorded earlier, and are applied on their own.
+                if let Outcome::Sent {
+                    device,
+                    part_ids,
+                    receipts: known,
+                    ..
+                } = o
+                {
+                    for (pid, r) in part_ids.iter().zip(known) {
+                        if let Some(r) = r {
+                            receipts.push(Receipt {
+                                device: device.clone(),
+                                device_msg_id: pid.clone(),
+                                delivered: r.delivered,
+                                code: r.code.clone(),
+                                at: r.at,
+                            });
+                        }
+                    }
+                }
                 continue;
             }
             match o {
@@ -1212,6 +1310,7 @@ mod tests {
         name: String,
         answers: std::sync::Mutex<VecDeque<Result<Submitted, SendError>>>,
         sends: AtomicUsize,
+        events: std::sync::Mutex<Option<mpsc::Sender<DeviceEvent>>>,
     }
 
     impl Scripted {
@@ -1220,6 +1319,7 @@ mod tests {
                 name: name.into(),
                 answers: std::sync::Mutex::new(answers.into()),
                 sends: AtomicUsize::new(0),
+                events: std::sync::Mutex::new(None),
             })
         }
     }
@@ -1231,7 +1331,9 @@ mod tests {
         fn kind(&self) -> &'static str {
             "loopback"
         }
-        fn start(&self, _: mpsc::Sender<DeviceEvent>) {}
+        fn start(&self, events: mpsc::Sender<DeviceEvent>) {
+            *self.events.lock().unwrap() = Some(events);
+        }
         fn send(&self, _: OutboundSms) -> BoxFuture<'_, Result<Submitted, SendError>> {
             self.sends.fetch_add(1, Ordering::Relaxed);
             let mut q = self.answers.lock().unwrap();
@@ -1352,6 +1454,44 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         panic!("message {id} never settled")
+    }
+
+    // One thread: both events are queued before the recorder runs, so they share a round.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_late_outcome_is_recorded_once_and_a_receipt_that_comes_with_a_stale_one_is_kept() {
+        let a = Scripted::new("a", vec![taken()]);
+        let (d, _running, id) = start(vec![a.clone()], 10).await;
+        assert_eq!(settled(&d, id).await.status, Status::Sent);
+        // A port server reports again what it sent (a resend after a broken link), and the
+        // part's receipt comes in the same round: the outcome is stale, the receipt is not.
+        let events = a.events.lock().unwrap().clone().unwrap();
+        let (ack, answered) = textgate_drivers::Ack::channel();
+        let (rack, receipt_answered) = textgate_drivers::Ack::channel();
+        events
+            .try_send(DeviceEvent::Outcome {
+                device: "a".into(),
+                message_id: id,
+                attempt: 1,
+                result: taken(),
+                at: now_ms(),
+                ack: Some(ack),
+            })
+            .unwrap();
+        events
+            .try_send(DeviceEvent::Receipt {
+                device: "a".into(),
+                device_msg_id: "p1".into(),
+                delivered: true,
+                code: None,
+                at: now_ms(),
+                ack: Some(rack),
+            })
+            .unwrap();
+        assert_eq!(answered.await, Ok(true));
+        assert_eq!(receipt_answered.await, Ok(true));
+        let m = d.store.get_message(id).await.unwrap().unwrap();
+        assert_eq!(m.status, Status::Delivered, "{m:?}");
+        assert_eq!(d.counters.sent.load(Ordering::Relaxed), 1, "recorded once");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

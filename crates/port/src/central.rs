@@ -28,6 +28,9 @@ use crate::link::{self, DeviceInfo, Frame, Report, SendResult};
 
 /// How long a new link may take to say hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a message whose report was not recorded still goes back to the port server
+/// that sent it, at least.
+pub const STICKY_AFTER_REPORT: Duration = Duration::from_secs(60);
 /// How often acknowledgements are gathered into one frame, at most.
 const ACK_EVERY: Duration = Duration::from_millis(5);
 
@@ -48,6 +51,15 @@ pub struct PortEntry {
     window: Arc<Semaphore>,
     window_total: Mutex<u32>,
     pending: Mutex<HashMap<i64, Pending>>,
+    /// Messages it took, with the central device that handed each over (`None`: known from
+    /// its hello, any of its devices): later attempts go back to it. Kept until its outcome
+    /// is recorded for the message; an outcome that came while the message was waiting
+    /// for another attempt (and so was not recorded) keeps it, marked with when, for a while
+    /// (twice the lease, at least [`STICKY_AFTER_REPORT`]), so that the next attempt comes
+    /// back here and is answered from the port server's record.
+    taken: Mutex<HashMap<i64, Taken>>,
+    /// How long a reported message still sticks to this port server.
+    sticky_for: Duration,
     /// Outcomes handed to the dispatcher, by message id: the item to acknowledge once the
     /// dispatcher has recorded it.
     to_ack: Mutex<HashMap<i64, u64>>,
@@ -85,8 +97,14 @@ struct Session {
     out: mpsc::UnboundedSender<String>,
 }
 
+struct Taken {
+    device: Option<String>,
+    reported: Option<tokio::time::Instant>,
+}
+
 struct Pending {
     attempt: i64,
+    device: String,
     frame: String,
     tx: oneshot::Sender<Result<Submitted, SendError>>,
     _permit: OwnedSemaphorePermit,
@@ -103,6 +121,8 @@ struct LinkState {
     held: u64,
     unacked: u64,
     draining: bool,
+    /// The port server said it is stopping.
+    stopping: bool,
     window: u32,
     last_error: Option<String>,
 }
@@ -157,6 +177,7 @@ fn rfc3339(ms: i64) -> Option<String> {
 impl PortServers {
     /// From a checked configuration; `node` names this central server to port servers.
     pub fn new(cfg: &Config, node: &str) -> Arc<PortServers> {
+        let sticky_for = (cfg.server.claim_lease.0 * 2).max(STICKY_AFTER_REPORT);
         let entries = cfg
             .port_servers
             .iter()
@@ -183,6 +204,8 @@ impl PortServers {
                     window: Arc::new(Semaphore::new(0)),
                     window_total: Mutex::new(0),
                     pending: Mutex::new(HashMap::new()),
+                    taken: Mutex::new(HashMap::new()),
+                    sticky_for,
                     to_ack: Mutex::new(HashMap::new()),
                     acks: Arc::new(Mutex::new(Vec::new())),
                     ack_ready: Arc::new(Notify::new()),
@@ -279,7 +302,7 @@ impl PortEntry {
             unacked: s.unacked,
             in_flight: self.pending.lock().map(|p| p.len() as u64).unwrap_or(0),
             window: s.window,
-            draining: s.draining,
+            draining: s.draining || s.stopping,
             last_error: s.last_error,
         }
     }
@@ -293,10 +316,28 @@ impl PortEntry {
     /// take messages again (`false`). Messages routed to it wait, or fail over.
     pub fn set_draining(&self, on: bool) {
         self.lock_state().draining = on;
-        if on {
-            self.send(Frame::Drain.encode());
-        }
+        self.send(if on { Frame::Drain } else { Frame::Resume }.encode());
         self.changed.notify_waiters();
+    }
+
+    /// Its outcome for a message came: one that failed for now frees the message for any
+    /// device; a sent or refused one keeps it here until recorded.
+    fn reported(&self, message_id: i64, for_now: bool) {
+        if let Ok(mut t) = self.taken.lock() {
+            if for_now {
+                t.remove(&message_id);
+            } else if let Some(e) = t.get_mut(&message_id) {
+                e.reported = Some(tokio::time::Instant::now());
+            }
+        }
+    }
+
+    /// Forgets messages reported long enough ago.
+    fn prune_taken(&self) {
+        let keep = self.sticky_for;
+        if let Ok(mut t) = self.taken.lock() {
+            t.retain(|_, e| e.reported.is_none_or(|at| at.elapsed() < keep));
+        }
     }
 
     fn send(&self, text: String) -> bool {
@@ -379,8 +420,8 @@ pub async fn serve_link(
         entry.lock_state().last_error = Some(reason.clone());
         let _ = io.outgoing.send(Frame::Refused { reason }.encode());
     };
-    let hello = match tokio::time::timeout(HELLO_TIMEOUT, io.incoming.recv()).await {
-        Ok(Some(Ok(text))) => Frame::decode(&text),
+    let text = match tokio::time::timeout(HELLO_TIMEOUT, io.incoming.recv()).await {
+        Ok(Some(Ok(text))) => text,
         Ok(_) => return,
         Err(_) => {
             refuse(
@@ -390,7 +431,20 @@ pub async fn serve_link(
             return;
         }
     };
-    let (versions, name, build, devices, window, heartbeat_ms) = match hello {
+    // The versions first, however the rest reads: a port server of another version is
+    // told clearly which versions each side speaks.
+    let (offered, hello) = link::decode_hello(&text);
+    if !offered.is_empty() && link::agree(link::VERSIONS, &offered).is_none() {
+        refuse(
+            &io,
+            format!(
+                "no link protocol version in common: the port server speaks {offered:?}, the central server {:?}; upgrade the older of the two",
+                link::VERSIONS
+            ),
+        );
+        return;
+    }
+    let (versions, name, build, devices, window, heartbeat_ms, held) = match hello {
         Ok(Frame::Hello {
             versions,
             name,
@@ -398,7 +452,8 @@ pub async fn serve_link(
             devices,
             window,
             heartbeat_ms,
-        }) => (versions, name, build, devices, window, heartbeat_ms),
+            held,
+        }) => (versions, name, build, devices, window, heartbeat_ms, held),
         Ok(other) => {
             refuse(
                 &io,
@@ -448,6 +503,14 @@ pub async fn serve_link(
     drop(previous); // an older link of the same port server: its socket closes
     entry.counters.links.fetch_add(1, Ordering::Relaxed);
     entry.set_window(window);
+    if let Ok(mut t) = entry.taken.lock() {
+        for id in held {
+            t.entry(id).or_insert(Taken {
+                device: None,
+                reported: None,
+            });
+        }
+    }
     let now = now_ms();
     entry.last_seen.store(now, Ordering::Relaxed);
     let draining = {
@@ -460,6 +523,7 @@ pub async fn serve_link(
         s.devices = devices;
         s.window = window;
         s.last_error = None;
+        s.stopping = false;
         s.draining
     };
     tracing::info!(port_server = %entry.name, %peer, %build, version, window, "port server connected");
@@ -503,6 +567,7 @@ pub async fn serve_link(
                 continue;
             }
             _ = tick.tick() => {
+                entry.prune_taken();
                 if last_rx.elapsed() > silence {
                     break format!("nothing heard for {} s (three heartbeats)", silence.as_secs());
                 }
@@ -528,7 +593,22 @@ pub async fn serve_link(
             }
         };
         match frame {
-            Frame::Taken { .. } => {}
+            Frame::Taken { message_id, .. } => {
+                let device = entry
+                    .pending
+                    .lock()
+                    .ok()
+                    .and_then(|p| p.get(&message_id).map(|w| w.device.clone()));
+                if let (Some(d), Ok(mut t)) = (device, entry.taken.lock()) {
+                    t.insert(
+                        message_id,
+                        Taken {
+                            device: Some(d),
+                            reported: None,
+                        },
+                    );
+                }
+            }
             Frame::Item { id, report } => {
                 entry.counters.items.fetch_add(1, Ordering::Relaxed);
                 handle_item(&entry, id, report).await;
@@ -537,12 +617,18 @@ pub async fn serve_link(
                 devices,
                 held,
                 unacked,
-                draining: _,
+                stopping,
             } => {
                 let mut s = entry.lock_state();
                 s.devices = devices;
                 s.held = held;
                 s.unacked = unacked;
+                if s.stopping != stopping {
+                    tracing::info!(port_server = %entry.name, stopping, "the port server is stopping: it gets no new messages and finishes what it holds");
+                    s.stopping = stopping;
+                    drop(s);
+                    entry.changed.notify_waiters();
+                }
             }
             Frame::Ping { at } => {
                 let _ = io.outgoing.send(Frame::Pong { at }.encode());
@@ -594,6 +680,7 @@ fn frame_kind(f: &Frame) -> &'static str {
         Frame::Ack { .. } => "ack",
         Frame::Status { .. } => "status",
         Frame::Drain => "drain",
+        Frame::Resume => "resume",
         Frame::Ping { .. } => "ping",
         Frame::Pong { .. } => "pong",
     }
@@ -605,8 +692,16 @@ async fn handle_item(entry: &Arc<PortEntry>, id: u64, report: Report) {
             message_id,
             attempt,
             result,
-            ..
+            device,
+            at,
         } => {
+            entry.reported(
+                message_id,
+                matches!(
+                    result,
+                    SendResult::Transient { .. } | SendResult::Throttled { .. }
+                ),
+            );
             let waiting = entry
                 .pending
                 .lock()
@@ -640,11 +735,25 @@ async fn handle_item(entry: &Arc<PortEntry>, id: u64, report: Report) {
                         }
                     }
                 }
-                // Nobody waits for this attempt (the central server restarted, or the
-                // message was handed over again under a later attempt): the message comes
-                // back to this port server when its claim lease runs out, and the port
-                // server answers that attempt from its own record.
-                None => PortEntry::queue_ack(&entry.acks, &entry.ack_ready, id),
+                // Nobody waits for this attempt (the central server restarted, or the wait
+                // ran out): a sent or refused message is recorded if it is still at this
+                // attempt; one that failed for now comes back when its claim lease runs out
+                // (or with its next attempt) and is sent again.
+                None => match (&answer, entry.events.get()) {
+                    (Ok(_) | Err(SendError::Permanent { .. }), Some(events)) => {
+                        let _ = events
+                            .send(DeviceEvent::Outcome {
+                                device: entry.device_name(&device),
+                                message_id,
+                                attempt,
+                                result: answer,
+                                at,
+                                ack: Some(entry.ack_closure(id)),
+                            })
+                            .await;
+                    }
+                    _ => PortEntry::queue_ack(&entry.acks, &entry.ack_ready, id),
+                },
             }
         }
         Report::Receipt {
@@ -746,13 +855,14 @@ impl Device for RemoteDevice {
                 {
                     Ok(Ok(p)) => p,
                     _ => {
-                        return Err(SendError::Transient {
+                        // Not the message's fault: tried again soon, not counted.
+                        return Err(SendError::Throttled {
                             code: Some("PORT-BUSY".into()),
                             reason: format!(
                                 "port server \"{}\" held its whole window for the claim lease",
                                 self.port.name
                             ),
-                        })
+                        });
                     }
                 };
             let frame = Frame::Submit {
@@ -772,6 +882,7 @@ impl Device for RemoteDevice {
                     sms.message_id,
                     Pending {
                         attempt: sms.attempt,
+                        device: self.name.clone(),
                         frame: frame.clone(),
                         tx,
                         _permit: permit,
@@ -795,10 +906,21 @@ impl Device for RemoteDevice {
                             p.remove(&sms.message_id);
                         }
                     }
+                    if self.holds(sms.message_id) {
+                        // It took the message: it comes back here, and the attempt does
+                        // not count.
+                        return Err(SendError::Throttled {
+                            code: Some("PORT-HELD".into()),
+                            reason: format!(
+                                "port server \"{}\" holds it and has not reported yet; asked again",
+                                self.port.name
+                            ),
+                        });
+                    }
                     Err(SendError::Transient {
                         code: Some("PORT-TIMEOUT".into()),
                         reason: format!(
-                            "port server \"{}\" did not report within the claim lease; if it still holds the message it reports it when this message comes back to it",
+                            "port server \"{}\" did not take it within the claim lease",
                             self.port.name
                         ),
                     })
@@ -831,10 +953,17 @@ impl Device for RemoteDevice {
 
     fn parked(&self) -> bool {
         let s = self.port.lock_state();
-        !s.connected || s.draining
+        !s.connected || s.draining || s.stopping
     }
 
-    fn outcome_recorded(&self, message_id: i64) {
+    fn holds(&self, message_id: i64) -> bool {
+        self.port.taken.lock().is_ok_and(|t| {
+            t.get(&message_id)
+                .is_some_and(|e| e.device.as_ref().is_none_or(|d| *d == self.name))
+        })
+    }
+
+    fn outcome_recorded(&self, message_id: i64, settled: bool) {
         let item = self
             .port
             .to_ack
@@ -843,6 +972,11 @@ impl Device for RemoteDevice {
             .and_then(|mut t| t.remove(&message_id));
         if let Some(id) = item {
             PortEntry::queue_ack(&self.port.acks, &self.port.ack_ready, id);
+        }
+        if settled {
+            if let Ok(mut t) = self.port.taken.lock() {
+                t.remove(&message_id);
+            }
         }
     }
 
@@ -873,6 +1007,12 @@ impl Device for RemoteDevice {
                 } else {
                     "down".into()
                 },
+            ),
+            (
+                "last_seen",
+                rfc3339(self.port.last_seen_ms())
+                    .filter(|_| self.port.last_seen_ms() > 0)
+                    .unwrap_or_else(|| "never".into()),
             ),
         ]
     }

@@ -66,6 +66,7 @@ enum Op {
         reply: oneshot::Sender<Vec<Frame>>,
     },
     Purge(i64),
+    HeldIds(oneshot::Sender<Vec<i64>>),
 }
 
 /// Counts shown in the port server's status and sent to the central server.
@@ -231,6 +232,15 @@ impl Hold {
         rx.await.map_err(|_| HoldError::Closed)
     }
 
+    /// The messages taken and not yet finished.
+    pub async fn held_ids(&self) -> Result<Vec<i64>, HoldError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Op::HeldIds(reply))
+            .map_err(|_| HoldError::Closed)?;
+        rx.await.map_err(|_| HoldError::Closed)
+    }
+
     /// Forgets finished messages older than `before` (ms).
     pub fn purge(&self, before: i64) {
         let _ = self.tx.send(Op::Purge(before));
@@ -291,6 +301,7 @@ enum Reply {
     Frame(oneshot::Sender<Frame>, Frame),
     Finished(oneshot::Sender<Option<Frame>>, Option<Frame>),
     Frames(oneshot::Sender<Vec<Frame>>, Vec<Frame>),
+    Ids(oneshot::Sender<Vec<i64>>, Vec<i64>),
     None,
 }
 
@@ -301,6 +312,7 @@ impl Reply {
             Reply::Frame(tx, v) => drop(tx.send(v)),
             Reply::Finished(tx, v) => drop(tx.send(v)),
             Reply::Frames(tx, v) => drop(tx.send(v)),
+            Reply::Ids(tx, v) => drop(tx.send(v)),
             Reply::None => {}
         }
     }
@@ -468,6 +480,15 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: Op, counts: &HoldCounts) -> rusqlit
                 }
             }
             Reply::Frames(reply, frames)
+        }
+        Op::HeldIds(reply) => {
+            let mut st = tx.prepare_cached(
+                "SELECT message_id FROM held WHERE done = 0 ORDER BY message_id LIMIT 100000",
+            )?;
+            let ids = st
+                .query_map([], |r| r.get(0))?
+                .collect::<Result<Vec<i64>, _>>()?;
+            Reply::Ids(reply, ids)
         }
         Op::Purge(before) => {
             tx.prepare_cached("DELETE FROM held WHERE done = 1 AND done_at < ?1")?

@@ -12,8 +12,8 @@
 //!    upgraded) and closes.
 //! 3. Then, in both directions, any number of:
 //!    - central → port: [`Frame::Submit`] (a message for one of its devices; at most the
-//!      window's worth unanswered, see [`Window`]), [`Frame::Ack`] (port items the central
-//!      store has committed), [`Frame::Drain`];
+//!      window's worth unanswered), [`Frame::Ack`] (port items the central store has
+//!      committed), [`Frame::Drain`] and [`Frame::Resume`];
 //!    - port → central: [`Frame::Taken`] (a submit committed to the port server's own store:
 //!      from then on it is the port server's to send, across restarts), [`Frame::Item`]s (a
 //!      send's outcome, a receipt, an inbound text, each with the port server's own id),
@@ -23,11 +23,10 @@
 //! Nothing is lost and nothing doubled because everything carries an id the receiver has
 //! seen before if it is a resend: a submit is `(message, attempt)`, which the port server
 //! stores once and answers again from its store if it comes a second time; a port item has
-//! the port server's own id, which it keeps ([`Unacked`]) and sends again on every new link
-//! until the central server acknowledges it, and which the central server records with
-//! what it committed, so a second copy is acknowledged and not applied again.
-
-use std::collections::{BTreeMap, HashSet};
+//! the port server's own id, which it keeps (in its store) and sends again on every new link
+//! until the central server acknowledges it after committing what it says. Applying an item
+//! twice changes nothing: an outcome is recorded only for the attempt it names, a receipt
+//! sets a part's status once, an inbound text carries a key the central store keeps once.
 
 use serde::{Deserialize, Serialize};
 
@@ -242,6 +241,10 @@ pub enum Frame {
         /// How often it sends a ping on a quiet link (ms); the central server closes a link
         /// silent for three of these.
         heartbeat_ms: u64,
+        /// The messages it holds (taken, not yet finished): every later attempt of these
+        /// comes back to it, so that no other device sends them too.
+        #[serde(default)]
+        held: Vec<i64>,
     },
     /// Central → port: accepted, in this version.
     Welcome {
@@ -300,11 +303,13 @@ pub enum Frame {
         held: u64,
         /// Reports not yet acknowledged.
         unacked: u64,
-        /// Whether it was asked to drain.
-        draining: bool,
+        /// Whether it is stopping (then it takes nothing new and finishes what it holds).
+        stopping: bool,
     },
-    /// Central → port: take no new messages; finish and report what is held.
+    /// Central → port: no new messages come; finish and report what is held.
     Drain,
+    /// Central → port: messages come again (the drain is over).
+    Resume,
     /// A heartbeat.
     Ping {
         /// The sender's clock (milliseconds), echoed in the pong.
@@ -358,6 +363,7 @@ impl Frame {
                 devices,
                 window,
                 heartbeat_ms,
+                held,
                 ..
             } => {
                 if versions.is_empty() || versions.len() > 64 {
@@ -371,6 +377,12 @@ impl Frame {
                 }
                 if *window == 0 || *window > MAX_WINDOW {
                     return bad(format!("a window of {window}: use 1 to {MAX_WINDOW}"));
+                }
+                if held.len() > 100_000 {
+                    return bad(format!(
+                        "a hello listing {} held messages: at most 100000",
+                        held.len()
+                    ));
                 }
                 if *heartbeat_ms < 100 || *heartbeat_ms > 3_600_000 {
                     return bad(format!(
@@ -417,162 +429,51 @@ impl Frame {
     }
 }
 
+/// Reads the first frame of a link, a hello, as every version writes it: the keys this
+/// version knows are read and any others left aside (a newer port server's hello may
+/// carry more), so that two versions can always agree on one or say clearly that they
+/// cannot. The versions it names, and the hello if it reads as one.
+pub fn decode_hello(text: &str) -> (Vec<u32>, Result<Frame, LinkError>) {
+    const KNOWN: &[&str] = &[
+        "t",
+        "versions",
+        "name",
+        "build",
+        "devices",
+        "window",
+        "heartbeat_ms",
+        "held",
+    ];
+    if text.len() > MAX_FRAME {
+        return (Vec::new(), Err(LinkError::TooLarge(text.len())));
+    }
+    let mut v: serde_json::Value = match serde_json::from_str(text) {
+        Ok(v) => v,
+        Err(e) => return (Vec::new(), Err(LinkError::Unreadable(e.to_string()))),
+    };
+    let versions: Vec<u32> = v
+        .get("versions")
+        .and_then(|a| a.as_array())
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_u64())
+                .filter_map(|x| u32::try_from(x).ok())
+                .take(64)
+                .collect()
+        })
+        .unwrap_or_default();
+    if let Some(obj) = v.as_object_mut() {
+        obj.retain(|k, _| KNOWN.contains(&k.as_str()));
+    }
+    let frame = serde_json::from_value::<Frame>(v)
+        .map_err(|e| LinkError::Unreadable(e.to_string()))
+        .and_then(|f| f.check().map(|_| f));
+    (versions, frame)
+}
+
 /// The version both sides speak: the highest in common, `None` when there is none.
 pub fn agree(ours: &[u32], theirs: &[u32]) -> Option<u32> {
     ours.iter().filter(|v| theirs.contains(v)).max().copied()
-}
-
-/// The central server's view of what a port server holds: submits handed over and not yet
-/// taken, at most the window the port server asked for.
-#[derive(Debug, Clone)]
-pub struct Window {
-    size: usize,
-    open: HashSet<(i64, i64)>,
-}
-
-impl Window {
-    /// A window of `size` messages (at least 1).
-    pub fn new(size: u32) -> Window {
-        Window {
-            size: size.clamp(1, MAX_WINDOW) as usize,
-            open: HashSet::new(),
-        }
-    }
-
-    /// Whether another submit may be handed over now.
-    pub fn has_room(&self) -> bool {
-        self.open.len() < self.size
-    }
-
-    /// Records a submit handed over; `false` (and nothing recorded) when the window is full.
-    /// The same submit twice counts once.
-    pub fn offer(&mut self, message_id: i64, attempt: i64) -> bool {
-        if self.open.contains(&(message_id, attempt)) {
-            return true;
-        }
-        if !self.has_room() {
-            return false;
-        }
-        self.open.insert((message_id, attempt));
-        true
-    }
-
-    /// The port server took it (or the link broke and it will be handed over again).
-    pub fn close(&mut self, message_id: i64, attempt: i64) -> bool {
-        self.open.remove(&(message_id, attempt))
-    }
-
-    /// How many are open.
-    pub fn open(&self) -> usize {
-        self.open.len()
-    }
-
-    /// Forgets everything open (the link broke: what was not taken is handed over again).
-    pub fn reset(&mut self) -> Vec<(i64, i64)> {
-        let mut all: Vec<_> = self.open.drain().collect();
-        all.sort_unstable();
-        all
-    }
-}
-
-/// What a port server reports and the central server has not yet acknowledged, in id order:
-/// sent once on the link where it arises, and all again on every new link.
-#[derive(Debug, Clone, Default)]
-pub struct Unacked {
-    next: u64,
-    items: BTreeMap<u64, Report>,
-}
-
-impl Unacked {
-    /// Continues after the ids an earlier run used (`next`: one past the highest).
-    pub fn resume(next: u64, items: impl IntoIterator<Item = (u64, Report)>) -> Unacked {
-        let items: BTreeMap<u64, Report> = items.into_iter().collect();
-        let next = next.max(items.keys().next_back().map_or(0, |k| k + 1));
-        Unacked { next, items }
-    }
-
-    /// Keeps a new report; the frame that carries it.
-    pub fn push(&mut self, report: Report) -> Frame {
-        let id = self.next;
-        self.next += 1;
-        self.items.insert(id, report.clone());
-        Frame::Item { id, report }
-    }
-
-    /// Forgets what the central server acknowledged; how many of them were held.
-    pub fn ack(&mut self, ids: &[u64]) -> usize {
-        ids.iter()
-            .filter(|id| self.items.remove(id).is_some())
-            .count()
-    }
-
-    /// Everything still held, as frames, oldest first: what a new link starts with.
-    pub fn resend(&self) -> Vec<Frame> {
-        self.items
-            .iter()
-            .map(|(id, r)| Frame::Item {
-                id: *id,
-                report: r.clone(),
-            })
-            .collect()
-    }
-
-    /// How many are held.
-    pub fn len(&self) -> usize {
-        self.items.len()
-    }
-
-    /// Whether nothing is held.
-    pub fn is_empty(&self) -> bool {
-        self.items.is_empty()
-    }
-}
-
-/// The central server's memory of the port items it has committed, so that a resend is
-/// acknowledged again and not applied twice. Ids from one port server only grow, so what is
-/// remembered is the highest id below which every id was seen, and the seen ids above it.
-#[derive(Debug, Clone, Default)]
-pub struct Seen {
-    floor: u64,
-    above: std::collections::BTreeSet<u64>,
-}
-
-impl Seen {
-    /// Starts from what the store says was committed.
-    pub fn new(floor: u64, above: impl IntoIterator<Item = u64>) -> Seen {
-        let mut s = Seen {
-            floor,
-            above: above.into_iter().filter(|&i| i >= floor).collect(),
-        };
-        s.compact();
-        s
-    }
-
-    /// Whether `id` was committed already.
-    pub fn contains(&self, id: u64) -> bool {
-        id < self.floor || self.above.contains(&id)
-    }
-
-    /// Records `id` as committed; `false` if it was already.
-    pub fn insert(&mut self, id: u64) -> bool {
-        if self.contains(id) {
-            return false;
-        }
-        self.above.insert(id);
-        self.compact();
-        true
-    }
-
-    fn compact(&mut self) {
-        while self.above.remove(&self.floor) {
-            self.floor += 1;
-        }
-    }
-
-    /// Ids below this were all seen.
-    pub fn floor(&self) -> u64 {
-        self.floor
-    }
 }
 
 #[cfg(test)]
@@ -592,6 +493,7 @@ mod tests {
             }],
             window: 64,
             heartbeat_ms: 10_000,
+            held: vec![41],
         }
     }
 
@@ -630,6 +532,7 @@ mod tests {
             },
             Frame::Ack { ids: vec![7, 8] },
             Frame::Drain,
+            Frame::Resume,
             Frame::Ping { at: 5 },
         ];
         for f in frames {
@@ -679,69 +582,29 @@ mod tests {
     }
 
     #[test]
+    fn a_newer_hello_is_read_as_far_as_this_version_knows_it() {
+        let newer = hello().encode().replace(
+            "\"versions\":[1]",
+            "\"versions\":[1,2],\"compression\":\"zstd\"",
+        );
+        assert!(Frame::decode(&newer).is_err(), "strict everywhere else");
+        let (versions, f) = decode_hello(&newer);
+        assert_eq!(versions, vec![1, 2]);
+        assert!(matches!(f, Ok(Frame::Hello { .. })));
+        let only2 = r#"{"t":"hello","versions":[2],"name":"b","something":"new"}"#;
+        let (versions, f) = decode_hello(only2);
+        assert_eq!(versions, vec![2]);
+        assert!(f.is_err());
+    }
+
+    #[test]
     fn versions_meet_at_the_highest_in_common() {
         assert_eq!(agree(&[1, 2], &[1]), Some(1));
         assert_eq!(agree(&[1, 2], &[2, 3]), Some(2));
         assert_eq!(agree(&[1], &[2]), None);
     }
 
-    #[test]
-    fn the_window_bounds_what_is_handed_over() {
-        let mut w = Window::new(2);
-        assert!(w.offer(1, 1) && w.offer(2, 1));
-        assert!(w.offer(1, 1), "a resend of an open submit counts once");
-        assert!(!w.offer(3, 1), "full");
-        assert!(w.close(1, 1));
-        assert!(w.offer(3, 1));
-        assert_eq!(w.reset(), vec![(2, 1), (3, 1)]);
-        assert_eq!(w.open(), 0);
-    }
-
-    #[test]
-    fn reports_are_kept_until_acknowledged_and_sent_again_on_a_new_link() {
-        let r = |n: i64| Report::Receipt {
-            device: "m".into(),
-            device_msg_id: n.to_string(),
-            delivered: true,
-            code: None,
-            at: n,
-        };
-        let mut u = Unacked::default();
-        let ids: Vec<u64> = (0..3)
-            .map(|n| match u.push(r(n)) {
-                Frame::Item { id, .. } => id,
-                _ => unreachable!(),
-            })
-            .collect();
-        assert_eq!(ids, vec![0, 1, 2]);
-        assert_eq!(u.ack(&[1, 99]), 1);
-        let again: Vec<u64> = u
-            .resend()
-            .iter()
-            .map(|f| match f {
-                Frame::Item { id, .. } => *id,
-                _ => unreachable!(),
-            })
-            .collect();
-        assert_eq!(again, vec![0, 2]);
-        // After a restart, ids go on from the highest kept, never reused.
-        let mut later = Unacked::resume(0, vec![(5, r(5))]);
-        assert!(matches!(later.push(r(6)), Frame::Item { id: 6, .. }));
-    }
-
     proptest! {
-        #[test]
-        fn seen_ids_are_remembered_exactly(ids in proptest::collection::vec(0u64..200, 0..300)) {
-            let mut s = Seen::default();
-            let mut model = std::collections::HashSet::new();
-            for id in ids {
-                prop_assert_eq!(s.insert(id), model.insert(id));
-            }
-            for id in 0..210 {
-                prop_assert_eq!(s.contains(id), model.contains(&id));
-            }
-        }
-
         #[test]
         fn any_text_is_a_frame_or_an_error(text in ".{0,300}") {
             let _ = Frame::decode(&text);

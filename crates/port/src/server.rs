@@ -97,6 +97,8 @@ struct Port {
     devices: Vec<PortDevice>,
     out: mpsc::UnboundedSender<String>,
     draining: AtomicBool,
+    /// Stopping: takes nothing new, finishes what it holds.
+    stopping: AtomicBool,
     status: Mutex<PortStatus>,
 }
 
@@ -140,6 +142,7 @@ pub async fn run(cfg: PortConfig, stop: CancellationToken) -> anyhow::Result<()>
         devices,
         out,
         draining: AtomicBool::new(false),
+        stopping: AtomicBool::new(false),
     });
     tracing::info!(
         name = %port.cfg.name,
@@ -157,11 +160,14 @@ pub async fn run(cfg: PortConfig, stop: CancellationToken) -> anyhow::Result<()>
     tokio::spawn(port.clone().housekeeping(stop.clone()));
     let linker = tokio::spawn(port.clone().link_loop(out_rx, take_tx, stop.clone()));
     stop.cancelled().await;
-    // Finish what is held (sent and reported) before the link goes, within a grace.
-    port.draining.store(true, Ordering::Relaxed);
+    // Finish what is held, and hear that the central server has it, within a grace; the
+    // link tells the central server this port server drains.
+    port.stopping.store(true, Ordering::Relaxed);
     let until = tokio::time::Instant::now() + STOP_GRACE;
     while tokio::time::Instant::now() < until
+        && !linker.is_finished()
         && (port.hold.counts.held.load(Ordering::Relaxed) > 0
+            || port.hold.counts.unacked.load(Ordering::Relaxed) > 0
             || port
                 .devices
                 .iter()
@@ -205,7 +211,7 @@ impl Port {
             devices: self.device_infos(),
             held: self.hold.counts.held.load(Ordering::Relaxed),
             unacked: self.hold.counts.unacked.load(Ordering::Relaxed),
-            draining: self.draining.load(Ordering::Relaxed),
+            stopping: self.stopping.load(Ordering::Relaxed),
         }
         .encode()
     }
@@ -223,7 +229,7 @@ impl Port {
         let mut s = self.status.lock().map(|s| s.clone()).unwrap_or_default();
         s.held = self.hold.counts.held.load(Ordering::Relaxed);
         s.unacked = self.hold.counts.unacked.load(Ordering::Relaxed);
-        s.draining = self.draining.load(Ordering::Relaxed);
+        s.draining = self.draining.load(Ordering::Relaxed) || self.stopping.load(Ordering::Relaxed);
         s.devices = self.device_infos();
         s.at = now_ms();
         let dir = PathBuf::from(&self.cfg.data_dir);
@@ -394,6 +400,13 @@ impl Port {
                         },
                         ack,
                     ),
+                    // Only the central server's remote devices report these.
+                    DeviceEvent::Outcome { ack, .. } => {
+                        if let Some(a) = ack {
+                            a.send(true);
+                        }
+                        continue;
+                    }
                     DeviceEvent::Inbound { text, ack } => {
                         let key = match text.dedup_key {
                             Some(k) => format!("{}:{k}", text.device),
@@ -543,7 +556,13 @@ impl Port {
                 ))
             })??;
         let (mut sink, mut stream) = ws.split();
+        let held = self
+            .hold
+            .held_ids()
+            .await
+            .map_err(|e| LinkEnd::Broken(e.to_string()))?;
         let hello = Frame::Hello {
+            held,
             versions: link::VERSIONS.to_vec(),
             name: self.cfg.name.clone(),
             build: format!("textgate {}", env!("CARGO_PKG_VERSION")),
@@ -603,6 +622,7 @@ impl Port {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_rx = tokio::time::Instant::now();
         let mut batch = Vec::with_capacity(256);
+        let mut stopping = false;
         loop {
             tokio::select! {
                 m = stream.next() => {
@@ -624,6 +644,11 @@ impl Port {
                             sink.send(Message::text(Frame::Pong { at }.encode())).await.map_err(broken)?;
                         }
                         Frame::Pong { .. } => {}
+                        Frame::Resume => {
+                            if self.draining.swap(false, Ordering::Relaxed) {
+                                tracing::info!("the central server ended the drain: this port server takes messages again");
+                            }
+                        }
                         Frame::Drain => {
                             if !self.draining.swap(true, Ordering::Relaxed) {
                                 tracing::warn!("the central server asked this port server to drain: it finishes what it holds and takes no new messages");
@@ -654,9 +679,12 @@ impl Port {
                     sink.feed(Message::text(self.status_frame())).await.map_err(broken)?;
                     sink.flush().await.map_err(broken)?;
                 }
-                _ = stop.cancelled() => {
-                    let _ = sink.send(Message::Close(None)).await;
-                    return Ok(());
+                // Stopping: the central server hears it drains and hands over nothing more;
+                // the link stays up while what is held is finished and reported.
+                _ = stop.cancelled(), if !stopping => {
+                    stopping = true;
+                    self.stopping.store(true, Ordering::Relaxed);
+                    sink.send(Message::text(self.status_frame())).await.map_err(broken)?;
                 }
             }
         }

@@ -349,6 +349,13 @@ pub struct Attempt {
     pub error: Option<String>,
 }
 
+/// The `attempt` of an outcome a device reports late for a message it holds (a port server
+/// that sent it while the message waited for another attempt): it is recorded if the
+/// message is queued or being sent, whatever its attempt now, since no other device is
+/// given a message its holder has not reported on (a [`Outcome::Sent`] or
+/// [`Outcome::Final`]; a late retry means nothing).
+pub const LATE: i64 = -1;
+
 /// What a device did with a claimed message.
 #[derive(Debug, Clone)]
 pub enum Outcome {

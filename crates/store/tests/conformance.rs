@@ -2278,3 +2278,49 @@ conformance! {
     assert!(u.senders.is_empty());
     }
 }
+
+conformance! {
+    /// A device that holds a message (a port server) reports it late, while the message
+    /// waits for another attempt: recorded whatever the attempt, once, and never over a
+    /// message that has ended.
+    async fn a_late_outcome_from_the_holder_is_recorded_while_the_message_is_open(s) {
+    let u = user(&s, "alice").await;
+    let ids = insert(&s, vec![msg(u.id, "+15550000001", 1000), msg(u.id, "+15550000002", 1000)]).await;
+    assert_eq!(s.claim(1000, 60_000, 10).await.unwrap().len(), 2);
+    // Both wait for their holder to report (refunded: no attempt counted).
+    let wait = |id: Id| Outcome::Retry {
+        id,
+        attempt: 1,
+        device: Some("branch".into()),
+        due_at: 1500,
+        code: Some("PORT-HELD".into()),
+        error: "held".into(),
+        refund: true,
+        at: 1100,
+    };
+    assert_eq!(s.record_outcomes(vec![wait(ids[0]), wait(ids[1])]).await.unwrap(), vec![true, true]);
+    let late_sent = Outcome::Sent {
+        id: ids[0],
+        attempt: LATE,
+        device: "branch".into(),
+        part_ids: vec!["p1".into()],
+        receipts: vec![],
+        at: 1200,
+    };
+    let late_refused = Outcome::Final {
+        id: ids[1],
+        attempt: LATE,
+        status: Status::Failed,
+        device: Some("branch".into()),
+        code: Some("0x0b".into()),
+        error: "invalid number".into(),
+        at: 1200,
+    };
+    assert_eq!(s.record_outcomes(vec![late_sent.clone(), late_refused]).await.unwrap(), vec![true, true]);
+    let m = s.get_message(ids[0]).await.unwrap().unwrap();
+    assert_eq!((m.status, m.device.as_deref()), (Status::Sent, Some("branch")));
+    assert_eq!(s.get_message(ids[1]).await.unwrap().unwrap().status, Status::Failed);
+    // Once recorded, a second copy changes nothing.
+    assert_eq!(s.record_outcomes(vec![late_sent]).await.unwrap(), vec![false]);
+    }
+}

@@ -255,6 +255,12 @@ fn messages_reach_devices_on_two_port_servers_with_receipts_and_their_texts_reac
     assert_eq!(b_dev["kind"], "remote");
     assert_eq!(b_dev["state"], "up");
     assert_eq!(b_dev["info"]["port_server"], "b");
+    assert!(
+        b_dev["info"]["last_seen"]
+            .as_str()
+            .is_some_and(|s| s.ends_with('Z')),
+        "{b_dev}"
+    );
     assert_eq!(b_dev["receipts"], 20);
     // The port server's own view, through its command line.
     wait_for("the port server's status to catch up", || {
@@ -555,6 +561,73 @@ fn the_central_server_never_hands_a_port_server_more_than_its_window() {
     assert_eq!(app.wait_final(id)["status"], "delivered");
 }
 
+#[test]
+fn a_message_a_port_server_took_is_never_sent_by_another_device_and_a_stopping_one_finishes_its_own(
+) {
+    // The lease is shorter than the port server's device takes: the central server stops
+    // waiting, yet the message goes back to the port server that holds it, never to the
+    // route's other device.
+    let app = central_with_lease("2s");
+    let mut a = PortServer::new(
+        "a",
+        &app.base,
+        TOKEN_A,
+        "[[device]]\nname = \"lb\"\nkind = \"loopback\"\ndelay = \"2500ms\"\n",
+        "",
+    );
+    wait_linked(&app, "a", &a);
+    let ids = send_many(&app, &numbers("+1777", 3), "slow");
+    for id in &ids {
+        let m = app.wait_final(*id);
+        assert_eq!(
+            (m["status"].as_str(), m["device"].as_str()),
+            (Some("delivered"), Some("branch-a")),
+            "{m}"
+        );
+    }
+    let local = |app: &App| {
+        app.get("/api/v1/devices").json()["devices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["name"] == "local")
+            .unwrap()["sent"]
+            .clone()
+    };
+    assert_eq!(local(&app), 0, "the route's other device sent none of them");
+    // Stopping (SIGTERM) with messages in hand: it says so, gets nothing new (that goes to
+    // the route's other device), and finishes what it holds before it exits.
+    let held = send_many(&app, &numbers("+1777", 2), "held at the stop");
+    wait_for("the port server to hold them", || b_held(&a) == 2);
+    let mut child = a.child.take().unwrap();
+    assert!(Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    wait_for("the central server to hear it stops", || {
+        port_servers(&app)["a"]["draining"] == json!(true)
+    });
+    let other = send_many(&app, &numbers("+1777", 1), "while it stops")[0];
+    assert_eq!(app.wait_final(other)["device"], "local");
+    assert!(child.wait().unwrap().success());
+    for id in &held {
+        let m = app.wait_final(*id);
+        assert_eq!(
+            (m["status"].as_str(), m["device"].as_str()),
+            (Some("delivered"), Some("branch-a")),
+            "{m}\ncentral log:\n{}\nport log:\n{}",
+            app.log_text(),
+            a.log_text()
+        );
+    }
+    assert_eq!(a.status()["held"], 0, "nothing left for the next start");
+}
+
+fn b_held(p: &PortServer) -> u64 {
+    p.status()["held"].as_u64().unwrap_or(0)
+}
+
 fn b_draining(p: &PortServer) -> bool {
     p.status()["draining"] == json!(true)
 }
@@ -590,7 +663,8 @@ fn a_wrong_token_is_refused_without_being_logged_and_versions_are_agreed_or_refu
             format!("Bearer {TOKEN_A}").parse().unwrap(),
         );
         let (mut ws, _) = tungstenite::connect(req).expect("the upgrade");
-        let frame = json!({"t": "hello", "versions": versions, "name": name, "build": "test", "devices": [], "window": 4, "heartbeat_ms": 1000});
+        // A field this version does not know, as a newer port server might send.
+        let frame = json!({"t": "hello", "versions": versions, "name": name, "build": "test", "devices": [], "window": 4, "heartbeat_ms": 1000, "from_the_future": true});
         ws.send(tungstenite::Message::text(frame.to_string()))
             .unwrap();
         loop {

@@ -457,7 +457,8 @@ async fn record_outcome(e: &mut impl Exec, o: &Outcome) -> Result<bool> {
                 status_update!(
                     "UPDATE messages SET status = $1, device = $2, sent_at = $3, done_at = $4, lease_until = NULL,
                        error_code = $5, error = $6
-                     WHERE id = $7 AND attempts = $8 AND status = 'sending'",
+                     WHERE id = $7 AND ((attempts = $8 AND status = 'sending')
+                       OR ($8 = -1 AND status IN ('sending', 'queued')))",
                     from_sending: true
                 ),
                 args![status.as_str(), device, *at, done_at, &code, &error, *id, *attempt],
@@ -538,7 +539,8 @@ async fn record_outcome(e: &mut impl Exec, o: &Outcome) -> Result<bool> {
                 status_update!(
                     "UPDATE messages SET status = $1, done_at = $2, lease_until = NULL,
                        device = coalesce($3, device), error_code = $4, error = $5
-                     WHERE id = $6 AND attempts = $7 AND status = 'sending'",
+                     WHERE id = $6 AND ((attempts = $7 AND status = 'sending')
+                       OR ($7 = -1 AND status IN ('sending', 'queued')))",
                     from_sending: true
                 ),
                 args![
@@ -566,6 +568,8 @@ async fn record_outcome(e: &mut impl Exec, o: &Outcome) -> Result<bool> {
 async fn record_attempt(e: &mut impl Exec, o: &Outcome) -> Result<()> {
     let (id, attempt, device, at, outcome, code, error) = match o {
         Outcome::Sent { .. } => return Ok(()),
+        // A late report names no attempt of the message's; its error is on the message.
+        Outcome::Final { attempt, .. } if *attempt == crate::LATE => return Ok(()),
         Outcome::Retry {
             id,
             attempt,
