@@ -517,22 +517,11 @@ impl Dispatcher {
         };
         if let Some(i) = holder {
             if self.devices[i].is_paused() || self.devices[i].device.parked() {
-                let _ = rec.send(Record::Outcome(
-                    Outcome::Retry {
-                        id: msg.id,
-                        attempt: msg.attempts,
-                        device: None,
-                        due_at: now + PAUSED_RETRY_MS,
-                        code: None,
-                        error: format!(
-                            "device {} holds it and is away; it waits for its report",
-                            self.devices[i].device.name()
-                        ),
-                        refund: true,
-                        at: now,
-                    },
-                    Some(permit),
-                ));
+                let why = format!(
+                    "device {} holds it and is away; it waits for its report",
+                    self.devices[i].device.name()
+                );
+                self.wait(&msg, permit, why, now);
                 return;
             }
             self.to_lane(i, msg, permit, queues);
@@ -563,20 +552,12 @@ impl Dispatcher {
         if candidates.is_empty() && !routed.is_empty() {
             // Its devices are disabled for now, or their port server is away: it waits, and
             // no attempt is counted.
-            let _ = rec.send(Record::Outcome(
-                Outcome::Retry {
-                    id: msg.id,
-                    attempt: msg.attempts,
-                    device: None,
-                    due_at: now + PAUSED_RETRY_MS,
-                    code: None,
-                    error: "every device of its route is disabled by an administrator or on a port server that is offline or draining; it waits"
-                        .into(),
-                    refund: true,
-                    at: now,
-                },
-                Some(permit),
-            ));
+            self.wait(
+                &msg,
+                permit,
+                "every device of its route is disabled by an administrator or on a port server that is offline or draining; it waits".into(),
+                now,
+            );
             return;
         }
         if candidates.is_empty() {
@@ -616,6 +597,26 @@ impl Dispatcher {
             Strategy::Failover => pool[(msg.attempts.max(1) as usize - 1) % pool.len()],
         };
         self.to_lane(device, msg, permit, queues);
+    }
+
+    /// Puts a message back to wait for its devices ([`PAUSED_RETRY_MS`]), no attempt counted.
+    fn wait(&self, msg: &Message, permit: OwnedSemaphorePermit, why: String, now: Millis) {
+        let Some(Handoff { rec, .. }) = self.handoff.get() else {
+            return;
+        };
+        let _ = rec.send(Record::Outcome(
+            Outcome::Retry {
+                id: msg.id,
+                attempt: msg.attempts,
+                device: None,
+                due_at: now + PAUSED_RETRY_MS,
+                code: None,
+                error: why,
+                refund: true,
+                at: now,
+            },
+            Some(permit),
+        ));
     }
 
     /// Hands a claimed message to a device's worker, API texts in the urgent lane.

@@ -450,14 +450,40 @@ impl Port {
         }
     }
 
-    /// Forgets finished messages past `keep_done`, and keeps `status.json` current.
+    /// Forgets finished messages past `keep_done`, keeps `status.json` current, tells the
+    /// central server of a change at once (not at the next heartbeat), and logs the status
+    /// when the link or a device changes (what it holds, at most once a minute).
     async fn housekeeping(self: Arc<Self>, stop: CancellationToken) {
         let mut last_purge = tokio::time::Instant::now();
-        let mut last_logged: Option<(String, u64, u64, Vec<DeviceInfo>)> = None;
+        let mut last_sent: Option<PortStatus> = None;
+        let mut last_logged: Option<(String, bool, Vec<DeviceInfo>, u64, u64)> = None;
+        let mut logged_at = tokio::time::Instant::now();
         loop {
             let s = self.write_status();
-            let key = (s.link.clone(), s.held, s.unacked, s.devices.clone());
-            if last_logged.as_ref() != Some(&key) {
+            let same = |a: &PortStatus| {
+                (&a.link, a.held, a.unacked, a.draining, &a.devices)
+                    == (&s.link, s.held, s.unacked, s.draining, &s.devices)
+            };
+            if !last_sent.as_ref().is_some_and(same) {
+                let _ = self.out.send(self.status_frame());
+                last_sent = Some(s.clone());
+            }
+            let key = (
+                s.link.clone(),
+                s.draining,
+                s.devices.clone(),
+                s.held,
+                s.unacked,
+            );
+            let changed =
+                last_logged
+                    .as_ref()
+                    .is_none_or(|(link, draining, devices, held, unacked)| {
+                        (link, *draining, devices) != (&key.0, key.1, &key.2)
+                            || ((*held, *unacked) != (key.3, key.4)
+                                && logged_at.elapsed() >= Duration::from_secs(60))
+                    });
+            if changed {
                 let devices: Vec<String> = s
                     .devices
                     .iter()
@@ -472,6 +498,7 @@ impl Port {
                     "port server status"
                 );
                 last_logged = Some(key);
+                logged_at = tokio::time::Instant::now();
             }
             if last_purge.elapsed() > Duration::from_secs(3600) {
                 let keep = i64::try_from(self.cfg.keep_done.0.as_millis()).unwrap_or(i64::MAX);
@@ -480,7 +507,7 @@ impl Port {
             }
             tokio::select! {
                 _ = stop.cancelled() => return,
-                _ = tokio::time::sleep(self.cfg.heartbeat.0.min(Duration::from_secs(5))) => {}
+                _ = tokio::time::sleep(self.cfg.heartbeat.0.min(Duration::from_secs(1))) => {}
             }
         }
     }

@@ -229,12 +229,15 @@ fn messages_reach_devices_on_two_port_servers_with_receipts_and_their_texts_reac
         20
     );
     // The central server's view: both linked, their devices up, nothing left over.
-    wait_for("both port servers to report nothing held", || {
-        let p = port_servers(&app);
-        ["a", "b"]
-            .iter()
-            .all(|n| p[*n]["held"] == 0 && p[*n]["unacked"] == 0)
-    });
+    wait_for(
+        "both port servers to report nothing held and their devices up",
+        || {
+            let p = port_servers(&app);
+            ["a", "b"].iter().all(|n| {
+                p[*n]["held"] == 0 && p[*n]["unacked"] == 0 && p[*n]["devices"][0]["state"] == "up"
+            })
+        },
+    );
     let p = port_servers(&app);
     assert_eq!(
         p["b"]["devices"],

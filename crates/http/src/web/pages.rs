@@ -1616,6 +1616,37 @@ pub async fn devices(State(st): State<AppState>, me: Signed) -> Response {
     })
 }
 
+/// An administrator's switch on the devices page: `on` or `off` in the path, the form's
+/// CSRF token checked; whether it is switched on, or the page to answer instead.
+fn switch(
+    me: &Signed,
+    f: &CsrfForm,
+    action: &str,
+    on: &str,
+    off: &str,
+) -> Result<bool, Box<Response>> {
+    if !me.is_admin() {
+        return Err(Box::new(not_found()));
+    }
+    if !me.csrf_ok(&f.csrf) {
+        return Err(Box::new(forged()));
+    }
+    match action {
+        a if a == on => Ok(true),
+        a if a == off => Ok(false),
+        _ => Err(Box::new(not_found())),
+    }
+}
+
+/// Back to the devices page once switched, or why not.
+fn switched<T>(r: Result<T, crate::error::ApiError>) -> Response {
+    match r {
+        Ok(_) => Redirect::to("/devices").into_response(),
+        Err(e) if e.status == StatusCode::NOT_FOUND => not_found(),
+        Err(e) => unavailable(e.message),
+    }
+}
+
 /// `POST /devices/{name}/{disable|enable}` (administrators): nothing is sent through a
 /// disabled device, on every node; messages routed only to it wait.
 pub async fn device_switch(
@@ -1624,21 +1655,11 @@ pub async fn device_switch(
     Path((name, action)): Path<(String, String)>,
     Form(f): Form<CsrfForm>,
 ) -> Response {
-    if !me.is_admin() {
-        return not_found();
-    }
-    if !me.csrf_ok(&f.csrf) {
-        return forged();
-    }
-    let disabled = match action.as_str() {
-        "disable" => true,
-        "enable" => false,
-        _ => return not_found(),
-    };
-    match crate::api::devices::set_disabled(&st, &name, disabled, &me.user.name).await {
-        Ok(()) => Redirect::to("/devices").into_response(),
-        Err(e) if e.status == StatusCode::NOT_FOUND => not_found(),
-        Err(e) => unavailable(e.message),
+    match switch(&me, &f, &action, "disable", "enable") {
+        Ok(disabled) => {
+            switched(crate::api::devices::set_disabled(&st, &name, disabled, &me.user.name).await)
+        }
+        Err(page) => *page,
     }
 }
 
@@ -1651,21 +1672,14 @@ pub async fn port_server_switch(
     Path((name, action)): Path<(String, String)>,
     Form(f): Form<CsrfForm>,
 ) -> Response {
-    if !me.is_admin() {
-        return not_found();
-    }
-    if !me.csrf_ok(&f.csrf) {
-        return forged();
-    }
-    let on = match action.as_str() {
-        "drain" => true,
-        "resume" => false,
-        _ => return not_found(),
-    };
-    match crate::api::ports::set_draining(&st, &name, on, &me.user.name) {
-        Ok(_) => Redirect::to("/devices").into_response(),
-        Err(e) if e.status == StatusCode::NOT_FOUND => not_found(),
-        Err(e) => unavailable(e.message),
+    match switch(&me, &f, &action, "drain", "resume") {
+        Ok(on) => switched(crate::api::ports::set_draining(
+            &st,
+            &name,
+            on,
+            &me.user.name,
+        )),
+        Err(page) => *page,
     }
 }
 
