@@ -146,10 +146,22 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
                 cfg.server.http_listen
             )
         })?;
+    // This node among the nodes on the store: the work of all of them that runs once is
+    // leased to one at a time.
+    let cluster = textgate_engine::cluster::Cluster::new(
+        store.clone(),
+        &cfg,
+        &node_name(),
+        &listener.local_addr()?.to_string(),
+    );
+    dispatcher.set_cluster(cluster.clone());
+    let _ = state.cluster.set(cluster.clone());
+    let heartbeat = tokio::spawn(cluster.clone().run(stops.engine.clone()));
     let retention = tokio::spawn(textgate_engine::retention::run(
         store.clone(),
         cfg.retention.clone(),
         cfg.spool.as_ref().map(|s| std::path::PathBuf::from(&s.dir)),
+        cluster.clone(),
         stops.engine.clone(),
     ));
     // Revoked API keys are forgotten here too, wherever they were revoked.
@@ -190,6 +202,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             ("revocations", revocations),
             ("device controls", device_controls),
             ("mailer", mailer),
+            ("node heartbeat", heartbeat),
         ],
         metrics,
     };

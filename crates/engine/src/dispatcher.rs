@@ -188,6 +188,8 @@ pub struct Dispatcher {
     pub deliveries: Arc<Notify>,
     /// Whether a device wants to hear when its answers are recorded (remote devices).
     answers_recorded: bool,
+    /// This node among others on the store: the queue's upkeep runs on one at a time.
+    cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
 }
 
 /// A message this node claimed, on its way to a device's worker.
@@ -315,6 +317,7 @@ impl Dispatcher {
         let answers_recorded = entries.iter().any(|d| d.device.kind() == "remote");
         Arc::new(Dispatcher {
             answers_recorded,
+            cluster: std::sync::OnceLock::new(),
             store,
             devices: entries,
             user_names: Mutex::new(HashMap::new()),
@@ -327,6 +330,12 @@ impl Dispatcher {
             inbound: InboundRouter::new(cfg),
             deliveries: Arc::new(Notify::new()),
         })
+    }
+
+    /// Runs the queue's upkeep (scheduled messages due, leases run out, validity past) only
+    /// while this node holds its lease, so that one node at a time does it.
+    pub fn set_cluster(&self, cluster: Arc<crate::cluster::Cluster>) {
+        let _ = self.cluster.set(cluster);
     }
 
     /// The store the dispatcher works on.
@@ -1172,7 +1181,16 @@ impl Dispatcher {
                     Err(e) => tracing::warn!(error = %e, "loading the suppression list failed"),
                 }
             }
-            match self.store.maintain(now_ms()).await {
+            let mine = match self.cluster.get() {
+                Some(c) => c.lease("queue-upkeep").await,
+                None => true,
+            };
+            let upkeep = if mine {
+                self.store.maintain(now_ms()).await
+            } else {
+                Ok(Default::default())
+            };
+            match upkeep {
                 Ok(m) if m.promoted + m.requeued + m.expired > 0 => {
                     if m.expired > 0 {
                         tracing::warn!(

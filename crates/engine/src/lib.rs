@@ -12,8 +12,11 @@
 //!   on concurrent hashes.
 //! - [`retention`]: old records and files deleted (or stripped of their text) in batches.
 //! - [`users`]: users as administrators manage them (API, web UI, command line).
+//! - [`cluster`]: this node among the nodes on one store: heartbeats, and the leases of the
+//!   work that runs on one node at a time.
 #![forbid(unsafe_code)]
 
+pub mod cluster;
 pub mod delivery;
 pub mod dispatcher;
 pub mod inbound;

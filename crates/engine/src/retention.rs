@@ -19,15 +19,19 @@ pub async fn run(
     store: Store,
     cfg: RetentionConfig,
     spool: Option<PathBuf>,
+    cluster: std::sync::Arc<crate::cluster::Cluster>,
     stop: tokio_util::sync::CancellationToken,
 ) {
     if !cfg.any() {
         return;
     }
     loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = pass(&store, &cfg, spool.as_deref()) => {}
+        // One node of several does each pass: the one holding the lease for this interval.
+        if cluster.lease_for("retention", cfg.interval.0).await {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = pass(&store, &cfg, spool.as_deref()) => {}
+            }
         }
         tokio::select! {
             _ = stop.cancelled() => return,

@@ -72,6 +72,8 @@ pub struct Shared {
     pub dashboard: web::pages::DashboardCache,
     /// Remote port servers and their links.
     pub ports: Arc<textgate_port::central::PortServers>,
+    /// This node among the nodes on the store (set once the server listens).
+    pub cluster: std::sync::OnceLock<Arc<textgate_engine::cluster::Cluster>>,
 }
 
 /// Counters of the HTTP side.
@@ -111,6 +113,7 @@ impl AppState {
             signin,
             dashboard: web::pages::DashboardCache::default(),
             ports,
+            cluster: std::sync::OnceLock::new(),
         }))
     }
 }
@@ -194,6 +197,7 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/devices/{name}/inbound",
             post(api::inbound::simulate),
         )
+        .route("/api/v1/nodes", get(api::nodes::list))
         .route("/api/v1/port/link", get(api::ports::link))
         .route("/api/v1/port-servers", get(api::ports::list))
         .route("/api/v1/port-servers/{name}/drain", post(api::ports::drain))

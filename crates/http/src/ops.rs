@@ -115,6 +115,9 @@ pub async fn metrics(State(st): State<AppState>, headers: axum::http::HeaderMap)
     }
     device_metrics(&mut out, &st.dispatcher.devices);
     port_server_metrics(&mut out, &st.ports);
+    if let Some(c) = st.cluster.get() {
+        node_metrics(&mut out, c);
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out.0).into_response()
 }
 
@@ -445,6 +448,37 @@ fn port_server_metrics(out: &mut Exposition, ports: &textgate_port::central::Por
                 get(&e.counters).load(Ordering::Relaxed),
             );
         }
+    }
+}
+
+/// This node (each node serves its own `/metrics`): who it is, and the leases it holds.
+fn node_metrics(out: &mut Exposition, c: &textgate_engine::cluster::Cluster) {
+    out.family(
+        "textgate_node_info",
+        "gauge",
+        "This node: its name, its id for this run and its build (always 1).",
+    );
+    out.sample(
+        "textgate_node_info",
+        &[
+            ("node", &c.me.name),
+            ("id", &c.me.id),
+            ("version", &c.me.version),
+        ],
+        1,
+    );
+    out.family(
+        "textgate_node_lease_held",
+        "gauge",
+        "Whether this node holds the lease of work done for all nodes (1), as it last took it.",
+    );
+    let held = c.held();
+    for lease in ["queue-upkeep", "retention"] {
+        out.sample(
+            "textgate_node_lease_held",
+            &[("lease", lease)],
+            u8::from(held.iter().any(|h| h == lease)),
+        );
     }
 }
 

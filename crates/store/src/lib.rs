@@ -504,6 +504,50 @@ impl Store {
         ))
     }
 
+    /// Records that node `n` is alive now (registering it on its first beat).
+    pub async fn node_beat(&self, n: &Node) -> Result<()> {
+        let (n, now) = (n.clone(), textgate_core::clock::now_ms());
+        write!(self, DURABLE, |e| ops::nodes::beat(e, &n, now))
+    }
+
+    /// Records that node `id` stopped cleanly, and gives up the leases it held.
+    pub async fn node_stopped(&self, id: &str) -> Result<()> {
+        let (id, now) = (id.to_string(), textgate_core::clock::now_ms());
+        write!(self, DURABLE, |e| ops::nodes::stopped(e, &id, now))
+    }
+
+    /// The nodes seen since `since`, newest start first; rows of nodes gone before
+    /// `forget_before` are deleted.
+    pub async fn nodes(&self, since: Millis, forget_before: Millis) -> Result<Vec<Node>> {
+        write!(self, LAZY, |e| ops::nodes::list(e, since, forget_before))
+    }
+
+    /// Takes (or renews) lease `name` for `holder` until `until`; whether it is `holder`'s.
+    pub async fn take_lease(&self, name: &str, holder: &str, until: Millis) -> Result<bool> {
+        let (name, holder, now) = (
+            name.to_string(),
+            holder.to_string(),
+            textgate_core::clock::now_ms(),
+        );
+        write!(self, DURABLE, |e| ops::nodes::take_lease(
+            e, &name, &holder, now, until
+        ))
+    }
+
+    /// Gives lease `name` up, if `holder` holds it.
+    pub async fn release_lease(&self, name: &str, holder: &str) -> Result<()> {
+        let (name, holder) = (name.to_string(), holder.to_string());
+        write!(self, DURABLE, |e| ops::nodes::release_lease(
+            e, &name, &holder
+        ))
+    }
+
+    /// Every lease running now: `(name, holder, until)`.
+    pub async fn leases(&self) -> Result<Vec<(String, String, Millis)>> {
+        let now = textgate_core::clock::now_ms();
+        read!(self, |e| ops::nodes::leases(e, now))
+    }
+
     /// Disables a device by name (`by`: who did it), or enables it again.
     pub async fn set_device_disabled(&self, name: &str, disabled: bool, by: &str) -> Result<()> {
         let (name, by, now) = (

@@ -1030,3 +1030,22 @@ pub struct Group {
     /// Created.
     pub created_at: Millis,
 }
+
+/// A node running on the store (docs/operations.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    /// Its id for this run (made at start).
+    pub id: String,
+    /// Its name (`[server] node_name`, else the host's name).
+    pub name: String,
+    /// Where its HTTP API listens.
+    pub address: String,
+    /// Its build.
+    pub version: String,
+    /// When it started.
+    pub started_at: Millis,
+    /// When it last said it is alive.
+    pub seen_at: Millis,
+    /// When it stopped cleanly, if it did.
+    pub stopped_at: Option<Millis>,
+}

@@ -31,6 +31,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
         8,
         include_str!("migrations/postgres/0008_senders_attempts.sql"),
     ),
+    (9, include_str!("migrations/postgres/0009_nodes.sql")),
 ];
 const POOL_SIZE: usize = 8;
 /// Any constant: it names the lock that serialises migrations between nodes starting at once.

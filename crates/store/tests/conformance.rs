@@ -2324,3 +2324,43 @@ conformance! {
     assert_eq!(s.record_outcomes(vec![late_sent]).await.unwrap(), vec![false]);
     }
 }
+
+conformance! {
+    /// Nodes register and beat; a lease is one node's at a time, renewed by it, taken over
+    /// once it runs out, and given up when its node stops.
+    async fn nodes_beat_and_leases_go_to_one_node_at_a_time(s) {
+    let node = |id: &str| Node {
+        id: id.into(),
+        name: format!("host-{id}"),
+        address: "127.0.0.1:8080".into(),
+        version: "0.1.0".into(),
+        started_at: 1000,
+        seen_at: 0,
+        stopped_at: None,
+    };
+    s.node_beat(&node("a")).await.unwrap();
+    s.node_beat(&node("b")).await.unwrap();
+    let all = s.nodes(0, 0).await.unwrap();
+    assert_eq!(all.len(), 2);
+    assert!(all.iter().all(|n| n.seen_at > 1000 && n.stopped_at.is_none()));
+    let far = textgate_core::clock::now_ms() + 60_000;
+    assert!(s.take_lease("purge", "a", far).await.unwrap());
+    assert!(!s.take_lease("purge", "b", far).await.unwrap(), "a holds it");
+    assert!(s.take_lease("purge", "a", far + 1).await.unwrap(), "renewed by its holder");
+    assert!(s.take_lease("spool", "b", far).await.unwrap(), "another name is another lease");
+    // Run out: the next node takes it over.
+    assert!(s.take_lease("gone", "a", 1).await.unwrap());
+    assert!(s.take_lease("gone", "b", far).await.unwrap());
+    let held: Vec<(String, String)> = s.leases().await.unwrap().into_iter().map(|(n, h, _)| (n, h)).collect();
+    assert_eq!(held, vec![("gone".into(), "b".into()), ("purge".into(), "a".into()), ("spool".into(), "b".into())]);
+    // A clean stop gives up its leases at once.
+    s.node_stopped("a").await.unwrap();
+    assert!(s.take_lease("purge", "b", far).await.unwrap());
+    let a = s.nodes(0, 0).await.unwrap().into_iter().find(|n| n.id == "a").unwrap();
+    assert!(a.stopped_at.is_some());
+    s.release_lease("spool", "a").await.unwrap();
+    assert!(!s.take_lease("spool", "a", far).await.unwrap(), "only its holder gives it up");
+    // Nodes gone long ago are forgotten.
+    assert!(s.nodes(0, textgate_core::clock::now_ms() + 1).await.unwrap().is_empty());
+    }
+}

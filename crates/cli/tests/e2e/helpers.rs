@@ -480,6 +480,36 @@ impl App {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Another node on this app's database (PostgreSQL): the same config, its own listener
+    /// and folder, with `server_extra` added to `[server]`. The schema stays the first
+    /// app's: drop this node first.
+    pub fn another_node(&self, server_extra: &str) -> App {
+        let dir = TempDir::new("node");
+        let text = std::fs::read_to_string(&self.config).unwrap().replacen(
+            "[server]\n",
+            &format!("[server]\n{server_extra}\n"),
+            1,
+        );
+        let config = dir.path().join("textgate.toml");
+        std::fs::write(&config, text).unwrap();
+        let mut app = App {
+            base: String::new(),
+            addr: String::new(),
+            smtp: String::new(),
+            metrics: String::new(),
+            key: self.key.clone(),
+            keys: self.keys.clone(),
+            log: dir.path().join("server.log"),
+            config,
+            child: None,
+            starts: 0,
+            _pg: None,
+            dir,
+        };
+        app.start();
+        app
+    }
+
     /// Writes a config file next to the app's and returns its path.
     pub fn write_file(&self, name: &str, text: &str) -> PathBuf {
         let p = self.dir.path().join(name);

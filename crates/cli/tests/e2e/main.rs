@@ -19,6 +19,7 @@ mod jobs;
 mod keys;
 mod mailer;
 mod modem;
+mod nodes;
 mod port;
 mod postgres;
 mod retention;

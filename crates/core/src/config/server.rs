@@ -23,6 +23,12 @@ pub struct ServerConfig {
     pub public_url: Option<String>,
     /// A message held by a dead worker is retried after this.
     pub claim_lease: Dur,
+    /// This node's name among the nodes on one database (default: the host's name).
+    pub node_name: Option<String>,
+    /// How often a node says it is alive.
+    pub node_heartbeat: Dur,
+    /// A node silent this long is dead: what it held is taken over.
+    pub node_dead_after: Dur,
     /// Larger HTTP bodies get 413.
     pub max_request_bytes: Bytes,
     /// The limit for CSV job uploads.
@@ -105,6 +111,29 @@ impl ServerConfig {
             return Err(ConfigError::new(
                 "server.claim_lease",
                 "must be at least 1s",
+            ));
+        }
+        if let Some(n) = &self.node_name {
+            if n.is_empty()
+                || n.len() > 64
+                || n.chars().any(|c| c.is_control() || c.is_whitespace())
+            {
+                return Err(ConfigError::new(
+                    "server.node_name",
+                    "must be 1 to 64 characters, no spaces",
+                ));
+            }
+        }
+        if self.node_heartbeat.0 < Duration::from_millis(100) {
+            return Err(ConfigError::new(
+                "server.node_heartbeat",
+                "must be at least 100ms",
+            ));
+        }
+        if self.node_dead_after.0 < self.node_heartbeat.0 * 3 {
+            return Err(ConfigError::new(
+                "server.node_dead_after",
+                "must be at least three node_heartbeats, so that one late beat does not make a live node dead",
             ));
         }
         if self.max_parts == 0 || self.max_parts > 255 {
@@ -220,6 +249,9 @@ impl Default for ServerConfig {
             default_country: None,
             public_url: None,
             claim_lease: Dur(Duration::from_secs(30)),
+            node_name: None,
+            node_heartbeat: Dur(Duration::from_secs(2)),
+            node_dead_after: Dur(Duration::from_secs(10)),
             max_request_bytes: Bytes(1 << 20),
             max_upload_bytes: Bytes(1 << 30),
             max_recipients: 1000,

@@ -10,6 +10,7 @@
 //! - [`contacts`]: the address book: contacts and groups, personal or shared.
 //! - [`users`]: users (administrators): list, create, change, disable, set a password.
 //! - [`ports`]: remote port servers: their link, their list, drain and resume.
+//! - [`nodes`]: the nodes that share the store, and the work each does for all.
 
 pub mod contacts;
 pub mod deliveries;
@@ -18,6 +19,7 @@ pub mod inbound;
 pub mod jobs;
 pub mod keys;
 pub mod messages;
+pub mod nodes;
 pub mod ports;
 pub mod suppressions;
 pub mod users;

@@ -8,6 +8,7 @@ pub(crate) mod deliveries;
 pub(crate) mod inbound;
 pub(crate) mod jobs;
 pub(crate) mod messages;
+pub(crate) mod nodes;
 pub(crate) mod retention;
 pub(crate) mod users;
 pub(crate) mod web;

@@ -42,6 +42,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
         9,
         include_str!("../migrations/sqlite/0009_senders_attempts.sql"),
     ),
+    (10, include_str!("../migrations/sqlite/0010_nodes.sql")),
 ];
 
 /// How a write is committed.

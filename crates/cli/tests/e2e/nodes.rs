@@ -1,0 +1,111 @@
+//! Several `textgate serve` nodes on one PostgreSQL database: they know each other, and the
+//! work that runs once (the queue's upkeep, the retention purge) is done by one node at a
+//! time and moves when that node dies or stops.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::helpers::*;
+
+fn nodes(app: &App) -> Vec<Value> {
+    let r = app.get("/api/v1/nodes");
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()["nodes"].as_array().unwrap().clone()
+}
+
+fn survivor_metrics(app: &App) -> String {
+    let r = app.get("/metrics");
+    assert_eq!(r.status, 200);
+    r.text()
+}
+
+fn holder_of<'a>(nodes: &'a [Value], lease: &str) -> Option<&'a Value> {
+    nodes.iter().find(|n| {
+        n["leases"]
+            .as_array()
+            .is_some_and(|l| l.contains(&json!(lease)))
+    })
+}
+
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn nodes_on_one_database_know_each_other_and_the_work_of_a_dead_one_moves() {
+    let a = spawn_app_with(Opts {
+        extra: "node_heartbeat = \"200ms\"\nnode_dead_after = \"1s\"\n",
+        users: &[("admin", "admin"), ("alice", "user")],
+        db: Db::Postgres,
+    });
+    let b = a.another_node("node_name = \"b\"");
+    let c = a.another_node("node_name = \"c\"");
+    // The first node owns the schema: it is dropped last.
+    let mut all = vec![a, b, c];
+    wait_until("three nodes alive, one doing the queue's upkeep", || {
+        let n = nodes(&all[0]);
+        n.iter().filter(|n| n["state"] == "alive").count() == 3
+            && holder_of(&n, "queue-upkeep").is_some()
+    });
+    let list = nodes(&all[0]);
+    assert_eq!(list.iter().filter(|n| n["this"] == true).count(), 1);
+    let bee = list
+        .iter()
+        .find(|n| n["name"] == "b")
+        .expect("node b listed");
+    assert_eq!(bee["address"], all[1].addr.as_str());
+    assert!(bee["version"].as_str().is_some_and(|v| !v.is_empty()));
+    let alice = all[0].key_of("alice").to_string();
+    assert_eq!(
+        all[0]
+            .req_as(&alice, "GET", "/api/v1/nodes", None, &[])
+            .status,
+        403,
+        "administrators only"
+    );
+    // Kill the node that does the upkeep, whichever it is: another takes it over.
+    let holder = holder_of(&list, "queue-upkeep").unwrap()["address"].clone();
+    let dead = all.iter().position(|n| holder == n.addr.as_str()).unwrap();
+    all[dead].kill();
+    let alive = (dead + 1) % 3;
+    let dead_addr = all[dead].addr.clone();
+    wait_until("the dead node seen dead and its upkeep taken over", || {
+        let n = nodes(&all[alive]);
+        let seen_dead = n
+            .iter()
+            .any(|x| x["address"] == dead_addr.as_str() && x["state"] == "dead");
+        seen_dead && holder_of(&n, "queue-upkeep").is_some_and(|h| h["state"] == "alive")
+    });
+    let metrics = survivor_metrics(&all[alive]);
+    assert!(metrics.contains("textgate_node_info{node="), "{metrics}");
+    // The upkeep really runs: a message scheduled a moment ahead is sent when due.
+    let at = rfc3339(now_ms() + 1500);
+    let survivor = &all[alive];
+    let r = survivor.send(&json!({"to": "+15550001111", "body": "scheduled", "schedule_at": at}));
+    assert_eq!(r.status, 202, "{}", r.text());
+    let id = r.json()["messages"][0]["id"].as_i64().unwrap();
+    assert_eq!(survivor.wait_final(id)["status"], "delivered");
+    // A node that stops cleanly says so and gives its leases up at once.
+    let other = 3 - dead - alive;
+    let (_, ok) = all[other].terminate();
+    assert!(ok);
+    let stopped_addr = all[other].addr.clone();
+    let n = nodes(&all[alive]);
+    let s = n
+        .iter()
+        .find(|x| x["address"] == stopped_addr.as_str())
+        .unwrap();
+    assert_eq!(
+        (s["state"].as_str(), s["leases"].as_array().map(Vec::len)),
+        (Some("stopped"), Some(0)),
+        "{s}"
+    );
+    while let Some(node) = all.pop() {
+        drop(node);
+    }
+}
