@@ -109,3 +109,117 @@ fn nodes_on_one_database_know_each_other_and_the_work_of_a_dead_one_moves() {
         drop(node);
     }
 }
+
+#[test]
+fn what_one_node_changes_every_node_obeys_within_seconds() {
+    let a = spawn_app_with(Opts {
+        users: &[("admin", "admin"), ("alice", "user")],
+        db: Db::Postgres,
+        ..Opts::default()
+    });
+    let b = a.another_node("node_name = \"b\"");
+    let admin = a.key_of("admin").to_string();
+    // An API key made on one node works on the other; revoked on one, the other refuses it
+    // within its revocation poll (2 s).
+    let r = a.req_as(&admin, "POST", "/api/v1/keys", Some("{}"), &[]);
+    assert_eq!(r.status, 201, "{}", r.text());
+    let (key, id) = (
+        r.json()["key"].as_str().unwrap().to_string(),
+        r.json()["id"].as_i64().unwrap(),
+    );
+    assert_eq!(
+        b.req_as(&key, "GET", "/api/v1/messages", None, &[]).status,
+        200
+    );
+    assert_eq!(
+        a.req_as(&admin, "DELETE", &format!("/api/v1/keys/{id}"), None, &[])
+            .status,
+        200
+    );
+    let revoked = Instant::now();
+    wait_until("node b to refuse the revoked key", || {
+        b.req_as(&key, "GET", "/api/v1/messages", None, &[]).status == 401
+    });
+    assert!(
+        revoked.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        revoked.elapsed()
+    );
+    // A device disabled on one node: the other sends nothing through it within its poll
+    // (2 s), and sends again once it is enabled there.
+    assert_eq!(
+        a.req_as(
+            &admin,
+            "POST",
+            "/api/v1/devices/loopback/disable",
+            None,
+            &[]
+        )
+        .status,
+        200
+    );
+    std::thread::sleep(Duration::from_millis(2500));
+    let r = b.send(&json!({"to": "+15550002222", "body": "held"}));
+    assert_eq!(r.status, 202, "{}", r.text());
+    let id = r.json()["messages"][0]["id"].as_i64().unwrap();
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(
+        b.message(id)["status"],
+        "queued",
+        "disabled on node a, so on b too"
+    );
+    assert_eq!(
+        a.req_as(&admin, "POST", "/api/v1/devices/loopback/enable", None, &[])
+            .status,
+        200
+    );
+    assert_eq!(b.wait_final(id)["status"], "delivered");
+    // A web session started on one node is good on the other.
+    let users = a.req_as(&admin, "GET", "/api/v1/users", None, &[]).json();
+    let alice = users["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["name"] == "alice")
+        .unwrap()["id"]
+        .as_i64()
+        .unwrap();
+    let body = json!({"password": "a long password for alice"}).to_string();
+    assert_eq!(
+        a.req_as(
+            &admin,
+            "POST",
+            &format!("/api/v1/users/{alice}/password"),
+            Some(&body),
+            &[]
+        )
+        .status,
+        200
+    );
+    let form = "username=alice&password=a+long+password+for+alice";
+    let r = http(
+        &a.addr,
+        "POST",
+        "/login",
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        Some(form.as_bytes()),
+    )
+    .unwrap();
+    assert_eq!(r.status, 303, "{}", r.text());
+    let cookie = r
+        .header("set-cookie")
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let page = http(&b.addr, "GET", "/inbox", &[("Cookie", &cookie)], None).unwrap();
+    assert_eq!(
+        page.status,
+        200,
+        "signed in on a, served by b: {}",
+        page.text()
+    );
+    assert!(page.text().contains("alice"));
+    drop(b);
+}
