@@ -221,5 +221,51 @@ fn what_one_node_changes_every_node_obeys_within_seconds() {
         page.text()
     );
     assert!(page.text().contains("alice"));
+    // Administrators see the nodes in the web UI; others do not.
+    let status = http(&b.addr, "GET", "/admin/nodes", &[("Cookie", &cookie)], None)
+        .unwrap()
+        .status;
+    assert_eq!(status, 404);
+    let body = json!({"password": "a long password for the admin"}).to_string();
+    let admin_id = users["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["name"] == "admin")
+        .unwrap()["id"]
+        .as_i64()
+        .unwrap();
+    assert_eq!(
+        a.req_as(
+            &admin,
+            "POST",
+            &format!("/api/v1/users/{admin_id}/password"),
+            Some(&body),
+            &[]
+        )
+        .status,
+        200
+    );
+    let form = "username=admin&password=a+long+password+for+the+admin";
+    let r = http(
+        &b.addr,
+        "POST",
+        "/login",
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        Some(form.as_bytes()),
+    )
+    .unwrap();
+    let cookie = r
+        .header("set-cookie")
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let page = http(&a.addr, "GET", "/admin/nodes", &[("Cookie", &cookie)], None).unwrap();
+    assert_eq!(page.status, 200, "{}", page.text());
+    let text = page.text();
+    assert!(text.contains("<td>b"), "node b listed: {text}");
+    assert_eq!(text.matches("state-up\">alive").count(), 2, "{text}");
     drop(b);
 }

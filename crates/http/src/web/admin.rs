@@ -515,6 +515,68 @@ struct DeadRow {
 }
 
 #[derive(Template)]
+#[template(path = "admin_nodes.html")]
+struct NodesPage {
+    layout: Layout,
+    nodes: Vec<NodeRow>,
+}
+
+struct NodeRow {
+    name: String,
+    this: bool,
+    state: &'static str,
+    address: String,
+    version: String,
+    started: String,
+    uptime: String,
+    last_seen: String,
+    leases: String,
+}
+
+/// `GET /admin/nodes`: the nodes that share the store, and the work each does for all
+/// (docs/operations.md, several nodes).
+pub async fn nodes(State(st): State<AppState>, me: Signed) -> Response {
+    guard!(me);
+    let Some(cluster) = st.cluster.get() else {
+        return unavailable("the server is still starting");
+    };
+    let list = match cluster.nodes().await {
+        Ok(l) => l,
+        Err(e) => return unavailable(e),
+    };
+    page(&NodesPage {
+        layout: Layout::of(&st, &me, "Nodes", "admin").await,
+        nodes: list
+            .into_iter()
+            .map(|n| {
+                let up = n.uptime_seconds;
+                NodeRow {
+                    uptime: if up >= 86_400 {
+                        format!("{} d {} h", up / 86_400, up % 86_400 / 3600)
+                    } else if up >= 3600 {
+                        format!("{} h {} min", up / 3600, up % 3600 / 60)
+                    } else {
+                        format!("{} min {} s", up / 60, up % 60)
+                    },
+                    name: n.name,
+                    this: n.this,
+                    state: n.state,
+                    address: n.address,
+                    version: n.version,
+                    started: when(n.started_at),
+                    last_seen: when(n.last_seen),
+                    leases: if n.leases.is_empty() {
+                        "—".into()
+                    } else {
+                        n.leases.join(", ")
+                    },
+                }
+            })
+            .collect(),
+    })
+}
+
+#[derive(Template)]
 #[template(path = "admin_deadletters.html")]
 struct DeadPage {
     layout: Layout,

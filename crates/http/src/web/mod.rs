@@ -311,6 +311,7 @@ pub fn router(upload_limit: usize) -> Router<AppState> {
         .route("/admin/optout", get(admin::optout).post(admin::optout_add))
         .route("/admin/optout/{number}/remove", post(admin::optout_remove))
         .route("/admin/deadletters", get(admin::deadletters))
+        .route("/admin/nodes", get(admin::nodes))
         .route(
             "/admin/deadletters/{id}/replay",
             post(admin::deadletter_replay),
