@@ -480,6 +480,26 @@ impl App {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// A server on a config of the caller's making (in `dir`), called with `key`.
+    pub fn on_config(dir: TempDir, config: PathBuf, key: String) -> App {
+        let mut app = App {
+            base: String::new(),
+            addr: String::new(),
+            smtp: String::new(),
+            metrics: String::new(),
+            key,
+            keys: HashMap::new(),
+            log: dir.path().join("server.log"),
+            config,
+            child: None,
+            starts: 0,
+            _pg: None,
+            dir,
+        };
+        app.start();
+        app
+    }
+
     /// Another node on this app's database (PostgreSQL): the same config, its own listener
     /// and folder, with `server_extra` added to `[server]`. The schema stays the first
     /// app's: drop this node first.

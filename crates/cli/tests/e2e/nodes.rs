@@ -269,3 +269,180 @@ fn what_one_node_changes_every_node_obeys_within_seconds() {
     assert_eq!(text.matches("state-up\">alive").count(), 2, "{text}");
     drop(b);
 }
+
+/// A PostgreSQL server of the test's own (initdb in a temporary folder, on a free port), so
+/// that it can be restarted without touching the machine's.
+struct PrivatePg {
+    dir: TempDir,
+    port: u16,
+}
+
+impl PrivatePg {
+    fn bin(tool: &str) -> String {
+        let base = std::fs::read_dir("/usr/lib/postgresql")
+            .expect("PostgreSQL's server programs in /usr/lib/postgresql")
+            .flatten()
+            .map(|e| e.path())
+            .max()
+            .expect("a PostgreSQL version under /usr/lib/postgresql");
+        base.join("bin").join(tool).to_string_lossy().into_owned()
+    }
+
+    /// Runs a PostgreSQL program: as the `postgres` user when the tests run as root (the
+    /// server refuses root).
+    fn run(args: &[&str]) -> std::process::Output {
+        let root = std::process::Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+        let mut c = if root {
+            let mut c = std::process::Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).args(args);
+            c
+        } else {
+            let mut c = std::process::Command::new(args[0]);
+            c.args(&args[1..]);
+            c
+        };
+        c.output().expect("run a PostgreSQL program")
+    }
+
+    fn start() -> PrivatePg {
+        let dir = TempDir::new("pg");
+        let _ = std::process::Command::new("chmod")
+            .args(["777", dir.path().to_str().unwrap()])
+            .status();
+        let data = dir.path().join("data");
+        let o = Self::run(&[
+            &Self::bin("initdb"),
+            "-D",
+            data.to_str().unwrap(),
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+        ]);
+        assert!(
+            o.status.success(),
+            "initdb: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let pg = PrivatePg { dir, port };
+        pg.ctl("start");
+        pg
+    }
+
+    fn ctl(&self, what: &str) {
+        let data = self.dir.path().join("data");
+        let opts = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1",
+            self.port,
+            self.dir.path().display()
+        );
+        let log = self.dir.path().join("log");
+        let o = Self::run(&[
+            &Self::bin("pg_ctl"),
+            "-D",
+            data.to_str().unwrap(),
+            "-m",
+            "fast",
+            "-w",
+            "-o",
+            &opts,
+            "-l",
+            log.to_str().unwrap(),
+            what,
+        ]);
+        assert!(
+            o.status.success(),
+            "pg_ctl {what}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for PrivatePg {
+    fn drop(&mut self) {
+        let data = self.dir.path().join("data");
+        let _ = Self::run(&[
+            &Self::bin("pg_ctl"),
+            "-D",
+            data.to_str().unwrap(),
+            "-m",
+            "immediate",
+            "stop",
+        ]);
+    }
+}
+
+#[test]
+fn a_postgresql_restart_mid_burst_is_answered_503_and_every_202_is_delivered() {
+    let pg = PrivatePg::start();
+    let dir = TempDir::new("pgnode");
+    let config = dir.path().join("textgate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nhttp_listen = \"127.0.0.1:0\"\ndatabase_url = \"{}\"\ndefault_country = \"US\"\n[[device]]\nname = \"loopback\"\nkind = \"loopback\"\n",
+            pg.url()
+        ),
+    )
+    .unwrap();
+    let key = create_user_with_key(&config, "alice", "user");
+    let mut node = App::on_config(dir, config, key);
+    let accepted = std::sync::Mutex::new(Vec::new());
+    let refused = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            for i in 0..300 {
+                let r = node
+                    .send(&json!({"to": format!("+1555300{i:04}"), "body": format!("burst {i}")}));
+                match r.status {
+                    202 => accepted
+                        .lock()
+                        .unwrap()
+                        .push(r.json()["messages"][0]["id"].as_i64().unwrap()),
+                    503 => {
+                        assert_eq!(
+                            r.json()["error"]["code"],
+                            "store_unavailable",
+                            "{}",
+                            r.text()
+                        );
+                        refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    other => panic!("{other}: {}", r.text()),
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        });
+        std::thread::sleep(Duration::from_millis(800));
+        pg.ctl("restart");
+    });
+    let accepted = accepted.into_inner().unwrap();
+    let refused = refused.into_inner();
+    assert_eq!(accepted.len() + refused, 300);
+    assert!(accepted.len() > 100, "{} accepted", accepted.len());
+    eprintln!(
+        "PostgreSQL restarted mid-burst: {} accepted, {refused} answered 503",
+        accepted.len()
+    );
+    for id in &accepted {
+        assert_eq!(
+            node.wait_final(*id)["status"],
+            "delivered",
+            "every 202 is delivered"
+        );
+    }
+    node.kill();
+}
