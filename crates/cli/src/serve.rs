@@ -94,13 +94,37 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let store = open_store(&cfg).await?;
     let root = CancellationToken::new();
     let stops = Stops::new(&root);
+    // Bound early: this node's address is what the other nodes on the store see. Requests
+    // wait in the backlog until it serves, below.
+    let listener = tokio::net::TcpListener::bind(&cfg.server.http_listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {} ([server] http_listen)",
+                cfg.server.http_listen
+            )
+        })?;
+    // This node among the nodes on the store: the work of all of them that runs once is
+    // leased to one at a time, and so are the binds of SMSC accounts they share.
+    let cluster = textgate_engine::cluster::Cluster::new(
+        store.clone(),
+        &cfg,
+        &node_name(),
+        &listener.local_addr()?.to_string(),
+    );
     let ports = textgate_port::central::PortServers::new(&cfg, &node_name());
     let lease = cfg.server.claim_lease.0;
     let devices = textgate_drivers::build_devices(&cfg.devices, &|name, r| {
         let d = ports.device(name, &r.port_server, r.remote_device, lease)?;
         Some(Arc::new(d) as Arc<dyn textgate_drivers::Device>)
     })?;
+    if cluster.shared() {
+        for d in &devices {
+            d.share_sessions(cluster.clone());
+        }
+    }
     let dispatcher = Dispatcher::new(store.clone(), &cfg, devices);
+    dispatcher.set_cluster(cluster.clone());
     let engine = dispatcher.start(stops.engine.clone());
     let state = textgate_http::AppState::new(
         store.clone(),
@@ -138,23 +162,6 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let signin = state.signin.clone();
     tokio::spawn(async move { signin.warm_up().await });
     let (smtp, gateway) = start_smtp(&cfg, &state, &stops).await?;
-    let listener = tokio::net::TcpListener::bind(&cfg.server.http_listen)
-        .await
-        .with_context(|| {
-            format!(
-                "cannot listen on {} ([server] http_listen)",
-                cfg.server.http_listen
-            )
-        })?;
-    // This node among the nodes on the store: the work of all of them that runs once is
-    // leased to one at a time.
-    let cluster = textgate_engine::cluster::Cluster::new(
-        store.clone(),
-        &cfg,
-        &node_name(),
-        &listener.local_addr()?.to_string(),
-    );
-    dispatcher.set_cluster(cluster.clone());
     let _ = state.cluster.set(cluster.clone());
     let heartbeat = tokio::spawn(cluster.clone().run(stops.engine.clone()));
     let retention = tokio::spawn(textgate_engine::retention::run(

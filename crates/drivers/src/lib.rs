@@ -41,6 +41,19 @@ pub(crate) fn emit(events: &mpsc::Sender<DeviceEvent>, ev: DeviceEvent) {
     }
 }
 
+/// The sessions of devices whose account several nodes share (an SMSC account allows so
+/// many binds): a session may be open only while this node holds its slot.
+pub trait SessionSlots: Send + Sync + 'static {
+    /// Takes or renews slot `slot` (of `of`) of `device` for this node; whether it is this
+    /// node's now. `false` also when it cannot tell (the store is away): a session must not
+    /// stay open on a slot it may have lost.
+    fn hold<'a>(&'a self, device: &'a str, slot: usize, of: usize) -> BoxFuture<'a, bool>;
+    /// Gives a slot up (its session closed).
+    fn release<'a>(&'a self, device: &'a str, slot: usize) -> BoxFuture<'a, ()>;
+    /// How often a slot held is renewed, and a free one looked at again.
+    fn every(&self) -> std::time::Duration;
+}
+
 /// A boxed future, so that [`Device`] can be used as a trait object.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -271,6 +284,9 @@ pub trait Device: Send + Sync + 'static {
     /// message is now sent or failed for good (not when it waits for a retry, nor when the
     /// outcome was stale because the message had moved on).
     fn outcome_recorded(&self, _message_id: i64, _settled: bool) {}
+    /// Shares this device's sessions with other nodes through `slots` (an SMPP device's
+    /// binds), before [`Device::start`]. Devices without such sessions ignore it.
+    fn share_sessions(&self, _slots: Arc<dyn SessionSlots>) {}
     /// Whether this device has taken the message and will report what became of it (a
     /// port server holds it): every later attempt goes to this device, whatever its route
     /// says, so that it is never sent twice by two devices.

@@ -27,6 +27,8 @@ pub struct Cluster {
     dead_after: Duration,
     shared: bool,
     held: Mutex<BTreeSet<String>>,
+    /// Nodes alive at the last heartbeat (this one included).
+    alive: std::sync::atomic::AtomicUsize,
 }
 
 /// A node as `GET /api/v1/nodes` shows it.
@@ -78,6 +80,7 @@ impl Cluster {
             heartbeat: cfg.server.node_heartbeat.0,
             dead_after: cfg.server.node_dead_after.0,
             held: Mutex::new(BTreeSet::new()),
+            alive: std::sync::atomic::AtomicUsize::new(1),
         })
     }
 
@@ -86,6 +89,13 @@ impl Cluster {
         loop {
             if let Err(e) = self.store.node_beat(&self.me).await {
                 tracing::warn!(error = %e, "cannot record this node's heartbeat; trying again");
+            }
+            if self.shared {
+                if let Ok(nodes) = self.nodes().await {
+                    let alive = nodes.iter().filter(|n| n.state == "alive").count();
+                    self.alive
+                        .store(alive.max(1), std::sync::atomic::Ordering::Relaxed);
+                }
             }
             tokio::select! {
                 _ = stop.cancelled() => break,
@@ -128,6 +138,11 @@ impl Cluster {
             }
         }
         mine
+    }
+
+    /// Whether several nodes may share this store (PostgreSQL).
+    pub fn shared(&self) -> bool {
+        self.shared
     }
 
     /// The leases this node holds, as it last took them.
@@ -178,5 +193,65 @@ impl Cluster {
                 }
             })
             .collect())
+    }
+}
+
+/// The name of the lease of session `slot` of `device`.
+fn slot_lease(device: &str, slot: usize) -> String {
+    format!("bind:{device}:{slot}")
+}
+
+impl textgate_drivers::SessionSlots for Cluster {
+    /// A node holds at most its share of a device's slots (the slots over the nodes alive,
+    /// rounded up): a node that holds more gives its highest one up, so that a node that
+    /// joins gets binds of its own; the slots of a dead node are taken once its leases run
+    /// out.
+    fn hold<'a>(
+        &'a self,
+        device: &'a str,
+        slot: usize,
+        of: usize,
+    ) -> textgate_drivers::BoxFuture<'a, bool> {
+        Box::pin(async move {
+            let name = slot_lease(device, slot);
+            let prefix = format!("bind:{device}:");
+            let mine: Vec<usize> = self
+                .held()
+                .iter()
+                .filter_map(|h| h.strip_prefix(&prefix).and_then(|n| n.parse().ok()))
+                .collect();
+            let alive = self.alive.load(std::sync::atomic::Ordering::Relaxed).max(1);
+            let share = of.div_ceil(alive);
+            let is_mine = mine.contains(&slot);
+            if is_mine && mine.len() > share && mine.iter().max() == Some(&slot) {
+                tracing::info!(device, slot, share, "giving a bind slot up to another node");
+                self.give_up(&name).await;
+                return false;
+            }
+            if !is_mine && mine.len() >= share {
+                return false;
+            }
+            self.lease(&name).await
+        })
+    }
+
+    fn release<'a>(&'a self, device: &'a str, slot: usize) -> textgate_drivers::BoxFuture<'a, ()> {
+        Box::pin(async move { self.give_up(&slot_lease(device, slot)).await })
+    }
+
+    fn every(&self) -> Duration {
+        self.heartbeat
+    }
+}
+
+impl Cluster {
+    /// Gives lease `name` up, if this node holds it.
+    async fn give_up(&self, name: &str) {
+        if let Ok(mut held) = self.held.lock() {
+            held.remove(name);
+        }
+        if let Err(e) = self.store.release_lease(name, &self.me.id).await {
+            tracing::warn!(lease = name, error = %e, "cannot give a lease up; it runs out by itself");
+        }
     }
 }

@@ -446,3 +446,71 @@ fn a_postgresql_restart_mid_burst_is_answered_503_and_every_202_is_delivered() {
     }
     node.kill();
 }
+
+#[test]
+fn an_smsc_accounts_binds_are_shared_by_the_nodes_and_never_exceeded() {
+    let mut smsc = crate::smpp::Smsc::start(&["--receipt-delay", "20"]);
+    let a = spawn_app_with(Opts {
+        extra: &format!(
+            "node_heartbeat = \"200ms\"\nnode_dead_after = \"1s\"\n{}",
+            smsc.device("binds = 2")
+        ),
+        users: &[("admin", "admin")],
+        db: Db::Postgres,
+    });
+    let mut most = 0;
+    let mut bound = |smsc: &mut crate::smpp::Smsc| {
+        let n = smsc.stats()["bound_now"].as_u64().unwrap_or(0);
+        most = most.max(n);
+        n
+    };
+    wait_until("node a bound twice", || bound(&mut smsc) == 2);
+    // A second node: the first gives one bind up, the second takes it.
+    let b = a.another_node("node_name = \"b\"");
+    let slots_of = |n: &Value| {
+        n["leases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|l| l.as_str().unwrap_or("").starts_with("bind:smsc1:"))
+            .count()
+    };
+    wait_until("one bind each", || {
+        let list = nodes(&a);
+        bound(&mut smsc) == 2
+            && list
+                .iter()
+                .filter(|n| n["state"] == "alive")
+                .all(|n| slots_of(n) == 1)
+    });
+    let ids: Vec<i64> = (0..40)
+        .map(|i| {
+            let node = if i % 2 == 0 { &a } else { &b };
+            let r = node.send(&json!({"to": format!("+1555400{i:04}"), "body": "shared account"}));
+            assert_eq!(r.status, 202, "{}", r.text());
+            r.json()["messages"][0]["id"].as_i64().unwrap()
+        })
+        .collect();
+    for id in &ids {
+        assert_eq!(b.wait_final(*id)["status"], "delivered");
+        bound(&mut smsc);
+    }
+    // Node a dies: its bind drops with it, and b takes its slot once a's lease runs out.
+    let mut a = a;
+    a.kill();
+    wait_until("b bound twice", || {
+        let list = nodes(&b);
+        bound(&mut smsc) == 2 && list.iter().any(|n| n["name"] == "b" && slots_of(n) == 2)
+    });
+    assert!(
+        most <= 2,
+        "the account's 2 binds were exceeded: {most} at once"
+    );
+    let r = b.send(&json!({"to": "+15554009999", "body": "after the takeover"}));
+    assert_eq!(
+        b.wait_final(r.json()["messages"][0]["id"].as_i64().unwrap())["status"],
+        "delivered"
+    );
+    assert!(smsc.stats()["bind_failures"].as_u64() == Some(0));
+    drop(b);
+}

@@ -107,11 +107,11 @@ impl Smsc {
             .unwrap_or_default()
     }
 
-    fn stats(&mut self) -> Value {
+    pub(crate) fn stats(&mut self) -> Value {
         self.cmd(json!({"cmd": "stats"}))["stats"].clone()
     }
 
-    fn device(&self, extra: &str) -> String {
+    pub(crate) fn device(&self, extra: &str) -> String {
         format!(
             "retry_backoff = \"50ms\"\nretry_backoff_max = \"200ms\"\nmax_attempts = 50\n\
              [[device]]\nname = \"smsc1\"\nkind = \"smpp\"\nhost = \"127.0.0.1\"\nport = {}\n\

@@ -53,9 +53,23 @@ pub struct Shared {
     pub close: tokio::sync::Notify,
     closed: std::sync::atomic::AtomicUsize,
     all_closed: tokio::sync::Notify,
+    /// With several nodes on one account: the slot each session must hold to be open.
+    pub slots: std::sync::OnceLock<Arc<dyn crate::SessionSlots>>,
+    /// Per session: its slot was lost (or given to another node), so it unbinds.
+    pub leaving: Vec<AtomicBool>,
 }
 
 impl Shared {
+    /// Whether session `index` is to unbind: the device is closing, or the session's slot
+    /// went to another node.
+    pub fn leaving(&self, index: usize) -> bool {
+        self.closing.load(Ordering::Relaxed)
+            || self
+                .leaving
+                .get(index)
+                .is_some_and(|l| l.load(Ordering::Relaxed))
+    }
+
     /// Records a session's state.
     pub fn set_state(&self, session: usize, st: DeviceState) {
         if let Some(s) = self.states.get(session) {
@@ -144,6 +158,8 @@ impl Smpp {
                 reassembly_evicted: AtomicU64::new(0),
                 reassembly_bytes: AtomicI64::new(0),
                 closing: AtomicBool::new(false),
+                slots: std::sync::OnceLock::new(),
+                leaving: (0..binds).map(|_| AtomicBool::new(false)).collect(),
                 close: tokio::sync::Notify::new(),
                 closed: std::sync::atomic::AtomicUsize::new(0),
                 all_closed: tokio::sync::Notify::new(),
@@ -180,6 +196,10 @@ impl Device for Smpp {
 
     fn kind(&self) -> &'static str {
         "smpp"
+    }
+
+    fn share_sessions(&self, slots: Arc<dyn crate::SessionSlots>) {
+        let _ = self.shared.slots.set(slots);
     }
 
     fn start(&self, events: mpsc::Sender<DeviceEvent>) {

@@ -114,14 +114,58 @@ pub async fn run(ctx: SessionCtx, index: usize) {
     let mut backoff = cfg.reconnect_min.0;
     loop {
         ctx.shared.set_state(index, DeviceState::Connecting);
+        // Shared with other nodes: bind only on a slot this node holds, and unbind as soon
+        // as it may no longer hold it.
+        let renewing = match ctx.shared.slots.get() {
+            None => None,
+            Some(slots) => {
+                let of = ctx.shared.leaving.len();
+                while !slots.hold(&ctx.shared.name, index, of).await {
+                    if ctx.shared.closing.load(Ordering::Relaxed) {
+                        ctx.shared.session_closed();
+                        return;
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(slots.every().mul_f64(0.75 + fastrand::f64() / 2.0)) => {}
+                        _ = ctx.shared.close.notified() => {}
+                    }
+                }
+                if let Some(l) = ctx.shared.leaving.get(index) {
+                    l.store(false, Ordering::Relaxed);
+                }
+                let (slots, shared) = (slots.clone(), ctx.shared.clone());
+                Some(tokio::spawn(async move {
+                    loop {
+                        tokio::time::sleep(slots.every()).await;
+                        if !slots.hold(&shared.name, index, of).await {
+                            if let Some(l) = shared.leaving.get(index) {
+                                l.store(true, Ordering::Relaxed);
+                            }
+                            shared.close.notify_waiters();
+                            return;
+                        }
+                    }
+                }))
+            }
+        };
         let reason = match connect_and_bind(&ctx).await {
             Ok((stream, seq, early)) => {
                 backoff = cfg.reconnect_min.0;
                 ctx.shared.set_state(index, DeviceState::Up);
                 ctx.shared.binds.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(device = %ctx.shared.name, session = index, "bound to the SMSC");
-                let reason = Session::new(&ctx, stream, seq).serve(early).await;
+                let reason = Session::new(&ctx, stream, seq, index).serve(early).await;
                 ctx.shared.set_state(index, DeviceState::Down);
+                if let Some(r) = renewing {
+                    r.abort();
+                }
+                if let Some(slots) = ctx.shared.slots.get() {
+                    slots.release(&ctx.shared.name, index).await;
+                }
+                if ctx.shared.leaving(index) && !ctx.shared.closing.load(Ordering::Relaxed) {
+                    tracing::info!(device = %ctx.shared.name, session = index, "SMPP session unbound: its bind slot went to another node");
+                    continue;
+                }
                 if ctx.shared.closing.load(Ordering::Relaxed) {
                     tracing::info!(device = %ctx.shared.name, session = index, "SMPP session closed: {reason}");
                     ctx.shared.session_closed();
@@ -129,7 +173,15 @@ pub async fn run(ctx: SessionCtx, index: usize) {
                 }
                 reason
             }
-            Err(e) => e,
+            Err(e) => {
+                if let Some(r) = renewing {
+                    r.abort();
+                }
+                if let Some(slots) = ctx.shared.slots.get() {
+                    slots.release(&ctx.shared.name, index).await;
+                }
+                e
+            }
         };
         if ctx.shared.closing.load(Ordering::Relaxed) {
             ctx.shared.session_closed();
@@ -275,6 +327,8 @@ impl DeliverTlvs {
 }
 
 struct Session<'a> {
+    /// Which of the device's sessions.
+    index: usize,
     ctx: &'a SessionCtx,
     stream: Box<dyn Io>,
     next_seq: u32,
@@ -292,9 +346,10 @@ struct Session<'a> {
 }
 
 impl<'a> Session<'a> {
-    fn new(ctx: &'a SessionCtx, stream: Box<dyn Io>, next_seq: u32) -> Session<'a> {
+    fn new(ctx: &'a SessionCtx, stream: Box<dyn Io>, next_seq: u32, index: usize) -> Session<'a> {
         let (acks_tx, acks_rx) = mpsc::unbounded_channel();
         Session {
+            index,
             ctx,
             stream,
             next_seq,
@@ -425,10 +480,7 @@ impl<'a> Session<'a> {
         let mut unbinding = false;
         loop {
             // Shutdown (§4.2): take no more submits, let the window drain, then unbind.
-            if !unbinding
-                && self.ctx.shared.closing.load(Ordering::Relaxed)
-                && self.pending.is_empty()
-            {
+            if !unbinding && self.ctx.shared.leaving(self.index) && self.pending.is_empty() {
                 let seq = self.seq();
                 self.queue(&Command::new(CommandStatus::EsmeRok, seq, Pdu::Unbind));
                 unbinding = true;
@@ -442,7 +494,7 @@ impl<'a> Session<'a> {
             let room = can_send
                 && self.pending.len() < window
                 && !self.ctx.shared.throttled()
-                && !self.ctx.shared.closing.load(Ordering::Relaxed);
+                && !self.ctx.shared.leaving(self.index);
             let reading = self.backlog.is_empty();
             let ctx = self.ctx;
             tokio::select! {
