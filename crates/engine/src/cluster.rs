@@ -145,6 +145,11 @@ impl Cluster {
         self.shared
     }
 
+    /// How many nodes were alive at the last heartbeat (this one included; 1 on SQLite).
+    pub fn alive(&self) -> usize {
+        self.alive.load(std::sync::atomic::Ordering::Relaxed).max(1)
+    }
+
     /// The leases this node holds, as it last took them.
     pub fn held(&self) -> Vec<String> {
         self.held

@@ -628,6 +628,15 @@ impl Dispatcher {
         ));
     }
 
+    /// The spacing of a device's messages under its `max_rate`: shared by the nodes alive on
+    /// the store, so that together they keep to it.
+    fn pace(&self, entry: &DeviceEntry) -> Option<Duration> {
+        (entry.max_rate > 0).then(|| {
+            let nodes = self.cluster.get().map_or(1, |c| c.alive());
+            Duration::from_secs_f64(nodes as f64 / f64::from(entry.max_rate))
+        })
+    }
+
     /// Hands a claimed message to a device's worker, API texts in the urgent lane.
     fn to_lane(&self, device: usize, msg: Message, permit: OwnedSemaphorePermit, queues: &[Lanes]) {
         self.devices[device]
@@ -668,8 +677,6 @@ impl Dispatcher {
         let mut closing = false;
         let entry = &self.devices[index];
         let window = Arc::new(Semaphore::new(entry.device.window().max(1)));
-        let interval =
-            (entry.max_rate > 0).then(|| Duration::from_secs_f64(1.0 / f64::from(entry.max_rate)));
         let mut next_slot = tokio::time::Instant::now();
         let mut sends = JoinSet::new();
         // Past this share of the lease a waiting message goes back to the queue unsent.
@@ -705,7 +712,7 @@ impl Dispatcher {
                 ));
                 continue;
             }
-            if let Some(iv) = interval {
+            if let Some(iv) = self.pace(entry) {
                 // Token pacing: one message per interval, never bursting beyond it.
                 let now = tokio::time::Instant::now();
                 if next_slot > now {

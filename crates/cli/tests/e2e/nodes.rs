@@ -453,7 +453,7 @@ fn an_smsc_accounts_binds_are_shared_by_the_nodes_and_never_exceeded() {
     let a = spawn_app_with(Opts {
         extra: &format!(
             "node_heartbeat = \"200ms\"\nnode_dead_after = \"1s\"\n{}",
-            smsc.device("binds = 2")
+            smsc.device("binds = 2\nmax_rate = 20")
         ),
         users: &[("admin", "admin")],
         db: Db::Postgres,
@@ -495,6 +495,23 @@ fn an_smsc_accounts_binds_are_shared_by_the_nodes_and_never_exceeded() {
         assert_eq!(b.wait_final(*id)["status"], "delivered");
         bound(&mut smsc);
     }
+    // max_rate = 20 holds for the account, not for each node: in no second did the SMSC
+    // get more than 20 submits (and a little for the two nodes' pacing not being in step).
+    let times: Vec<i64> = smsc
+        .submits()
+        .iter()
+        .filter_map(|s| parse_rfc3339_z(s["time"].as_str()?))
+        .collect();
+    assert_eq!(times.len(), 40);
+    let busiest = times
+        .iter()
+        .map(|t| times.iter().filter(|u| **u >= *t && **u < t + 1000).count())
+        .max()
+        .unwrap_or(0);
+    assert!(
+        busiest <= 22,
+        "{busiest} submits in one second, over max_rate = 20"
+    );
     // Node a dies: its bind drops with it, and b takes its slot once a's lease runs out.
     let mut a = a;
     a.kill();
