@@ -132,6 +132,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         cfg.clone(),
         ports.clone(),
     );
+    let _ = state.cluster.set(cluster.clone());
     let webhooks = tokio::spawn(textgate_http::webhooks::run(
         state.clone(),
         stops.engine.clone(),
@@ -162,7 +163,6 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let signin = state.signin.clone();
     tokio::spawn(async move { signin.warm_up().await });
     let (smtp, gateway) = start_smtp(&cfg, &state, &stops).await?;
-    let _ = state.cluster.set(cluster.clone());
     let heartbeat = tokio::spawn(cluster.clone().run(stops.engine.clone()));
     let retention = tokio::spawn(textgate_engine::retention::run(
         store.clone(),
@@ -249,7 +249,17 @@ async fn start_spool(
         .await
         .map_err(anyhow::Error::msg)?;
     tracing::info!(dir = %sp.dir, user = %sp.user, "watching the spool folder");
-    Ok(Some(tokio::spawn(spool.run(stops.intake.clone()))))
+    // Nodes sharing the folder take turns: the one holding its lease watches it.
+    let turn: Option<textgate_jobs::spool::Turn> =
+        state.cluster.get().filter(|c| c.shared()).map(|c| {
+            let c = c.clone();
+            std::sync::Arc::new(move || {
+                let c = c.clone();
+                Box::pin(async move { c.lease("spool").await })
+                    as std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>>
+            }) as textgate_jobs::spool::Turn
+        });
+    Ok(Some(tokio::spawn(spool.run(stops.intake.clone(), turn))))
 }
 
 /// The e-mail gateway's listener, with `[smtp]`, and the gateway (whose cached credentials a

@@ -473,7 +473,7 @@ fn node_metrics(out: &mut Exposition, c: &textgate_engine::cluster::Cluster) {
         "Whether this node holds the lease of work done for all nodes (1), as it last took it.",
     );
     let held = c.held();
-    for lease in ["queue-upkeep", "retention"] {
+    for lease in ["queue-upkeep", "retention", "spool"] {
         out.sample(
             "textgate_node_lease_held",
             &[("lease", lease)],

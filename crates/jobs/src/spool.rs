@@ -58,6 +58,11 @@ fn ignored(name: &str) -> bool {
         || name.ends_with(".json")
 }
 
+/// Whether it is this node's turn to watch the folder (it holds its lease).
+pub type Turn = std::sync::Arc<
+    dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>> + Send + Sync,
+>;
+
 /// The watcher.
 pub struct Spool {
     jobs: Jobs,
@@ -95,10 +100,30 @@ impl Spool {
     }
 
     /// Finishes what a restart interrupted, then watches `incoming/` until `stop` fires.
-    pub async fn run(self, stop: tokio_util::sync::CancellationToken) {
-        self.recover().await;
+    /// With several nodes sharing the folder, `turn` says whether this node's turn it is (it
+    /// holds the folder's lease): only that node recovers and takes files, and another
+    /// takes over, recovering first, when it dies.
+    pub async fn run(self, stop: tokio_util::sync::CancellationToken, turn: Option<Turn>) {
+        let mut recovered = false;
         let mut seen: HashMap<PathBuf, (u64, Option<SystemTime>, Instant)> = HashMap::new();
         loop {
+            let mine = match &turn {
+                Some(t) => t().await,
+                None => true,
+            };
+            if !mine {
+                recovered = false;
+                seen.clear();
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(self.cfg.poll_interval.0) => {}
+                }
+                continue;
+            }
+            if !recovered {
+                self.recover().await;
+                recovered = true;
+            }
             for path in self.ready(&mut seen) {
                 if stop.is_cancelled() {
                     return;

@@ -531,3 +531,57 @@ fn an_smsc_accounts_binds_are_shared_by_the_nodes_and_never_exceeded() {
     assert!(smsc.stats()["bind_failures"].as_u64() == Some(0));
     drop(b);
 }
+
+#[test]
+fn nodes_sharing_a_watched_folder_take_each_file_once_and_one_takes_over() {
+    let spool = TempDir::new("spool");
+    let a = spawn_app_with(Opts {
+        extra: &format!(
+            "node_heartbeat = \"200ms\"\nnode_dead_after = \"1s\"\n[spool]\ndir = \"{}\"\nuser = \"alice\"\npoll_interval = \"50ms\"\nsettle = \"200ms\"\n",
+            spool.path().display()
+        ),
+        users: &[("admin", "admin"), ("alice", "user")],
+        db: Db::Postgres,
+    });
+    let b = a.another_node("node_name = \"b\"");
+    let mut all = vec![a, b];
+    let incoming = spool.path().join("incoming");
+    for f in 0..5 {
+        let rows: String = (0..3)
+            .map(|r| format!("+1555600{f}{r:03},file {f} row {r}\n"))
+            .collect();
+        std::fs::write(
+            incoming.join(format!("f{f}.csv")),
+            format!("to,body\n{rows}"),
+        )
+        .unwrap();
+    }
+    wait_until("the five files done", || {
+        (0..5).all(|f| spool.path().join(format!("done/f{f}.csv")).exists())
+    });
+    let jobs = all[0].get("/api/v1/jobs").json();
+    assert_eq!(
+        jobs["jobs"].as_array().unwrap().len(),
+        5,
+        "each file one job: {jobs}"
+    );
+    wait_until("15 messages", || all[0].count() == 15);
+    // One node watches; when it dies the other takes over.
+    let list = nodes(&all[0]);
+    let holder = holder_of(&list, "spool").expect("one node watches the folder")["address"].clone();
+    let dead = all.iter().position(|n| holder == n.addr.as_str()).unwrap();
+    all[dead].kill();
+    std::fs::write(
+        incoming.join("after.csv"),
+        "to,body\n+15556009999,after the takeover\n",
+    )
+    .unwrap();
+    wait_until("the file taken by the other node", || {
+        spool.path().join("done/after.csv").exists()
+    });
+    let other = &all[1 - dead];
+    wait_until("16 messages", || other.count() == 16);
+    while let Some(n) = all.pop() {
+        drop(n);
+    }
+}
