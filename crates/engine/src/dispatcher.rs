@@ -48,6 +48,9 @@ const GATHER_BELOW: usize = 512;
 const GATHER_WAIT: Duration = Duration::from_millis(if cfg!(test) { 0 } else { 5 });
 /// How often the suppression list is reloaded from the store.
 const SUPPRESSION_RELOAD: Duration = Duration::from_secs(30);
+/// How often receipts for unknown part ids are looked up again (another node may have
+/// recorded their parts meanwhile).
+const EARLY_RECEIPT_RETRY: Duration = Duration::from_secs(1);
 /// How long a receipt for an unknown part id is kept, waiting for its submit to be recorded.
 const EARLY_RECEIPT_TTL: Duration = Duration::from_secs(600);
 
@@ -821,6 +824,8 @@ impl Dispatcher {
         let mut draining = false;
         // Receipts whose part is not (yet) known, by (device, id), with when they arrived.
         let mut early: HashMap<(String, String), (Receipt, tokio::time::Instant)> = HashMap::new();
+        // The acknowledgements of receipts in `early`, sent when they leave it.
+        let mut held_acks: HashMap<(String, String), Vec<textgate_drivers::Ack>> = HashMap::new();
         let mut buf = Vec::with_capacity(4096);
         let mut evbuf = Vec::with_capacity(4096);
         let mut events_open = true;
@@ -835,6 +840,22 @@ impl Dispatcher {
                 n = rx.recv_many(&mut buf, 4096) => if n == 0 { return },
                 n = events.recv_many(&mut evbuf, 4096), if events_open => if n == 0 { events_open = false },
                 _ = &mut drain_signal, if !draining => { draining = true; continue }
+                // Receipts held for a part not yet known are looked up again now and then:
+                // with several nodes, the part may be recorded by another node.
+                _ = tokio::time::sleep(EARLY_RECEIPT_RETRY), if !early.is_empty() => {
+                    let first: HashMap<(String, String), tokio::time::Instant> =
+                        early.iter().map(|(k, (_, t))| (k.clone(), *t)).collect();
+                    let again: Vec<Receipt> = early.drain().map(|(_, (r, _))| r).collect();
+                    self.apply(again, &mut early).await;
+                    // What is still unknown keeps its first arrival, for the TTL below.
+                    for (k, v) in early.iter_mut() {
+                        if let Some(t) = first.get(k) {
+                            v.1 = *t;
+                        }
+                    }
+                    release_held(&mut held_acks, &early);
+                    continue;
+                }
             }
             // A device waiting to acknowledge (an inbound text, a receipt) holds its peer's
             // window until the commit: never make it wait longer.
@@ -887,7 +908,9 @@ impl Dispatcher {
                         if let Some(d) = self.devices.iter().find(|d| d.device.name() == device) {
                             d.stats.receipts.fetch_add(1, Ordering::Relaxed);
                         }
-                        receipt_acks.extend(ack);
+                        if let Some(ack) = ack {
+                            receipt_acks.push(((device.clone(), device_msg_id.clone()), ack));
+                        }
                         receipts.push(Receipt {
                             device,
                             device_msg_id,
@@ -951,10 +974,17 @@ impl Dispatcher {
             } else {
                 self.apply(receipts, &mut early).await
             };
-            // Receipts are acknowledged to their device once written (or held for a submit
-            // not yet recorded); when the store failed, the peer is asked to send them again.
-            for ack in receipt_acks {
-                ack.send(recorded);
+            // Receipts are acknowledged to their device once written; one held for a part not
+            // yet known is acknowledged only when it is written or given up, so that a crash
+            // meanwhile leaves it with its peer, which delivers it again (with several nodes
+            // a receipt often reaches another node than the one recording its part). When the
+            // store failed, the peer is asked to send them again.
+            for (key, ack) in receipt_acks {
+                if recorded && early.contains_key(&key) {
+                    held_acks.entry(key).or_default().push(ack);
+                } else {
+                    ack.send(recorded);
+                }
             }
             let now = tokio::time::Instant::now();
             early.retain(|_, (r, t)| {
@@ -965,6 +995,7 @@ impl Dispatcher {
                 }
                 keep
             });
+            release_held(&mut held_acks, &early);
         }
     }
 
@@ -1255,6 +1286,25 @@ fn retry_or_expire(
         refund,
         at: now,
     }
+}
+
+/// Acknowledges the held receipts that are no longer waiting (written, or given up).
+fn release_held(
+    held: &mut HashMap<(String, String), Vec<textgate_drivers::Ack>>,
+    early: &HashMap<(String, String), (Receipt, tokio::time::Instant)>,
+) {
+    if held.is_empty() {
+        return;
+    }
+    held.retain(|k, acks| {
+        if early.contains_key(k) {
+            return true;
+        }
+        for a in acks.drain(..) {
+            a.send(true);
+        }
+        false
+    });
 }
 
 /// Receipts for the parts of messages whose submit is about to be recorded (from this round,

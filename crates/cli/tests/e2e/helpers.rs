@@ -448,6 +448,11 @@ impl App {
         self.child = Some(child);
     }
 
+    /// The server's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     /// SIGKILLs the server (no shutdown of any kind) and reaps it.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {

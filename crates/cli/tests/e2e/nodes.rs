@@ -585,3 +585,122 @@ fn nodes_sharing_a_watched_folder_take_each_file_once_and_one_takes_over() {
         drop(n);
     }
 }
+
+#[test]
+fn three_nodes_lose_nothing_when_one_is_killed_mid_burst() {
+    // An account of 3 binds: one each.
+    let mut smsc = crate::smpp::Smsc::start(&["--receipt-delay", "50", "--resp-delay", "2"]);
+    let a = spawn_app_with(Opts {
+        extra: &format!(
+            "node_heartbeat = \"200ms\"\nnode_dead_after = \"1s\"\nclaim_lease = \"2s\"\n{}",
+            smsc.device("binds = 3\nwindow = 10\nack_receipts_after_commit = true")
+        ),
+        users: &[("admin", "admin")],
+        db: Db::Postgres,
+    });
+    let b = a.another_node("node_name = \"b\"");
+    let c = a.another_node("node_name = \"c\"");
+    let mut all = vec![a, b, c];
+    let mut most_bound = 0;
+    let mut bound = |smsc: &mut crate::smpp::Smsc| {
+        let n = smsc.stats()["bound_now"].as_u64().unwrap_or(0);
+        most_bound = most_bound.max(n);
+        n
+    };
+    wait_until("one bind each", || bound(&mut smsc) == 3);
+    // Clients spread over the three nodes at once; node c is killed in the middle of it.
+    const EACH: usize = 1000;
+    let c_pid = all[2].pid().unwrap().to_string();
+    let accepted: Vec<i64> = std::thread::scope(|s| {
+        let senders: Vec<_> = all
+            .iter()
+            .enumerate()
+            .map(|(k, node)| {
+                s.spawn(move || {
+                    let mut ids = Vec::new();
+                    let auth = format!("Bearer {}", node.key);
+                    for chunk in 0..EACH / 50 {
+                        let to: Vec<String> = (0..50)
+                            .map(|i| format!("+1555{k}{:06}", chunk * 50 + i))
+                            .collect();
+                        let body = json!({"to": to, "body": "three nodes"}).to_string();
+                        let headers = [
+                            ("Authorization", auth.as_str()),
+                            ("Content-Type", "application/json"),
+                        ];
+                        match http(
+                            &node.addr,
+                            "POST",
+                            "/api/v1/messages",
+                            &headers,
+                            Some(body.as_bytes()),
+                        ) {
+                            Ok(r) if r.status == 202 => ids.extend(
+                                r.json()["messages"]
+                                    .as_array()
+                                    .unwrap()
+                                    .iter()
+                                    .map(|m| m["id"].as_i64().unwrap()),
+                            ),
+                            // The killed node answers no more: what it did not accept was
+                            // never promised.
+                            _ => break,
+                        }
+                    }
+                    ids
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(600));
+        assert!(std::process::Command::new("kill")
+            .args(["-9", &c_pid])
+            .status()
+            .unwrap()
+            .success());
+        senders
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
+    });
+    all[2].kill();
+    assert!(accepted.len() > EACH * 2, "{} accepted", accepted.len());
+    // Every message any node accepted, the dead one included, ends delivered.
+    let survivor = &all[0];
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for id in &accepted {
+        loop {
+            let m = survivor.message(*id);
+            if m["status"] == "delivered" {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{m}");
+            bound(&mut smsc);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let submits = smsc.submits();
+    let mut per: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for s in &submits {
+        *per.entry(s["destination_addr"].as_str().unwrap_or("").to_string())
+            .or_default() += 1;
+    }
+    assert_eq!(
+        per.len(),
+        accepted.len(),
+        "every accepted message reached the SMSC"
+    );
+    // Only what the dead node had handed to its bind and not yet recorded goes twice: its
+    // window in flight (10), and what the SMSC had answered and its recorder not yet
+    // committed (a round of commits: up to a few hundred milliseconds of its traffic on a
+    // loaded machine). Measured: 49 to 195 of 3,000.
+    let doubled = submits.len() - accepted.len();
+    assert!(doubled <= 400, "{doubled} sent twice");
+    assert!(
+        most_bound <= 3,
+        "{most_bound} binds at once on an account of 3"
+    );
+    eprintln!("three nodes, one killed: {} accepted, all delivered, {doubled} sent twice, at most {most_bound} binds", accepted.len());
+    while let Some(n) = all.pop() {
+        drop(n);
+    }
+}
