@@ -152,6 +152,7 @@ async fn fill(db: &str, messages: usize, inbound: usize) -> anyhow::Result<()> {
                     parts: 1,
                     partial: false,
                     dedup_key: None,
+                    same_within: None,
                     received_at: start + k as i64 * istep,
                     routing: Box::new(InboundRouting {
                         matched: true,

@@ -178,6 +178,10 @@ pub struct InboundText {
     pub partial: bool,
     /// A key that is the same for a repeated delivery of the same text (device-specific).
     pub dedup_key: Option<String>,
+    /// A key of the text's content and a window (ms): a text with the same key stored
+    /// within the window before is not stored again (an SMSC's redelivery to another bind,
+    /// perhaps another node's, of a text that carries no id).
+    pub same_within: Option<(String, Millis)>,
     /// When.
     pub received_at: Millis,
 }

@@ -53,6 +53,7 @@ impl Loopback {
             parts: 1,
             partial: false,
             dedup_key: None,
+            same_within: None,
             received_at: now_ms(),
         };
         crate::emit(

@@ -1365,6 +1365,7 @@ fn stored_form(t: textgate_drivers::InboundText) -> textgate_store::NewInbound {
         parts: t.parts,
         partial: t.partial,
         dedup_key: t.dedup_key,
+        same_within: t.same_within,
         received_at: t.received_at,
         routing: Default::default(),
     }

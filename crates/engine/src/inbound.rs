@@ -172,6 +172,7 @@ mod tests {
         let mut t = NewInbound {
             device: "lb".into(),
             dedup_key: None,
+            same_within: None,
             from: "+15550002222".into(),
             to: to.into(),
             body: "hello".into(),

@@ -801,6 +801,7 @@ async fn handle_item(entry: &Arc<PortEntry>, id: u64, report: Report) {
                 parts,
                 partial,
                 dedup_key: Some(format!("port:{}:{key}", entry.name)),
+                same_within: None,
                 received_at,
             };
             let _ = events

@@ -538,6 +538,9 @@ pub struct NewInbound {
     /// A key that is the same for a repeated delivery of the same text (device-specific);
     /// a second text with the same key is not stored again.
     pub dedup_key: Option<String>,
+    /// A key of the text's content and a window (ms): a text whose key was stored within the
+    /// window before is not stored again.
+    pub same_within: Option<(String, Millis)>,
     /// When.
     pub received_at: Millis,
     /// Where it goes: carried out in the transaction that stores it.

@@ -32,6 +32,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         include_str!("migrations/postgres/0008_senders_attempts.sql"),
     ),
     (9, include_str!("migrations/postgres/0009_nodes.sql")),
+    (
+        10,
+        include_str!("migrations/postgres/0010_inbound_seen.sql"),
+    ),
 ];
 const POOL_SIZE: usize = 8;
 /// Any constant: it names the lock that serialises migrations between nodes starting at once.

@@ -627,6 +627,7 @@ conformance! {
         parts: 1,
         partial: false,
         dedup_key: Some("lb:abc".into()),
+        same_within: None,
         received_at: 5,
         routing: Default::default(),
     };
@@ -875,6 +876,7 @@ fn text(from: &str, body: &str, at: i64, routing: InboundRouting) -> NewInbound 
         parts: 1,
         partial: false,
         dedup_key: None,
+        same_within: None,
         received_at: at,
         routing: Box::new(routing),
     }
@@ -2362,5 +2364,27 @@ conformance! {
     assert!(!s.take_lease("spool", "a", far).await.unwrap(), "only its holder gives it up");
     // Nodes gone long ago are forgotten.
     assert!(s.nodes(0, textgate_core::clock::now_ms() + 1).await.unwrap().is_empty());
+    }
+}
+
+conformance! {
+    /// A text whose content key was stored within its window is not stored again (an SMSC's
+    /// redelivery to another bind); after the window, or with another key, it is.
+    async fn a_text_seen_within_its_window_is_stored_once(s) {
+    let with = |key: &str, at: i64| NewInbound {
+        same_within: Some((key.to_string(), 60_000)),
+        ..text("+15550001", "same words", at, InboundRouting::default())
+    };
+    let stored = s
+        .insert_inbound_many(vec![with("k1", 1_000_000), with("k1", 1_001_000), with("k2", 1_001_000)])
+        .await
+        .unwrap();
+    assert!(matches!(stored[..], [InboundStored::New(_), InboundStored::Duplicate, InboundStored::New(_)]), "{stored:?}");
+    // Again in another commit, within the window: still the same text.
+    let again = s.insert_inbound_many(vec![with("k1", 1_050_000)]).await.unwrap();
+    assert!(matches!(again[..], [InboundStored::Duplicate]), "{again:?}");
+    // Past the window: a new text, though the words are the same.
+    let later = s.insert_inbound_many(vec![with("k1", 1_070_000)]).await.unwrap();
+    assert!(matches!(later[..], [InboundStored::New(_)]), "{later:?}");
     }
 }

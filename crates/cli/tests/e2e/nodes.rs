@@ -704,3 +704,52 @@ fn three_nodes_lose_nothing_when_one_is_killed_mid_burst() {
         drop(n);
     }
 }
+
+#[test]
+fn a_text_an_smsc_delivers_to_two_nodes_is_stored_once() {
+    let mut smsc = crate::smpp::Smsc::start(&[]);
+    let a = spawn_app_with(Opts {
+        extra: &format!(
+            "node_heartbeat = \"200ms\"\nnode_dead_after = \"1s\"\n{}",
+            smsc.device("binds = 2\ninbound_dedup_window = \"1m\"")
+        ),
+        users: &[("admin", "admin")],
+        db: Db::Postgres,
+    });
+    let b = a.another_node("node_name = \"b\"");
+    wait_until("one bind each", || {
+        let list = nodes(&a);
+        smsc.stats()["bound_now"].as_u64() == Some(2)
+            && list.iter().filter(|n| n["state"] == "alive").all(|n| {
+                n["leases"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|l| l.as_str().unwrap_or("").starts_with("bind:"))
+            })
+    });
+    // The same text delivered twice goes round robin: once to each node.
+    smsc.cmd(json!({"cmd": "mo", "from": "+15550007777", "to": "12345", "text": "only once please", "repeat": 2}));
+    smsc.cmd(json!({"cmd": "mo", "from": "+15550007777", "to": "12345", "text": "another text"}));
+    wait_until("every deliver_sm answered", || {
+        smsc.stats()["deliver_sm_acked"].as_u64() == Some(3)
+    });
+    let texts = || {
+        let r = a.get("/api/v1/inbound?limit=100");
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.json()["messages"].as_array().unwrap().clone()
+    };
+    wait_until("the texts stored", || texts().len() >= 2);
+    std::thread::sleep(Duration::from_millis(300));
+    let bodies: Vec<String> = texts()
+        .iter()
+        .map(|t| t["body"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        bodies.iter().filter(|b| *b == "only once please").count(),
+        1,
+        "{bodies:?}"
+    );
+    assert_eq!(bodies.len(), 2, "{bodies:?}");
+    drop(b);
+}

@@ -299,6 +299,11 @@ pub struct SmppConfig {
     /// messages then expire as "no receipt"), as in other gateways.
     #[serde(default)]
     pub ack_receipts_after_commit: bool,
+    /// Inbound texts with the same sender, recipient and text within this long are stored
+    /// once (an SMSC that delivers a text again, perhaps to another node's bind, after an
+    /// answer it never got); `0s`, the default: every text delivered is stored.
+    #[serde(default = "no_window")]
+    pub inbound_dedup_window: Dur,
     /// How long the parts of an inbound long text are awaited before it is stored as partial.
     #[serde(default = "default_reassembly")]
     pub reassembly_timeout: Dur,
@@ -321,6 +326,10 @@ fn one() -> u32 {
 pub(super) fn yes() -> bool {
     true
 }
+fn no_window() -> Dur {
+    Dur(Duration::ZERO)
+}
+
 fn default_window() -> u32 {
     10
 }

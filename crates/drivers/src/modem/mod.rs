@@ -1121,6 +1121,7 @@ impl<'a> Session<'a> {
             parts,
             partial,
             dedup_key: key,
+            same_within: None,
             received_at: now_ms(),
         }
     }

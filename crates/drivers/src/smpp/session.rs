@@ -857,9 +857,22 @@ impl<'a> Session<'a> {
             Decoded::Text { text, encoding } => (text, encoding.to_string()),
             Decoded::Binary { bytes } => (textgate_core::auth::hex(&bytes), "binary".to_string()),
         };
+        let window = self.ctx.shared.cfg.inbound_dedup_window.0;
+        let same_within = (!window.is_zero()).then(|| {
+            let content = format!("{from}\u{0}{to}\u{0}{encoding}\u{0}{body}");
+            (
+                format!(
+                    "{}:{}",
+                    self.ctx.shared.name,
+                    textgate_core::auth::hash_api_key(&content)
+                ),
+                i64::try_from(window.as_millis()).unwrap_or(i64::MAX),
+            )
+        });
         let text = crate::InboundText {
             device: self.ctx.shared.name.clone(),
             dedup_key: None,
+            same_within,
             from,
             to,
             body,

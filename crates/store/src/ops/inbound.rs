@@ -24,12 +24,44 @@ pub(crate) fn inbound_from_row(r: &dyn Row) -> Result<Inbound> {
     })
 }
 
+/// How long content keys are kept beyond the window that needs them.
+const SEEN_KEPT: i64 = 3_600_000;
+
 /// Stores texts, each with its routing carried out; a text whose dedup key was seen
-/// before is not stored again.
+/// before, or whose content key was seen within its window, is not stored again.
 pub(crate) async fn insert(e: &mut impl Exec, texts: &[NewInbound]) -> Result<Vec<InboundStored>> {
     let first = first_ids(e, texts.len()).await?;
     let mut out = Vec::with_capacity(texts.len());
+    if texts.iter().any(|t| t.same_within.is_some()) {
+        // Keys older than any window in use are of no more use.
+        let oldest = texts
+            .iter()
+            .filter_map(|t| t.same_within.as_ref().map(|(_, w)| t.received_at - w))
+            .min()
+            .unwrap_or(0);
+        e.run(
+            "DELETE FROM inbound_seen WHERE at < $1",
+            args![oldest - SEEN_KEPT],
+        )
+        .await?;
+    }
     for (i, t) in texts.iter().enumerate() {
+        if let Some((key, window)) = &t.same_within {
+            // Taken only if unseen, or seen before the window: race-free between nodes (the
+            // second waits on the first's row, then finds it within the window).
+            let fresh = e
+                .run(
+                    "INSERT INTO inbound_seen (key, at) VALUES ($1, $2)
+                     ON CONFLICT (key) DO UPDATE SET at = excluded.at WHERE inbound_seen.at < $3",
+                    args![key, t.received_at, t.received_at - window],
+                )
+                .await?
+                > 0;
+            if !fresh {
+                out.push(InboundStored::Duplicate);
+                continue;
+            }
+        }
         let id = first.map(|f| f + i as i64);
         let stored = e
             .insert(

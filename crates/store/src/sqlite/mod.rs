@@ -43,6 +43,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         include_str!("../migrations/sqlite/0009_senders_attempts.sql"),
     ),
     (10, include_str!("../migrations/sqlite/0010_nodes.sql")),
+    (
+        11,
+        include_str!("../migrations/sqlite/0011_inbound_seen.sql"),
+    ),
 ];
 
 /// How a write is committed.
@@ -667,6 +671,7 @@ mod tests {
         let text = |key: Option<&str>| NewInbound {
             device: "lb".into(),
             dedup_key: key.map(str::to_string),
+            same_within: None,
             from: "+15550000003".into(),
             to: "+15550000000".into(),
             body: "again".into(),
