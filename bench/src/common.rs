@@ -70,7 +70,9 @@ pub async fn wait_delivered(
     }
 }
 
-/// CPU seconds process `pid` used since it had used `before`.
+/// CPU seconds process `pid` used since it had used `before`. (Each benchmark binary
+/// includes this file; not all of them use everything in it.)
+#[allow(dead_code)]
 pub fn cpu_since(pid: Option<u32>, before: Option<f64>) -> Option<f64> {
     Some(cpu_seconds(pid?)? - before?)
 }

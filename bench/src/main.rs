@@ -17,14 +17,12 @@ use hyper_util::rt::TokioExecutor;
 
 mod common;
 
-use common::{
-    cpu_seconds, cpu_since, metric, print_latency_and_cpu, wait_delivered, HttpClient, DELIVERED,
-};
+use common::{cpu_seconds, metric, print_latency_and_cpu, wait_delivered, HttpClient, DELIVERED};
 
 struct Args {
     url: String,
     key: String,
-    pid: Option<u32>,
+    pid: Option<String>,
     n: usize,
     c: usize,
     rate: f64,
@@ -47,7 +45,7 @@ fn parse_args() -> anyhow::Result<Args> {
         match flag.as_str() {
             "--url" => a.url = val()?,
             "--key" => a.key = val()?,
-            "--pid" => a.pid = Some(val()?.parse()?),
+            "--pid" => a.pid = Some(val()?),
             "-n" => a.n = val()?.parse()?,
             "-c" => a.c = val()?.parse()?,
             "--rate" => a.rate = val()?.parse()?,
@@ -67,14 +65,31 @@ async fn main() -> anyhow::Result<()> {
     let client: HttpClient = Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(a.c)
         .build_http();
-    let delivered_before = metric(&client, &a.url, DELIVERED).await?;
-    let cpu_before = a.pid.and_then(cpu_seconds);
+    // Several nodes: `--url` and `--pid` list them, comma-separated; clients spread over the
+    // nodes, and deliveries and CPU are summed over them.
+    let urls: Vec<String> = a.url.split(',').map(str::to_string).collect();
+    let pids: Vec<u32> = a
+        .pid
+        .iter()
+        .flat_map(|p| p.split(','))
+        .filter_map(|p| p.parse().ok())
+        .collect();
+    let delivered = |client: HttpClient, urls: Vec<String>| async move {
+        let mut sum = 0.0;
+        for u in &urls {
+            sum += metric(&client, u, DELIVERED).await?;
+        }
+        anyhow::Ok(sum)
+    };
+    let cpu_all = |pids: &[u32]| -> Option<f64> { pids.iter().map(|p| cpu_seconds(*p)).sum() };
+    let delivered_before = delivered(client.clone(), urls.clone()).await?;
+    let cpu_before = cpu_all(&pids);
     let next = Arc::new(AtomicUsize::new(0));
-    let url = Arc::new(format!("{}/api/v1/messages", a.url));
     let auth = Arc::new(format!("Bearer {}", a.key));
     let start = Instant::now();
     let mut tasks = Vec::new();
-    for _ in 0..a.c {
+    for k in 0..a.c {
+        let url = Arc::new(format!("{}/api/v1/messages", urls[k % urls.len()]));
         let (client, next, url, auth) = (client.clone(), next.clone(), url.clone(), auth.clone());
         let (n, rate) = (a.n, a.rate);
         tasks.push(tokio::spawn(async move {
@@ -126,9 +141,23 @@ async fn main() -> anyhow::Result<()> {
     }
     let accept_time = start.elapsed();
     let accepted = lat.len();
-    wait_delivered(&client, &a.url, delivered_before, accepted).await?;
+    if urls.len() == 1 {
+        wait_delivered(&client, &urls[0], delivered_before, accepted).await?;
+    } else {
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while (delivered(client.clone(), urls.clone()).await? - delivered_before) < accepted as f64
+        {
+            if Instant::now() > deadline {
+                bail!("not all {accepted} messages were delivered within 300 s");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
     let e2e_time = start.elapsed();
-    let cpu = cpu_since(a.pid, cpu_before);
+    let cpu = match (cpu_all(&pids), cpu_before) {
+        (Some(after), Some(before)) => Some(after - before),
+        _ => None,
+    };
     lat.sort();
     println!("== {} ==", a.label);
     println!(
