@@ -753,3 +753,57 @@ fn a_text_an_smsc_delivers_to_two_nodes_is_stored_once() {
     assert_eq!(bodies.len(), 2, "{bodies:?}");
     drop(b);
 }
+
+#[test]
+fn a_job_paused_on_one_node_stops_on_every_node() {
+    let a = spawn_app_with(Opts {
+        users: &[("admin", "admin")],
+        db: Db::Postgres,
+        ..Opts::default()
+    });
+    let b = a.another_node("node_name = \"b\"");
+    let csv: String = std::iter::once("to\n".to_string())
+        .chain((0..400).map(|i| format!("+1555700{i:04}\n")))
+        .collect();
+    let auth = format!("Bearer {}", a.key);
+    let r = http(
+        &a.addr,
+        "POST",
+        "/api/v1/jobs?rate=50&template=hello",
+        &[("Authorization", &auth), ("Content-Type", "text/csv")],
+        Some(csv.as_bytes()),
+    )
+    .unwrap();
+    assert_eq!(r.status, 201, "{}", r.text());
+    let id = r.json()["id"].as_i64().unwrap();
+    let job = |app: &App| app.get(&format!("/api/v1/jobs/{id}")).json();
+    let n = |j: &Value, s: &str| j["counts"][s].as_i64().unwrap_or(0);
+    wait_until("some rows delivered", || n(&job(&a), "delivered") >= 5);
+    // Paused on b: both nodes stop sending its rows at once (they are held in the database).
+    let p = b.req("POST", &format!("/api/v1/jobs/{id}/pause"), None);
+    assert_eq!(
+        (p.status, p.json()["state"].clone()),
+        (200, json!("paused")),
+        "{}",
+        p.text()
+    );
+    wait_until("nothing of the job left to claim", || {
+        let j = job(&a);
+        n(&j, "sending") == 0 && n(&j, "queued") == 0
+    });
+    let held = job(&a)["finished"].as_i64().unwrap();
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(
+        job(&b)["finished"].as_i64().unwrap(),
+        held,
+        "a paused job went on sending"
+    );
+    assert!(held < 400);
+    // Resumed on a: it goes on, on whichever node claims its rows.
+    let r = a.req("POST", &format!("/api/v1/jobs/{id}/resume"), None);
+    assert_eq!(r.json()["state"], "running", "{}", r.text());
+    wait_until("the job going on", || {
+        job(&b)["finished"].as_i64().unwrap() >= held + 20
+    });
+    drop(b);
+}
