@@ -24,7 +24,7 @@ use textgate_drivers::{
 };
 use tokio::sync::{mpsc, oneshot, Notify, OwnedSemaphorePermit, Semaphore};
 
-use crate::link::{self, DeviceInfo, Frame, Report, SendResult};
+use crate::link::{self, DeviceInfo, Frame, Report};
 
 /// How long a new link may take to say hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -687,7 +687,8 @@ fn frame_kind(f: &Frame) -> &'static str {
 }
 
 async fn handle_item(entry: &Arc<PortEntry>, id: u64, report: Report) {
-    match report {
+    // What goes to the dispatcher's recorder, acknowledged to the port server once stored.
+    let event = match report {
         Report::Outcome {
             message_id,
             attempt,
@@ -695,13 +696,7 @@ async fn handle_item(entry: &Arc<PortEntry>, id: u64, report: Report) {
             device,
             at,
         } => {
-            entry.reported(
-                message_id,
-                matches!(
-                    result,
-                    SendResult::Transient { .. } | SendResult::Throttled { .. }
-                ),
-            );
+            entry.reported(message_id, result.for_now());
             let waiting = entry
                 .pending
                 .lock()
@@ -710,18 +705,6 @@ async fn handle_item(entry: &Arc<PortEntry>, id: u64, report: Report) {
                     Some(w) if w.attempt == attempt => p.remove(&message_id),
                     _ => None,
                 });
-            let answer = match result {
-                SendResult::Sent { part_ids } => Ok(Submitted { part_ids }),
-                SendResult::Transient { code, reason } => {
-                    Err(SendError::Transient { code, reason })
-                }
-                SendResult::Throttled { code, reason } => {
-                    Err(SendError::Throttled { code, reason })
-                }
-                SendResult::Permanent { code, reason } => {
-                    Err(SendError::Permanent { code, reason })
-                }
-            };
             tracing::debug!(port_server = %entry.name, item = id, message_id, attempt, waiting = waiting.is_some(), "an outcome from a port server");
             match waiting {
                 Some(w) => {
@@ -729,30 +712,28 @@ async fn handle_item(entry: &Arc<PortEntry>, id: u64, report: Report) {
                     if let Ok(mut t) = entry.to_ack.lock() {
                         t.insert(message_id, id);
                     }
-                    if w.tx.send(answer).is_err() {
+                    if w.tx.send(result.into_answer()).is_err() {
                         if let Ok(mut t) = entry.to_ack.lock() {
                             t.remove(&message_id);
                         }
                     }
+                    return;
                 }
                 // Nobody waits for this attempt (the central server restarted, or the wait
-                // ran out): a sent or refused message is recorded if it is still at this
-                // attempt; one that failed for now comes back when its claim lease runs out
-                // (or with its next attempt) and is sent again.
-                None => match (&answer, entry.events.get()) {
-                    (Ok(_) | Err(SendError::Permanent { .. }), Some(events)) => {
-                        let _ = events
-                            .send(DeviceEvent::Outcome {
-                                device: entry.device_name(&device),
-                                message_id,
-                                attempt,
-                                result: answer,
-                                at,
-                                ack: Some(entry.ack_closure(id)),
-                            })
-                            .await;
-                    }
-                    _ => PortEntry::queue_ack(&entry.acks, &entry.ack_ready, id),
+                // ran out): a sent or refused message is recorded if it is still open; one
+                // that failed for now comes back when its claim lease runs out (or with its
+                // next attempt) and is sent again.
+                None if result.for_now() => {
+                    PortEntry::queue_ack(&entry.acks, &entry.ack_ready, id);
+                    return;
+                }
+                None => DeviceEvent::Outcome {
+                    device: entry.device_name(&device),
+                    message_id,
+                    attempt,
+                    result: result.into_answer(),
+                    at,
+                    ack: Some(entry.ack_closure(id)),
                 },
             }
         }
@@ -763,20 +744,15 @@ async fn handle_item(entry: &Arc<PortEntry>, id: u64, report: Report) {
             code,
             at,
         } => {
-            let Some(events) = entry.events.get() else {
-                return;
-            };
             tracing::debug!(port_server = %entry.name, item = id, %device, %device_msg_id, "a receipt from a port server");
-            let _ = events
-                .send(DeviceEvent::Receipt {
-                    device: entry.device_name(&device),
-                    device_msg_id,
-                    delivered,
-                    code,
-                    at,
-                    ack: Some(entry.ack_closure(id)),
-                })
-                .await;
+            DeviceEvent::Receipt {
+                device: entry.device_name(&device),
+                device_msg_id,
+                delivered,
+                code,
+                at,
+                ack: Some(entry.ack_closure(id)),
+            }
         }
         Report::Inbound {
             device,
@@ -788,11 +764,8 @@ async fn handle_item(entry: &Arc<PortEntry>, id: u64, report: Report) {
             partial,
             received_at,
             key,
-        } => {
-            let Some(events) = entry.events.get() else {
-                return;
-            };
-            let text = InboundText {
+        } => DeviceEvent::Inbound {
+            text: InboundText {
                 device: entry.device_name(&device),
                 from,
                 to,
@@ -803,14 +776,14 @@ async fn handle_item(entry: &Arc<PortEntry>, id: u64, report: Report) {
                 dedup_key: Some(format!("port:{}:{key}", entry.name)),
                 same_within: None,
                 received_at,
-            };
-            let _ = events
-                .send(DeviceEvent::Inbound {
-                    text,
-                    ack: Some(entry.ack_closure(id)),
-                })
-                .await;
-        }
+            },
+            ack: Some(entry.ack_closure(id)),
+        },
+    };
+    // Without a dispatcher (no remote device of this port server is started) the report
+    // stays unacknowledged, and comes again on the next link.
+    if let Some(events) = entry.events.get() {
+        let _ = events.send(event).await;
     }
 }
 

@@ -95,6 +95,12 @@ pub enum HoldError {
     /// The store's thread is gone (the process is stopping).
     #[error("the port server's store is closed")]
     Closed,
+    /// Its folder or its thread could not be made.
+    #[error("the port server's store: {0}")]
+    Io(#[from] std::io::Error),
+    /// Written by a newer build.
+    #[error("{0}")]
+    Newer(String),
 }
 
 const SCHEMA: &str = "
@@ -125,18 +131,17 @@ impl Hold {
     /// Opens (creating) the store in `dir`; the messages taken and not yet finished by an
     /// earlier run, to be sent now.
     pub fn open(dir: &Path) -> Result<(Hold, Vec<HeldMessage>), HoldError> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| HoldError::Sqlite(rusqlite::Error::ToSqlConversionFailure(Box::new(e))))?;
+        std::fs::create_dir_all(dir)?;
         let conn = Connection::open(dir.join("port.db"))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
         if version > 1 {
-            return Err(HoldError::Sqlite(rusqlite::Error::InvalidParameterName(format!(
+            return Err(HoldError::Newer(format!(
                 "{} was written by a newer textgate (schema {version}); run that version or a newer one",
                 dir.join("port.db").display()
-            ))));
+            )));
         }
         conn.execute_batch(SCHEMA)?;
         let open = {
@@ -166,8 +171,7 @@ impl Hold {
         let c = counts.clone();
         std::thread::Builder::new()
             .name("port-store".into())
-            .spawn(move || writer(conn, rx, c))
-            .map_err(|e| HoldError::Sqlite(rusqlite::Error::ToSqlConversionFailure(Box::new(e))))?;
+            .spawn(move || writer(conn, rx, c))?;
         Ok((Hold { tx, counts }, open))
     }
 

@@ -83,6 +83,42 @@ pub enum SendResult {
     },
 }
 
+impl From<Result<textgate_drivers::Submitted, textgate_drivers::SendError>> for SendResult {
+    /// A device's answer, as reported over the link.
+    fn from(r: Result<textgate_drivers::Submitted, textgate_drivers::SendError>) -> SendResult {
+        use textgate_drivers::SendError as E;
+        match r {
+            Ok(s) => SendResult::Sent {
+                part_ids: s.part_ids,
+            },
+            Err(E::Transient { code, reason }) => SendResult::Transient { code, reason },
+            Err(E::Throttled { code, reason }) => SendResult::Throttled { code, reason },
+            Err(E::Permanent { code, reason }) => SendResult::Permanent { code, reason },
+        }
+    }
+}
+
+impl SendResult {
+    /// Back as the device's answer, for the dispatcher.
+    pub fn into_answer(self) -> Result<textgate_drivers::Submitted, textgate_drivers::SendError> {
+        use textgate_drivers::SendError as E;
+        match self {
+            SendResult::Sent { part_ids } => Ok(textgate_drivers::Submitted { part_ids }),
+            SendResult::Transient { code, reason } => Err(E::Transient { code, reason }),
+            SendResult::Throttled { code, reason } => Err(E::Throttled { code, reason }),
+            SendResult::Permanent { code, reason } => Err(E::Permanent { code, reason }),
+        }
+    }
+
+    /// Whether it failed only for now (a later attempt sends it again).
+    pub fn for_now(&self) -> bool {
+        matches!(
+            self,
+            SendResult::Transient { .. } | SendResult::Throttled { .. }
+        )
+    }
+}
+
 /// Something a port server reports, kept until the central server has committed it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -608,6 +644,21 @@ mod tests {
         #[test]
         fn any_text_is_a_frame_or_an_error(text in ".{0,300}") {
             let _ = Frame::decode(&text);
+            let _ = decode_hello(&text);
+        }
+
+        #[test]
+        fn a_hello_read_leniently_reads_back_strictly(
+            versions in proptest::collection::vec(0u32..5, 0..4),
+            window in 0u32..20_000,
+            extra in "[a-z_]{1,12}",
+        ) {
+            let text = format!(
+                r#"{{"t":"hello","versions":{versions:?},"name":"b","build":"x","devices":[],"window":{window},"heartbeat_ms":1000,"{extra}":1}}"#
+            );
+            if let (_, Ok(hello)) = decode_hello(&text) {
+                prop_assert_eq!(Frame::decode(&hello.encode()), Ok(hello));
+            }
         }
     }
 }

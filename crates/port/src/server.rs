@@ -21,7 +21,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde::{Deserialize, Serialize};
 use textgate_core::clock::now_ms;
 use textgate_core::config::PortConfig;
-use textgate_drivers::{Device, DeviceEvent, DeviceState, OutboundSms, SendError};
+use textgate_drivers::{Device, DeviceEvent, DeviceState, OutboundSms};
 use tokio::sync::{mpsc, Semaphore};
 use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest, Message};
 use tokio_util::sync::CancellationToken;
@@ -304,20 +304,7 @@ impl Port {
                         .await;
                     drop(slot);
                     d.load.fetch_sub(1, Ordering::Relaxed);
-                    let result = match r {
-                        Ok(s) => SendResult::Sent {
-                            part_ids: s.part_ids,
-                        },
-                        Err(SendError::Transient { code, reason }) => {
-                            SendResult::Transient { code, reason }
-                        }
-                        Err(SendError::Throttled { code, reason }) => {
-                            SendResult::Throttled { code, reason }
-                        }
-                        Err(SendError::Permanent { code, reason }) => {
-                            SendResult::Permanent { code, reason }
-                        }
-                    };
+                    let result = SendResult::from(r);
                     (d.dev.name().to_string(), result)
                 }
             };

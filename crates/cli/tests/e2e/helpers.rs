@@ -517,21 +517,8 @@ impl App {
         );
         let config = dir.path().join("textgate.toml");
         std::fs::write(&config, text).unwrap();
-        let mut app = App {
-            base: String::new(),
-            addr: String::new(),
-            smtp: String::new(),
-            metrics: String::new(),
-            key: self.key.clone(),
-            keys: self.keys.clone(),
-            log: dir.path().join("server.log"),
-            config,
-            child: None,
-            starts: 0,
-            _pg: None,
-            dir,
-        };
-        app.start();
+        let mut app = App::on_config(dir, config, self.key.clone());
+        app.keys = self.keys.clone();
         app
     }
 

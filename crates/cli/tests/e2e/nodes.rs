@@ -20,6 +20,46 @@ fn survivor_metrics(app: &App) -> String {
     r.text()
 }
 
+/// Gives `user` a password (as an administrator, through `app`) and signs in with it on the
+/// node at `addr`; the session cookie.
+fn sign_in(app: &App, admin_key: &str, user: &str, addr: &str) -> String {
+    let users = app
+        .req_as(admin_key, "GET", "/api/v1/users", None, &[])
+        .json();
+    let id = users["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["name"] == user)
+        .unwrap()["id"]
+        .as_i64()
+        .unwrap();
+    let password = format!("a long password for {user}");
+    let body = json!({ "password": password }).to_string();
+    let path = format!("/api/v1/users/{id}/password");
+    assert_eq!(
+        app.req_as(admin_key, "POST", &path, Some(&body), &[])
+            .status,
+        200
+    );
+    let form = format!("username={user}&password={}", password.replace(' ', "+"));
+    let r = http(
+        addr,
+        "POST",
+        "/login",
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        Some(form.as_bytes()),
+    )
+    .unwrap();
+    assert_eq!(r.status, 303, "{}", r.text());
+    r.header("set-cookie")
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string()
+}
+
 fn holder_of<'a>(nodes: &'a [Value], lease: &str) -> Option<&'a Value> {
     nodes.iter().find(|n| {
         n["leases"]
@@ -175,44 +215,7 @@ fn what_one_node_changes_every_node_obeys_within_seconds() {
     );
     assert_eq!(b.wait_final(id)["status"], "delivered");
     // A web session started on one node is good on the other.
-    let users = a.req_as(&admin, "GET", "/api/v1/users", None, &[]).json();
-    let alice = users["users"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|u| u["name"] == "alice")
-        .unwrap()["id"]
-        .as_i64()
-        .unwrap();
-    let body = json!({"password": "a long password for alice"}).to_string();
-    assert_eq!(
-        a.req_as(
-            &admin,
-            "POST",
-            &format!("/api/v1/users/{alice}/password"),
-            Some(&body),
-            &[]
-        )
-        .status,
-        200
-    );
-    let form = "username=alice&password=a+long+password+for+alice";
-    let r = http(
-        &a.addr,
-        "POST",
-        "/login",
-        &[("Content-Type", "application/x-www-form-urlencoded")],
-        Some(form.as_bytes()),
-    )
-    .unwrap();
-    assert_eq!(r.status, 303, "{}", r.text());
-    let cookie = r
-        .header("set-cookie")
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
+    let cookie = sign_in(&a, &admin, "alice", &a.addr);
     let page = http(&b.addr, "GET", "/inbox", &[("Cookie", &cookie)], None).unwrap();
     assert_eq!(
         page.status,
@@ -226,42 +229,7 @@ fn what_one_node_changes_every_node_obeys_within_seconds() {
         .unwrap()
         .status;
     assert_eq!(status, 404);
-    let body = json!({"password": "a long password for the admin"}).to_string();
-    let admin_id = users["users"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|u| u["name"] == "admin")
-        .unwrap()["id"]
-        .as_i64()
-        .unwrap();
-    assert_eq!(
-        a.req_as(
-            &admin,
-            "POST",
-            &format!("/api/v1/users/{admin_id}/password"),
-            Some(&body),
-            &[]
-        )
-        .status,
-        200
-    );
-    let form = "username=admin&password=a+long+password+for+the+admin";
-    let r = http(
-        &b.addr,
-        "POST",
-        "/login",
-        &[("Content-Type", "application/x-www-form-urlencoded")],
-        Some(form.as_bytes()),
-    )
-    .unwrap();
-    let cookie = r
-        .header("set-cookie")
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
+    let cookie = sign_in(&a, &admin, "admin", &b.addr);
     let page = http(&a.addr, "GET", "/admin/nodes", &[("Cookie", &cookie)], None).unwrap();
     assert_eq!(page.status, 200, "{}", page.text());
     let text = page.text();

@@ -490,6 +490,12 @@ impl DeviceConfig {
                         "must be above zero and no more than reconnect_max",
                     ));
                 }
+                if cfg.inbound_dedup_window.0 > Duration::from_secs(24 * 3600) {
+                    return Err(ConfigError::new(
+                        format!("{key}.inbound_dedup_window"),
+                        "must be at most 1d: an SMSC delivers a text again within minutes, and every key is kept that long",
+                    ));
+                }
                 Ok(DeviceSettings::Smpp(Box::new(cfg)))
             }
             "modem" => {
@@ -602,8 +608,17 @@ fn check_modem(key: &str, cfg: &ModemConfig) -> Result<(), ConfigError> {
 /// `TEXTGATE_SMTP_LISTEN` (when `[smtp]` is on) and, per device,
 /// `TEXTGATE_DEVICE_<NAME>_PASSWORD` (name upper-cased, other characters as `_`).
 pub fn env_var_for_device(name: &str, key: &str) -> String {
-    let norm: String = name
-        .chars()
+    format!(
+        "TEXTGATE_DEVICE_{}_{}",
+        env_name(name),
+        key.to_ascii_uppercase()
+    )
+}
+
+/// A name as it stands in an environment variable's: upper case, every character other
+/// than a letter or digit written `_`.
+pub(super) fn env_name(name: &str) -> String {
+    name.chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() {
                 c.to_ascii_uppercase()
@@ -611,8 +626,7 @@ pub fn env_var_for_device(name: &str, key: &str) -> String {
                 '_'
             }
         })
-        .collect();
-    format!("TEXTGATE_DEVICE_{norm}_{}", key.to_ascii_uppercase())
+        .collect()
 }
 
 /// Overrides devices' secrets from the environment (`TEXTGATE_DEVICE_<NAME>_PASSWORD` for

@@ -63,6 +63,18 @@ impl ConfigError {
     }
 }
 
+/// A file that is not TOML, or not of this shape: the line it went wrong on, and why.
+pub(crate) fn syntax_error(text: &str, e: &toml::de::Error) -> ConfigError {
+    let at = e
+        .span()
+        .map(|s| {
+            let line = text[..s.start.min(text.len())].matches('\n').count() + 1;
+            format!("line {line}")
+        })
+        .unwrap_or_else(|| "config".to_string());
+    ConfigError::new(at, e.message().to_string())
+}
+
 /// The whole configuration file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -132,16 +144,7 @@ impl Config {
     /// Parses a file's text and applies the environment (`env` looks a variable up). The
     /// result is not yet checked: call [`Config::check`].
     pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-        let mut cfg: Config = toml::from_str(text).map_err(|e| {
-            let span = e
-                .span()
-                .map(|s| {
-                    let line = text[..s.start.min(text.len())].matches('\n').count() + 1;
-                    format!("line {line}")
-                })
-                .unwrap_or_else(|| "config".to_string());
-            ConfigError::new(span, e.message().to_string())
-        })?;
+        let mut cfg: Config = toml::from_str(text).map_err(|e| syntax_error(text, &e))?;
         cfg.apply_env(env);
         Ok(cfg)
     }
@@ -487,6 +490,10 @@ devices = ["lb"]
         assert_eq!(
             bad("tls=true\ntls_ca_file='/nonexistent.pem'").key,
             "device \"smsc1\".tls_ca_file"
+        );
+        assert_eq!(
+            bad("inbound_dedup_window='2d'").key,
+            "device \"smsc1\".inbound_dedup_window"
         );
         let e = bad("receipt_id_format='roman'");
         assert_eq!(e.key, "device \"smsc1\"");

@@ -25,19 +25,7 @@ pub struct PortServerConfig {
 
 /// The environment variable that holds a port server's token on the central server.
 pub fn env_var_for_port_server(name: &str) -> String {
-    format!("TEXTGATE_PORT_SERVER_{}_TOKEN", env_name(name))
-}
-
-fn env_name(name: &str) -> String {
-    name.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_uppercase()
-            } else {
-                '_'
-            }
-        })
-        .collect()
+    format!("TEXTGATE_PORT_SERVER_{}_TOKEN", devices::env_name(name))
 }
 
 fn usable_name(name: &str) -> bool {
@@ -221,18 +209,8 @@ impl PortConfig {
         text: &str,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<PortConfig, ConfigError> {
-        let mut cfg: PortConfig = toml::from_str(text).map_err(|e| {
-            let at = e
-                .span()
-                .map(|s| {
-                    format!(
-                        "line {}",
-                        text[..s.start.min(text.len())].matches('\n').count() + 1
-                    )
-                })
-                .unwrap_or_else(|| "config".to_string());
-            ConfigError::new(at, e.message().to_string())
-        })?;
+        let mut cfg: PortConfig =
+            toml::from_str(text).map_err(|e| super::syntax_error(text, &e))?;
         if let Some(t) = env("TEXTGATE_PORT_TOKEN") {
             cfg.token = Some(t);
         }
