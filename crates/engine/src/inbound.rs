@@ -56,6 +56,11 @@ impl InboundRouter {
 
     /// Normalises a text's numbers and works out its routing.
     pub fn route(&self, t: &mut NewInbound) {
+        // A NUL (a UCS-2 text may carry one) is shown as the replacement character: no
+        // phone shows a NUL, and PostgreSQL cannot store one.
+        if t.body.contains('\0') {
+            t.body = t.body.replace('\0', "\u{fffd}");
+        }
         t.from = textgate_core::inbound::normalize_party(&t.from, self.country);
         t.to = textgate_core::inbound::normalize_party(&t.to, self.country);
         let plan = self.rules.plan(&t.device, &t.from, &t.to, &t.body);
@@ -166,6 +171,10 @@ mod tests {
     use super::*;
 
     fn routed(config: &str, to: &str) -> InboundRouting {
+        *routed_text(config, to, "hello").routing
+    }
+
+    fn routed_text(config: &str, to: &str, body: &str) -> NewInbound {
         let base = "[[device]]\nname = \"lb\"\nkind = \"loopback\"\n";
         let cfg = Config::parse(&format!("{base}{config}"), &|_| None).expect("config");
         let router = InboundRouter::new(&cfg);
@@ -175,7 +184,7 @@ mod tests {
             same_within: None,
             from: "+15550002222".into(),
             to: to.into(),
-            body: "hello".into(),
+            body: body.into(),
             encoding: "gsm7".into(),
             parts: 1,
             partial: false,
@@ -183,7 +192,15 @@ mod tests {
             routing: Default::default(),
         };
         router.route(&mut t);
-        *t.routing
+        t
+    }
+
+    /// A NUL in a received text (a UCS-2 text may carry one) is kept as U+FFFD: PostgreSQL
+    /// refuses a NUL, and refusing the text would have the SMSC deliver it again forever.
+    #[test]
+    fn a_nul_in_a_received_text_becomes_the_replacement_character() {
+        let t = routed_text("", "+15550001111", "a\0b\0");
+        assert_eq!(t.body, "a\u{fffd}b\u{fffd}");
     }
 
     /// The dispatcher wakes the delivery loops only for texts that may have queued

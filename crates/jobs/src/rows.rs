@@ -227,6 +227,7 @@ impl Checker {
         let body = match Body::new(&text, self.spec.max_parts) {
             Ok(b) => b,
             Err(BodyError::Empty) => return reject("empty text".into()),
+            Err(e @ BodyError::Nul) => return reject(e.to_string()),
             Err(e) => return reject(format!("text too long: {e}")),
         };
         if let (Some(seen), Some(k)) = (self.seen.as_mut(), number_key(&to)) {

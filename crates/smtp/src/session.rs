@@ -825,6 +825,10 @@ impl Session {
                 );
                 return None;
             }
+            Err(e @ BodyError::Nul) => {
+                self.reply(554, "5.6.0", &format!("The text cannot be sent: {e}"));
+                return None;
+            }
             Err(e @ BodyError::TooLong { .. }) => {
                 self.reply(
                     552,

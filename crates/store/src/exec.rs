@@ -59,6 +59,11 @@ pub(crate) enum Arg<'a> {
     Int(i64),
     Text(&'a str),
     Bool(bool),
+    /// A `bigint[]`: PostgreSQL only (SQLite has no arrays), for the set-based statements of
+    /// [`crate::ops::batch`].
+    Ints(&'a [Option<i64>]),
+    /// A `text[]`: PostgreSQL only, as [`Arg::Ints`].
+    Texts(&'a [Option<&'a str>]),
 }
 
 impl From<i64> for Arg<'_> {

@@ -325,6 +325,21 @@ impl Store {
         idem: Option<Idempotency>,
         render: RenderFn,
     ) -> Result<Inserted> {
+        if let (Backend::Postgres(db), None) = (&self.backend, &idem) {
+            let (msgs, ids) = db.store_messages(msgs).await;
+            let ids = ids?;
+            let response = render(&ids);
+            let stored = msgs
+                .into_iter()
+                .zip(&ids)
+                .map(|(m, id)| m.stored(*id))
+                .collect();
+            return Ok(Inserted::New {
+                ids,
+                response,
+                stored,
+            });
+        }
         let now = textgate_core::clock::now_ms();
         write!(self, DURABLE, |e| ops::messages::insert(
             e, &msgs, &idem, &render, now

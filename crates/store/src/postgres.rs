@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use textgate_core::config::redact_url;
-use tokio::sync::{Mutex, Semaphore};
+use tokio::sync::{mpsc, oneshot, Mutex, Semaphore};
 use tokio_postgres::types::{IsNull, Type};
 use tokio_postgres::{Client, NoTls, Row, Statement};
 
@@ -36,6 +36,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         10,
         include_str!("migrations/postgres/0010_inbound_seen.sql"),
     ),
+    (
+        11,
+        include_str!("migrations/postgres/0011_hot_path_keys.sql"),
+    ),
 ];
 const POOL_SIZE: usize = 8;
 /// Any constant: it names the lock that serialises migrations between nodes starting at once.
@@ -45,7 +49,22 @@ const MIGRATION_LOCK: i64 = 0x7465_7874_6761_7465;
 #[derive(Clone)]
 pub struct Postgres {
     pool: Arc<Pool>,
+    accepts: mpsc::Sender<Accept>,
 }
+
+/// A request to store messages, waiting to be stored with those that came with it (see
+/// [`Postgres::store_messages`]).
+struct Accept {
+    msgs: Vec<NewMessage>,
+    done: oneshot::Sender<(Vec<NewMessage>, Result<Vec<Id>>)>,
+}
+
+/// Requests to store messages waiting for the group committer; a full queue holds callers.
+const ACCEPT_QUEUE: usize = 4096;
+/// At most this many messages in one statement (a request with more goes alone).
+const ACCEPT_BATCH: usize = 2048;
+/// Batches being stored at once: while they commit, the next requests gather.
+const ACCEPT_BATCHES: usize = 2;
 
 struct Pool {
     url: String,
@@ -146,6 +165,8 @@ impl tokio_postgres::types::ToSql for Arg<'_> {
             Arg::Int(v) => v.to_sql(ty, out),
             Arg::Text(v) => v.to_sql(ty, out),
             Arg::Bool(v) => v.to_sql(ty, out),
+            Arg::Ints(v) => v.to_sql(ty, out),
+            Arg::Texts(v) => v.to_sql(ty, out),
         }
     }
 
@@ -332,9 +353,28 @@ impl Postgres {
             client,
             prepared: Prepared::default(),
         });
-        Ok(Postgres {
-            pool: Arc::new(pool),
-        })
+        let pool = Arc::new(pool);
+        let (accepts, queue) = mpsc::channel(ACCEPT_QUEUE);
+        tokio::spawn(group_commit(pool.clone(), queue));
+        Ok(Postgres { pool, accepts })
+    }
+
+    /// Stores new messages (of a request without an idempotency key) together with those of
+    /// the requests that arrive meanwhile: one statement and one commit for all of them,
+    /// where a transaction each would cost every request three round trips and a commit.
+    /// Gives the messages back with their ids once committed.
+    pub(crate) async fn store_messages(
+        &self,
+        msgs: Vec<NewMessage>,
+    ) -> (Vec<NewMessage>, Result<Vec<Id>>) {
+        let (done, answer) = oneshot::channel();
+        // Both errors mean the group committer has ended: the store is being dropped.
+        let Err(e) = self.accepts.send(Accept { msgs, done }).await else {
+            return answer
+                .await
+                .unwrap_or_else(|_| (Vec::new(), Err(StoreError::Closed)));
+        };
+        (e.0.msgs, Err(StoreError::Closed))
     }
 
     /// A pooled connection.
@@ -353,4 +393,72 @@ impl Postgres {
     }
 
     pub(crate) async fn close(&self) {}
+}
+
+/// The group committer of [`Postgres::store_messages`]: takes what requests have queued (up
+/// to [`ACCEPT_BATCH`] messages) and stores it in one statement, with up to
+/// [`ACCEPT_BATCHES`] such statements under way. Ends when the store is dropped.
+async fn group_commit(pool: Arc<Pool>, mut queue: mpsc::Receiver<Accept>) {
+    let running = Arc::new(Semaphore::new(ACCEPT_BATCHES));
+    loop {
+        let Ok(permit) = running.clone().acquire_owned().await else {
+            return;
+        };
+        let Some(first) = queue.recv().await else {
+            return;
+        };
+        let mut n = first.msgs.len();
+        let mut batch = vec![first];
+        while n < ACCEPT_BATCH {
+            match queue.try_recv() {
+                Ok(a) => {
+                    n += a.msgs.len();
+                    batch.push(a);
+                }
+                Err(_) => break,
+            }
+        }
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            store_batch(&pool, batch).await;
+            drop(permit);
+        });
+    }
+}
+
+/// Stores the requests of one batch and answers each. When the batch fails, each request is
+/// stored again on its own, so that one request's bad row fails that request only.
+async fn store_batch(pool: &Pool, batch: Vec<Accept>) {
+    let all: Vec<&NewMessage> = batch.iter().flat_map(|a| &a.msgs).collect();
+    let stored = insert(pool, &all).await;
+    drop(all);
+    match stored {
+        Ok(ids) => {
+            let mut ids = ids.into_iter();
+            for a in batch {
+                let mine = ids.by_ref().take(a.msgs.len()).collect();
+                let _ = a.done.send((a.msgs, Ok(mine)));
+            }
+        }
+        Err(e) if batch.len() == 1 => {
+            for a in batch {
+                let _ = a.done.send((a.msgs, Err(e.clone())));
+            }
+        }
+        Err(_) => {
+            for a in batch {
+                let own: Vec<&NewMessage> = a.msgs.iter().collect();
+                let result = insert(pool, &own).await;
+                drop(own);
+                let _ = a.done.send((a.msgs, result));
+            }
+        }
+    }
+}
+
+/// One INSERT of `msgs`, committed on its own.
+async fn insert(pool: &Pool, msgs: &[&NewMessage]) -> Result<Vec<Id>> {
+    let mut conn = pool.get().await?;
+    let (client, prepared) = conn.parts();
+    crate::ops::batch::insert_messages(&mut Pg::new(&*client, prepared), msgs).await
 }

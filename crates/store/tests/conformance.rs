@@ -2388,3 +2388,89 @@ conformance! {
     assert!(matches!(later[..], [InboundStored::New(_)]), "{later:?}");
     }
 }
+
+conformance! {
+    /// Requests that arrive together are stored together on PostgreSQL (one statement): each
+    /// still gets its own messages' ids, in its own order.
+    async fn concurrent_requests_each_get_their_own_ids(s) {
+    let a = user(&s, "a").await;
+    let requests: Vec<_> = (0..40).map(|r| {
+        let s = s.clone();
+        let owner = a.id;
+        tokio::spawn(async move {
+            let msgs: Vec<NewMessage> = (0..(r % 3 + 1))
+                .map(|i| msg(owner, &format!("+1555{r:04}{i:03}"), 1))
+                .collect();
+            (r, insert(&s, msgs).await)
+        })
+    }).collect();
+    let mut seen = std::collections::HashSet::new();
+    for request in requests {
+        let (r, ids) = request.await.unwrap();
+        assert_eq!(ids.len(), r % 3 + 1);
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+        for (i, id) in ids.iter().enumerate() {
+            assert!(seen.insert(*id), "id {id} given twice");
+            let m = s.get_message(*id).await.unwrap().unwrap();
+            assert_eq!(m.to, format!("+1555{r:04}{i:03}"));
+        }
+    }
+    }
+}
+
+conformance! {
+    /// Two outcomes of one message in one round: the first applies, the second sees it.
+    async fn two_outcomes_of_one_message_in_one_round_apply_in_order(s) {
+    let a = user(&s, "a").await;
+    let ids = insert(&s, vec![msg(a.id, "+15550000001", 1), msg(a.id, "+15550000002", 1)]).await;
+    assert_eq!(s.claim(10, 1000, 10).await.unwrap().len(), 2);
+    let applied = s
+        .record_outcomes(vec![
+            sent(ids[0], &["A1"], vec![]),
+            sent(ids[1], &["B1"], vec![]),
+            sent(ids[0], &["A2"], vec![]),
+            failed(ids[1], 30),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(applied, vec![true, true, false, false]);
+    let parts = s.message_parts(ids[0]).await.unwrap();
+    assert_eq!(parts.len(), 1);
+    assert_eq!(parts[0].device_msg_id, "A1");
+    let m = s.get_message(ids[1]).await.unwrap().unwrap();
+    assert_eq!((m.status, m.sent_at), (Status::Sent, Some(20)));
+    }
+}
+
+/// On PostgreSQL a request whose row is refused (here: a text with a NUL, which PostgreSQL
+/// cannot store; the API refuses one long before) fails alone, never the requests stored in
+/// the same statement. (SQLite stores a NUL.)
+#[tokio::test]
+async fn a_refused_request_fails_alone_in_a_group_commit() {
+    let s = postgres().await;
+    let a = user(&s, "a").await;
+    let requests: Vec<_> = (0..30)
+        .map(|r| {
+            let s = s.clone();
+            let mut m = msg(a.id, &format!("+1555{r:07}"), 1);
+            if r == 7 {
+                m.body = "a\0b".into();
+            }
+            tokio::spawn(async move {
+                let got = s.insert_messages(vec![m], None, render_ids()).await;
+                (r, got)
+            })
+        })
+        .collect();
+    for request in requests {
+        let (r, got) = request.await.unwrap();
+        match got {
+            Ok(Inserted::New { ids, .. }) if r != 7 => {
+                let m = s.get_message(ids[0]).await.unwrap().unwrap();
+                assert_eq!(m.to, format!("+1555{r:07}"));
+            }
+            Err(StoreError::Backend(_)) if r == 7 => {}
+            other => panic!("request {r}: {other:?}"),
+        }
+    }
+}

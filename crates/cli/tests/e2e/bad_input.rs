@@ -107,6 +107,12 @@ fn unacceptable_values_are_refused_and_store_nothing() {
         422,
         "empty_body",
     );
+    refused(
+        &app,
+        &j(json!({"to": "+15551234567", "body": "a\u{0}b"})),
+        422,
+        "invalid_body",
+    );
     // 10 parts of 153 GSM characters is the default limit; one more character is 11 parts.
     refused(
         &app,

@@ -71,5 +71,9 @@ fn postgres_send_deliver_list() {
     assert_eq!(a.text(), b.text());
     app.send(&json!({"to": "+15550005003", "body": ""}))
         .assert_error(422, "empty_body");
+    // A NUL, which PostgreSQL cannot store, is refused as the caller's mistake, not answered
+    // as a database failure.
+    app.send(&json!({"to": "+15550005003", "body": "a\u{0}b"}))
+        .assert_error(422, "invalid_body");
     assert_eq!(app.count(), 3);
 }

@@ -129,10 +129,14 @@ impl Body {
     /// `max_parts` above 255 is taken as 255, the most a concatenation header can number
     /// (TS 23.040 §9.2.3.24.1).
     ///
-    /// Errors: an empty text, or one that needs more than `max_parts` parts.
+    /// Errors: an empty text, one with a NUL character (no phone shows one, and PostgreSQL
+    /// cannot store one), or one that needs more than `max_parts` parts.
     pub fn new(text: &str, max_parts: u16) -> Result<Body, BodyError> {
         if text.is_empty() {
             return Err(BodyError::Empty);
+        }
+        if text.contains('\0') {
+            return Err(BodyError::Nul);
         }
         let max = max_parts.min(segment::MAX_PARTS as u16);
         let (encoded, parts) = match gsm7::encode(text) {
@@ -233,6 +237,9 @@ pub enum BodyError {
     /// The text is empty.
     #[error("the message body is empty")]
     Empty,
+    /// The text holds a NUL character (U+0000).
+    #[error("the message body contains a NUL character (U+0000); remove it")]
+    Nul,
     /// The text needs more parts than allowed.
     #[error(
         "the message body needs {parts} parts ({units} {unit_name}); the most allowed is {max}"
@@ -293,6 +300,7 @@ mod tests {
         let body = Body::new(" ", 1).unwrap();
         assert_eq!(body.text(), " ");
         assert_eq!(Body::new("", 1), Err(BodyError::Empty));
+        assert_eq!(Body::new("a\0b", 1), Err(BodyError::Nul));
     }
 
     #[test]

@@ -203,6 +203,7 @@ fn text_of(body: &str, st: &AppState) -> ApiResult<Body> {
         BodyError::Empty => {
             ApiError::invalid("empty_body", "`body` is empty: give the text to send")
         }
+        e @ BodyError::Nul => ApiError::invalid("invalid_body", format!("`body`: {e}")),
         other => ApiError::invalid(
             "body_too_long",
             format!("{other}: shorten it, or raise [server] max_parts"),

@@ -423,6 +423,10 @@ fn check_send(
             errors.push("Message: write the text to send.".into());
             None
         }
+        Err(e @ BodyError::Nul) => {
+            errors.push(format!("Message: {e}."));
+            None
+        }
         Err(e) => {
             errors.push(format!("Message: {e}. Shorten it."));
             None
@@ -640,7 +644,7 @@ pub async fn count(
             units,
             true,
         ),
-        Err(BodyError::Empty) => ("gsm7", 0, 0, false),
+        Err(BodyError::Empty | BodyError::Nul) => ("gsm7", 0, 0, false),
     };
     let numbers = split_numbers(&req.to);
     let mut invalid = Vec::new();

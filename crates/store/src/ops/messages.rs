@@ -64,13 +64,13 @@ fn placeholders(sql: &str) -> usize {
 }
 
 /// The columns of a message that its status events are made of.
-const EVENT_COLUMNS: &str = "id, status, callback_url, email_from, owner_id, api_key_id";
+pub(super) const EVENT_COLUMNS: &str = "id, status, callback_url, email_from, owner_id, api_key_id";
 
 /// The rule of status events, as one `INSERT INTO deliveries … SELECT` from `source`, rows of
 /// [`EVENT_COLUMNS`] after the change, at time `now`: the status callback when a message has
 /// a callback_url (a `sent` one first when it went from `sending` straight to delivered or
 /// undelivered), and the failure notice to the sender of a text from e-mail.
-fn status_events(source: &str, now: &str, from_sending: bool) -> String {
+pub(super) fn status_events(source: &str, now: &str, from_sending: bool) -> String {
     let sent = if from_sending {
         format!(
             "SELECT 'webhook', 'message.status', callback_url, id, 'sent', owner_id, api_key_id, CAST({now} AS BIGINT), 0, CAST({now} AS BIGINT)
@@ -434,6 +434,9 @@ pub(crate) async fn maintain(e: &mut impl Exec, now: Millis) -> Result<Maintenan
 /// Records what devices did with claimed messages; each applies only if the message is
 /// still held by that attempt.
 pub(crate) async fn record_outcomes(e: &mut impl Exec, outcomes: &[Outcome]) -> Result<Vec<bool>> {
+    if e.dialect() == Dialect::Postgres {
+        return super::batch::record_outcomes(e, outcomes).await;
+    }
     let mut applied = Vec::with_capacity(outcomes.len());
     for o in outcomes {
         applied.push(record_outcome(e, o).await?);
@@ -441,7 +444,7 @@ pub(crate) async fn record_outcomes(e: &mut impl Exec, outcomes: &[Outcome]) -> 
     Ok(applied)
 }
 
-async fn record_outcome(e: &mut impl Exec, o: &Outcome) -> Result<bool> {
+pub(super) async fn record_outcome(e: &mut impl Exec, o: &Outcome) -> Result<bool> {
     match o {
         Outcome::Sent {
             id,

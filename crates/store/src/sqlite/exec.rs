@@ -33,6 +33,11 @@ impl rusqlite::ToSql for Arg<'_> {
     fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
         use rusqlite::types::{ToSqlOutput, ValueRef};
         Ok(ToSqlOutput::Borrowed(match *self {
+            Arg::Ints(_) | Arg::Texts(_) => {
+                return Err(rusqlite::Error::ToSqlConversionFailure(
+                    "SQLite has no array parameters (a PostgreSQL-only statement)".into(),
+                ))
+            }
             Arg::Null => ValueRef::Null,
             Arg::Int(v) => ValueRef::Integer(v),
             Arg::Bool(v) => ValueRef::Integer(i64::from(v)),
