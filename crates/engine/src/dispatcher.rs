@@ -10,7 +10,10 @@
 //! - the *maintainer* promotes due scheduled messages and requeues expired leases.
 //!
 //! A global budget of in-flight messages bounds how much is claimed but not yet recorded, so
-//! a slow device cannot make claimed messages outlive their lease in memory.
+//! a slow device cannot make claimed messages outlive their lease in memory. While this node
+//! holds a message it renews its lease (every third of `claim_lease`), so a lease runs out
+//! only for the messages of a node that stopped: a busy node's backlog or a slow commit never
+//! has another node send them a second time.
 //!
 //! Fairness between API texts and bulk jobs: the claim takes the lowest `priority` first
 //! (API texts 0, job rows higher), and each device's worker has two lanes and always takes
@@ -181,6 +184,8 @@ pub struct Dispatcher {
     policy: Policy,
     wake: Notify,
     budget: Arc<Semaphore>,
+    /// The messages this node holds, whose leases it renews.
+    held: Arc<Held>,
     handoff: std::sync::OnceLock<Handoff>,
     /// Pipeline counters.
     pub counters: Counters,
@@ -195,10 +200,61 @@ pub struct Dispatcher {
     cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
 }
 
+/// The messages this node holds (claimed, outcome not yet recorded), by id: the attempt it
+/// holds and how many holds (a message put back and claimed again by this node may briefly
+/// have two).
+#[derive(Default)]
+struct Held(Mutex<HashMap<i64, (i64, u32)>>);
+
+impl Held {
+    /// Each held message's (id, attempt).
+    fn snapshot(&self) -> Vec<(i64, i64)> {
+        self.0
+            .lock()
+            .map(|h| h.iter().map(|(id, (attempt, _))| (*id, *attempt)).collect())
+            .unwrap_or_default()
+    }
+}
+
+/// A message this node holds: its place in the in-flight budget and in [`Held`], both given
+/// up when this is dropped (once its outcome is recorded).
+struct Hold {
+    _permit: OwnedSemaphorePermit,
+    id: i64,
+    held: Arc<Held>,
+}
+
+impl Hold {
+    fn new(msg: &Message, permit: OwnedSemaphorePermit, held: &Arc<Held>) -> Hold {
+        if let Ok(mut h) = held.0.lock() {
+            let e = h.entry(msg.id).or_insert((msg.attempts, 0));
+            *e = (msg.attempts, e.1 + 1);
+        }
+        Hold {
+            _permit: permit,
+            id: msg.id,
+            held: held.clone(),
+        }
+    }
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        if let Ok(mut h) = self.held.0.lock() {
+            if let Some(e) = h.get_mut(&self.id) {
+                e.1 -= 1;
+                if e.1 == 0 {
+                    h.remove(&self.id);
+                }
+            }
+        }
+    }
+}
+
 /// A message this node claimed, on its way to a device's worker.
 struct Claimed {
     msg: Message,
-    permit: OwnedSemaphorePermit,
+    permit: Hold,
     /// When it was claimed, to tell a message whose lease is nearly over.
     at: tokio::time::Instant,
 }
@@ -219,7 +275,7 @@ struct Handoff {
 pub struct Reservation(OwnedSemaphorePermit);
 
 enum Record {
-    Outcome(Outcome, Option<OwnedSemaphorePermit>),
+    Outcome(Outcome, Option<Hold>),
     Event(DeviceEvent),
 }
 
@@ -328,6 +384,7 @@ impl Dispatcher {
             policy: Policy::from_config(cfg),
             wake: Notify::new(),
             budget: Arc::new(Semaphore::new(IN_FLIGHT)),
+            held: Arc::new(Held::default()),
             handoff: std::sync::OnceLock::new(),
             counters: Counters::default(),
             inbound: InboundRouter::new(cfg),
@@ -383,6 +440,7 @@ impl Dispatcher {
         senders.spawn(self.clone().recover());
         senders.spawn(self.clone().claimer(stop.clone()));
         senders.spawn(self.clone().maintainer(stop.clone()));
+        senders.spawn(self.clone().renewer(stop.clone()));
         Running {
             senders,
             recorder,
@@ -482,6 +540,7 @@ impl Dispatcher {
         let Some(Handoff { queues, rec }) = self.handoff.get() else {
             return;
         };
+        let permit = Hold::new(&msg, permit, &self.held);
         let now = now_ms();
         let finish = |status: Status, code: Option<&str>, error: String, permit| {
             let _ = rec.send(Record::Outcome(
@@ -612,7 +671,7 @@ impl Dispatcher {
     }
 
     /// Puts a message back to wait for its devices ([`PAUSED_RETRY_MS`]), no attempt counted.
-    fn wait(&self, msg: &Message, permit: OwnedSemaphorePermit, why: String, now: Millis) {
+    fn wait(&self, msg: &Message, permit: Hold, why: String, now: Millis) {
         let Some(Handoff { rec, .. }) = self.handoff.get() else {
             return;
         };
@@ -641,7 +700,7 @@ impl Dispatcher {
     }
 
     /// Hands a claimed message to a device's worker, API texts in the urgent lane.
-    fn to_lane(&self, device: usize, msg: Message, permit: OwnedSemaphorePermit, queues: &[Lanes]) {
+    fn to_lane(&self, device: usize, msg: Message, permit: Hold, queues: &[Lanes]) {
         self.devices[device]
             .stats
             .load
@@ -1203,6 +1262,25 @@ impl Dispatcher {
             }
             if total > 0 {
                 tracing::info!(device = %name, parts = total, "parts sent before a restart still wait for receipts");
+            }
+        }
+    }
+
+    /// Renews the leases of the messages this node holds, every third of the lease.
+    async fn renewer(self: Arc<Self>, stop: CancellationToken) {
+        let every = self.policy.lease / 3;
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(every) => {}
+            }
+            let held = self.held.snapshot();
+            if held.is_empty() {
+                continue;
+            }
+            let until = now_ms() + self.policy.lease.as_millis() as Millis;
+            if let Err(e) = self.store.renew_leases(held, until).await {
+                tracing::warn!(error = %e, "renewing the leases of messages under way failed");
             }
         }
     }

@@ -376,6 +376,12 @@ impl Store {
         ))
     }
 
+    /// Extends to `until` the claim lease of messages a node still holds, each at the attempt
+    /// it holds (a message another node has since claimed again is left alone); how many.
+    pub async fn renew_leases(&self, held: Vec<(Id, i64)>, until: Millis) -> Result<u64> {
+        write!(self, LAZY, |e| ops::messages::renew_leases(e, &held, until))
+    }
+
     /// Moves due scheduled messages to the queue and expired leases back to it.
     pub async fn maintain(&self, now: Millis) -> Result<Maintenance> {
         write!(self, LAZY, |e| ops::messages::maintain(e, now))

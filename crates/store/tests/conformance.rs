@@ -2474,3 +2474,109 @@ async fn a_refused_request_fails_alone_in_a_group_commit() {
         }
     }
 }
+
+conformance! {
+    /// A node renews the leases of what it still holds: only those, at the attempt it holds,
+    /// outlive their first lease.
+    async fn renewed_leases_outlive_their_first_lease(s) {
+    let a = user(&s, "a").await;
+    let ids = insert(
+        &s,
+        vec![msg(a.id, "+15550000001", 1), msg(a.id, "+15550000002", 1), msg(a.id, "+15550000003", 1)],
+    )
+    .await;
+    assert_eq!(s.claim(10, 1000, 10).await.unwrap().len(), 3);
+    // The first at its attempt, the second at an attempt it is no longer at.
+    let renewed = s
+        .renew_leases(vec![(ids[0], 1), (ids[1], 2)], 5000)
+        .await
+        .unwrap();
+    assert_eq!(renewed, 1);
+    let m = s.maintain(2000).await.unwrap();
+    assert_eq!(m.requeued, 2);
+    let status = |id| {
+        let s = s.clone();
+        async move { s.get_message(id).await.unwrap().unwrap().status }
+    };
+    assert_eq!(status(ids[0]).await, Status::Sending);
+    assert_eq!(status(ids[1]).await, Status::Queued);
+    assert_eq!(status(ids[2]).await, Status::Queued);
+    }
+}
+
+conformance! {
+    /// One round of receipts of every kind at once: one-part messages, both parts of a
+    /// two-part message, one part of another, the same receipt twice, an unknown one, and
+    /// one for a message settled before. (PostgreSQL applies most of them in one statement;
+    /// the answers and the result are the same.)
+    async fn a_round_of_mixed_receipts_settles_each_message_as_one_at_a_time_would(s) {
+    let a = user(&s, "a").await;
+    let mut two = msg(a.id, "+15550000002", 1);
+    two.segments = 2;
+    let mut other_two = msg(a.id, "+15550000003", 1);
+    other_two.segments = 2;
+    let ids = insert(
+        &s,
+        vec![msg(a.id, "+15550000001", 1), two, other_two, msg(a.id, "+15550000004", 1)],
+    )
+    .await;
+    assert_eq!(s.claim(10, 1000, 10).await.unwrap().len(), 4);
+    s.record_outcomes(vec![
+        sent(ids[0], &["A"], vec![]),
+        sent(ids[1], &["B1", "B2"], vec![]),
+        sent(ids[2], &["C1", "C2"], vec![]),
+        sent(ids[3], &["D"], vec![]),
+    ])
+    .await
+    .unwrap();
+    let r = |id: &str, ok: bool, at: i64| Receipt {
+        device: "lb".into(),
+        device_msg_id: id.into(),
+        delivered: ok,
+        code: (!ok).then(|| "0B".into()),
+        at,
+    };
+    // D is settled before the round.
+    s.apply_receipts(vec![r("D", true, 25)]).await.unwrap();
+    let got = s
+        .apply_receipts(vec![
+            r("A", false, 30),
+            r("B1", true, 31),
+            r("C1", true, 32),
+            r("B2", true, 33),
+            r("nope", true, 34),
+            r("D", false, 35),
+            r("A", true, 36),
+        ])
+        .await
+        .unwrap();
+    let part = |i: usize, st: Option<Status>| ReceiptMatch::Part { message_id: ids[i], status: st };
+    assert_eq!(
+        got,
+        vec![
+            part(0, Some(Status::Undelivered)),
+            part(1, None),
+            part(2, None),
+            part(1, Some(Status::Delivered)),
+            ReceiptMatch::Unknown,
+            part(3, None),
+            part(0, None),
+        ]
+    );
+    let m = |i: usize| {
+        let s = s.clone();
+        let id = ids[i];
+        async move { s.get_message(id).await.unwrap().unwrap() }
+    };
+    let m0 = m(0).await;
+    assert_eq!((m0.status, m0.error_code.as_deref(), m0.done_at), (Status::Undelivered, Some("0B"), Some(30)));
+    assert_eq!((m(1).await.status, m(1).await.done_at), (Status::Delivered, Some(33)));
+    assert_eq!(m(2).await.status, Status::Sent);
+    assert_eq!((m(3).await.status, m(3).await.done_at), (Status::Delivered, Some(25)));
+    // The parts keep the last receipt each got.
+    let parts = s.message_parts(ids[0]).await.unwrap();
+    assert_eq!(parts[0].status, "delivered");
+    let parts = s.message_parts(ids[2]).await.unwrap();
+    assert_eq!((parts[0].status.as_str(), parts[1].status.as_str()), ("delivered", "sent"));
+    }
+}

@@ -633,6 +633,23 @@ impl App {
     }
 
     /// How many messages the default user's list shows.
+    /// The rows of `query` on this app's PostgreSQL schema, one line each (`psql -At`).
+    /// Panics for a SQLite app.
+    pub fn sql(&self, query: &str) -> String {
+        let url = self
+            ._pg
+            .as_ref()
+            .expect("sql() is for apps on PostgreSQL")
+            .url();
+        let o = Command::new("psql")
+            .args([&url, "-v", "ON_ERROR_STOP=1", "-At", "-c", query])
+            .stdin(Stdio::null())
+            .output()
+            .expect("psql must be installed for the PostgreSQL tests");
+        assert!(o.status.success(), "{query}: {}", stderr(&o));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
     pub fn count(&self) -> usize {
         self.all_messages(&self.key).len()
     }

@@ -10,13 +10,16 @@
 use std::collections::HashSet;
 use std::sync::LazyLock;
 
+use textgate_core::clock::Millis;
 use textgate_core::status::Status;
 
 use crate::exec::{args, Arg, Exec};
 use crate::model::*;
 use crate::Result;
 
-use super::messages::{record_outcome, status_events, EVENT_COLUMNS};
+use super::messages::{
+    apply_receipt, record_outcome, settle_from_parts, status_events, EVENT_COLUMNS,
+};
 
 /// Stores `msgs` in two statements: their ids, taken in one go from the table's sequence
 /// (so that which id is whose never depends on the order `RETURNING` gives), then one
@@ -171,6 +174,11 @@ async fn record_sent(e: &mut impl Exec, sent: &[&Outcome]) -> Result<Vec<bool>> 
         return Ok(Vec::new());
     }
     let n = sent.len();
+    let mut sorted = sent.to_vec();
+    sorted.sort_by_key(|o| match o {
+        Outcome::Sent { id, .. } => *id,
+        _ => 0,
+    });
     let (mut id, mut attempt, mut status, mut device) = (
         Vec::with_capacity(n),
         Vec::with_capacity(n),
@@ -191,7 +199,7 @@ async fn record_sent(e: &mut impl Exec, sent: &[&Outcome]) -> Result<Vec<bool>> 
     let mut p_code = Vec::new();
     let mut p_at = Vec::new();
     let mut p_done = Vec::new();
-    for o in sent {
+    for o in &sorted {
         let Outcome::Sent {
             id: mid,
             attempt: a,
@@ -260,8 +268,212 @@ async fn record_sent(e: &mut impl Exec, sent: &[&Outcome]) -> Result<Vec<bool>> 
         .await?
         .into_iter()
         .collect();
-    Ok(id
+    Ok(sent
         .iter()
-        .map(|i| i.is_some_and(|i| done.contains(&i)))
+        .map(|o| matches!(o, Outcome::Sent { id, .. } if done.contains(id)))
         .collect())
+}
+
+/// [`super::messages::renew_leases`] in one statement.
+///
+/// The statements here that change several rows of `messages` lock them in id order (their
+/// arrays sorted by id, read through `id = ANY`), or skip locked rows, so that two of them
+/// under way at once on two nodes never wait on each other in a circle.
+pub(crate) async fn renew_leases(
+    e: &mut impl Exec,
+    held: &[(Id, i64)],
+    until: Millis,
+) -> Result<u64> {
+    let ids: Vec<Option<i64>> = held.iter().map(|(id, _)| Some(*id)).collect();
+    let attempts: Vec<Option<i64>> = held.iter().map(|(_, a)| Some(*a)).collect();
+    // A row another transaction has locked (its outcome being recorded) is skipped, never
+    // waited for: waiting here could deadlock with it.
+    e.run(
+        "UPDATE messages SET lease_until = $1 WHERE id IN (
+           SELECT id FROM messages JOIN unnest($2::bigint[], $3::bigint[]) AS v(v_id, v_attempt)
+             ON id = v_id AND attempts = v_attempt
+           WHERE id = ANY($2::bigint[]) AND status = 'sending' AND lease_until < $1
+           FOR UPDATE OF messages SKIP LOCKED)",
+        &[Arg::Int(until), Arg::Ints(&ids), Arg::Ints(&attempts)],
+    )
+    .await
+}
+
+/// Applies receipts as [`super::messages::apply_receipts`] does, a run at a time (a run
+/// ends before a receipt for a part already named in it): which part each receipt names in
+/// one statement; then the parts and one-part messages of the receipts that name a message
+/// no other receipt of the run names, in one statement; what is left row by row (a message
+/// of several parts, whose parts' receipts settle it together).
+pub(crate) async fn apply_receipts(
+    e: &mut impl Exec,
+    receipts: &[Receipt],
+) -> Result<Vec<ReceiptMatch>> {
+    let mut out = Vec::with_capacity(receipts.len());
+    let mut start = 0;
+    let mut keys = HashSet::new();
+    for (i, r) in receipts.iter().enumerate() {
+        if !keys.insert((r.device.as_str(), r.device_msg_id.as_str())) {
+            out.extend(apply_run(e, &receipts[start..i]).await?);
+            start = i;
+            keys.clear();
+            keys.insert((r.device.as_str(), r.device_msg_id.as_str()));
+        }
+    }
+    out.extend(apply_run(e, &receipts[start..]).await?);
+    Ok(out)
+}
+
+async fn apply_run(e: &mut impl Exec, run: &[Receipt]) -> Result<Vec<ReceiptMatch>> {
+    static SETTLE: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "WITH v AS (
+               SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::bigint[],
+                 $6::text[], $7::text[], $8::text[])
+                 AS v(v_id, v_part, v_state, v_code, v_at, v_status, v_mcode, v_error)),
+             parts AS (
+               UPDATE message_parts SET status = v_state, error_code = v_code,
+                 done_at = CASE WHEN submitted_at > v_at THEN submitted_at ELSE v_at END
+               FROM v WHERE message_id = ANY($1::bigint[]) AND message_id = v_id AND part_no = v_part),
+             m AS (
+               UPDATE messages SET status = v_status,
+                 done_at = CASE WHEN sent_at > v_at THEN sent_at ELSE v_at END,
+                 error_code = coalesce(v_mcode, error_code), error = coalesce(v_error, error)
+               FROM v WHERE id = ANY($1::bigint[]) AND id = v_id AND status = 'sent' AND segments = 1
+               RETURNING {EVENT_COLUMNS}),
+             queued AS ({})
+             SELECT id, true FROM m
+             UNION ALL SELECT id, false FROM messages WHERE id = ANY($1::bigint[]) AND segments > 1",
+            status_events("m", "$9", false)
+        )
+    });
+    if run.is_empty() {
+        return Ok(Vec::new());
+    }
+    let devices: Vec<Option<&str>> = run.iter().map(|r| Some(r.device.as_str())).collect();
+    let msg_ids: Vec<Option<&str>> = run.iter().map(|r| Some(r.device_msg_id.as_str())).collect();
+    let mut hits: Vec<Option<(Id, i64)>> = vec![None; run.len()];
+    for (n, message_id, part_no) in e
+        .rows(
+            "SELECT r.n, p.message_id, p.part_no
+             FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS r(device, msg_id, n)
+             CROSS JOIN LATERAL (
+               SELECT message_id, part_no FROM message_parts
+               WHERE device = r.device AND device_msg_id = r.msg_id
+               ORDER BY message_id DESC LIMIT 1) p",
+            &[Arg::Texts(&devices), Arg::Texts(&msg_ids)],
+            |r| Ok((r.int(0)?, r.int(1)?, r.int(2)?)),
+        )
+        .await?
+    {
+        if let Some(h) = usize::try_from(n - 1).ok().and_then(|i| hits.get_mut(i)) {
+            *h = Some((message_id, part_no));
+        }
+    }
+    let mut named: std::collections::HashMap<Id, usize> = std::collections::HashMap::new();
+    for (message_id, _) in hits.iter().flatten() {
+        *named.entry(*message_id).or_default() += 1;
+    }
+    let alone = |h: &Option<(Id, i64)>| h.is_some_and(|(m, _)| named.get(&m) == Some(&1));
+    // The receipts that name a message alone, in one statement.
+    let (mut id, mut part, mut state, mut code, mut at) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut status, mut mcode, mut error) = (Vec::new(), Vec::new(), Vec::new());
+    let mut order: Vec<(&Receipt, &Option<(Id, i64)>)> = run.iter().zip(&hits).collect();
+    order.sort_by_key(|(_, h)| h.map(|(m, _)| m));
+    for (r, h) in order {
+        let Some((message_id, part_no)) = h.filter(|_| alone(h)) else {
+            continue;
+        };
+        id.push(Some(message_id));
+        part.push(Some(part_no));
+        state.push(Some(if r.delivered {
+            "delivered"
+        } else {
+            "undelivered"
+        }));
+        code.push(r.code.as_deref());
+        at.push(Some(r.at));
+        status.push(Some(if r.delivered {
+            "delivered"
+        } else {
+            "undelivered"
+        }));
+        mcode.push(r.code.as_deref().filter(|_| !r.delivered));
+        error.push((!r.delivered).then(|| undelivered_error(r.code.as_deref())));
+    }
+    let mut settled = std::collections::HashMap::new();
+    if !id.is_empty() {
+        let error: Vec<Option<&str>> = error.iter().map(Option::as_deref).collect();
+        let now = textgate_core::clock::now_ms();
+        for (message_id, one_part) in e
+            .rows(
+                &SETTLE,
+                &[
+                    Arg::Ints(&id),
+                    Arg::Ints(&part),
+                    Arg::Texts(&state),
+                    Arg::Texts(&code),
+                    Arg::Ints(&at),
+                    Arg::Texts(&status),
+                    Arg::Texts(&mcode),
+                    Arg::Texts(&error),
+                    Arg::Int(now),
+                ],
+                |r| Ok((r.int(0)?, r.flag(1)?)),
+            )
+            .await?
+        {
+            settled.insert(message_id, one_part);
+        }
+    }
+    let mut out = Vec::with_capacity(run.len());
+    for (r, h) in run.iter().zip(&hits) {
+        let Some((message_id, _)) = *h else {
+            out.push(ReceiptMatch::Unknown);
+            continue;
+        };
+        let status = if !alone(h) {
+            // Its message's other parts have receipts in this run too: in order, row by row.
+            out.push(apply_receipt(e, r).await?);
+            continue;
+        } else {
+            match settled.get(&message_id) {
+                // A one-part message settled by its receipt.
+                Some(true) => Some(if r.delivered {
+                    Status::Delivered
+                } else {
+                    Status::Undelivered
+                }),
+                // A message of several parts: settled if its parts now say so.
+                Some(false) => settle_from_parts(e, message_id, r).await?,
+                // A one-part message settled before.
+                None => None,
+            }
+        };
+        out.push(ReceiptMatch::Part { message_id, status });
+    }
+    Ok(out)
+}
+
+/// The queue's upkeep of lost claims ([`super::messages::maintain`]) in one statement: messages
+/// whose lease ran out back to the queue, each with its lost attempt written to its history.
+/// A row another transaction has locked is skipped (its outcome is being recorded), and
+/// looked at again on the next pass.
+pub(crate) async fn requeue_lost(e: &mut impl Exec, now: Millis, error: &str) -> Result<u64> {
+    crate::exec::int(
+        e,
+        "WITH lost AS (
+           SELECT id FROM messages WHERE status = 'sending' AND lease_until < $1
+           ORDER BY id FOR UPDATE SKIP LOCKED),
+         r AS (
+           UPDATE messages SET status = 'queued', lease_until = NULL, due_at = $1
+           WHERE id IN (SELECT id FROM lost) RETURNING id, attempts),
+         a AS (
+           INSERT INTO message_attempts (message_id, attempt, device, at, outcome, code, error)
+           SELECT id, attempts, NULL, $1, 'lease', NULL, $2 FROM r)
+         SELECT count(*) FROM r",
+        &[Arg::Int(now), Arg::Text(error)],
+    )
+    .await
+    .map(|n| u64::try_from(n).unwrap_or(0))
 }

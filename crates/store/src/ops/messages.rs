@@ -380,6 +380,28 @@ pub(crate) async fn claim(
     Ok(out)
 }
 
+/// Extends the leases of messages still held at these attempts.
+pub(crate) async fn renew_leases(
+    e: &mut impl Exec,
+    held: &[(Id, i64)],
+    until: Millis,
+) -> Result<u64> {
+    if e.dialect() == Dialect::Postgres {
+        return super::batch::renew_leases(e, held, until).await;
+    }
+    let mut n = 0;
+    for (id, attempt) in held {
+        n += e
+            .run(
+                "UPDATE messages SET lease_until = $1
+                 WHERE id = $2 AND attempts = $3 AND status = 'sending' AND lease_until < $1",
+                args![until, *id, *attempt],
+            )
+            .await?;
+    }
+    Ok(n)
+}
+
 /// Promotes due scheduled messages, requeues expired leases, and gives up on sent messages
 /// whose receipt never came.
 pub(crate) async fn maintain(e: &mut impl Exec, now: Millis) -> Result<Maintenance> {
@@ -389,22 +411,25 @@ pub(crate) async fn maintain(e: &mut impl Exec, now: Millis) -> Result<Maintenan
             args![now],
         )
         .await?;
-    // A claim whose worker stopped (a node died) is history too, written before the
-    // UPDATE that would hide it; at most as many as the claims lost.
-    e.run(
-        "INSERT INTO message_attempts (message_id, attempt, device, at, outcome, code, error)
-         SELECT id, attempts, NULL, $1, 'lease', NULL, $2 FROM messages
-         WHERE status = 'sending' AND lease_until < $1",
-        args![now, LEASE_LOST],
-    )
-    .await?;
-    let requeued = e
-        .run(
+    let requeued = if e.dialect() == Dialect::Postgres {
+        super::batch::requeue_lost(e, now, LEASE_LOST).await?
+    } else {
+        // A claim whose worker stopped (a node died) is history too, written before the
+        // UPDATE that would hide it; at most as many as the claims lost.
+        e.run(
+            "INSERT INTO message_attempts (message_id, attempt, device, at, outcome, code, error)
+             SELECT id, attempts, NULL, $1, 'lease', NULL, $2 FROM messages
+             WHERE status = 'sending' AND lease_until < $1",
+            args![now, LEASE_LOST],
+        )
+        .await?;
+        e.run(
             "UPDATE messages SET status = 'queued', lease_until = NULL, due_at = $1
              WHERE status = 'sending' AND lease_until < $1",
             args![now],
         )
-        .await?;
+        .await?
+    };
     // Those with events are found first: after the UPDATE nothing tells them apart.
     let with_events: Vec<Id> = e
         .rows(
@@ -631,6 +656,9 @@ pub(crate) async fn apply_receipts(
     e: &mut impl Exec,
     receipts: &[Receipt],
 ) -> Result<Vec<ReceiptMatch>> {
+    if e.dialect() == Dialect::Postgres {
+        return super::batch::apply_receipts(e, receipts).await;
+    }
     let mut out = Vec::with_capacity(receipts.len());
     for r in receipts {
         out.push(apply_receipt(e, r).await?);
@@ -638,7 +666,7 @@ pub(crate) async fn apply_receipts(
     Ok(out)
 }
 
-async fn apply_receipt(e: &mut impl Exec, r: &Receipt) -> Result<ReceiptMatch> {
+pub(super) async fn apply_receipt(e: &mut impl Exec, r: &Receipt) -> Result<ReceiptMatch> {
     // Found first, then updated by its key: `UPDATE … RETURNING` would cost SQLite an
     // ephemeral table per receipt. An id the SMSC has used before belongs to the newest
     // part that has it.
@@ -692,6 +720,21 @@ async fn apply_receipt(e: &mut impl Exec, r: &Receipt) -> Result<ReceiptMatch> {
             status: Some(st),
         });
     }
+    Ok(ReceiptMatch::Part {
+        message_id,
+        status: settle_from_parts(e, message_id, r).await?,
+    })
+}
+
+/// After receipt `r` was written to a part of message `message_id` (other than a one-part
+/// message just settled): settles the message if its parts now say how it ended; the status
+/// it changed to, if any.
+pub(super) async fn settle_from_parts(
+    e: &mut impl Exec,
+    message_id: Id,
+    r: &Receipt,
+) -> Result<Option<Status>> {
+    let code = r.code.as_deref().filter(|_| !r.delivered);
     let (segments, delivered, undelivered) = row(
         e,
         "SELECT m.segments,
@@ -723,10 +766,7 @@ async fn apply_receipt(e: &mut impl Exec, r: &Receipt) -> Result<ReceiptMatch> {
             changed = Some(st);
         }
     }
-    Ok(ReceiptMatch::Part {
-        message_id,
-        status: changed,
-    })
+    Ok(changed)
 }
 
 /// Parts `device` took that still wait for a receipt, of messages above `after`.
