@@ -6,7 +6,8 @@
 //!   commits whatever callers have queued in one transaction (group commit), so many small
 //!   writes cost one fsync; readers use their own connections (WAL).
 //! - [`postgres`]: for several nodes sharing one database; queue claims use
-//!   `FOR UPDATE SKIP LOCKED`.
+//!   `FOR UPDATE SKIP LOCKED`, new messages of concurrent requests are stored in one statement
+//!   (group commit), and a recorder round's outcomes and receipts in a few set-based ones.
 //! - [`model`]: the rows and requests both backends speak.
 //! - [`jobs`]: the same for bulk jobs: batches of CSV rows stored with their resume point.
 //!

@@ -1,8 +1,11 @@
 //! The PostgreSQL backend, for several textgate nodes sharing one database.
 //!
 //! A small pool of connections; each call takes one, runs in its own transaction and gives
-//! it back. Queue claims lock rows with `FOR UPDATE SKIP LOCKED`, so nodes claiming at once
-//! take different messages without waiting on each other.
+//! it back, except new messages: requests that arrive together are stored together by a group
+//! committer ([`Postgres::store_messages`]), one statement and one commit for all of them.
+//! The hottest writes are set-based statements over arrays (`ops/batch.rs`). Queue claims lock
+//! rows with `FOR UPDATE SKIP LOCKED`, so nodes claiming at once take different messages
+//! without waiting on each other.
 
 use std::collections::HashMap;
 use std::sync::Arc;

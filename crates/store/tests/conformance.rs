@@ -18,9 +18,30 @@ fn rand_suffix() -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-async fn postgres() -> Store {
-    let base = std::env::var("TEXTGATE_TEST_POSTGRES")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string());
+fn postgres_base() -> String {
+    std::env::var("TEXTGATE_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string())
+}
+
+/// A test's schema, dropped when the test ends (by `psql`: the test's own connections are
+/// still open, idle, while it is dropped).
+struct Schema(String);
+
+impl Drop for Schema {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("psql")
+            .args([
+                &postgres_base(),
+                "-qc",
+                &format!("DROP SCHEMA IF EXISTS {} CASCADE", self.0),
+            ])
+            .output();
+    }
+}
+
+/// A store on a fresh schema, and the schema (dropped with it).
+async fn postgres() -> (Store, Schema) {
+    let base = postgres_base();
     let schema = format!("tg_{}", rand_suffix());
     let (client, conn) = tokio_postgres::connect(&base, tokio_postgres::NoTls)
         .await
@@ -33,9 +54,10 @@ async fn postgres() -> Store {
         .await
         .expect("create schema");
     let sep = if base.contains('?') { '&' } else { '?' };
-    Store::open(&format!("{base}{sep}options=-csearch_path%3D{schema}"))
+    let store = Store::open(&format!("{base}{sep}options=-csearch_path%3D{schema}"))
         .await
-        .expect("open postgres")
+        .expect("open postgres");
+    (store, Schema(schema))
 }
 
 /// One test per backend, named after it (`NAME::sqlite`, `NAME::postgres`), so that a
@@ -55,7 +77,8 @@ macro_rules! conformance {
 
             #[tokio::test]
             async fn postgres() {
-                let $s = super::postgres().await;
+                let (store, _schema) = super::postgres().await;
+                let $s = store;
                 $body
             }
         }
@@ -2447,7 +2470,7 @@ conformance! {
 /// the same statement. (SQLite stores a NUL.)
 #[tokio::test]
 async fn a_refused_request_fails_alone_in_a_group_commit() {
-    let s = postgres().await;
+    let (s, _schema) = postgres().await;
     let a = user(&s, "a").await;
     let requests: Vec<_> = (0..30)
         .map(|r| {

@@ -179,18 +179,15 @@ async fn record_sent(e: &mut impl Exec, sent: &[&Outcome]) -> Result<Vec<bool>> 
         Outcome::Sent { id, .. } => *id,
         _ => 0,
     });
-    let (mut id, mut attempt, mut status, mut device) = (
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-    );
-    let (mut at, mut done_at, mut code, mut error) = (
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-    );
+    // One array per column, in id order: the messages' eight, then their parts' eight.
+    let mut id = Vec::with_capacity(n);
+    let mut attempt = Vec::with_capacity(n);
+    let mut status = Vec::with_capacity(n);
+    let mut device = Vec::with_capacity(n);
+    let mut at = Vec::with_capacity(n);
+    let mut done_at = Vec::with_capacity(n);
+    let mut code = Vec::with_capacity(n);
+    let mut error = Vec::with_capacity(n);
     let mut p_msg = Vec::new();
     let mut p_no = Vec::new();
     let mut p_device = Vec::new();
@@ -432,23 +429,22 @@ async fn apply_run(e: &mut impl Exec, run: &[Receipt]) -> Result<Vec<ReceiptMatc
             out.push(ReceiptMatch::Unknown);
             continue;
         };
-        let status = if !alone(h) {
+        if !alone(h) {
             // Its message's other parts have receipts in this run too: in order, row by row.
             out.push(apply_receipt(e, r).await?);
             continue;
-        } else {
-            match settled.get(&message_id) {
-                // A one-part message settled by its receipt.
-                Some(true) => Some(if r.delivered {
-                    Status::Delivered
-                } else {
-                    Status::Undelivered
-                }),
-                // A message of several parts: settled if its parts now say so.
-                Some(false) => settle_from_parts(e, message_id, r).await?,
-                // A one-part message settled before.
-                None => None,
-            }
+        }
+        let status = match settled.get(&message_id) {
+            // A one-part message settled by its receipt.
+            Some(true) => Some(if r.delivered {
+                Status::Delivered
+            } else {
+                Status::Undelivered
+            }),
+            // A message of several parts: settled if its parts now say so.
+            Some(false) => settle_from_parts(e, message_id, r).await?,
+            // A one-part message settled before.
+            None => None,
         };
         out.push(ReceiptMatch::Part { message_id, status });
     }
