@@ -29,6 +29,8 @@ pub struct Cluster {
     held: Mutex<BTreeSet<String>>,
     /// Nodes alive at the last heartbeat (this one included).
     alive: std::sync::atomic::AtomicUsize,
+    /// Nodes that may still be sending: not stopped, seen within twice `node_dead_after`.
+    sending: std::sync::atomic::AtomicUsize,
 }
 
 /// A node as `GET /api/v1/nodes` shows it.
@@ -81,6 +83,7 @@ impl Cluster {
             dead_after: cfg.server.node_dead_after.0,
             held: Mutex::new(BTreeSet::new()),
             alive: std::sync::atomic::AtomicUsize::new(1),
+            sending: std::sync::atomic::AtomicUsize::new(1),
         })
     }
 
@@ -95,6 +98,13 @@ impl Cluster {
                     let alive = nodes.iter().filter(|n| n.state == "alive").count();
                     self.alive
                         .store(alive.max(1), std::sync::atomic::Ordering::Relaxed);
+                    let recent = now_ms() - 2 * self.dead_after.as_millis() as Millis;
+                    let sending = nodes
+                        .iter()
+                        .filter(|n| n.state != "stopped" && n.last_seen >= recent)
+                        .count();
+                    self.sending
+                        .store(sending.max(1), std::sync::atomic::Ordering::Relaxed);
                 }
             }
             tokio::select! {
@@ -145,9 +155,14 @@ impl Cluster {
         self.shared
     }
 
-    /// How many nodes were alive at the last heartbeat (this one included; 1 on SQLite).
-    pub fn alive(&self) -> usize {
-        self.alive.load(std::sync::atomic::Ordering::Relaxed).max(1)
+    /// How many nodes share a device's `max_rate`: those that may still be sending, counted
+    /// generously (a node whose heartbeat is late, or that died less than twice
+    /// `node_dead_after` ago), so that a heartbeat read late never lets the nodes together
+    /// send faster than the rate. A real death slows the others for that while.
+    pub fn rate_shares(&self) -> usize {
+        self.sending
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .max(1)
     }
 
     /// The leases this node holds, as it last took them.

@@ -690,11 +690,12 @@ impl Dispatcher {
         ));
     }
 
-    /// The spacing of a device's messages under its `max_rate`: shared by the nodes alive on
-    /// the store, so that together they keep to it.
+    /// The spacing of a device's messages under its `max_rate`: shared by the nodes that may
+    /// be sending on the store ([`crate::cluster::Cluster::rate_shares`]), so that together
+    /// they keep to it.
     fn pace(&self, entry: &DeviceEntry) -> Option<Duration> {
         (entry.max_rate > 0).then(|| {
-            let nodes = self.cluster.get().map_or(1, |c| c.alive());
+            let nodes = self.cluster.get().map_or(1, |c| c.rate_shares());
             Duration::from_secs_f64(nodes as f64 / f64::from(entry.max_rate))
         })
     }
