@@ -142,6 +142,87 @@ pub async fn send(a: SendArgs) -> anyhow::Result<()> {
     }
 }
 
+/// `textgate status [--server URL] [--api-key KEY] [--json]`: a running server's answer to
+/// `GET /api/v1/status`, as lines for a person or as JSON.
+pub async fn status(
+    server: Option<String>,
+    api_key: Option<String>,
+    as_json: bool,
+) -> anyhow::Result<()> {
+    let (server, key) = endpoint(server, api_key)?;
+    let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
+    let (code, v) = call(
+        &client,
+        "GET",
+        &format!("{server}/api/v1/status"),
+        &key,
+        None,
+    )
+    .await?;
+    if code != 200 {
+        bail!("the server at {server} answered {code}: {}", error_text(&v));
+    }
+    if as_json {
+        println!("{v:#}");
+        return Ok(());
+    }
+    print!("{}", status_text(&server, &v));
+    Ok(())
+}
+
+/// The lines `textgate status` prints for the server's answer.
+fn status_text(server: &str, v: &Value) -> String {
+    let s = |p: &str| v.pointer(p).and_then(Value::as_str).unwrap_or("?");
+    let n = |v: &Value, k: &str| v[k].as_i64().unwrap_or(0);
+    let mut out = format!(
+        "textgate {} at {server}: node {}, up {}, store {} (schema {}), {} node(s) alive\n",
+        s("/version"),
+        s("/node"),
+        uptime(n(v, "uptime_seconds")),
+        s("/store"),
+        n(v, "schema"),
+        n(v, "nodes_alive"),
+    );
+    let queue = &v["queue"];
+    out += &format!(
+        "queue: {} queued, {} scheduled, {} sending\n",
+        n(queue, "queued"),
+        n(queue, "scheduled"),
+        n(queue, "sending")
+    );
+    let devices = v["devices"].as_array().cloned().unwrap_or_default();
+    let width = devices
+        .iter()
+        .filter_map(|d| d["name"].as_str())
+        .map(str::len)
+        .max()
+        .unwrap_or(0);
+    out += &format!("devices: {}\n", devices.len());
+    for d in &devices {
+        out += &format!(
+            "  {:width$}  {:8}  {:12}  sent {}, failed {}, received {}\n",
+            d["name"].as_str().unwrap_or("?"),
+            d["kind"].as_str().unwrap_or("?"),
+            d["state"].as_str().unwrap_or("?"),
+            n(d, "sent"),
+            n(d, "failed"),
+            n(d, "received"),
+        );
+    }
+    out
+}
+
+/// An uptime as a person reads it: `3d 4h`, `2h 5m`, `42s`.
+fn uptime(secs: i64) -> String {
+    let (d, h, m, s) = (secs / 86_400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
+    match (d, h, m) {
+        (0, 0, 0) => format!("{s}s"),
+        (0, 0, _) => format!("{m}m {s}s"),
+        (0, _, _) => format!("{h}h {m}m"),
+        _ => format!("{d}d {h}h"),
+    }
+}
+
 /// The arguments of `textgate job submit`.
 pub struct SubmitArgs {
     pub file: std::path::PathBuf,
@@ -361,6 +442,14 @@ mod tests {
             "Hi%20%7B%7Bname%7D%7D%2C%20ok"
         );
         assert_eq!(query_value("a-b_c.d~"), "a-b_c.d~");
+    }
+
+    #[test]
+    fn uptimes_read_as_a_person_says_them() {
+        assert_eq!(uptime(42), "42s");
+        assert_eq!(uptime(125), "2m 5s");
+        assert_eq!(uptime(2 * 3600 + 5 * 60 + 9), "2h 5m");
+        assert_eq!(uptime(3 * 86_400 + 4 * 3600 + 59), "3d 4h");
     }
 
     #[test]

@@ -6,6 +6,8 @@
 //! - [`client`]: `send` and `job submit`, through a running server's HTTP API.
 //! - [`port`]: a remote port server.
 //! - `check`: validates a config file.
+//! - `version`, `status` (through a running server's HTTP API), `completions`, `man`: for
+//!   operators (docs/operations.md).
 
 mod admin;
 mod client;
@@ -13,9 +15,11 @@ mod port;
 mod serve;
 
 use std::path::PathBuf;
+
+use anyhow::Context;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 // The request path allocates many small, short-lived buffers from several threads;
 // mimalloc's thread-local free lists cut the allocator's share of CPU from about a fifth
@@ -28,7 +32,15 @@ use textgate_core::config::Config;
 #[command(
     name = "textgate",
     version,
-    about = "A self-hosted enterprise SMS gateway"
+    about = "A self-hosted enterprise SMS gateway",
+    long_about = "A self-hosted enterprise SMS gateway: texts from applications (HTTP API), CSV \
+                  jobs, the web UI and e-mail go out through SMPP accounts, GSM modems and remote \
+                  port servers; incoming texts reach inboxes, webhooks and e-mail by inbound \
+                  rules.\n\nThe configuration is one TOML file given with --config \
+                  (`textgate config example` prints a commented one); `textgate serve` without \
+                  one runs on the embedded defaults. TEXTGATE_LOG sets the log filter \
+                  (for example info or textgate=debug). The documentation is in the docs \
+                  folder of the distribution."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -91,6 +103,38 @@ enum Command {
         /// Check the file and exit non-zero with the reason if it is not valid.
         #[arg(long)]
         check: bool,
+    },
+    /// Print this build's version and the schema versions it migrates databases to; with
+    /// --config, also that database's schema version (read without migrating it).
+    Version {
+        /// The config file (for the database).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Ask a running server how it is: version, uptime, store, devices, queue (needs an
+    /// administrator's API key).
+    Status {
+        /// The server's base URL (default: $TEXTGATE_SERVER or http://127.0.0.1:8080).
+        #[arg(long)]
+        server: Option<String>,
+        /// An administrator's API key (default: $TEXTGATE_API_KEY).
+        #[arg(long)]
+        api_key: Option<String>,
+        /// Print the server's answer as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the completion script for a shell (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff); with --dir, write one page per subcommand there.
+    Man {
+        /// Write textgate.1 and a textgate-SUBCOMMAND.1 page for each subcommand into this
+        /// folder instead.
+        #[arg(long)]
+        dir: Option<PathBuf>,
     },
     /// Check a config file and exit non-zero with the reason if it is not valid.
     Check {
@@ -250,6 +294,34 @@ fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<Config> {
     Ok(cfg)
 }
 
+/// `textgate version [--config FILE]`.
+async fn version(config: Option<&std::path::Path>) -> anyhow::Result<()> {
+    use textgate_store::Store;
+    println!("textgate {}", env!("CARGO_PKG_VERSION"));
+    println!(
+        "schema: SQLite {}, PostgreSQL {}",
+        Store::schema_for("sqlite://"),
+        Store::schema_for("postgres://")
+    );
+    let Some(path) = config else {
+        return Ok(());
+    };
+    let url = load_config(Some(path))?.server.database_url;
+    let shown = textgate_core::config::redact_url(&url);
+    let known = Store::schema_for(&url);
+    match Store::schema_of(&url).await? {
+        None => println!("database {shown}: not created yet (`textgate serve` creates it at schema {known})"),
+        Some(at) if at == known => println!("database {shown}: schema {at} (current)"),
+        Some(at) if at < known => println!(
+            "database {shown}: schema {at}; the next `textgate serve` migrates it to {known}"
+        ),
+        Some(at) => anyhow::bail!(
+            "database {shown}: schema {at}, newer than this textgate knows ({known}); run the newer textgate that upgraded it"
+        ),
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -297,6 +369,13 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         },
+        Command::Completions { shell } => {
+            // Into memory first: generate() panics when it cannot write (`| head`).
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "textgate", &mut script);
+            std::io::Write::write_all(&mut std::io::stdout(), &script).map_err(Into::into)
+        }
+        Command::Man { dir } => man(dir.as_deref()),
         command => runtime().and_then(|rt| rt.block_on(run(command))),
     };
     match result {
@@ -304,6 +383,24 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("textgate: {e:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// `textgate man`: the man page from the command line's definition, so the two never differ.
+fn man(dir: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let cmd = Cli::command();
+    match dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            clap_mangen::generate_to(cmd, dir)
+                .with_context(|| format!("cannot write the man pages into {}", dir.display()))
+        }
+        None => {
+            let mut page = Vec::new();
+            clap_mangen::Man::new(cmd).render(&mut page)?;
+            Ok(std::io::Write::write_all(&mut std::io::stdout(), &page)?)
         }
     }
 }
@@ -417,6 +514,12 @@ async fn run(command: Command) -> anyhow::Result<()> {
             })
             .await
         }
-        Command::Check { .. } => Ok(()),
+        Command::Version { config } => version(config.as_deref()).await,
+        Command::Status {
+            server,
+            api_key,
+            json,
+        } => client::status(server, api_key, json).await,
+        Command::Check { .. } | Command::Completions { .. } | Command::Man { .. } => Ok(()),
     }
 }

@@ -85,6 +85,20 @@ impl QueueDepth {
     }
 }
 
+/// Messages waiting, by status, counted at most every [`QUEUE_DEPTH_MAX_AGE`].
+pub async fn queue_depth(st: &AppState) -> Depth {
+    let store = st.store.clone();
+    st.queue_depth
+        .get(|| async move {
+            store
+                .queue_depth()
+                .await
+                .map_err(|e| tracing::warn!(error = %e, "queue depth unavailable"))
+                .ok()
+        })
+        .await
+}
+
 /// `GET /metrics`, in the Prometheus text format; with `[server] metrics_token`, only for
 /// `Authorization: Bearer TOKEN`.
 pub async fn metrics(State(st): State<AppState>, headers: axum::http::HeaderMap) -> Response {
@@ -94,17 +108,7 @@ pub async fn metrics(State(st): State<AppState>, headers: axum::http::HeaderMap)
     let mut out = Exposition::default();
     global_counters(&mut out, &st);
     final_statuses(&mut out, &st.dispatcher.counters);
-    let store = st.store.clone();
-    let depth = st
-        .queue_depth
-        .get(|| async move {
-            store
-                .queue_depth()
-                .await
-                .map_err(|e| tracing::warn!(error = %e, "metrics: queue depth unavailable"))
-                .ok()
-        })
-        .await;
+    let depth = queue_depth(&st).await;
     out.family(
         "textgate_queue_depth",
         "gauge",

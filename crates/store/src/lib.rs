@@ -29,6 +29,21 @@ use std::sync::Arc;
 use textgate_core::clock::Millis;
 use textgate_core::status::Status;
 
+/// Why a database at schema version `at` cannot be opened by a build that knows versions up
+/// to `known`, if it cannot: a newer build has migrated it, and this one would write rows
+/// that build does not expect (migrations are forward-only; see docs/operations.md).
+fn refuse_newer(at: i64, known: i64) -> std::result::Result<(), String> {
+    if at <= known {
+        return Ok(());
+    }
+    Err(format!(
+        "the database is at schema version {at}, newer than this textgate {} knows (up to \
+         {known}): a newer textgate has upgraded it. Run that newer version (or later), or \
+         restore a backup taken before the upgrade (docs/operations.md#upgrades)",
+        env!("CARGO_PKG_VERSION")
+    ))
+}
+
 /// What went wrong in the store.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
@@ -246,6 +261,33 @@ impl Store {
     /// Keys revoked after `since`, with when: what nodes that cache verified keys forget.
     pub async fn revoked_api_keys_since(&self, since: Millis) -> Result<Vec<(Id, Millis)>> {
         read!(self, |e| ops::users::revoked_since(e, since))
+    }
+
+    /// The schema version of the database at `url`, read without opening it as a store (so
+    /// without migrating it); `None` when textgate has never opened it.
+    pub async fn schema_of(url: &str) -> Result<Option<i64>> {
+        if let Some(path) = url.strip_prefix("sqlite://") {
+            let path = path.to_string();
+            tokio::task::spawn_blocking(move || sqlite::schema_of(&path))
+                .await
+                .map_err(|e| StoreError::Backend(crate::Cause::new(e)))?
+        } else {
+            postgres::schema_of(url).await
+        }
+    }
+
+    /// The schema version this build migrates the databases at `url` to.
+    pub fn schema_for(url: &str) -> i64 {
+        if url.starts_with("sqlite://") {
+            sqlite::SCHEMA
+        } else {
+            postgres::SCHEMA
+        }
+    }
+
+    /// The schema version of the database: the last migration applied to it.
+    pub async fn schema_version(&self) -> Result<i64> {
+        read!(self, |e| ops::schema_version(e))
     }
 
     /// Succeeds when the database answers.

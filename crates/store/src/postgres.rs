@@ -44,6 +44,8 @@ const MIGRATIONS: &[(i64, &str)] = &[
         include_str!("migrations/postgres/0011_hot_path_keys.sql"),
     ),
 ];
+/// The schema version this build migrates PostgreSQL stores to: its last migration.
+pub const SCHEMA: i64 = MIGRATIONS[MIGRATIONS.len() - 1].0;
 const POOL_SIZE: usize = 8;
 /// Any constant: it names the lock that serialises migrations between nodes starting at once.
 const MIGRATION_LOCK: i64 = 0x7465_7874_6761_7465;
@@ -290,6 +292,26 @@ async fn connect(url: &str) -> Result<Client> {
     Ok(client)
 }
 
+/// The schema version of the database at `url` without migrating it; `None` when textgate
+/// has never opened it.
+pub(crate) async fn schema_of(url: &str) -> Result<Option<i64>> {
+    let client = connect(url).await?;
+    let err = db_err;
+    let exists: bool = client
+        .query_one("SELECT to_regclass('schema_migrations') IS NOT NULL", &[])
+        .await
+        .map_err(err)?
+        .get(0);
+    if !exists {
+        return Ok(None);
+    }
+    let row = client
+        .query_one("SELECT max(version) FROM schema_migrations", &[])
+        .await
+        .map_err(err)?;
+    Ok(row.get(0))
+}
+
 impl Pool {
     async fn get(&self) -> Result<Conn<'_>> {
         let permit = self
@@ -333,6 +355,15 @@ impl Postgres {
         tx.batch_execute("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)")
             .await
             .map_err(open_err)?;
+        let at: Option<i64> = tx
+            .query_one("SELECT max(version) FROM schema_migrations", &[])
+            .await
+            .map_err(open_err)?
+            .get(0);
+        crate::refuse_newer(at.unwrap_or(0), SCHEMA).map_err(|reason| StoreError::Open {
+            url: redact_url(url),
+            reason,
+        })?;
         for (version, sql) in MIGRATIONS {
             let done = tx
                 .query_opt(

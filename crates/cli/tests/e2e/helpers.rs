@@ -632,7 +632,6 @@ impl App {
         }
     }
 
-    /// How many messages the default user's list shows.
     /// The rows of `query` on this app's PostgreSQL schema, one line each (`psql -At`).
     /// Panics for a SQLite app.
     pub fn sql(&self, query: &str) -> String {
@@ -650,6 +649,7 @@ impl App {
         String::from_utf8_lossy(&o.stdout).into_owned()
     }
 
+    /// How many messages the default user's list shows.
     pub fn count(&self) -> usize {
         self.all_messages(&self.key).len()
     }

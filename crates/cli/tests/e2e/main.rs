@@ -20,6 +20,7 @@ mod keys;
 mod mailer;
 mod modem;
 mod nodes;
+mod ops;
 mod port;
 mod postgres;
 mod retention;

@@ -21,6 +21,7 @@ pub mod keys;
 pub mod messages;
 pub mod nodes;
 pub mod ports;
+pub mod status;
 pub mod suppressions;
 pub mod users;
 

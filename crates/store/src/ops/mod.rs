@@ -13,3 +13,13 @@ pub(crate) mod nodes;
 pub(crate) mod retention;
 pub(crate) mod users;
 pub(crate) mod web;
+
+/// The last migration applied to the database.
+pub(crate) async fn schema_version(e: &mut impl crate::exec::Exec) -> crate::Result<i64> {
+    crate::exec::int(
+        e,
+        "SELECT coalesce(max(version), 0) FROM schema_migrations",
+        crate::exec::args![],
+    )
+    .await
+}

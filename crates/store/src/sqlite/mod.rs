@@ -192,10 +192,27 @@ fn wal_path(db: &Path) -> PathBuf {
 const WAL_HEADER: u64 = 32;
 const WAL_FRAME_HEADER: u64 = 24;
 
-fn migrate(conn: &Connection, migrations: &[(i64, &str)]) -> rusqlite::Result<()> {
+/// The schema version this build migrates SQLite stores to: its last migration.
+pub const SCHEMA: i64 = MIGRATIONS[MIGRATIONS.len() - 1].0;
+
+/// Applies the migrations the store has not had yet. A store some newer build has migrated
+/// past [`SCHEMA`] is refused: this build would write rows that build does not expect.
+fn migrate(conn: &Connection, migrations: &[(i64, &str)]) -> std::result::Result<(), String> {
+    let e = |e: rusqlite::Error| format!("migration failed: {e}");
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
-    )?;
+    )
+    .map_err(e)?;
+    let at: Option<i64> = conn
+        .query_row("SELECT max(version) FROM schema_migrations", [], |r| {
+            r.get(0)
+        })
+        .map_err(e)?;
+    crate::refuse_newer(at.unwrap_or(0), SCHEMA)?;
+    migrate_to(conn, migrations).map_err(e)
+}
+
+fn migrate_to(conn: &Connection, migrations: &[(i64, &str)]) -> rusqlite::Result<()> {
     for (version, sql) in migrations {
         let done: Option<i64> = conn
             .query_row(
@@ -224,6 +241,35 @@ fn migrate(conn: &Connection, migrations: &[(i64, &str)]) -> rusqlite::Result<()
     Ok(())
 }
 
+/// The schema version of the database file at `path` without migrating it (or creating
+/// it); `None` when there is no such file or textgate has never opened it.
+pub(crate) fn schema_of(path: &str) -> Result<Option<i64>> {
+    let path = Path::new(path);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let err = |e: rusqlite::Error| StoreError::Open {
+        url: format!("sqlite://{}", path.display()),
+        reason: e.to_string(),
+    };
+    let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .map_err(err)?;
+    let exists: bool = conn
+        .query_row(
+            "SELECT count(*) > 0 FROM sqlite_master WHERE name = 'schema_migrations'",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(err)?;
+    if !exists {
+        return Ok(None);
+    }
+    conn.query_row("SELECT max(version) FROM schema_migrations", [], |r| {
+        r.get(0)
+    })
+    .map_err(err)
+}
+
 impl Sqlite {
     /// Opens or creates the database file (and its folder), and migrates it.
     pub async fn open(path: &str) -> Result<Sqlite> {
@@ -239,9 +285,9 @@ impl Sqlite {
                 }
             }
             let conn = open_conn(&p, false)?;
-            migrate(&conn, MIGRATIONS).map_err(|e| StoreError::Open {
+            migrate(&conn, MIGRATIONS).map_err(|reason| StoreError::Open {
                 url: format!("sqlite://{}", p.display()),
-                reason: format!("migration failed: {e}"),
+                reason,
             })?;
             Ok(conn)
         })
@@ -617,6 +663,41 @@ mod tests {
             .expect("write");
         assert_eq!(on.as_deref(), Some("sqlite-writer"));
         db.close().await;
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// A database a newer build has migrated is refused, not written with rows that build
+    /// does not expect; `schema_of` reads the version without migrating anything.
+    #[tokio::test]
+    async fn a_database_newer_than_this_build_is_refused() {
+        let dir = scratch_dir("newer");
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("t.db");
+        let url = path.to_string_lossy().into_owned();
+        assert_eq!(schema_of(&url).expect("no file"), None);
+        {
+            let c = open_conn(&path, false).expect("open");
+            migrate(&c, &MIGRATIONS[..3]).expect("version 3");
+        }
+        assert_eq!(schema_of(&url).expect("read"), Some(3));
+        Sqlite::open(&url).await.expect("migrate").close().await;
+        assert_eq!(schema_of(&url).expect("read"), Some(SCHEMA));
+        {
+            let c = open_conn(&path, false).expect("open");
+            c.execute(
+                "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, 0)",
+                [SCHEMA + 1],
+            )
+            .expect("a newer build's migration");
+        }
+        let Err(e) = Sqlite::open(&url).await else {
+            panic!("a newer database was opened");
+        };
+        let e = e.to_string();
+        assert!(
+            e.contains(&format!("schema version {}", SCHEMA + 1)) && e.contains("newer"),
+            "{e}"
+        );
         let _ = std::fs::remove_dir_all(dir);
     }
 
