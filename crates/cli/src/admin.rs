@@ -105,8 +105,9 @@ pub async fn user_list(cfg: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `textgate user disable NAME [--enable]`: a disabled user cannot sign in, and their API
-/// keys and e-mail address stop working (on running servers within their revocation check).
+/// `textgate user disable NAME` (and, with `enable`, `textgate user enable NAME`): a disabled
+/// user cannot sign in, and their API keys and e-mail address stop working (on running servers
+/// within their revocation check); enabled again, they all work again.
 pub async fn user_disable(cfg: Config, name: &str, enable: bool) -> anyhow::Result<()> {
     let store = Store::open(&cfg.server.database_url).await?;
     let result = async {

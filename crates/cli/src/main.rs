@@ -5,7 +5,8 @@
 //! - [`admin`]: `user add` and `apikey create`, straight on the database.
 //! - [`client`]: `send` and `job submit`, through a running server's HTTP API.
 //! - [`port`]: a remote port server.
-//! - `check`: validates a config file.
+//! - `check` (or `config check`): validates a config file; `config example` prints the full
+//!   commented configuration, [`EXAMPLE`].
 //! - `version`, `status` (through a running server's HTTP API), `completions`, `man`: for
 //!   operators (docs/operations.md).
 
@@ -14,7 +15,8 @@ mod client;
 mod port;
 mod serve;
 
-use std::path::PathBuf;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use std::process::ExitCode;
@@ -27,6 +29,11 @@ use clap::{CommandFactory, Parser, Subcommand};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use textgate_core::config::Config;
+
+/// Every section and key of the configuration, commented, with its default: what
+/// `textgate config example` prints, and the file to install as /etc/textgate/textgate.toml.
+/// The e2e tests hold it to docs/configuration.md and to `check`.
+const EXAMPLE: &str = include_str!("../textgate.example.toml");
 
 #[derive(Parser)]
 #[command(
@@ -142,6 +149,24 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// The configuration file: an example to start from, and its check.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print the full commented configuration: every section and key with its default, ready
+    /// for /etc/textgate/textgate.toml.
+    Example,
+    /// Check a config file, as `textgate check` does.
+    Check {
+        /// The config file.
+        #[arg(long)]
+        config: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -208,13 +233,22 @@ enum UserCommand {
         config: Option<PathBuf>,
     },
     /// Disable a user (they cannot sign in, their API keys and e-mail address stop working;
-    /// nothing of theirs is removed), or enable them again with --enable.
+    /// nothing of theirs is removed); `user enable` undoes it.
     Disable {
         /// The login name.
         name: String,
-        /// Enable the user instead.
-        #[arg(long)]
+        /// Enable the user instead: the older spelling of `user enable`, kept for scripts.
+        #[arg(long, hide = true)]
         enable: bool,
+        /// The config file (for the database).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Enable a disabled user again: they can sign in, and their API keys and e-mail address
+    /// work again.
+    Enable {
+        /// The login name.
+        name: String,
         /// The config file (for the database).
         #[arg(long)]
         config: Option<PathBuf>,
@@ -270,7 +304,7 @@ enum ApikeyCommand {
 
 /// Reads and parses a config file, with the process's environment over it: the one place
 /// the configuration meets the file system and the environment.
-fn read_config(path: &std::path::Path) -> Result<Config, textgate_core::config::ConfigError> {
+fn read_config(path: &Path) -> Result<Config, textgate_core::config::ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         textgate_core::config::ConfigError::new(
             path.display().to_string(),
@@ -281,7 +315,7 @@ fn read_config(path: &std::path::Path) -> Result<Config, textgate_core::config::
 }
 
 /// The config from a file, or the embedded defaults; checked either way.
-fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<Config> {
+fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
     let cfg = match path {
         Some(p) => read_config(p)?,
         None => {
@@ -322,33 +356,54 @@ async fn version(config: Option<&std::path::Path>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `textgate check --config FILE`: exit 0 with a summary, or 2 with the bad key and why.
+fn check(config: &Path) -> ExitCode {
+    let checked = read_config(config)
+        .and_then(|c| c.check().map(|_| c))
+        .map_err(|e| e.to_string())
+        // The STARTTLS certificate and key must also be usable, not just present.
+        .and_then(|c| {
+            textgate_smtp::server::tls_acceptor(&c)
+                .map(|_| c)
+                .map_err(|e| e.to_string())
+        });
+    match checked {
+        Ok(c) => {
+            println!(
+                "{}: valid ({} device(s), {} route(s), database {})",
+                config.display(),
+                c.devices.len(),
+                c.routes.len(),
+                textgate_core::config::redact_url(&c.server.database_url)
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{}: {e}", config.display());
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Writes `text` to standard output. A reader that stops early (`textgate man | head`)
+/// is not a failure.
+fn print_all(text: &[u8]) -> anyhow::Result<()> {
+    match std::io::stdout().lock().write_all(text) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Check { config } => match read_config(&config)
-            .and_then(|c| c.check().map(|_| c))
-            .map_err(|e| e.to_string())
-            // The STARTTLS certificate and key must also be usable, not just present.
-            .and_then(|c| {
-                textgate_smtp::server::tls_acceptor(&c)
-                    .map(|_| c)
-                    .map_err(|e| e.to_string())
-            }) {
-            Ok(c) => {
-                println!(
-                    "{}: valid ({} device(s), {} route(s), database {})",
-                    config.display(),
-                    c.devices.len(),
-                    c.routes.len(),
-                    textgate_core::config::redact_url(&c.server.database_url)
-                );
-                Ok(())
-            }
-            Err(e) => {
-                eprintln!("{}: {e}", config.display());
-                return ExitCode::from(2);
-            }
-        },
+        Command::Check { config }
+        | Command::Config {
+            command: ConfigCommand::Check { config },
+        } => return check(&config),
+        Command::Config {
+            command: ConfigCommand::Example,
+        } => print_all(EXAMPLE.as_bytes()),
         Command::Port {
             config,
             status,
@@ -373,7 +428,7 @@ fn main() -> ExitCode {
             // Into memory first: generate() panics when it cannot write (`| head`).
             let mut script = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "textgate", &mut script);
-            std::io::Write::write_all(&mut std::io::stdout(), &script).map_err(Into::into)
+            print_all(&script)
         }
         Command::Man { dir } => man(dir.as_deref()),
         command => runtime().and_then(|rt| rt.block_on(run(command))),
@@ -400,7 +455,7 @@ fn man(dir: Option<&std::path::Path>) -> anyhow::Result<()> {
         None => {
             let mut page = Vec::new();
             clap_mangen::Man::new(cmd).render(&mut page)?;
-            Ok(std::io::Write::write_all(&mut std::io::stdout(), &page)?)
+            print_all(&page)
         }
     }
 }
@@ -453,6 +508,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
                     config,
                 },
         } => admin::user_disable(load_config(config.as_deref())?, &name, enable).await,
+        Command::User {
+            command: UserCommand::Enable { name, config },
+        } => admin::user_disable(load_config(config.as_deref())?, &name, true).await,
         Command::Apikey {
             command:
                 ApikeyCommand::Create {
@@ -520,6 +578,10 @@ async fn run(command: Command) -> anyhow::Result<()> {
             api_key,
             json,
         } => client::status(server, api_key, json).await,
-        Command::Check { .. } | Command::Completions { .. } | Command::Man { .. } => Ok(()),
+        // Answered in `main`, without a runtime.
+        Command::Check { .. }
+        | Command::Config { .. }
+        | Command::Completions { .. }
+        | Command::Man { .. } => Ok(()),
     }
 }

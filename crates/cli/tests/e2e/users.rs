@@ -1,6 +1,8 @@
 //! A user sees only their own messages; another user's is answered exactly like a missing
 //! one; an admin sees everyone's.
 
+use std::time::{Duration, Instant};
+
 use serde_json::{json, Value};
 
 use crate::helpers::*;
@@ -104,7 +106,8 @@ fn users_see_only_their_own_messages_and_admins_see_all() {
 
 /// `/api/v1/users`: administrators add users (a generated password answered once), change
 /// them and set passwords; a disabled user's key stops at once; the last administrator stays
-/// one; users see only themselves. `textgate user list|disable` do the same from the shell.
+/// one; users see only themselves. `textgate user list|disable|enable` do the same from the
+/// shell.
 #[test]
 fn administrators_manage_users_through_the_api_and_the_cli() {
     let app = spawn_app_with(Opts {
@@ -253,6 +256,46 @@ fn administrators_manage_users_through_the_api_and_the_cli() {
         app.req_as(alice, "GET", "/api/v1/messages", None, &[])
             .status,
         200
+    );
+
+    // `user disable` and `user enable`, as the contract spells them: the running server
+    // refuses her key within its revocation check, and takes it again once she is enabled.
+    let status_becomes = |want: u16| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let got = app
+                .req_as(alice, "GET", "/api/v1/messages", None, &[])
+                .status;
+            if got == want {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "alice's key still answers {got}, not {want}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let o = cli(&["user", "disable", "alice", "--config", cfg], None);
+    assert!(o.status.success(), "{}", stderr(&o));
+    status_becomes(401);
+    let o = cli(&["user", "enable", "alice", "--config", cfg], None);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("\"alice\" is enabled"),
+        "{}",
+        stdout(&o)
+    );
+    status_becomes(200);
+    let out = stdout(&cli(&["user", "list", "--config", cfg], None));
+    let alice_line = out.lines().find(|l| l.starts_with("alice")).unwrap();
+    assert!(alice_line.contains("active"), "{out}");
+    let o = cli(&["user", "enable", "nobody", "--config", cfg], None);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("no user is named \"nobody\""),
+        "{}",
+        stderr(&o)
     );
 }
 
