@@ -7,6 +7,7 @@ use anyhow::{bail, Context};
 use textgate_core::auth::{generate_password, hash_password, new_api_key};
 use textgate_core::clock::{format_rfc3339, now_ms};
 use textgate_core::config::Config;
+use textgate_engine::audit::{self, Actor};
 use textgate_engine::users;
 use textgate_store::{NewUser, Role, Store};
 
@@ -23,7 +24,7 @@ pub async fn user_add(
     users::check_name(name)?;
     let password = read_password(password_stdin)?;
     let store = Store::open(&cfg.server.database_url).await?;
-    let created = users::create(&store, name, role, email, password).await;
+    let created = users::create(&store, &Actor::cli(), name, role, email, password).await;
     store.close().await;
     let (user, generated) = created?;
     println!(
@@ -67,7 +68,9 @@ pub async fn user_passwd(cfg: Config, name: &str, password_stdin: bool) -> anyho
     let store = Store::open(&cfg.server.database_url).await?;
     let result = async {
         let user = named(&store, name).await?;
-        Ok::<_, anyhow::Error>(users::set_password(&store, user.id, password, None).await?)
+        Ok::<_, anyhow::Error>(
+            users::set_password(&store, &Actor::cli(), user.id, password, None).await?,
+        )
     }
     .await;
     store.close().await;
@@ -116,7 +119,7 @@ pub async fn user_disable(cfg: Config, name: &str, enable: bool) -> anyhow::Resu
             disabled: Some(!enable),
             ..Default::default()
         };
-        Ok::<_, anyhow::Error>(users::update(&store, user.id, update).await?)
+        Ok::<_, anyhow::Error>(users::update(&store, &Actor::cli(), user.id, update).await?)
     }
     .await;
     store.close().await;
@@ -140,9 +143,11 @@ pub async fn apikey_create(cfg: Config, user: &str, webhook_secret: bool) -> any
         bail!("no user named \"{user}\": create one with `textgate user add {user}`");
     };
     let k = new_api_key(webhook_secret)?;
-    store
-        .create_api_key(u.id, k.hash, k.label, k.webhook_secret.clone())
+    let id = store
+        .create_api_key(u.id, k.hash, k.label.clone(), k.webhook_secret.clone())
         .await?;
+    let detail = Some(format!("for {}, label {}", u.name, k.label));
+    audit::record(&store, &Actor::cli(), "apikey.created", id, detail).await;
     store.close().await;
     println!("{}", k.key);
     if let Some(s) = k.webhook_secret {
@@ -186,6 +191,10 @@ pub async fn apikey_list(cfg: Config, user: Option<&str>) -> anyhow::Result<()> 
 pub async fn apikey_revoke(cfg: Config, id: i64) -> anyhow::Result<()> {
     let store = Store::open(&cfg.server.database_url).await?;
     let k = store.revoke_api_key(id, None, now_ms()).await?;
+    if let Some(k) = &k {
+        let detail = Some(format!("of {}, label {}", k.user, k.label));
+        audit::record(&store, &Actor::cli(), "apikey.revoked", id, detail).await;
+    }
     store.close().await;
     match k {
         Some(k) => {
@@ -218,6 +227,19 @@ pub async fn bootstrap_admin(store: &Store) -> anyhow::Result<()> {
             created_at: now_ms(),
         })
         .await?;
+    let first = Actor {
+        name: "textgate".into(),
+        via: "cli",
+        address: None,
+    };
+    audit::record(
+        store,
+        &first,
+        "user.created",
+        "admin",
+        Some("role admin, the first administrator".into()),
+    )
+    .await;
     if generated {
         println!("created user \"admin\" with password (shown once): {password}");
     } else {

@@ -16,6 +16,7 @@
 //!   work that runs on one node at a time.
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod cluster;
 pub mod delivery;
 pub mod dispatcher;

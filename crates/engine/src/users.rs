@@ -6,6 +6,8 @@ use textgate_core::auth::{generate_password, hash_password};
 use textgate_core::clock::now_ms;
 use textgate_store::{NewUser, Role, Store, StoreError, User, UserUpdate};
 
+use crate::audit::{self, Actor};
+
 /// The shortest password textgate sets.
 pub const MIN_PASSWORD: usize = 8;
 /// The longest password textgate reads.
@@ -106,6 +108,7 @@ async fn hashed(password: Option<String>) -> Result<(String, Option<String>), Us
 /// Creates a user; the password is `password` or generated (returned, to be shown once).
 pub async fn create(
     store: &Store,
+    by: &Actor,
     name: &str,
     role: Role,
     email: Option<String>,
@@ -130,6 +133,14 @@ pub async fn create(
             StoreError::Conflict(_) => UserError::Exists(name.to_string()),
             other => UserError::Store(other),
         })?;
+    audit::record(
+        store,
+        by,
+        "user.created",
+        &user.name,
+        Some(format!("role {}", user.role.as_str())),
+    )
+    .await;
     Ok((user, generated))
 }
 
@@ -137,6 +148,7 @@ pub async fn create(
 /// sessions, all but `keep`.
 pub async fn set_password(
     store: &Store,
+    by: &Actor,
     user_id: i64,
     password: Option<String>,
     keep: Option<&str>,
@@ -145,12 +157,27 @@ pub async fn set_password(
     if !store.set_password(user_id, &hash, keep).await? {
         return Err(UserError::NotFound);
     }
+    let name = store
+        .user_by_id(user_id)
+        .await?
+        .map_or_else(|| user_id.to_string(), |u| u.name);
+    let how = if generated.is_some() {
+        "generated"
+    } else {
+        "given"
+    };
+    audit::record(store, by, "user.password_set", name, Some(how.into())).await;
     Ok(generated)
 }
 
 /// Changes a user's role, e-mail address or whether they are disabled; refuses to leave no
 /// enabled administrator.
-pub async fn update(store: &Store, id: i64, mut u: UserUpdate) -> Result<User, UserError> {
+pub async fn update(
+    store: &Store,
+    by: &Actor,
+    id: i64,
+    mut u: UserUpdate,
+) -> Result<User, UserError> {
     if let Some(Some(e)) = &u.email {
         if e.trim().is_empty() {
             u.email = Some(None);
@@ -165,7 +192,45 @@ pub async fn update(store: &Store, id: i64, mut u: UserUpdate) -> Result<User, U
     if loses_admin && store.active_admins().await? <= 1 {
         return Err(UserError::LastAdmin);
     }
-    store.update_user(id, u).await?.ok_or(UserError::NotFound)
+    let (action, detail) = change_of(&u);
+    let user = store.update_user(id, u).await?.ok_or(UserError::NotFound)?;
+    audit::record(store, by, action, &user.name, detail).await;
+    Ok(user)
+}
+
+/// How the audit log names a change to a user: disabling or enabling is an action of its
+/// own; other changes are `user.updated`, with what changed.
+fn change_of(u: &UserUpdate) -> (&'static str, Option<String>) {
+    let mut what = Vec::new();
+    if let Some(r) = u.role {
+        what.push(format!("role {}", r.as_str()));
+    }
+    if let Some(e) = &u.email {
+        what.push(
+            if e.is_some() {
+                "e-mail set"
+            } else {
+                "e-mail removed"
+            }
+            .to_string(),
+        );
+    }
+    if let Some(s) = &u.senders {
+        what.push(format!(
+            "senders {}",
+            if s.is_empty() {
+                "any".to_string()
+            } else {
+                s.join(" ")
+            }
+        ));
+    }
+    let action = match u.disabled {
+        Some(true) => "user.disabled",
+        Some(false) => "user.enabled",
+        None => "user.updated",
+    };
+    (action, (!what.is_empty()).then(|| what.join(", ")))
 }
 
 #[cfg(test)]

@@ -74,9 +74,20 @@ pub struct Caller {
     pub key_id: Option<Id>,
     /// The senders they may send as (empty: any), the first their default.
     pub senders: Vec<String>,
+    /// Where the request came from.
+    pub address: Option<std::net::IpAddr>,
 }
 
 impl Caller {
+    /// The caller as the audit log names them.
+    pub fn actor(&self) -> textgate_engine::audit::Actor {
+        textgate_engine::audit::Actor {
+            name: self.name.clone(),
+            via: "api",
+            address: self.address,
+        }
+    }
+
     /// Admins see everything.
     pub fn is_admin(&self) -> bool {
         self.role == Role::Admin
@@ -101,8 +112,17 @@ impl From<User> for Caller {
             role: u.role,
             key_id: None,
             senders: u.senders,
+            address: None,
         }
     }
+}
+
+/// The address a request came from (the peer of its connection).
+pub fn peer(parts: &Parts) -> Option<std::net::IpAddr> {
+    parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip())
 }
 
 impl FromRequestParts<AppState> for Caller {
@@ -125,8 +145,9 @@ impl FromRequestParts<AppState> for Caller {
                 ApiError::unauthorized("the Authorization header must be `Bearer YOUR_KEY`")
             })?;
         let hash = hash_api_key(key);
+        let address = peer(parts);
         if let Some(c) = state.keys.get(&hash) {
-            return Ok(c);
+            return Ok(Caller { address, ..c });
         }
         match state.store.api_key_by_hash(&hash).await? {
             Some(key) => {
@@ -135,6 +156,7 @@ impl FromRequestParts<AppState> for Caller {
                     ..Caller::from(key.user)
                 };
                 state.keys.put(hash, caller.clone());
+                let caller = Caller { address, ..caller };
                 // When it was last used: written when a node verifies it, at most once a
                 // minute (the cache's life), never on the request's own time.
                 let (store, id) = (state.store.clone(), key.id);

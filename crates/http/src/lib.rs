@@ -199,6 +199,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/v1/nodes", get(api::nodes::list))
         .route("/api/v1/status", get(api::status::get))
+        .route("/api/v1/audit", get(api::audit::list))
         .route("/api/v1/port/link", get(api::ports::link))
         .route("/api/v1/port-servers", get(api::ports::list))
         .route("/api/v1/port-servers/{name}/drain", post(api::ports::drain))

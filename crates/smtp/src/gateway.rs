@@ -113,7 +113,19 @@ impl Gateway {
                     .counters
                     .smtp_auth_failures
                     .fetch_add(1, Ordering::Relaxed);
-                tracing::info!(username = %c.username, %client, "SMTP AUTH refused");
+                // A name no user has may be a mistyped password: kept nowhere.
+                let who = match self.store.user_by_name(&c.username).await {
+                    Ok(Some(u)) => u.name,
+                    _ => "(unknown)".to_string(),
+                };
+                tracing::info!(username = %who, %client, "SMTP AUTH refused");
+                let actor = textgate_engine::audit::Actor {
+                    name: who.clone(),
+                    via: "smtp",
+                    address: Some(client),
+                };
+                textgate_engine::audit::record(&self.store, &actor, "signin.failed", who, None)
+                    .await;
                 Answer::Authenticated(None)
             }
             Verdict::LockedOut(after) => {

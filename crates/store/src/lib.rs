@@ -263,6 +263,16 @@ impl Store {
         read!(self, |e| ops::users::revoked_since(e, since))
     }
 
+    /// Appends an entry to the audit log.
+    pub async fn audit(&self, entry: NewAudit) -> Result<Id> {
+        write!(self, DURABLE, |e| ops::audit::record(e, &entry))
+    }
+
+    /// Audit entries, newest first.
+    pub async fn audit_log(&self, filter: AuditFilter) -> Result<Vec<AuditEntry>> {
+        read!(self, |e| ops::audit::list(e, &filter))
+    }
+
     /// The schema version of the database at `url`, read without opening it as a store (so
     /// without migrating it); `None` when textgate has never opened it.
     pub async fn schema_of(url: &str) -> Result<Option<i64>> {

@@ -1052,3 +1052,57 @@ pub struct Node {
     /// When it stopped cleanly, if it did.
     pub stopped_at: Option<Millis>,
 }
+
+/// An entry of the audit log, to be written: who did what (`docs/operations.md#audit-log`).
+/// Nothing in it may be a secret: no password, key, token or message text.
+#[derive(Debug, Clone)]
+pub struct NewAudit {
+    /// When.
+    pub at: Millis,
+    /// Who: the user's name, or the operating system's user for the command line.
+    pub actor: String,
+    /// Through what: `api`, `web`, `cli` or `smtp`.
+    pub via: String,
+    /// The client's address, when it came over the network.
+    pub address: Option<String>,
+    /// What: `user.created`, `apikey.revoked`, `signin.failed`, …
+    pub action: String,
+    /// To what: a user's name, a key's id, a device's name, a job's id, a number.
+    pub target: String,
+    /// More, in a few words (`role admin`, `label ci`).
+    pub detail: Option<String>,
+}
+
+/// An entry of the audit log, as stored.
+#[derive(Debug, Clone)]
+pub struct AuditEntry {
+    /// Its id: later entries have larger ones.
+    pub id: Id,
+    /// When (ms since the epoch).
+    pub at: Millis,
+    /// Who.
+    pub actor: String,
+    /// Through what.
+    pub via: String,
+    /// The client's address.
+    pub address: Option<String>,
+    /// What.
+    pub action: String,
+    /// To what.
+    pub target: String,
+    /// More.
+    pub detail: Option<String>,
+}
+
+/// Which audit entries to read, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    /// Only this action, or those starting with it when it ends in `.` (`user.`).
+    pub action: Option<String>,
+    /// Only this actor's.
+    pub actor: Option<String>,
+    /// Only ids below this one (the cursor).
+    pub before: Option<Id>,
+    /// At most this many.
+    pub limit: usize,
+}

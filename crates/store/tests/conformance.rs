@@ -2603,3 +2603,53 @@ conformance! {
     assert_eq!((parts[0].status.as_str(), parts[1].status.as_str()), ("delivered", "sent"));
     }
 }
+
+conformance! {
+    /// The audit log is read newest first, by exact action, by action prefix (`user.`), by
+    /// actor, and a page at a time below a cursor.
+    async fn audit_log_filters_and_pages(s) {
+    let entry = |at: i64, actor: &str, action: &str, target: &str| NewAudit {
+        at,
+        actor: actor.into(),
+        via: "api".into(),
+        address: Some("192.0.2.7".into()),
+        action: action.into(),
+        target: target.into(),
+        detail: (action == "user.created").then(|| "role user".to_string()),
+    };
+    for (at, actor, action, target) in [
+        (1, "root", "user.created", "alice"),
+        (2, "root", "apikey.created", "1"),
+        (3, "alice", "signin.succeeded", "alice"),
+        (4, "root", "user.disabled", "alice"),
+        (5, "bob", "signin.failed", "bob"),
+        (6, "root", "users.x", "not a user. action"),
+    ] {
+        s.audit(entry(at, actor, action, target)).await.unwrap();
+    }
+    let read = |action: Option<&str>, actor: Option<&str>, before: Option<i64>, limit: usize| {
+        let s = s.clone();
+        let f = AuditFilter {
+            action: action.map(str::to_string),
+            actor: actor.map(str::to_string),
+            before,
+            limit,
+        };
+        async move { s.audit_log(f).await.unwrap() }
+    };
+    let all = read(None, None, None, 100).await;
+    let ats: Vec<i64> = all.iter().map(|e| e.at).collect();
+    assert_eq!(ats, [6, 5, 4, 3, 2, 1]);
+    assert_eq!(all[5].detail.as_deref(), Some("role user"));
+    assert_eq!(all[5].address.as_deref(), Some("192.0.2.7"));
+    let users: Vec<i64> = read(Some("user."), None, None, 100).await.iter().map(|e| e.at).collect();
+    assert_eq!(users, [4, 1], "a prefix takes user.* and not users.*");
+    let failed = read(Some("signin.failed"), None, None, 100).await;
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0].actor, "bob");
+    let roots: Vec<i64> = read(None, Some("root"), None, 2).await.iter().map(|e| e.at).collect();
+    assert_eq!(roots, [6, 4]);
+    let next: Vec<i64> = read(None, Some("root"), Some(all[2].id), 10).await.iter().map(|e| e.at).collect();
+    assert_eq!(next, [2, 1]);
+    }
+}

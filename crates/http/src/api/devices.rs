@@ -48,7 +48,7 @@ pub async fn set_disabled(
     st: &AppState,
     name: &str,
     disabled: bool,
-    by: &str,
+    by: &textgate_engine::audit::Actor,
 ) -> Result<(), crate::error::ApiError> {
     if !st
         .dispatcher
@@ -59,7 +59,7 @@ pub async fn set_disabled(
         return Err(crate::error::ApiError::not_found("device"));
     }
     st.store
-        .set_device_disabled(name, disabled, by)
+        .set_device_disabled(name, disabled, &by.name)
         .await
         .map_err(crate::error::ApiError::not_stored)?;
     let list = st
@@ -69,7 +69,12 @@ pub async fn set_disabled(
         .map_err(crate::error::ApiError::not_stored)?;
     st.dispatcher
         .set_paused(list.iter().map(|(n, _, _)| n.as_str()));
-    tracing::info!(device = %name, %by, disabled, "device switched by an administrator");
+    let action = if disabled {
+        "device.disabled"
+    } else {
+        "device.enabled"
+    };
+    textgate_engine::audit::record(&st.store, by, action, name, None).await;
     Ok(())
 }
 
@@ -80,7 +85,7 @@ pub async fn disable(
     axum::extract::Path(name): axum::extract::Path<String>,
 ) -> crate::error::ApiResult<Json<Value>> {
     super::require_admin(&caller)?;
-    set_disabled(&st, &name, true, &caller.name).await?;
+    set_disabled(&st, &name, true, &caller.actor()).await?;
     Ok(Json(json!({"name": name, "state": "disabled"})))
 }
 
@@ -91,7 +96,7 @@ pub async fn enable(
     axum::extract::Path(name): axum::extract::Path<String>,
 ) -> crate::error::ApiResult<Json<Value>> {
     super::require_admin(&caller)?;
-    set_disabled(&st, &name, false, &caller.name).await?;
+    set_disabled(&st, &name, false, &caller.actor()).await?;
     let state = st
         .dispatcher
         .devices

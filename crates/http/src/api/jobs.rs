@@ -22,6 +22,7 @@ use http_body_util::BodyExt;
 use serde_json::{json, Value};
 use textgate_core::clock::{format_rfc3339, now_ms};
 use textgate_core::status::Status;
+use textgate_engine::audit;
 use textgate_jobs::{JobError, JobParams, Report};
 use textgate_store::{JobAction, JobControl, JobRecord, JobState};
 use tokio::io::AsyncWriteExt;
@@ -553,6 +554,7 @@ async fn control(
             if action == JobAction::Resume {
                 st.dispatcher.wake();
             }
+            audit::record(&st.store, &caller.actor(), audit_action(action), id, None).await;
             Ok(Json(full_json(&st, &j).await?))
         }
         JobControl::NotFound => Err(ApiError::not_found("job")),
@@ -569,6 +571,15 @@ async fn control(
                 }
             ),
         )),
+    }
+}
+
+/// How the audit log names a job's control.
+pub fn audit_action(action: JobAction) -> &'static str {
+    match action {
+        JobAction::Pause => "job.paused",
+        JobAction::Resume => "job.resumed",
+        JobAction::Cancel => "job.cancelled",
     }
 }
 

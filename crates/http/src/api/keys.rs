@@ -12,6 +12,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use textgate_core::auth::new_api_key;
 use textgate_core::clock::{format_rfc3339, now_ms};
+use textgate_engine::audit;
 use textgate_store::KeyInfo;
 
 use crate::auth::Caller;
@@ -105,7 +106,8 @@ pub async fn create(
         .create_api_key(user_id, k.hash, k.label.clone(), k.webhook_secret.clone())
         .await
         .map_err(ApiError::not_stored)?;
-    tracing::info!(key = id, %user, by = %caller.name, "API key created");
+    let detail = Some(format!("for {user}, label {}", k.label));
+    audit::record(&st.store, &caller.actor(), "apikey.created", id, detail).await;
     let mut v = json!({
         "id": id,
         "key": k.key,
@@ -134,6 +136,7 @@ pub async fn revoke(
         .ok_or_else(|| ApiError::not_found("key"))?;
     // This node refuses it from now on; the others within REVOCATION_POLL.
     st.keys.retain(|c| c.key_id != Some(id));
-    tracing::info!(key = id, user = %k.user, by = %caller.name, "API key revoked");
+    let detail = Some(format!("of {}, label {}", k.user, k.label));
+    audit::record(&st.store, &caller.actor(), "apikey.revoked", id, detail).await;
     Ok(Json(key_json(&k)))
 }

@@ -12,6 +12,7 @@
 //! - [`ports`]: remote port servers: their link, their list, drain and resume.
 //! - [`nodes`]: the nodes that share the store, and the work each does for all.
 
+pub mod audit;
 pub mod contacts;
 pub mod deliveries;
 pub mod devices;

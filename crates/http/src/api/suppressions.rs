@@ -10,6 +10,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use textgate_core::address::E164;
 use textgate_core::clock::{format_rfc3339, now_ms};
+use textgate_engine::audit;
 use textgate_store::Suppression;
 
 use crate::auth::Caller;
@@ -84,6 +85,16 @@ pub async fn add(
         .await
         .map_err(ApiError::not_stored)?;
     st.dispatcher.inbound.set_suppressed(&s.number, true);
+    if added {
+        audit::record(
+            &st.store,
+            &caller.actor(),
+            "suppression.added",
+            &s.number,
+            None,
+        )
+        .await;
+    }
     let code = if added {
         StatusCode::CREATED
     } else {
@@ -107,6 +118,7 @@ pub async fn remove(
         .map_err(ApiError::not_stored)?;
     st.dispatcher.inbound.set_suppressed(&n, false);
     if removed {
+        audit::record(&st.store, &caller.actor(), "suppression.removed", &n, None).await;
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::not_found("suppressed number"))

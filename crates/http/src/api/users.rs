@@ -93,8 +93,15 @@ pub async fn create(
     let (req, _) =
         super::json_body::<CreateRequest>(&headers, body, st.config.server.max_request_bytes.0)?;
     let role = role_of(req.role.as_deref())?.unwrap_or(Role::User);
-    let (user, generated) =
-        users::create(&st.store, req.name.trim(), role, req.email, req.password).await?;
+    let (user, generated) = users::create(
+        &st.store,
+        &caller.actor(),
+        req.name.trim(),
+        role,
+        req.email,
+        req.password,
+    )
+    .await?;
     tracing::info!(user = %user.name, role = user.role.as_str(), by = %caller.name, "user created");
     let mut v = user_json(&user);
     if let Some(pw) = generated {
@@ -158,7 +165,7 @@ pub async fn update(
             .map_err(|m| ApiError::invalid("invalid_user", m))?,
     };
     let forget = update.disabled == Some(true) || update.senders.is_some();
-    let u = users::update(&st.store, id, update).await?;
+    let u = users::update(&st.store, &caller.actor(), id, update).await?;
     if forget {
         // This node forgets the user's keys at once (with what they allowed); other nodes
         // when their revocation check finds a disabled user, or the key's cache life ends.
@@ -189,7 +196,7 @@ pub async fn password(
     let id = super::path_id(&id, "user")?;
     let (req, _) =
         super::json_body::<PasswordRequest>(&headers, body, st.config.server.max_request_bytes.0)?;
-    let generated = users::set_password(&st.store, id, req.password, None).await?;
+    let generated = users::set_password(&st.store, &caller.actor(), id, req.password, None).await?;
     tracing::info!(user = id, by = %caller.name, "password set; web sessions signed out");
     Ok(Json(json!({ "id": id, "password": generated })))
 }

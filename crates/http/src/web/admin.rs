@@ -4,19 +4,20 @@
 //! and inbound rules the server runs with. The same rules as the API and `textgate user`.
 
 use askama::Template;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Form;
 use serde::Deserialize;
 use textgate_core::address::{user_senders, Recipient};
 use textgate_core::auth::new_api_key;
 use textgate_core::clock::now_ms;
+use textgate_engine::audit;
 use textgate_engine::users::{self, UserError};
-use textgate_store::{DeliveryFilter, Id, Role, Suppression, User, UserUpdate};
+use textgate_store::{AuditFilter, DeliveryFilter, Id, Role, Suppression, User, UserUpdate};
 
 use super::pages::{when, when_opt};
 use super::session::{forged, CsrfForm, Signed};
-use super::{form_status, not_found, page, page_with, unavailable, Layout};
+use super::{form_status, not_found, page, page_with, unavailable, urlencode, Layout};
 use crate::AppState;
 
 /// `Some(page)` to answer instead when the user is not an administrator.
@@ -148,7 +149,7 @@ pub async fn user_create(
     guard!(me, &f.csrf);
     let role = Role::parse(&f.role).unwrap_or(Role::User);
     let email = (!f.email.trim().is_empty()).then(|| f.email.trim().to_string());
-    match users::create(&st.store, f.name.trim(), role, email, None).await {
+    match users::create(&st.store, &me.actor(), f.name.trim(), role, email, None).await {
         Ok((user, password)) => {
             tracing::info!(user = %user.name, by = %me.user.name, "user created in the web UI");
             page(&SecretPage {
@@ -237,7 +238,7 @@ pub async fn user_update(
         disabled: Some(f.disabled.is_some()),
         senders: Some(senders),
     };
-    match users::update(&st.store, id, update).await {
+    match users::update(&st.store, &me.actor(), id, update).await {
         Ok(u) => {
             // This node forgets the user's keys, with the senders they allowed.
             st.keys.retain(|c| c.id != u.id);
@@ -259,7 +260,7 @@ pub async fn user_password(
 ) -> Response {
     guard!(me, &f.csrf);
     let keep = (id == me.user.id).then_some(me.token_hash.as_str());
-    match users::set_password(&st.store, id, None, keep).await {
+    match users::set_password(&st.store, &me.actor(), id, None, keep).await {
         Ok(pw) => {
             tracing::info!(user = id, by = %me.user.name, "password reset in the web UI");
             page(&SecretPage {
@@ -370,14 +371,22 @@ pub async fn key_create(
         Ok(k) => k,
         Err(e) => return keys_page(&st, &me, Some(e.to_string())).await,
     };
-    if let Err(e) = st
+    let id = match st
         .store
         .create_api_key(user.id, k.hash, k.label.clone(), k.webhook_secret.clone())
         .await
     {
-        return unavailable(e);
-    }
-    tracing::info!(user = %user.name, by = %me.user.name, label = %k.label, "API key created in the web UI");
+        Ok(id) => id,
+        Err(e) => return unavailable(e),
+    };
+    audit::record(
+        &st.store,
+        &me.actor(),
+        "apikey.created",
+        id,
+        Some(format!("for {}, label {}", user.name, k.label)),
+    )
+    .await;
     page(&SecretPage {
         layout: Layout::of(&st, &me, "API key created", "admin").await,
         heading: format!("API key for {}", user.name),
@@ -399,9 +408,10 @@ pub async fn key_revoke(
 ) -> Response {
     guard!(me, &f.csrf);
     match st.store.revoke_api_key(id, None, now_ms()).await {
-        Ok(Some(_)) => {
+        Ok(Some(k)) => {
             st.keys.retain(|c| c.key_id != Some(id));
-            tracing::info!(key = id, by = %me.user.name, "API key revoked in the web UI");
+            let detail = Some(format!("of {}, label {}", k.user, k.label));
+            audit::record(&st.store, &me.actor(), "apikey.revoked", id, detail).await;
             Redirect::to("/admin/keys").into_response()
         }
         Ok(None) => not_found(),
@@ -480,10 +490,14 @@ pub async fn optout_add(
         note: Some(f.note.trim().to_string()).filter(|n| !n.is_empty()),
         created_at: now_ms(),
     };
-    if let Err(e) = st.store.add_suppression(s).await {
-        return unavailable(e);
-    }
+    let added = match st.store.add_suppression(s).await {
+        Ok(added) => added,
+        Err(e) => return unavailable(e),
+    };
     st.dispatcher.inbound.set_suppressed(&number, true);
+    if added {
+        audit::record(&st.store, &me.actor(), "suppression.added", &number, None).await;
+    }
     Redirect::to("/admin/optout").into_response()
 }
 
@@ -496,8 +510,11 @@ pub async fn optout_remove(
 ) -> Response {
     guard!(me, &f.csrf);
     match st.store.remove_suppression(&number).await {
-        Ok(_) => {
+        Ok(removed) => {
             st.dispatcher.inbound.set_suppressed(&number, false);
+            if removed {
+                audit::record(&st.store, &me.actor(), "suppression.removed", &number, None).await;
+            }
             Redirect::to("/admin/optout").into_response()
         }
         Err(e) => unavailable(e),
@@ -722,5 +739,104 @@ pub async fn config(State(st): State<AppState>, me: Signed) -> Response {
         layout: Layout::of(&st, &me, "Routes and rules", "admin").await,
         routes,
         rules,
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// Audit log
+
+struct AuditRow {
+    at: String,
+    actor: String,
+    via: String,
+    address: String,
+    action: String,
+    target: String,
+    detail: String,
+}
+
+#[derive(Template)]
+#[template(path = "admin_audit.html")]
+struct AuditPage {
+    layout: Layout,
+    rows: Vec<AuditRow>,
+    actions: &'static [(&'static str, &'static str)],
+    action: String,
+    actor: String,
+    older: Option<String>,
+}
+
+/// The choices of the audit page's action filter: families, then single actions.
+const AUDIT_ACTIONS: &[(&str, &str)] = &[
+    ("user.", "Users: every change"),
+    ("apikey.", "API keys: created and revoked"),
+    ("device.", "Devices: disabled and enabled"),
+    ("job.", "Jobs: paused, resumed, cancelled"),
+    ("suppression.", "Opt-out list: added and removed"),
+    ("signin.", "Sign-ins"),
+    ("signin.failed", "Failed sign-ins"),
+    ("user.disabled", "Users disabled"),
+    ("user.password_set", "Passwords set"),
+];
+
+/// The query of `GET /admin/audit`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct AuditQuery {
+    action: String,
+    actor: String,
+    before: Option<Id>,
+}
+
+/// `GET /admin/audit`: the audit log, newest first, 100 entries a page.
+pub async fn audit(
+    State(st): State<AppState>,
+    me: Signed,
+    Query(q): Query<AuditQuery>,
+) -> Response {
+    guard!(me);
+    const PAGE: usize = 100;
+    let keep = |v: &str| Some(v.trim().to_string()).filter(|v| !v.is_empty() && v.len() <= 128);
+    let mut list = match st
+        .store
+        .audit_log(AuditFilter {
+            action: keep(&q.action),
+            actor: keep(&q.actor),
+            before: q.before,
+            limit: PAGE + 1,
+        })
+        .await
+    {
+        Ok(l) => l,
+        Err(e) => return unavailable(e),
+    };
+    let more = list.len() > PAGE;
+    list.truncate(PAGE);
+    let older = list.last().filter(|_| more).map(|e| {
+        format!(
+            "/admin/audit?action={}&actor={}&before={}",
+            urlencode(q.action.trim()),
+            urlencode(q.actor.trim()),
+            e.id
+        )
+    });
+    page(&AuditPage {
+        layout: Layout::of(&st, &me, "Audit log", "admin").await,
+        rows: list
+            .into_iter()
+            .map(|e| AuditRow {
+                at: when(e.at),
+                actor: e.actor,
+                via: e.via,
+                address: e.address.unwrap_or_default(),
+                action: e.action,
+                target: e.target,
+                detail: e.detail.unwrap_or_default(),
+            })
+            .collect(),
+        actions: AUDIT_ACTIONS,
+        action: q.action.trim().to_string(),
+        actor: q.actor.trim().to_string(),
+        older,
     })
 }

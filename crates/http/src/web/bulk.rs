@@ -366,9 +366,13 @@ pub async fn control(
         .control_job(id, me.owner_filter(), action, now_ms())
         .await
     {
-        Ok(JobControl::Done(_)) | Ok(JobControl::Invalid(_)) => {
+        Ok(done @ (JobControl::Done(_) | JobControl::Invalid(_))) => {
             if action == JobAction::Resume {
                 st.dispatcher.wake();
+            }
+            if matches!(done, JobControl::Done(_)) {
+                let what = crate::api::jobs::audit_action(action);
+                textgate_engine::audit::record(&st.store, &me.actor(), what, id, None).await;
             }
             Redirect::to(&format!("/jobs/{id}")).into_response()
         }

@@ -312,6 +312,7 @@ pub fn router(upload_limit: usize) -> Router<AppState> {
         .route("/admin/optout/{number}/remove", post(admin::optout_remove))
         .route("/admin/deadletters", get(admin::deadletters))
         .route("/admin/nodes", get(admin::nodes))
+        .route("/admin/audit", get(admin::audit))
         .route(
             "/admin/deadletters/{id}/replay",
             post(admin::deadletter_replay),

@@ -1661,7 +1661,7 @@ pub async fn device_switch(
 ) -> Response {
     match switch(&me, &f, &action, "disable", "enable") {
         Ok(disabled) => {
-            switched(crate::api::devices::set_disabled(&st, &name, disabled, &me.user.name).await)
+            switched(crate::api::devices::set_disabled(&st, &name, disabled, &me.actor()).await)
         }
         Err(page) => *page,
     }

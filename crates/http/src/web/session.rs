@@ -42,9 +42,20 @@ pub struct Signed {
     pub csrf: String,
     /// The SHA-256 of the cookie's token.
     pub token_hash: String,
+    /// Where the request came from.
+    pub address: Option<std::net::IpAddr>,
 }
 
 impl Signed {
+    /// The user as the audit log names them.
+    pub fn actor(&self) -> textgate_engine::audit::Actor {
+        textgate_engine::audit::Actor {
+            name: self.user.name.clone(),
+            via: "web",
+            address: self.address,
+        }
+    }
+
     /// Administrators see everyone's messages and the administration pages.
     pub fn is_admin(&self) -> bool {
         self.user.role == Role::Admin
@@ -180,7 +191,17 @@ impl FromRequestParts<AppState> for Signed {
             user: session.user,
             csrf: session.csrf,
             token_hash,
+            address: crate::auth::peer(parts),
         })
+    }
+}
+
+/// The name a failed sign-in gave, when it is a user's; else `(unknown)`. What is typed as a
+/// name is sometimes a password, and a name no user has is kept nowhere.
+pub async fn known_name(st: &AppState, name: &str) -> String {
+    match st.store.user_by_name(name).await {
+        Ok(Some(u)) => u.name,
+        _ => "(unknown)".to_string(),
     }
 }
 
@@ -268,7 +289,14 @@ pub async fn login(
     let user = match st.signin.check_password(peer.ip(), name, &f.password).await {
         Verdict::Accepted(u) => u,
         Verdict::Refused => {
-            tracing::info!(user = %name, client = %peer.ip(), "web sign-in refused");
+            let who = known_name(&st, name).await;
+            tracing::info!(user = %who, client = %peer.ip(), "web sign-in refused");
+            let actor = textgate_engine::audit::Actor {
+                name: who.clone(),
+                via: "web",
+                address: Some(peer.ip()),
+            };
+            textgate_engine::audit::record(&st.store, &actor, "signin.failed", &who, None).await;
             return again(
                 StatusCode::UNAUTHORIZED,
                 "The user name or the password is wrong.".into(),
@@ -291,7 +319,13 @@ pub async fn login(
     };
     match start_session(&st, &user).await {
         Ok(cookie) => {
-            tracing::info!(user = %user.name, client = %peer.ip(), "signed in to the web UI");
+            let actor = textgate_engine::audit::Actor {
+                name: user.name.clone(),
+                via: "web",
+                address: Some(peer.ip()),
+            };
+            textgate_engine::audit::record(&st.store, &actor, "signin.succeeded", &user.name, None)
+                .await;
             let mut r = Redirect::to(&next).into_response();
             r.headers_mut().insert(header::SET_COOKIE, cookie);
             r
@@ -475,7 +509,15 @@ pub async fn change_password(
         .await
     {
         Ok(_) => {
-            tracing::info!(user = %me.user.name, "password changed in the web UI; other sessions ended");
+            let detail = Some("by the user; other sessions signed out".to_string());
+            textgate_engine::audit::record(
+                &st.store,
+                &me.actor(),
+                "user.password_set",
+                &me.user.name,
+                detail,
+            )
+            .await;
             page(&AccountPage {
                 layout,
                 message: Some(

@@ -3,6 +3,7 @@
 //! text is for), and the mapping of rows to the model. [`Store`](crate::Store) runs each
 //! operation on the backend's executor, as a read or in a transaction.
 
+pub(crate) mod audit;
 pub(crate) mod batch;
 pub(crate) mod contacts;
 pub(crate) mod deliveries;

@@ -47,6 +47,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
         11,
         include_str!("../migrations/sqlite/0011_inbound_seen.sql"),
     ),
+    (12, include_str!("../migrations/sqlite/0012_audit.sql")),
 ];
 
 /// How a write is committed.
