@@ -4,10 +4,12 @@
 //! - [`serve`]: the central server (HTTP API, dispatcher, devices).
 //! - [`admin`]: `user add` and `apikey create`, straight on the database.
 //! - [`client`]: `send` and `job submit`, through a running server's HTTP API.
+//! - [`backup`]: `backup` and `restore` of a SQLite store.
 //! - [`port`]: a remote port server.
 //! - `check`: validates a config file.
 
 mod admin;
+mod backup;
 mod client;
 mod port;
 mod serve;
@@ -91,6 +93,27 @@ enum Command {
         /// Check the file and exit non-zero with the reason if it is not valid.
         #[arg(long)]
         check: bool,
+    },
+    /// Copy the SQLite store to FILE while servers go on using it: one consistent instant,
+    /// written beside FILE, checked and synced, then renamed to FILE (docs/backup.md).
+    Backup {
+        /// The backup file to write.
+        file: PathBuf,
+        /// Replace FILE if it exists.
+        #[arg(long)]
+        force: bool,
+        /// The config file (for the database).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Put a backup made by `textgate backup` in place of the SQLite store, keeping the store
+    /// it replaces beside it; refused while a server runs on the store (docs/backup.md).
+    Restore {
+        /// The backup file.
+        file: PathBuf,
+        /// The config file (for the database).
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
     /// Check a config file and exit non-zero with the reason if it is not valid.
     Check {
@@ -297,6 +320,14 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         },
+        // Files and SQLite only: no runtime needed.
+        Command::Backup {
+            file,
+            force,
+            config,
+        } => load_config(config.as_deref()).and_then(|c| backup::backup(&c, &file, force)),
+        Command::Restore { file, config } => load_config(config.as_deref())
+            .and_then(|c| backup::restore(&c, config.as_deref(), &file)),
         command => runtime().and_then(|rt| rt.block_on(run(command))),
     };
     match result {
@@ -417,6 +448,6 @@ async fn run(command: Command) -> anyhow::Result<()> {
             })
             .await
         }
-        Command::Check { .. } => Ok(()),
+        Command::Check { .. } | Command::Backup { .. } | Command::Restore { .. } => Ok(()),
     }
 }

@@ -6,6 +6,7 @@
 //! `postgres` may create schemas in (`TEXTGATE_TEST_POSTGRES` overrides the URL).
 
 mod api;
+mod backup;
 mod bad_input;
 mod callbacks;
 mod cli;
