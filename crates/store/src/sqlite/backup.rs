@@ -275,14 +275,19 @@ pub fn restore(from: &Path, db: &Path) -> Result<Restored> {
 /// Copies every page of `src` (in its read transaction) into a new database at `to`.
 fn copy_pages(src: &Connection, to: &Path, progress: &mut dyn FnMut(Progress)) -> Result<()> {
     let mut dst = Connection::open(to).map_err(sqlite("cannot create", to))?;
-    // The copy is fsynced once, whole, before it is renamed into place, and a copy that fails
-    // is deleted: a journal and syncs of its own would only double its writes.
+    // A copy that fails is deleted, so it needs no journal, and SQLite need not sync it: it is
+    // synced here after each step instead. The server's commits fsync on the same disk, and
+    // one sync of a whole copy at the end held them up: with a 575 MiB store and 4 clients
+    // sending (debug build, this 2-core machine), sends during the backup had a p99 of 50 to
+    // 95 ms and stalls of up to 280 ms; synced a step at a time, a p99 of 20 ms and at most
+    // 28 ms (14 and 21 ms without a backup).
     dst.execute_batch("PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF")
         .map_err(sqlite("cannot write", to))?;
     let page_size: i64 = src
         .query_row("PRAGMA page_size", [], |r| r.get(0))
         .map_err(sqlite("cannot read", to))?;
     let page_size = page_size.max(0) as u64;
+    let written = std::fs::File::open(to).map_err(io("cannot open", to))?;
     {
         let backup = Backup::new(src, &mut dst).map_err(sqlite("cannot start copying to", to))?;
         let mut waits = 0;
@@ -298,7 +303,10 @@ fn copy_pages(src: &Connection, to: &Path, progress: &mut dyn FnMut(Progress)) -
             });
             match step {
                 StepResult::Done => break,
-                StepResult::More => waits = 0,
+                StepResult::More => {
+                    waits = 0;
+                    written.sync_data().map_err(io("cannot sync", to))?;
+                }
                 // Busy or locked. Neither should happen (the store is read in our own
                 // transaction, the copy is ours alone); give anything else a while to let go.
                 _ => {
