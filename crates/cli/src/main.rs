@@ -94,8 +94,10 @@ enum Command {
         #[arg(long)]
         check: bool,
     },
-    /// Copy the SQLite store to FILE while servers go on using it: one consistent instant,
-    /// written beside FILE, checked and synced, then renamed to FILE (docs/backup.md).
+    /// Copy the SQLite store to a file while servers go on sending (docs/backup.md).
+    ///
+    /// The copy is the store at one instant, written beside FILE, checked and synced, then
+    /// renamed to FILE.
     Backup {
         /// The backup file to write.
         file: PathBuf,
@@ -106,8 +108,11 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
-    /// Put a backup made by `textgate backup` in place of the SQLite store, keeping the store
-    /// it replaces beside it; refused while a server runs on the store (docs/backup.md).
+    /// Put a backup in place of the SQLite store; refused while a server runs on it
+    /// (docs/backup.md).
+    ///
+    /// FILE, made by `textgate backup`, is checked first; the store it replaces is kept beside
+    /// it as `NAME.before-restore-TIME`.
     Restore {
         /// The backup file.
         file: PathBuf,
