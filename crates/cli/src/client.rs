@@ -416,7 +416,7 @@ pub async fn submit(a: SubmitArgs) -> anyhow::Result<()> {
 }
 
 /// `[#########-----------]  45% 4500/10000 running`.
-fn progress_line(done: i64, total: i64, state: &str) -> String {
+pub(crate) fn progress_line(done: i64, total: i64, state: &str) -> String {
     const WIDTH: i64 = 30;
     let filled = if total > 0 {
         (done * WIDTH / total).clamp(0, WIDTH)

@@ -4,6 +4,7 @@
 //! - [`serve`]: the central server (HTTP API, dispatcher, devices).
 //! - [`admin`]: `user add` and `apikey create`, straight on the database.
 //! - [`client`]: `send` and `job submit`, through a running server's HTTP API.
+//! - [`backup`]: `backup` and `restore` of a SQLite store.
 //! - [`port`]: a remote port server.
 //! - `check` (or `config check`): validates a config file; `config example` prints the full
 //!   commented configuration, [`EXAMPLE`].
@@ -11,6 +12,7 @@
 //!   operators (docs/operations.md).
 
 mod admin;
+mod backup;
 mod client;
 mod port;
 mod serve;
@@ -118,6 +120,20 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Copy the SQLite store to a file while servers go on sending (docs/backup.md).
+    ///
+    /// The copy is the store at one instant, written beside FILE, checked and synced, then
+    /// renamed to FILE.
+    Backup {
+        /// The backup file to write.
+        file: PathBuf,
+        /// Replace FILE if it exists.
+        #[arg(long)]
+        force: bool,
+        /// The config file (for the database).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Ask a running server how it is: version, uptime, store, devices, queue (needs an
     /// administrator's API key).
     Status {
@@ -142,6 +158,18 @@ enum Command {
         /// folder instead.
         #[arg(long)]
         dir: Option<PathBuf>,
+    },
+    /// Put a backup in place of the SQLite store; refused while a server runs on it
+    /// (docs/backup.md).
+    ///
+    /// FILE, made by `textgate backup`, is checked first; the store it replaces is kept beside
+    /// it as `NAME.before-restore-TIME`.
+    Restore {
+        /// The backup file.
+        file: PathBuf,
+        /// The config file (for the database).
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
     /// Check a config file and exit non-zero with the reason if it is not valid.
     Check {
@@ -431,6 +459,14 @@ fn main() -> ExitCode {
             print_all(&script)
         }
         Command::Man { dir } => man(dir.as_deref()),
+        // Files and SQLite only: no runtime needed.
+        Command::Backup {
+            file,
+            force,
+            config,
+        } => load_config(config.as_deref()).and_then(|c| backup::backup(&c, &file, force)),
+        Command::Restore { file, config } => load_config(config.as_deref())
+            .and_then(|c| backup::restore(&c, config.as_deref(), &file)),
         command => runtime().and_then(|rt| rt.block_on(run(command))),
     };
     match result {
@@ -582,6 +618,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Check { .. }
         | Command::Config { .. }
         | Command::Completions { .. }
-        | Command::Man { .. } => Ok(()),
+        | Command::Man { .. }
+        | Command::Backup { .. }
+        | Command::Restore { .. } => Ok(()),
     }
 }

@@ -4,7 +4,8 @@
 //!
 //! - [`sqlite`]: the embedded default. One writer thread owns the write connection and
 //!   commits whatever callers have queued in one transaction (group commit), so many small
-//!   writes cost one fsync; readers use their own connections (WAL).
+//!   writes cost one fsync; readers use their own connections (WAL). [`sqlite::backup`]:
+//!   `textgate backup` and `restore`.
 //! - [`postgres`]: for several nodes sharing one database; queue claims use
 //!   `FOR UPDATE SKIP LOCKED`, new messages of concurrent requests are stored in one statement
 //!   (group commit), and a recorder round's outcomes and receipts in a few set-based ones.

@@ -7,6 +7,7 @@
 
 mod api;
 mod audit;
+mod backup;
 mod bad_input;
 mod callbacks;
 mod cli;

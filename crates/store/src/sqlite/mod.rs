@@ -17,7 +17,9 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::{Result, StoreError};
 
+pub mod backup;
 mod exec;
+mod lock;
 mod writer;
 
 pub(crate) use exec::{now, Lite};
@@ -69,6 +71,9 @@ pub struct Sqlite {
     writer_conn: Arc<Mutex<Writer>>,
     readers: Arc<Readers>,
     writer: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
+    /// The shared lock that keeps `textgate restore` from replacing the file while this store
+    /// is open (see [`lock`]); released with the last clone.
+    _in_use: Arc<lock::Held>,
 }
 
 /// Reader connections: at most [`READERS`] at once, kept open between reads. Opening one
@@ -276,30 +281,46 @@ impl Sqlite {
     pub async fn open(path: &str) -> Result<Sqlite> {
         let path = PathBuf::from(path);
         let p = path.clone();
-        let conn = tokio::task::spawn_blocking(move || -> Result<Connection> {
+        let (conn, in_use) = tokio::task::spawn_blocking(move || -> Result<_> {
+            let refused = |reason: String| StoreError::Open {
+                url: format!("sqlite://{}", p.display()),
+                reason,
+            };
             if let Some(dir) = p.parent() {
                 if !dir.as_os_str().is_empty() {
-                    std::fs::create_dir_all(dir).map_err(|e| StoreError::Open {
-                        url: format!("sqlite://{}", p.display()),
-                        reason: format!("cannot create the folder {}: {e}", dir.display()),
+                    std::fs::create_dir_all(dir).map_err(|e| {
+                        refused(format!("cannot create the folder {}: {e}", dir.display()))
                     })?;
                 }
             }
-            let conn = open_conn(&p, false)?;
-            migrate(&conn, MIGRATIONS).map_err(|reason| StoreError::Open {
-                url: format!("sqlite://{}", p.display()),
-                reason,
+            let in_use = lock::shared(&p).map_err(|r| {
+                refused(match r {
+                    lock::Refused::Busy(lock) => format!(
+                        "it is being restored (`textgate restore` holds {}); start again once the restore has finished",
+                        lock.display()
+                    ),
+                    lock::Refused::Io(lock, e) => format!("cannot lock {}: {e}", lock.display()),
+                })
             })?;
-            Ok(conn)
+            let conn = open_conn(&p, false)?;
+            migrate(&conn, MIGRATIONS).map_err(refused)?;
+            Ok((conn, in_use))
         })
         .await
         .map_err(|e| StoreError::Backend(crate::Cause::new(e)))??;
         let (tx, rx) = mpsc::channel::<Write>();
         let writer_conn = Arc::new(Mutex::new(Writer { conn, synced: true }));
         let w = writer_conn.clone();
+        let in_use = Arc::new(in_use);
+        // The writer's connection outlives the last clone of the store by a moment: the lock
+        // goes with it.
+        let held = in_use.clone();
         let handle = std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || writer_loop(w, rx))
+            .spawn(move || {
+                writer_loop(w, rx);
+                drop(held);
+            })
             .map_err(|e| StoreError::backend(format!("cannot start the writer thread: {e}")))?;
         Ok(Sqlite {
             writes: tx,
@@ -310,6 +331,7 @@ impl Sqlite {
                 permits: Arc::new(tokio::sync::Semaphore::new(READERS)),
             }),
             writer: Arc::new(Mutex::new(Some(handle))),
+            _in_use: in_use,
         })
     }
 
