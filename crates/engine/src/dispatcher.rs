@@ -198,6 +198,8 @@ pub struct Dispatcher {
     answers_recorded: bool,
     /// This node among others on the store: the queue's upkeep runs on one at a time.
     cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
+    /// Users' limits on the texts they send.
+    pub quotas: crate::quota::Quotas,
 }
 
 /// The messages this node holds (claimed, outcome not yet recorded), by id: the attempt it
@@ -389,6 +391,7 @@ impl Dispatcher {
             counters: Counters::default(),
             inbound: InboundRouter::new(cfg),
             deliveries: Arc::new(Notify::new()),
+            quotas: crate::quota::Quotas::new(cfg.quotas.clone()),
         })
     }
 

@@ -21,6 +21,7 @@ pub mod cluster;
 pub mod delivery;
 pub mod dispatcher;
 pub mod inbound;
+pub mod quota;
 pub mod retention;
 pub mod signin;
 pub mod submit;

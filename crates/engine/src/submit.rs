@@ -12,6 +12,7 @@ use textgate_core::encoding::Body;
 use textgate_store::{Id, Idempotency, Inserted, NewMessage, RenderFn};
 
 use crate::dispatcher::Dispatcher;
+use crate::quota::{Limits, Refused};
 
 /// One text to one or more recipients, every part of it already parsed.
 #[derive(Debug, Clone)]
@@ -40,6 +41,8 @@ pub struct Submission {
     pub api_key_id: Option<Id>,
     /// For a text from e-mail: the sender's address.
     pub email_from: Option<String>,
+    /// The owner's limits (`None`: none, as for administrators).
+    pub quota: Option<Limits>,
 }
 
 /// What [`Dispatcher::submit`] did.
@@ -59,6 +62,8 @@ pub enum Accepted {
     },
     /// The idempotency key was seen before with a different request; nothing was stored.
     KeyReused,
+    /// The owner's quota would be passed; nothing was stored.
+    OverQuota(Refused),
 }
 
 impl Dispatcher {
@@ -66,6 +71,35 @@ impl Dispatcher {
     /// idempotency key, if any), then hands them to the dispatcher or wakes it. Returns once
     /// they are committed.
     pub async fn submit(
+        &self,
+        s: Submission,
+        idem: Option<Idempotency>,
+        render: RenderFn,
+    ) -> textgate_store::Result<Accepted> {
+        let (owner, n, now) = (s.owner_id, s.to.len(), s.now);
+        let quota = s.quota;
+        if let Some(limits) = &quota {
+            if let Err(refused) = self
+                .quotas
+                .take(self.store(), owner, limits, n, now, false)
+                .await?
+            {
+                return Ok(Accepted::OverQuota(refused));
+            }
+        }
+        let accepted = self.store_submission(s, idem, render).await;
+        if let Some(limits) = &quota {
+            // Texts not stored (a replay, a refusal, a failure) do not count.
+            if !matches!(accepted, Ok(Accepted::New { .. })) {
+                self.quotas
+                    .give_back(self.store(), owner, limits, n, now)
+                    .await;
+            }
+        }
+        accepted
+    }
+
+    async fn store_submission(
         &self,
         s: Submission,
         idem: Option<Idempotency>,

@@ -192,7 +192,7 @@ pub async fn update(
     if loses_admin && store.active_admins().await? <= 1 {
         return Err(UserError::LastAdmin);
     }
-    let (action, detail) = change_of(&u);
+    let (action, detail) = change_of(&current, &u);
     let user = store.update_user(id, u).await?.ok_or(UserError::NotFound)?;
     audit::record(store, by, action, &user.name, detail).await;
     Ok(user)
@@ -200,35 +200,38 @@ pub async fn update(
 
 /// How the audit log names a change to a user: disabling or enabling is an action of its
 /// own; other changes are `user.updated`, with what changed.
-fn change_of(u: &UserUpdate) -> (&'static str, Option<String>) {
+/// Fields the update leaves as they were (the web UI's form sends them all) are not named.
+fn change_of(current: &User, u: &UserUpdate) -> (&'static str, Option<String>) {
     let mut what = Vec::new();
-    if let Some(r) = u.role {
+    if let Some(r) = u.role.filter(|r| *r != current.role) {
         what.push(format!("role {}", r.as_str()));
     }
-    if let Some(e) = &u.email {
-        what.push(
-            if e.is_some() {
-                "e-mail set"
-            } else {
-                "e-mail removed"
-            }
-            .to_string(),
-        );
+    if let Some(e) = u.email.as_ref().filter(|e| **e != current.email) {
+        let set = if e.is_some() { "set" } else { "removed" };
+        what.push(format!("e-mail {set}"));
     }
-    if let Some(s) = &u.senders {
+    if let Some(q) = u.quota.as_ref().filter(|q| **q != current.quota) {
+        let show = |v: Option<i64>| v.map_or("default".to_string(), |v| v.to_string());
         what.push(format!(
-            "senders {}",
-            if s.is_empty() {
-                "any".to_string()
-            } else {
-                s.join(" ")
-            }
+            "limits {}/day {}/month {}/s",
+            show(q.daily),
+            show(q.monthly),
+            show(q.rate)
         ));
     }
+    if let Some(s) = u.senders.as_ref().filter(|s| **s != current.senders) {
+        let list = if s.is_empty() {
+            "any".to_string()
+        } else {
+            s.join(" ")
+        };
+        what.push(format!("senders {list}"));
+    }
+    let was_disabled = current.disabled_at.is_some();
     let action = match u.disabled {
-        Some(true) => "user.disabled",
-        Some(false) => "user.enabled",
-        None => "user.updated",
+        Some(true) if !was_disabled => "user.disabled",
+        Some(false) if was_disabled => "user.enabled",
+        _ => "user.updated",
     };
     (action, (!what.is_empty()).then(|| what.join(", ")))
 }
@@ -257,7 +260,8 @@ mod tests {
         let store = Store::open(&format!("sqlite://{}/u.db", dir.display()))
             .await
             .unwrap();
-        let (root, pw) = create(&store, "root", Role::Admin, None, None)
+        let by = Actor::cli();
+        let (root, pw) = create(&store, &by, "root", Role::Admin, None, None)
             .await
             .unwrap();
         assert!(
@@ -265,7 +269,15 @@ mod tests {
             "a generated password"
         );
         assert!(matches!(
-            create(&store, "root", Role::User, None, Some("password-1".into())).await,
+            create(
+                &store,
+                &by,
+                "root",
+                Role::User,
+                None,
+                Some("password-1".into())
+            )
+            .await,
             Err(UserError::Exists(_))
         ));
         let off = UserUpdate {
@@ -273,7 +285,7 @@ mod tests {
             ..Default::default()
         };
         assert!(matches!(
-            update(&store, root.id, off.clone()).await,
+            update(&store, &by, root.id, off.clone()).await,
             Err(UserError::LastAdmin)
         ));
         let demote = UserUpdate {
@@ -281,11 +293,12 @@ mod tests {
             ..Default::default()
         };
         assert!(matches!(
-            update(&store, root.id, demote.clone()).await,
+            update(&store, &by, root.id, demote.clone()).await,
             Err(UserError::LastAdmin)
         ));
         create(
             &store,
+            &by,
             "second",
             Role::Admin,
             None,
@@ -293,7 +306,7 @@ mod tests {
         )
         .await
         .unwrap();
-        let root = update(&store, root.id, off).await.unwrap();
+        let root = update(&store, &by, root.id, off).await.unwrap();
         assert!(root.disabled_at.is_some());
         store.close().await;
         let _ = std::fs::remove_dir_all(&dir);

@@ -76,6 +76,8 @@ pub struct Caller {
     pub senders: Vec<String>,
     /// Where the request came from.
     pub address: Option<std::net::IpAddr>,
+    /// Their own limits on the texts they send.
+    pub quota: textgate_store::Quota,
 }
 
 impl Caller {
@@ -113,6 +115,7 @@ impl From<User> for Caller {
             key_id: None,
             senders: u.senders,
             address: None,
+            quota: u.quota,
         }
     }
 }

@@ -182,8 +182,12 @@ impl Gateway {
     async fn deliver(&self, d: Delivery) -> Answer {
         // Mail names no sender: the owner's default, if they have one, as it is now (owners
         // are remembered for a minute, and the `[smtp] user` for the server's life).
-        let from = match self.store.user_by_id(d.owner.id).await {
-            Ok(u) => u.and_then(|u| choose_sender(&u.senders, None, None).ok().flatten()),
+        let (from, quota) = match self.store.user_by_id(d.owner.id).await {
+            Ok(u) => (
+                u.as_ref()
+                    .and_then(|u| choose_sender(&u.senders, None, None).ok().flatten()),
+                u.and_then(|u| self.dispatcher.quotas.limits(u.role, u.quota)),
+            ),
             Err(e) => {
                 tracing::error!(error = %e, "SMTP delivery: the store failed");
                 return Answer::Unavailable;
@@ -206,6 +210,7 @@ impl Gateway {
             // Answers and notices go to it in a header: nothing that could break one.
             email_from: Some(textgate_core::address::without_controls(&d.mail_from, 320))
                 .filter(|a| !a.is_empty()),
+            quota,
         };
         let render = Box::new(|_: &[i64]| String::new());
         match self.dispatcher.submit(submission, None, render).await {
@@ -215,6 +220,10 @@ impl Gateway {
                 counters.email_texts.fetch_add(count, Ordering::Relaxed);
                 tracing::debug!(user = %d.owner.name, from = %d.mail_from, texts = count, "e-mail stored as texts");
                 Answer::Stored(ids)
+            }
+            Ok(Accepted::OverQuota(refused)) => {
+                tracing::info!(user = %d.owner.name, texts = count, "e-mail refused: over quota");
+                Answer::OverQuota(refused.message())
             }
             // Without an idempotency key neither can happen; refuse rather than claim success.
             Ok(Accepted::Replay { .. } | Accepted::KeyReused) => Answer::Unavailable,

@@ -173,6 +173,8 @@ pub enum Answer {
     LockedOut(std::time::Duration),
     /// The outside world failed (a database error): the client should try again later.
     Unavailable,
+    /// The sender's quota would be passed: nothing was stored; why, and when it resets.
+    OverQuota(String),
 }
 
 #[derive(Debug)]
@@ -346,6 +348,11 @@ impl Session {
                     "2.0.0",
                     &format!("OK: {n} text{s} stored (id {}{more})", shown.join(", ")),
                 );
+            }
+            (Pending::Deliver, Answer::OverQuota(why)) => {
+                // Temporary: a day's or month's limit resets, and the relay tries again.
+                self.tx = None;
+                self.reply(452, "4.7.1", &format!("Not stored: {why}"));
             }
             (Pending::Deliver, _) => {
                 self.reply(

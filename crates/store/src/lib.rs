@@ -264,6 +264,42 @@ impl Store {
         read!(self, |e| ops::users::revoked_since(e, since))
     }
 
+    /// Counts `n` more texts for a user in today's and this month's usage, unless that would
+    /// pass `daily` or `monthly` (`None`: no limit): all or none. `Ok(None)` when counted;
+    /// else which limit (`0` the day's, `1` the month's) and how many it counted already.
+    pub async fn take_quota(
+        &self,
+        user_id: Id,
+        n: i64,
+        daily: Option<i64>,
+        monthly: Option<i64>,
+        now: Millis,
+    ) -> Result<Option<(usize, i64)>> {
+        let (day, month) = ops::users::quota_periods(now);
+        let limits = [(day, daily), (month, monthly)];
+        write!(self, DURABLE, |e| ops::users::take_quota(
+            e, user_id, n, &limits
+        ))
+    }
+
+    /// Gives back `n` texts counted by [`Store::take_quota`] at `now` whose request was not
+    /// stored after all.
+    pub async fn give_quota(&self, user_id: Id, n: i64, now: Millis) -> Result<()> {
+        let (day, month) = ops::users::quota_periods(now);
+        write!(self, DURABLE, |e| async {
+            ops::users::give_quota(e, user_id, n, &day).await?;
+            ops::users::give_quota(e, user_id, n, &month).await
+        })
+    }
+
+    /// The texts counted for a user today and this month (UTC).
+    pub async fn quota_used(&self, user_id: Id, now: Millis) -> Result<(i64, i64)> {
+        let (day, month) = ops::users::quota_periods(now);
+        let periods = [day, month];
+        let used = read!(self, |e| ops::users::quota_used(e, user_id, &periods))?;
+        Ok((used[0], used[1]))
+    }
+
     /// Appends an entry to the audit log.
     pub async fn audit(&self, entry: NewAudit) -> Result<Id> {
         write!(self, DURABLE, |e| ops::audit::record(e, &entry))

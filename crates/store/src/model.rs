@@ -68,6 +68,20 @@ pub struct User {
     pub disabled_at: Option<Millis>,
     /// The sender ids they may send as, the first being their default; empty: any.
     pub senders: Vec<String>,
+    /// Their own limits.
+    pub quota: Quota,
+}
+
+/// A user's own limits on the texts they send (`docs/operations.md#quotas`): `None` = the
+/// `[quotas]` default, `Some(0)` = no limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Quota {
+    /// Texts per UTC day.
+    pub daily: Option<i64>,
+    /// Texts per UTC month.
+    pub monthly: Option<i64>,
+    /// Texts per second.
+    pub rate: Option<i64>,
 }
 
 /// A change to a user; `None` leaves a field as it is.
@@ -81,6 +95,8 @@ pub struct UserUpdate {
     pub disabled: Option<bool>,
     /// The sender ids they may send as (already checked), the first their default; empty: any.
     pub senders: Option<Vec<String>>,
+    /// Their own limits, all three at once.
+    pub quota: Option<Quota>,
 }
 
 /// An outbound message to store, already validated.

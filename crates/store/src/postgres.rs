@@ -44,6 +44,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
         include_str!("migrations/postgres/0011_hot_path_keys.sql"),
     ),
     (12, include_str!("migrations/postgres/0012_audit.sql")),
+    (13, include_str!("migrations/postgres/0013_quotas.sql")),
 ];
 /// The schema version this build migrates PostgreSQL stores to: its last migration.
 pub const SCHEMA: i64 = MIGRATIONS[MIGRATIONS.len() - 1].0;

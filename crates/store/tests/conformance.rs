@@ -2022,6 +2022,7 @@ conformance! {
                 email: Some(Some("Alice@Example.com".into())),
                 disabled: None,
                 senders: None,
+                quota: None,
             },
         )
         .await
@@ -2651,5 +2652,43 @@ conformance! {
     assert_eq!(roots, [6, 4]);
     let next: Vec<i64> = read(None, Some("root"), Some(all[2].id), 10).await.iter().map(|e| e.at).collect();
     assert_eq!(next, [2, 1]);
+    }
+}
+
+conformance! {
+    /// Quotas count texts per UTC day and month, all or none: a request that would pass
+    /// either limit counts nothing; given-back texts can be taken again; a user's own limits
+    /// are stored and read back.
+    async fn quota_usage_is_counted_all_or_none(s) {
+    let u = user(&s, "quota").await;
+    let day = 1_765_000_000_000; // 2025-12-06T05:46:40Z
+    let next_day = day + 86_400_000;
+    assert_eq!(s.take_quota(u.id, 3, Some(5), Some(6), day).await.unwrap(), None);
+    assert_eq!(s.quota_used(u.id, day).await.unwrap(), (3, 3));
+    // 3 + 3 passes the day's 5: nothing is counted.
+    assert_eq!(s.take_quota(u.id, 3, Some(5), Some(6), day).await.unwrap(), Some((0, 3)));
+    assert_eq!(s.quota_used(u.id, day).await.unwrap(), (3, 3));
+    // A new day: the day's count starts again, the month's goes on, and passing the month's
+    // limit undoes the day's count taken first.
+    assert_eq!(s.take_quota(u.id, 2, Some(5), Some(6), next_day).await.unwrap(), None);
+    assert_eq!(s.take_quota(u.id, 2, Some(5), Some(6), next_day).await.unwrap(), Some((1, 5)));
+    assert_eq!(s.quota_used(u.id, next_day).await.unwrap(), (2, 5));
+    // More than a whole limit at once is refused even on a fresh period.
+    let other = user(&s, "quota2").await;
+    assert_eq!(s.take_quota(other.id, 9, Some(5), None, day).await.unwrap(), Some((0, 0)));
+    assert_eq!(s.quota_used(other.id, day).await.unwrap(), (0, 0));
+    // No limits: counted all the same.
+    assert_eq!(s.take_quota(other.id, 9, None, None, day).await.unwrap(), None);
+    s.give_quota(other.id, 4, day).await.unwrap();
+    assert_eq!(s.quota_used(other.id, day).await.unwrap(), (5, 5));
+    // A user's own limits.
+    let q = Quota { daily: Some(100), monthly: None, rate: Some(0) };
+    let changed = s
+        .update_user(u.id, UserUpdate { quota: Some(q), ..Default::default() })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(changed.quota, q);
+    assert_eq!(s.user_by_name("quota").await.unwrap().unwrap().quota, q);
     }
 }

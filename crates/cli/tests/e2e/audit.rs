@@ -26,20 +26,6 @@ fn actions(entries: &[Value]) -> Vec<(String, String)> {
         .collect()
 }
 
-/// A form POST to the web UI, as a browser on this site sends it.
-fn web_form(app: &App, path: &str, cookie: Option<&str>, form: &str) -> Resp {
-    let origin = app.base.clone();
-    let mut headers = vec![
-        ("Content-Type", "application/x-www-form-urlencoded"),
-        ("Origin", origin.as_str()),
-    ];
-    let cookie = cookie.map(|c| format!("textgate_session={c}"));
-    if let Some(c) = &cookie {
-        headers.push(("Cookie", c.as_str()));
-    }
-    http(&app.addr, "POST", path, &headers, Some(form.as_bytes())).unwrap()
-}
-
 #[test]
 fn administrators_actions_and_sign_ins_are_audited_without_secrets() {
     let app = spawn_app_users("", &[("root", "admin"), ("alice", "user")]);
@@ -150,11 +136,7 @@ fn administrators_actions_and_sign_ins_are_audited_without_secrets() {
         "username=root&password=root-password-1",
     );
     assert_eq!(r.status, 303, "{}", r.text());
-    let cookie = r
-        .header("set-cookie")
-        .and_then(|c| c.strip_prefix("textgate_session="))
-        .map(|c| c.split(';').next().unwrap().to_string())
-        .expect("a session cookie");
+    let cookie = session_cookie(&r);
     secrets.extend([cookie.clone(), "root-password-1".into()]);
 
     let all = entries(&app, "?limit=1000");

@@ -974,3 +974,50 @@ fn time_helpers_round_trip() {
     let now = now_ms() / 1000 * 1000;
     assert_eq!(parse_rfc3339_z(&rfc3339(now)), Some(now));
 }
+
+/// A form POST to the web UI, as a browser on this site sends it, with a session cookie.
+pub fn web_form(app: &App, path: &str, cookie: Option<&str>, form: &str) -> Resp {
+    let origin = app.base.clone();
+    let mut headers = vec![
+        ("Content-Type", "application/x-www-form-urlencoded"),
+        ("Origin", origin.as_str()),
+    ];
+    let cookie = cookie.map(|c| format!("textgate_session={c}"));
+    if let Some(c) = &cookie {
+        headers.push(("Cookie", c.as_str()));
+    }
+    http(&app.addr, "POST", path, &headers, Some(form.as_bytes())).unwrap()
+}
+
+/// A web UI page, with a session cookie.
+pub fn web_get(app: &App, path: &str, cookie: &str) -> Resp {
+    let cookie = format!("textgate_session={cookie}");
+    http(&app.addr, "GET", path, &[("Cookie", &cookie)], None).unwrap()
+}
+
+/// The session token a sign-in's answer sets.
+pub fn session_cookie(r: &Resp) -> String {
+    r.header("set-cookie")
+        .and_then(|c| c.strip_prefix("textgate_session="))
+        .map(|c| c.split(';').next().unwrap().to_string())
+        .unwrap_or_else(|| panic!("no session cookie: {} {}", r.status, r.text()))
+}
+
+/// Sets a user's password with `textgate user passwd` and signs in to the web UI; the
+/// session token.
+pub fn web_sign_in(app: &App, name: &str, password: &str) -> String {
+    let cfg = app.config.to_str().unwrap();
+    let o = cli(
+        &["user", "passwd", name, "--password-stdin", "--config", cfg],
+        Some(&format!("{password}\n")),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r = web_form(
+        app,
+        "/login",
+        None,
+        &format!("username={name}&password={password}"),
+    );
+    assert_eq!(r.status, 303, "{}", r.text());
+    session_cookie(&r)
+}

@@ -25,6 +25,7 @@ mod nodes;
 mod ops;
 mod port;
 mod postgres;
+mod quota;
 mod retention;
 mod routing;
 mod smpp;

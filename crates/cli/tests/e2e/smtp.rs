@@ -845,3 +845,40 @@ fn a_client_that_trickles_or_lingers_is_cut_off_and_one_address_has_few_connecti
     let held: Vec<_> = (0..6).map(|_| raw(&relay)).collect();
     assert_eq!(held.len(), 6);
 }
+
+/// A sender over quota gets a temporary refusal that says which limit and when it resets,
+/// and nothing is stored; within the limit, mail goes through.
+#[test]
+fn mail_over_the_senders_quota_is_refused_for_now_with_the_limit() {
+    let app = spawn_app(&format!("{SMTP}\n[quotas]\ntexts_per_day = 2\n"));
+    let dave = add_user(&app, "dave", Some("dave@example.com"), "dave-password");
+    let v = smtp(
+        &app,
+        plain(
+            "dave@example.com",
+            &["+15551230001@sms.example.com"],
+            "",
+            "one",
+        ),
+    );
+    assert_eq!(code(&v, "data"), 250, "{v}");
+    let v = smtp(
+        &app,
+        plain(
+            "dave@example.com",
+            &[
+                "+15551230002@sms.example.com",
+                "+15551230003@sms.example.com",
+            ],
+            "",
+            "two more",
+        ),
+    );
+    assert_eq!(code(&v, "data"), 452, "{v}");
+    let why = text(&v, "data");
+    assert!(
+        why.contains("daily limit of 2 texts") && why.contains("resets at"),
+        "{why}"
+    );
+    assert_eq!(texts_by_number(&app, &dave).len(), 1);
+}

@@ -8,7 +8,7 @@
 //! - [`devices`]: `[[device]]` and each kind's keys; [`routes`]: `[[route]]`;
 //! - [`smtp`]: `[smtp]`; [`mailer`]: `[mailer]`; [`spool`]: `[spool]`;
 //! - [`inbound`]: `[[inbound_rule]]`, `[inbound]` and `[webhooks]`;
-//! - [`auth`]: `[auth]`; [`retention`]: `[retention]`;
+//! - [`auth`]: `[auth]`; [`retention`]: `[retention]`; [`quotas`]: `[quotas]`;
 //! - [`units`]: durations, sizes and the backoff.
 //!
 //! - [`port`]: `[[port_server]]`, `kind = "remote"` devices, and the port server's own file.
@@ -18,6 +18,7 @@ pub mod devices;
 pub mod inbound;
 pub mod mailer;
 pub mod port;
+pub mod quotas;
 pub mod retention;
 pub mod routes;
 pub mod server;
@@ -36,6 +37,7 @@ pub use devices::{
 pub use inbound::{InboundConfig, InboundRuleConfig, WebhooksConfig};
 pub use mailer::{MailerConfig, RelayTls};
 pub use port::{env_var_for_port_server, PortConfig, PortServerConfig, RemoteConfig};
+pub use quotas::QuotasConfig;
 pub use retention::RetentionConfig;
 pub use routes::{RouteConfig, Strategy};
 pub use server::{redact_url, ServerConfig};
@@ -112,6 +114,9 @@ pub struct Config {
     /// `[retention]`: how long message texts and other records are kept.
     #[serde(default)]
     pub retention: RetentionConfig,
+    /// `[quotas]`: how many texts users may send, unless they have limits of their own.
+    #[serde(default)]
+    pub quotas: QuotasConfig,
 }
 
 impl Config {
@@ -138,6 +143,7 @@ impl Config {
             webhooks: WebhooksConfig::default(),
             auth: AuthConfig::default(),
             retention: RetentionConfig::default(),
+            quotas: QuotasConfig::default(),
         }
     }
 
@@ -191,6 +197,7 @@ impl Config {
         self.server.check()?;
         self.auth.check()?;
         self.retention.check()?;
+        self.quotas.check()?;
         if let Some(smtp) = &self.smtp {
             smtp.check()?;
         }

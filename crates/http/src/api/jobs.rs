@@ -45,6 +45,57 @@ const PARAMS: &[&str] = &[
     "group",
 ];
 
+/// A job's texts counted against its owner's day's and month's limits before it is stored:
+/// all its rows at once, since a file is only checked whole for its structure; what the
+/// import does not store is given back by [`JobQuota::settle`]. (A job is paced by its own
+/// `rate`, not by the per-second limit.)
+pub(crate) struct JobQuota {
+    user: textgate_store::Id,
+    taken: i64,
+    at: textgate_core::clock::Millis,
+}
+
+/// Counts `rows` texts for a job of this user, or says which limit they would pass;
+/// `Ok(Ok(None))` for a user without limits.
+pub(crate) async fn take_job_quota(
+    st: &AppState,
+    user: textgate_store::Id,
+    role: textgate_store::Role,
+    own: textgate_store::Quota,
+    rows: i64,
+) -> ApiResult<Result<Option<JobQuota>, textgate_engine::quota::Refused>> {
+    let Some(limits) = st.dispatcher.quotas.limits(role, own) else {
+        return Ok(Ok(None));
+    };
+    let at = now_ms();
+    let n = usize::try_from(rows).unwrap_or(0);
+    Ok(st
+        .dispatcher
+        .quotas
+        .take(&st.store, user, &limits, n, at, true)
+        .await?
+        .map(|()| {
+            Some(JobQuota {
+                user,
+                taken: rows,
+                at,
+            })
+        }))
+}
+
+impl JobQuota {
+    /// Gives back what the import did not store (`stored` texts; `None`: it failed, and
+    /// what it stored is cancelled).
+    pub(crate) async fn settle(self, store: &textgate_store::Store, stored: Option<i64>) {
+        let back = self.taken - stored.unwrap_or(0);
+        if back > 0 {
+            if let Err(e) = store.give_quota(self.user, back, self.at).await {
+                tracing::warn!(error = %e, user = self.user, "cannot give back a job's quota");
+            }
+        }
+    }
+}
+
 pub(crate) fn job_error(e: JobError) -> ApiError {
     match e {
         JobError::Param("sender_not_allowed", m) => {
@@ -238,17 +289,30 @@ pub async fn create(
         body["error"] = json!({"code": e.code, "message": e.message});
         return Ok((e.status, Json(body)).into_response());
     }
-    let job = st
-        .jobs
-        .create(caller.id, "api", &upload.0, &prepared)
-        .await
-        .map_err(job_error)?;
+    let quota = match take_job_quota(&st, caller.id, caller.role, caller.quota, check.total).await?
+    {
+        Ok(q) => q,
+        Err(refused) => return Ok(super::over_quota(&refused, now_ms())),
+    };
+    let job = match st.jobs.create(caller.id, "api", &upload.0, &prepared).await {
+        Ok(j) => j,
+        Err(e) => {
+            if let Some(q) = quota {
+                q.settle(&st.store, None).await;
+            }
+            return Err(job_error(e));
+        }
+    };
     // Its own task: a client that hangs up does not stop an import half-way.
     let jobs = st.jobs.clone();
     let importing = job.clone();
+    let store = st.store.clone();
     let report = tokio::spawn(async move {
         let r = jobs.import(&importing, &upload.0, &prepared).await;
         drop(upload);
+        if let Some(q) = quota {
+            q.settle(&store, r.as_ref().ok().map(|r| r.accepted)).await;
+        }
         r
     })
     .await

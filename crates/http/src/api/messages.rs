@@ -178,6 +178,7 @@ pub async fn send(
         origin: None,
         api_key_id: caller.key_id,
         email_from: None,
+        quota: st.dispatcher.quotas.limits(caller.role, caller.quota),
     };
     let accepted = st
         .dispatcher
@@ -194,6 +195,7 @@ pub async fn send(
             "idempotency_key_reused",
             "this Idempotency-Key was already used for a different request: use a new key for a new request",
         )),
+        Accepted::OverQuota(refused) => Ok(super::over_quota(&refused, now)),
     }
 }
 

@@ -206,3 +206,34 @@ pub struct PageQuery {
     /// The `next_cursor` of the previous page.
     pub cursor: Option<String>,
 }
+
+/// `429 quota_exceeded`: which limit, how much of it is used and when it resets, in the
+/// error and in `Retry-After`.
+pub fn over_quota(
+    r: &textgate_engine::quota::Refused,
+    now: textgate_core::clock::Millis,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let body = serde_json::json!({
+        "error": {
+            "code": "quota_exceeded",
+            "message": r.message(),
+            "quota": {
+                "period": r.period,
+                "limit": r.limit,
+                "used": r.used,
+                "requested": r.asked,
+                "resets_at": textgate_core::clock::format_rfc3339(r.resets_at),
+            },
+        }
+    });
+    (
+        axum::http::StatusCode::TOO_MANY_REQUESTS,
+        [(
+            axum::http::header::RETRY_AFTER,
+            r.retry_after(now).to_string(),
+        )],
+        axum::Json(body),
+    )
+        .into_response()
+}

@@ -29,7 +29,72 @@ pub fn user_json(u: &User) -> Value {
         "created_at": format_rfc3339(u.created_at),
         "disabled_at": u.disabled_at.map(format_rfc3339),
         "senders": u.senders,
+        "quota": {
+            "texts_per_day": u.quota.daily,
+            "texts_per_month": u.quota.monthly,
+            "texts_per_second": u.quota.rate,
+        },
     })
+}
+
+/// A user with their limits as they apply (`null`: none; `exempt` for administrators) and
+/// what they have used of them.
+async fn user_with_usage(st: &AppState, u: &User) -> ApiResult<Value> {
+    let usage = st
+        .dispatcher
+        .quotas
+        .usage(&st.store, u, textgate_core::clock::now_ms())
+        .await?;
+    let mut v = user_json(u);
+    v["limits"] = match &usage.limits {
+        None => json!({"exempt": true}),
+        Some(l) => json!({
+            "exempt": false,
+            "texts_per_day": l.daily,
+            "texts_per_month": l.monthly,
+            "texts_per_second": l.rate,
+        }),
+    };
+    v["usage"] = json!({"today": usage.today, "this_month": usage.this_month});
+    Ok(v)
+}
+
+/// The `quota` of `PATCH /api/v1/users/{id}`: each limit a whole number (0: none) or null
+/// (the `[quotas]` default).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QuotaRequest {
+    /// Texts per UTC day.
+    pub texts_per_day: Option<i64>,
+    /// Texts per UTC month.
+    pub texts_per_month: Option<i64>,
+    /// Texts per second.
+    pub texts_per_second: Option<i64>,
+}
+
+impl QuotaRequest {
+    fn checked(self) -> ApiResult<textgate_store::Quota> {
+        let max = textgate_core::config::quotas::MAX_QUOTA as i64;
+        for (k, v) in [
+            ("texts_per_day", self.texts_per_day),
+            ("texts_per_month", self.texts_per_month),
+            ("texts_per_second", self.texts_per_second),
+        ] {
+            if v.is_some_and(|v| !(0..=max).contains(&v)) {
+                return Err(ApiError::invalid(
+                    "invalid_user",
+                    format!(
+                        "quota.{k} must be from 0 (no limit) to {max}, or null for the default"
+                    ),
+                ));
+            }
+        }
+        Ok(textgate_store::Quota {
+            daily: self.texts_per_day,
+            monthly: self.texts_per_month,
+            rate: self.texts_per_second,
+        })
+    }
 }
 
 impl From<UserError> for ApiError {
@@ -125,7 +190,7 @@ pub async fn get_one(
         .user_by_id(id)
         .await?
         .ok_or_else(|| ApiError::not_found("user"))?;
-    Ok(Json(user_json(&u)))
+    Ok(Json(user_with_usage(&st, &u).await?))
 }
 
 /// The body of `PATCH /api/v1/users/{id}`.
@@ -140,6 +205,8 @@ pub struct UpdateRequest {
     pub disabled: Option<bool>,
     /// The senders they may send as, the first their default; `[]`: any.
     pub senders: Option<Vec<String>>,
+    /// Their own limits, all three at once.
+    pub quota: Option<QuotaRequest>,
 }
 
 /// `PATCH /api/v1/users/{id}` (administrators).
@@ -163,16 +230,17 @@ pub async fn update(
             .map(|list| user_senders(&list, st.country))
             .transpose()
             .map_err(|m| ApiError::invalid("invalid_user", m))?,
+        quota: req.quota.map(QuotaRequest::checked).transpose()?,
     };
-    let forget = update.disabled == Some(true) || update.senders.is_some();
+    let forget =
+        update.disabled == Some(true) || update.senders.is_some() || update.quota.is_some();
     let u = users::update(&st.store, &caller.actor(), id, update).await?;
     if forget {
         // This node forgets the user's keys at once (with what they allowed); other nodes
         // when their revocation check finds a disabled user, or the key's cache life ends.
         st.keys.retain(|c| c.id != u.id);
     }
-    tracing::info!(user = %u.name, by = %caller.name, "user changed");
-    Ok(Json(user_json(&u)))
+    Ok(Json(user_with_usage(&st, &u).await?))
 }
 
 /// The body of `POST /api/v1/users/{id}/password`.

@@ -12,6 +12,7 @@ use textgate_core::address::{user_senders, Recipient};
 use textgate_core::auth::new_api_key;
 use textgate_core::clock::now_ms;
 use textgate_engine::audit;
+use textgate_engine::quota::parse_limit;
 use textgate_engine::users::{self, UserError};
 use textgate_store::{AuditFilter, DeliveryFilter, Id, Role, Suppression, User, UserUpdate};
 
@@ -52,6 +53,9 @@ struct UserRow {
     created: String,
     disabled: bool,
     senders: String,
+    texts_per_day: String,
+    texts_per_month: String,
+    texts_per_second: String,
 }
 
 impl From<&User> for UserRow {
@@ -64,6 +68,9 @@ impl From<&User> for UserRow {
             created: when(u.created_at),
             disabled: u.disabled_at.is_some(),
             senders: u.senders.join("\n"),
+            texts_per_day: u.quota.daily.map(|v| v.to_string()).unwrap_or_default(),
+            texts_per_month: u.quota.monthly.map(|v| v.to_string()).unwrap_or_default(),
+            texts_per_second: u.quota.rate.map(|v| v.to_string()).unwrap_or_default(),
         }
     }
 }
@@ -175,6 +182,8 @@ struct UserPage {
     admin_role: bool,
     error: Option<String>,
     keys: Vec<KeyRow>,
+    /// Their limits and what they have used of them.
+    usage: String,
 }
 
 async fn user_page(st: &AppState, me: &Signed, id: Id, error: Option<String>) -> Response {
@@ -187,12 +196,17 @@ async fn user_page(st: &AppState, me: &Signed, id: Id, error: Option<String>) ->
         Ok(k) => k,
         Err(e) => return unavailable(e),
     };
+    let usage = match st.dispatcher.quotas.usage(&st.store, &user, now_ms()).await {
+        Ok(u) => u.describe(),
+        Err(e) => return unavailable(e),
+    };
     let status = form_status(&error);
     page_with(
         status,
         &UserPage {
             layout: Layout::of(st, me, &format!("User {}", user.name), "admin").await,
             admin_role: user.role == Role::Admin,
+            usage,
             user: UserRow::from(&user),
             error,
             keys: keys.iter().map(KeyRow::from).collect(),
@@ -217,6 +231,12 @@ pub struct UserForm {
     disabled: Option<String>,
     #[serde(default)]
     senders: String,
+    #[serde(default)]
+    texts_per_day: String,
+    #[serde(default)]
+    texts_per_month: String,
+    #[serde(default)]
+    texts_per_second: String,
 }
 
 /// `POST /admin/users/{id}`: role, e-mail address, disabled.
@@ -232,11 +252,23 @@ pub async fn user_update(
         Ok(s) => s,
         Err(m) => return user_page(&st, &me, id, Some(m)).await,
     };
+    let quota = (|| {
+        Ok::<_, String>(textgate_store::Quota {
+            daily: parse_limit("Texts a day", &f.texts_per_day)?,
+            monthly: parse_limit("Texts a month", &f.texts_per_month)?,
+            rate: parse_limit("Texts a second", &f.texts_per_second)?,
+        })
+    })();
+    let quota = match quota {
+        Ok(q) => q,
+        Err(m) => return user_page(&st, &me, id, Some(m)).await,
+    };
     let update = UserUpdate {
         role: Role::parse(&f.role),
         email: Some(Some(f.email.trim().to_string()).filter(|e| !e.is_empty())),
         disabled: Some(f.disabled.is_some()),
         senders: Some(senders),
+        quota: Some(quota),
     };
     match users::update(&st.store, &me.actor(), id, update).await {
         Ok(u) => {

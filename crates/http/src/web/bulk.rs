@@ -190,10 +190,23 @@ pub async fn create(State(st): State<AppState>, me: Signed, req: Request) -> Res
         };
     }
     // A file broken half-way is refused before anything is stored.
-    if let Err(e) = st.jobs.validate(&upload.0, &prepared, true).await {
-        let e = job_error(e);
-        return fail(layout, f, e.status, e.message);
-    }
+    let check = match st.jobs.validate(&upload.0, &prepared, true).await {
+        Ok(c) => c,
+        Err(e) => {
+            let e = job_error(e);
+            return fail(layout, f, e.status, e.message);
+        }
+    };
+    let u = &me.user;
+    let quota =
+        match crate::api::jobs::take_job_quota(&st, u.id, u.role, u.quota, check.total).await {
+            Ok(Ok(q)) => q,
+            Ok(Err(refused)) => {
+                let why = format!("Nothing was stored: {}.", refused.message());
+                return fail(layout, f, StatusCode::TOO_MANY_REQUESTS, why);
+            }
+            Err(e) => return fail(layout, f, e.status, e.message),
+        };
     let job = match st
         .jobs
         .create(me.user.id, "web", &upload.0, &prepared)
@@ -201,13 +214,16 @@ pub async fn create(State(st): State<AppState>, me: Signed, req: Request) -> Res
     {
         Ok(j) => j,
         Err(e) => {
+            if let Some(q) = quota {
+                q.settle(&st.store, None).await;
+            }
             let e = job_error(e);
             return fail(layout, f, e.status, e.message);
         }
     };
     tracing::info!(job = job.id, user = %me.user.name, "bulk job started in the web UI");
     // The import goes on by itself; the job's page follows it.
-    spawn_import(&st, job.clone(), upload, prepared);
+    spawn_import(&st, job.clone(), upload, prepared, quota);
     Redirect::to(&format!("/jobs/{}", job.id)).into_response()
 }
 
@@ -216,13 +232,19 @@ fn spawn_import(
     job: JobRecord,
     upload: Upload,
     prepared: textgate_jobs::import::Prepared,
+    quota: Option<crate::api::jobs::JobQuota>,
 ) {
     let jobs = st.jobs.clone();
+    let store = st.store.clone();
     tokio::spawn(async move {
-        if let Err(e) = jobs.import(&job, &upload.0, &prepared).await {
+        let r = jobs.import(&job, &upload.0, &prepared).await;
+        if let Err(e) = &r {
             tracing::warn!(job = job.id, error = %e, "a web bulk job's import failed");
         }
         drop(upload);
+        if let Some(q) = quota {
+            q.settle(&store, r.as_ref().ok().map(|r| r.accepted)).await;
+        }
     });
 }
 

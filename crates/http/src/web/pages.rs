@@ -493,6 +493,7 @@ async fn submit(
                 origin: None,
                 api_key_id: None,
                 email_from: None,
+                quota: st.dispatcher.quotas.limits(me.user.role, me.user.quota),
             },
             idem,
             render,
@@ -511,6 +512,9 @@ async fn submit(
         Accepted::Replay { response } => response,
         Accepted::KeyReused => {
             return Err("This form was already used to send something else. Open Compose again to send a new text.".into())
+        }
+        Accepted::OverQuota(refused) => {
+            return Err(format!("Nothing was sent: {}.", refused.message()))
         }
     };
     serde_json::from_str(&response).map_err(|e| format!("unreadable answer: {e}"))

@@ -404,6 +404,8 @@ struct AccountPage {
     layout: Layout,
     message: Option<String>,
     error: Option<String>,
+    /// The user's limits and what they have used of them.
+    usage: String,
 }
 
 /// `GET /account`.
@@ -413,7 +415,21 @@ pub async fn account(State(st): State<AppState>, me: Signed) -> Response {
         layout,
         message: None,
         error: None,
+        usage: usage_of(&st, &me).await,
     })
+}
+
+/// The user's limits and what they have used of them, as the account page says it.
+async fn usage_of(st: &AppState, me: &Signed) -> String {
+    match st
+        .dispatcher
+        .quotas
+        .usage(&st.store, &me.user, now_ms())
+        .await
+    {
+        Ok(u) => u.describe(),
+        Err(_) => "unknown just now (the database did not answer)".into(),
+    }
 }
 
 /// The password form.
@@ -439,6 +455,7 @@ pub async fn change_password(
         return forged();
     }
     let layout = Layout::of(&st, &me, "Account", "account").await;
+    let usage = usage_of(&st, &me).await;
     let fail = |layout: Layout, status: StatusCode, error: &str| {
         page_with(
             status,
@@ -446,6 +463,7 @@ pub async fn change_password(
                 layout,
                 message: None,
                 error: Some(error.to_string()),
+                usage: usage.clone(),
             },
         )
     };
@@ -524,6 +542,7 @@ pub async fn change_password(
                     "Your password is changed. Your other sessions have been signed out.".into(),
                 ),
                 error: None,
+                usage: usage.clone(),
             })
         }
         Err(e) => {

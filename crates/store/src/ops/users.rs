@@ -7,9 +7,9 @@ use crate::model::*;
 use crate::{Result, StoreError};
 
 pub(crate) const USER_COLUMNS: &str =
-    "id, name, role, email, password_hash, created_at, disabled_at, senders";
+    "id, name, role, email, password_hash, created_at, disabled_at, senders, quota_daily, quota_monthly, quota_rate";
 /// How many columns [`USER_COLUMNS`] names: where the columns after them start.
-pub(crate) const USER_COLUMN_COUNT: usize = 8;
+pub(crate) const USER_COLUMN_COUNT: usize = 11;
 
 /// A user from the columns of [`USER_COLUMNS`] (in that order), from column `at` on.
 pub(crate) fn user_from(r: &dyn Row, at: usize) -> Result<User> {
@@ -29,6 +29,11 @@ pub(crate) fn user_from(r: &dyn Row, at: usize) -> Result<User> {
             .filter(|l| !l.is_empty())
             .map(str::to_string)
             .collect(),
+        quota: Quota {
+            daily: r.opt_int(at + 8)?,
+            monthly: r.opt_int(at + 9)?,
+            rate: r.opt_int(at + 10)?,
+        },
     })
 }
 
@@ -73,6 +78,7 @@ pub(crate) async fn create(e: &mut impl Exec, u: &NewUser) -> Result<User> {
         created_at: u.created_at,
         disabled_at: None,
         senders: Vec::new(),
+        quota: Quota::default(),
     })
 }
 
@@ -225,6 +231,13 @@ pub(crate) async fn update(
         )
         .await?;
     }
+    if let Some(q) = &u.quota {
+        e.run(
+            "UPDATE users SET quota_daily = $1, quota_monthly = $2, quota_rate = $3 WHERE id = $4",
+            args![q.daily, q.monthly, q.rate, id],
+        )
+        .await?;
+    }
     if let Some(senders) = &u.senders {
         let joined = senders.join("\n");
         e.run(
@@ -275,6 +288,85 @@ pub(crate) async fn disabled_since(e: &mut impl Exec, since: Millis) -> Result<O
     )
     .await
     .map(Option::flatten)
+}
+
+/// The periods a quota counts in, for a time: the UTC day (`d2026-12-06`) and month
+/// (`m2026-12`).
+pub(crate) fn quota_periods(now: Millis) -> (String, String) {
+    let day = textgate_core::clock::format_rfc3339(now);
+    (format!("d{}", &day[..10]), format!("m{}", &day[..7]))
+}
+
+/// Counts `n` more texts for a user against each limit (`None`: not counted), all or none:
+/// `Ok(None)` when counted, else the first limit they would pass and how many were counted
+/// in its period already.
+pub(crate) async fn take_quota(
+    e: &mut impl Exec,
+    user_id: Id,
+    n: i64,
+    limits: &[(String, Option<i64>)],
+) -> Result<Option<(usize, i64)>> {
+    const TAKE: &str = "INSERT INTO quota_usage (user_id, period, texts)
+         SELECT CAST($1 AS BIGINT), CAST($2 AS TEXT), CAST($3 AS BIGINT) WHERE CAST($3 AS BIGINT) <= CAST($4 AS BIGINT)
+         ON CONFLICT (user_id, period) DO UPDATE SET texts = quota_usage.texts + excluded.texts
+         WHERE quota_usage.texts + excluded.texts <= CAST($4 AS BIGINT)
+         RETURNING texts";
+    for (i, (period, limit)) in limits.iter().enumerate() {
+        // Unlimited periods are counted too, so that usage shows what was sent.
+        let limit = limit.unwrap_or(i64::MAX / 2);
+        let taken = e
+            .rows(TAKE, args![user_id, period.as_str(), n, limit], |r| {
+                r.int(0)
+            })
+            .await?;
+        if taken.is_empty() {
+            // Undo the periods counted before this one: all or none.
+            for (earlier, _) in &limits[..i] {
+                give_quota(e, user_id, n, earlier).await?;
+            }
+            let used = crate::exec::row(
+                e,
+                "SELECT texts FROM quota_usage WHERE user_id = $1 AND period = $2",
+                args![user_id, period.as_str()],
+                |r| r.int(0),
+            )
+            .await?
+            .unwrap_or(0);
+            return Ok(Some((i, used)));
+        }
+    }
+    Ok(None)
+}
+
+/// Gives back `n` texts counted in `period` (their request was not stored after all).
+pub(crate) async fn give_quota(e: &mut impl Exec, user_id: Id, n: i64, period: &str) -> Result<()> {
+    e.run(
+        "UPDATE quota_usage SET texts = texts - $1 WHERE user_id = $2 AND period = $3 AND texts >= $1",
+        args![n, user_id, period],
+    )
+    .await
+    .map(|_| ())
+}
+
+/// The texts counted for a user in each period.
+pub(crate) async fn quota_used(
+    e: &mut impl Exec,
+    user_id: Id,
+    periods: &[String],
+) -> Result<Vec<i64>> {
+    let mut out = Vec::with_capacity(periods.len());
+    for p in periods {
+        let used = crate::exec::row(
+            e,
+            "SELECT texts FROM quota_usage WHERE user_id = $1 AND period = $2",
+            args![user_id, p.as_str()],
+            |r| r.int(0),
+        )
+        .await?
+        .unwrap_or(0);
+        out.push(used);
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

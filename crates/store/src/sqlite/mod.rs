@@ -50,6 +50,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
         include_str!("../migrations/sqlite/0011_inbound_seen.sql"),
     ),
     (12, include_str!("../migrations/sqlite/0012_audit.sql")),
+    (13, include_str!("../migrations/sqlite/0013_quotas.sql")),
 ];
 
 /// How a write is committed.
