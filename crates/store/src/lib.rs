@@ -12,7 +12,8 @@
 //! - [`model`]: the rows and requests both backends speak.
 //! - [`jobs`]: the same for bulk jobs: batches of CSV rows stored with their resume point.
 //!
-//! Migrations are applied when a store is opened.
+//! Migrations are applied when a store is opened; `upgrades` (a test module) migrates a
+//! database of every earlier schema version, with rows in it, on both backends.
 #![forbid(unsafe_code)]
 
 mod exec;
@@ -21,6 +22,8 @@ pub mod model;
 mod ops;
 pub mod postgres;
 pub mod sqlite;
+#[cfg(test)]
+mod upgrades;
 
 pub use jobs::*;
 pub use model::*;

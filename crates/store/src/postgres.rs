@@ -314,6 +314,59 @@ pub(crate) async fn schema_of(url: &str) -> Result<Option<i64>> {
     Ok(row.get(0))
 }
 
+/// Applies the migrations the database has not had yet, all in one transaction under a lock,
+/// so that nodes starting together migrate once. A database some newer build has migrated
+/// past [`SCHEMA`] is refused: this build would write rows that build does not expect.
+async fn migrate(
+    client: &mut Client,
+    migrations: &[(i64, &str)],
+) -> std::result::Result<(), String> {
+    let e = |e: tokio_postgres::Error| format!("migration failed: {}", db_err(e));
+    let tx = client.transaction().await.map_err(e)?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await
+        .map_err(e)?;
+    tx.batch_execute("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)")
+        .await
+        .map_err(e)?;
+    let at: Option<i64> = tx
+        .query_one("SELECT max(version) FROM schema_migrations", &[])
+        .await
+        .map_err(e)?
+        .get(0);
+    crate::refuse_newer(at.unwrap_or(0), SCHEMA)?;
+    for (version, sql) in migrations {
+        let done = tx
+            .query_opt(
+                "SELECT version FROM schema_migrations WHERE version = $1",
+                &[version],
+            )
+            .await
+            .map_err(e)?;
+        if done.is_none() {
+            tx.batch_execute(sql).await.map_err(e)?;
+            tx.execute(
+                "INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)",
+                &[version, &textgate_core::clock::now_ms()],
+            )
+            .await
+            .map_err(e)?;
+        }
+    }
+    tx.commit().await.map_err(e)
+}
+
+/// A connection to the database at `url`, migrated to `version` only: a database as a build
+/// of that version left it (the upgrade tests fill it and open it with this build).
+#[cfg(test)]
+pub(crate) async fn create_at(url: &str, version: i64) -> Result<Client> {
+    let mut client = connect(url).await?;
+    migrate(&mut client, &MIGRATIONS[..version as usize])
+        .await
+        .map_err(StoreError::backend)?;
+    Ok(client)
+}
+
 impl Pool {
     async fn get(&self) -> Result<Conn<'_>> {
         let permit = self
@@ -346,45 +399,12 @@ impl Postgres {
             permits: Semaphore::new(POOL_SIZE),
         };
         let mut client = connect(url).await?;
-        let open_err = |e: tokio_postgres::Error| StoreError::Open {
-            url: redact_url(url),
-            reason: format!("migration failed: {}", db_err(e)),
-        };
-        let tx = client.transaction().await.map_err(open_err)?;
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        migrate(&mut client, MIGRATIONS)
             .await
-            .map_err(open_err)?;
-        tx.batch_execute("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)")
-            .await
-            .map_err(open_err)?;
-        let at: Option<i64> = tx
-            .query_one("SELECT max(version) FROM schema_migrations", &[])
-            .await
-            .map_err(open_err)?
-            .get(0);
-        crate::refuse_newer(at.unwrap_or(0), SCHEMA).map_err(|reason| StoreError::Open {
-            url: redact_url(url),
-            reason,
-        })?;
-        for (version, sql) in MIGRATIONS {
-            let done = tx
-                .query_opt(
-                    "SELECT version FROM schema_migrations WHERE version = $1",
-                    &[version],
-                )
-                .await
-                .map_err(open_err)?;
-            if done.is_none() {
-                tx.batch_execute(sql).await.map_err(open_err)?;
-                tx.execute(
-                    "INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)",
-                    &[version, &textgate_core::clock::now_ms()],
-                )
-                .await
-                .map_err(open_err)?;
-            }
-        }
-        tx.commit().await.map_err(open_err)?;
+            .map_err(|reason| StoreError::Open {
+                url: redact_url(url),
+                reason,
+            })?;
         pool.idle.lock().await.push(Session {
             client,
             prepared: Prepared::default(),

@@ -248,6 +248,15 @@ fn migrate_to(conn: &Connection, migrations: &[(i64, &str)]) -> rusqlite::Result
     Ok(())
 }
 
+/// A connection to the database file at `path`, migrated to `version` only: a database as a
+/// build of that version left it (the upgrade tests fill it and open it with this build).
+#[cfg(test)]
+pub(crate) fn create_at(path: &Path, version: i64) -> Result<Connection> {
+    let conn = open_conn(path, false)?;
+    migrate(&conn, &MIGRATIONS[..version as usize]).map_err(StoreError::backend)?;
+    Ok(conn)
+}
+
 /// The schema version of the database file at `path` without migrating it (or creating
 /// it); `None` when there is no such file or textgate has never opened it.
 pub(crate) fn schema_of(path: &str) -> Result<Option<i64>> {
