@@ -69,6 +69,12 @@ const INBOUND_SEEN: Since = Since {
     postgres: 10,
 };
 
+/// The audit log.
+const AUDIT: Since = Since {
+    sqlite: 12,
+    postgres: 12,
+};
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {
     Sqlite,
@@ -416,6 +422,14 @@ async fn fill(e: &mut impl Exec, old: Old) -> crate::Result<Rows> {
         e.run(
             "INSERT INTO inbound_seen (key, at) VALUES ('smpp:lb:seen', $1)",
             args![T - 100],
+        )
+        .await?;
+    }
+    if old.has(AUDIT) {
+        e.run(
+            "INSERT INTO audit_log (at, actor, via, address, action, target, detail)
+             VALUES ($1, 'ann', 'web', '192.0.2.1', 'user.disabled', 'cy', NULL)",
+            args![T - 50],
         )
         .await?;
     }
@@ -854,6 +868,25 @@ async fn check(s: &Store, old: Old, r: &Rows) {
             [("gsm1".to_string(), T - 200, "ann".to_string())]
         );
     }
+    if old.has(AUDIT) {
+        let log = s
+            .audit_log(AuditFilter {
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            log.iter()
+                .map(|a| (a.actor.as_str(), a.action.as_str(), a.target.as_str()))
+                .collect::<Vec<_>>(),
+            [("ann", "user.disabled", "cy")]
+        );
+    }
+    // Limits came with schema 13: every older user has the defaults, nothing counted yet.
+    let ann = s.user_by_id(r.ann).await.unwrap().unwrap();
+    assert_eq!(ann.quota, Quota::default());
+    assert_eq!(s.quota_used(r.ann, T).await.unwrap(), (0, 0));
     if old.has(NODES) {
         let nodes = s.nodes(0, 0).await.unwrap();
         assert_eq!(
@@ -1139,4 +1172,5 @@ from_each_version! {
     from_9: 9,
     from_10: 10,
     from_11: 11,
+    from_12: 12,
 }
