@@ -113,7 +113,7 @@ impl Gateway {
                     .counters
                     .smtp_auth_failures
                     .fetch_add(1, Ordering::Relaxed);
-                tracing::info!(username = %c.username, %client, "SMTP AUTH refused");
+                tracing::info!(user = %c.username, %client, "SMTP AUTH refused");
                 Answer::Authenticated(None)
             }
             Verdict::LockedOut(after) => {
@@ -121,7 +121,7 @@ impl Gateway {
                     .counters
                     .signin_lockouts
                     .fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(username = %c.username, %client, "SMTP AUTH refused: locked out after too many failures");
+                tracing::warn!(user = %c.username, %client, "SMTP AUTH refused: locked out after too many failures");
                 Answer::LockedOut(after)
             }
             Verdict::Unavailable => Answer::Unavailable,

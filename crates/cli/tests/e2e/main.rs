@@ -19,6 +19,7 @@ mod jobs;
 mod keys;
 mod mailer;
 mod modem;
+mod monitoring;
 mod nodes;
 mod ops;
 mod port;

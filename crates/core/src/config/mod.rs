@@ -8,7 +8,7 @@
 //! - [`devices`]: `[[device]]` and each kind's keys; [`routes`]: `[[route]]`;
 //! - [`smtp`]: `[smtp]`; [`mailer`]: `[mailer]`; [`spool`]: `[spool]`;
 //! - [`inbound`]: `[[inbound_rule]]`, `[inbound]` and `[webhooks]`;
-//! - [`auth`]: `[auth]`; [`retention`]: `[retention]`;
+//! - [`auth`]: `[auth]`; [`retention`]: `[retention]`; [`log`]: `[log]`;
 //! - [`units`]: durations, sizes and the backoff.
 //!
 //! - [`port`]: `[[port_server]]`, `kind = "remote"` devices, and the port server's own file.
@@ -16,6 +16,7 @@
 pub mod auth;
 pub mod devices;
 pub mod inbound;
+pub mod log;
 pub mod mailer;
 pub mod port;
 pub mod retention;
@@ -34,6 +35,7 @@ pub use devices::{
     LongMessages, LoopbackConfig, ModemConfig, ModemMode, SmppConfig,
 };
 pub use inbound::{InboundConfig, InboundRuleConfig, WebhooksConfig};
+pub use log::{LogConfig, LogFormat};
 pub use mailer::{MailerConfig, RelayTls};
 pub use port::{env_var_for_port_server, PortConfig, PortServerConfig, RemoteConfig};
 pub use retention::RetentionConfig;
@@ -112,6 +114,9 @@ pub struct Config {
     /// `[retention]`: how long message texts and other records are kept.
     #[serde(default)]
     pub retention: RetentionConfig,
+    /// `[log]`: the log's format and level.
+    #[serde(default)]
+    pub log: LogConfig,
 }
 
 impl Config {
@@ -138,6 +143,7 @@ impl Config {
             webhooks: WebhooksConfig::default(),
             auth: AuthConfig::default(),
             retention: RetentionConfig::default(),
+            log: LogConfig::default(),
         }
     }
 
@@ -191,6 +197,7 @@ impl Config {
         self.server.check()?;
         self.auth.check()?;
         self.retention.check()?;
+        self.log.check()?;
         if let Some(smtp) = &self.smtp {
             smtp.check()?;
         }

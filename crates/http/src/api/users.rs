@@ -190,6 +190,6 @@ pub async fn password(
     let (req, _) =
         super::json_body::<PasswordRequest>(&headers, body, st.config.server.max_request_bytes.0)?;
     let generated = users::set_password(&st.store, id, req.password, None).await?;
-    tracing::info!(user = id, by = %caller.name, "password set; web sessions signed out");
+    tracing::info!(user_id = id, by = %caller.name, "password set; web sessions signed out");
     Ok(Json(json!({ "id": id, "password": generated })))
 }
