@@ -615,14 +615,16 @@ fn node_metrics(out: &mut Exposition, c: &textgate_engine::cluster::Cluster) {
     out.family(
         "textgate_node_lease_held",
         "gauge",
-        "Whether this node holds the lease of work done for all nodes (1), as it last took it.",
+        "Whether this node holds the lease of work done for all nodes (1), as it last took it; always 1 on a store of one node.",
     );
+    // A node alone on its store (SQLite) takes no leases and does all that work itself: 1,
+    // so that an alert on no node holding a lease does not fire for it.
     let held = c.held();
     for lease in ["queue-upkeep", "retention", "spool"] {
         out.sample(
             "textgate_node_lease_held",
             &[("lease", lease)],
-            u8::from(held.iter().any(|h| h == lease)),
+            u8::from(!c.shared() || held.iter().any(|h| h == lease)),
         );
     }
 }

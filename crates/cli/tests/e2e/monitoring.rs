@@ -241,6 +241,11 @@ fn every_metric_the_dashboard_and_the_alerts_use_is_exposed() {
     assert!(text.contains("textgate_accept_duration_seconds_bucket{le=\"+Inf\"} 1\n"));
     assert!(fams["textgate_store_size_bytes"].samples[0].1 > 0.0);
     assert!(fams["textgate_store_filesystem_avail_bytes"].samples[0].1 > 0.0);
+    // Alone on SQLite, the node does the queue's upkeep: the rule on no holder stays quiet.
+    assert!(
+        text.contains("textgate_node_lease_held{lease=\"queue-upkeep\"} 1\n"),
+        "{text}"
+    );
 
     // What the dashboard and the rules use exists, under the name they use.
     let exposed = |m: &str| {
