@@ -21,7 +21,7 @@ pub fn load(path: &Path) -> Result<PortConfig, ConfigError> {
 
 /// Runs the port server until SIGINT or SIGTERM.
 pub async fn run(cfg: PortConfig) -> anyhow::Result<()> {
-    crate::serve::init_tracing();
+    crate::serve::init_tracing(&cfg.log);
     let stop = CancellationToken::new();
     let signal = stop.clone();
     tokio::spawn(async move {

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use textgate_core::config::{redact_url, Config};
+use textgate_core::config::{redact_url, Config, LogConfig, LogFormat};
 use textgate_engine::dispatcher::Dispatcher;
 use textgate_store::Store;
 use tokio::time::Instant;
@@ -24,15 +24,28 @@ fn node_name() -> String {
         .unwrap_or_else(|| "textgate".into())
 }
 
-pub(crate) fn init_tracing() {
+/// The log on standard error, as `[log]` says: `TEXTGATE_LOG` wins over `[log] level`; with
+/// `format = "json"` each event is one JSON object on a line, its fields beside `message`
+/// (`message_id`, `device`, `user`, …), which is what log processors index.
+pub(crate) fn init_tracing(log: &LogConfig) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("TEXTGATE_LOG")
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new("info"))
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(log.filter()))
         .unwrap_or_default();
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match log.format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init(),
+        // No spans are opened, so none are listed; a line is the event alone.
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .try_init(),
+    };
 }
 
 pub(crate) async fn shutdown_signal() {
@@ -89,7 +102,7 @@ async fn join_until<T>(what: &str, task: tokio::task::JoinHandle<T>, deadline: I
 /// files; let what is in flight finish and be recorded; close the store; all within
 /// `[server] shutdown_grace`.
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
-    init_tracing();
+    init_tracing(&cfg.log);
     let cfg = Arc::new(cfg);
     let store = open_store(&cfg).await?;
     let root = CancellationToken::new();

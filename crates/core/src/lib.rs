@@ -11,6 +11,7 @@
 //! - [`clock`]: timestamps (milliseconds since the Unix epoch, UTC) and their RFC 3339 form.
 //! - [`signin`]: failed sign-ins counted per name and address, with an expiring lock-out.
 //! - [`net`]: CIDR blocks and which addresses are internal (callback and SMTP policies).
+//! - [`histogram`]: fixed-bucket latency histograms for `/metrics`, lock-free.
 #![forbid(unsafe_code)]
 
 pub mod address;
@@ -19,6 +20,7 @@ pub mod cache;
 pub mod clock;
 pub mod config;
 pub mod encoding;
+pub mod histogram;
 pub mod inbound;
 pub mod net;
 pub mod routing;

@@ -280,7 +280,7 @@ fn outcome(
     let next_at = now + policy.retry_delay(attempts, fastrand::f64()).as_millis() as Millis;
     if permanent || next_at > give_up_at {
         c.dead.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(channel, delivery = d.id, target = %redact(&d.target), attempts = d.attempts, error = %error,
+        tracing::warn!(channel, delivery = d.id, message_id = d.message_id, inbound_id = d.inbound_id, target = %redact(&d.target), attempts = d.attempts, error = %error,
             "a delivery could not be made and is kept as a dead letter");
         DeliveryResult::Dead {
             id: d.id,
@@ -290,7 +290,7 @@ fn outcome(
             at: now,
         }
     } else {
-        tracing::debug!(channel, delivery = d.id, error = %error, "delivery attempt failed; will retry");
+        tracing::debug!(channel, delivery = d.id, message_id = d.message_id, inbound_id = d.inbound_id, error = %error, "delivery attempt failed; will retry");
         DeliveryResult::Retry {
             id: d.id,
             attempt: d.attempts,

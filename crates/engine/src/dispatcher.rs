@@ -29,6 +29,7 @@ use std::time::Duration;
 
 use textgate_core::clock::{now_ms, Millis};
 use textgate_core::config::{Config, Strategy};
+use textgate_core::histogram::{self, Histogram};
 use textgate_core::routing::Router;
 use textgate_core::status::Status;
 use textgate_store::{Message, Outcome, PartReceipt, Receipt, ReceiptMatch, Store};
@@ -58,7 +59,6 @@ const EARLY_RECEIPT_RETRY: Duration = Duration::from_secs(1);
 const EARLY_RECEIPT_TTL: Duration = Duration::from_secs(600);
 
 /// Counters shown in `/metrics` and `GET /api/v1/devices`.
-#[derive(Default)]
 pub struct DeviceStats {
     /// Messages the device took.
     pub sent: AtomicU64,
@@ -75,6 +75,26 @@ pub struct DeviceStats {
     /// Messages handed to it and not yet answered (waiting for it, or in flight): what a
     /// spreading route compares.
     pub load: std::sync::atomic::AtomicI64,
+    /// How long it took to answer a submit, whatever the answer.
+    pub submit: Histogram,
+    /// How long after a part's submit its delivery receipt came.
+    pub receipt_delay: Histogram,
+}
+
+impl Default for DeviceStats {
+    fn default() -> Self {
+        DeviceStats {
+            sent: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            retried: AtomicU64::new(0),
+            receipts: AtomicU64::new(0),
+            received: AtomicU64::new(0),
+            last_error: Mutex::new(None),
+            load: std::sync::atomic::AtomicI64::new(0),
+            submit: Histogram::new(histogram::SUBMIT_BUCKETS),
+            receipt_delay: Histogram::new(histogram::RECEIPT_BUCKETS),
+        }
+    }
 }
 
 /// Counters of the whole pipeline.
@@ -815,11 +835,14 @@ impl Dispatcher {
             body: msg.body.clone(),
             segments: msg.segments.clamp(1, 255) as u16,
         };
+        let started = std::time::Instant::now();
         let result = entry.device.send(sms).await;
+        entry.stats.submit.observe(started.elapsed());
         let now = now_ms();
         match result {
             Ok(sub) => {
                 entry.stats.sent.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(message_id = msg.id, device = %name, attempt = msg.attempts, parts = sub.part_ids.len(), "the device took the message");
                 Outcome::Sent {
                     id: msg.id,
                     attempt: msg.attempts,
@@ -834,6 +857,14 @@ impl Dispatcher {
                 self.note_error(entry, &reason);
                 let attempt = u32::try_from(msg.attempts).unwrap_or(u32::MAX);
                 if attempt >= self.policy.max_attempts {
+                    self.log_failure(
+                        msg,
+                        &name,
+                        code.as_deref(),
+                        &reason,
+                        "the device failed the message on every attempt; it failed",
+                    )
+                    .await;
                     return Outcome::Final {
                         id: msg.id,
                         attempt: msg.attempts,
@@ -846,6 +877,7 @@ impl Dispatcher {
                         at: now,
                     };
                 }
+                tracing::debug!(message_id = msg.id, device = %name, attempt = msg.attempts, code, error = %reason, "a transient error from the device; the message is retried");
                 let due_at = now + self.policy.retry_delay(attempt).as_millis() as Millis;
                 retry_or_expire(msg, name, code, reason, due_at, false, now)
             }
@@ -857,6 +889,14 @@ impl Dispatcher {
             Err(SendError::Permanent { code, reason }) => {
                 entry.stats.failed.fetch_add(1, Ordering::Relaxed);
                 self.note_error(entry, &reason);
+                self.log_failure(
+                    msg,
+                    &name,
+                    code.as_deref(),
+                    &reason,
+                    "the device refused the message; it failed",
+                )
+                .await;
                 Outcome::Final {
                     id: msg.id,
                     attempt: msg.attempts,
@@ -868,6 +908,29 @@ impl Dispatcher {
                 }
             }
         }
+    }
+
+    /// The device of this name.
+    fn entry(&self, name: &str) -> Option<&DeviceEntry> {
+        self.devices.iter().find(|d| d.device.name() == name)
+    }
+
+    /// A message a device failed for good, with the fields log processors index: the
+    /// message, the device and the message's owner.
+    async fn log_failure(
+        &self,
+        msg: &Message,
+        device: &str,
+        code: Option<&str>,
+        error: &str,
+        what: &str,
+    ) {
+        if !tracing::enabled!(tracing::Level::INFO) {
+            return;
+        }
+        // Names are cached; a failure is rare enough to pay for the first lookup.
+        let user = self.user_name(msg.owner_id).await;
+        tracing::info!(message_id = msg.id, device, user = %user, attempt = msg.attempts, code, error, "{what}");
     }
 
     fn note_error(&self, entry: &DeviceEntry, reason: &str) {
@@ -1054,7 +1117,7 @@ impl Dispatcher {
                 let keep = now.duration_since(*t) < EARLY_RECEIPT_TTL;
                 if !keep {
                     self.counters.unmatched_receipts.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(device = %r.device, id = %r.device_msg_id, "a delivery receipt matched no message part");
+                    tracing::warn!(device = %r.device, device_msg_id = %r.device_msg_id, "a delivery receipt matched no message part");
                 }
                 keep
             });
@@ -1189,6 +1252,14 @@ impl Dispatcher {
                     ..
                 } => {
                     self.counters.sent.fetch_add(1, Ordering::Relaxed);
+                    // Receipts that came with their submit (read before it was recorded).
+                    if known.iter().any(Option::is_some) {
+                        if let Some(d) = self.entry(device) {
+                            for r in known.iter().flatten() {
+                                d.stats.receipt_delay.observe_ms(r.at - at);
+                            }
+                        }
+                    }
                     let (st, ..) = textgate_store::sent_with_receipts(known, part_ids.len(), *at);
                     if st.is_final() {
                         self.counters.final_status(st);
@@ -1234,9 +1305,20 @@ impl Dispatcher {
                     );
                 }
                 ReceiptMatch::Part {
-                    status: Some(st), ..
-                } => self.counters.final_status(st),
-                ReceiptMatch::Part { status: None, .. } => {}
+                    message_id,
+                    status,
+                    submitted_at,
+                } => {
+                    if let Some(d) = self.entry(&r.device) {
+                        d.stats.receipt_delay.observe_ms(r.at - submitted_at);
+                    }
+                    if let Some(st) = status {
+                        self.counters.final_status(st);
+                        if st == Status::Undelivered {
+                            tracing::info!(message_id, device = %r.device, code = r.code.as_deref(), "the delivery receipt says the message was not delivered");
+                        }
+                    }
+                }
             }
         }
         true

@@ -77,12 +77,25 @@ pub struct Shared {
 }
 
 /// Counters of the HTTP side.
-#[derive(Default)]
 pub struct HttpCounters {
     /// Messages accepted through the API.
     pub accepted: AtomicU64,
+    /// `POST /api/v1/messages`, from the request to its `202`.
+    pub accept: textgate_core::histogram::Histogram,
     /// Webhook deliveries.
     pub webhooks: Arc<textgate_engine::delivery::DeliveryCounters>,
+}
+
+impl Default for HttpCounters {
+    fn default() -> Self {
+        HttpCounters {
+            accepted: AtomicU64::new(0),
+            accept: textgate_core::histogram::Histogram::new(
+                textgate_core::histogram::ACCEPT_BUCKETS,
+            ),
+            webhooks: Default::default(),
+        }
+    }
 }
 
 impl AppState {

@@ -8,6 +8,7 @@ use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
+use textgate_core::histogram::{Histogram, Snapshot};
 use textgate_core::status::Status;
 
 use crate::error::ApiError;
@@ -107,6 +108,16 @@ pub async fn metrics(State(st): State<AppState>, headers: axum::http::HeaderMap)
     }
     let mut out = Exposition::default();
     global_counters(&mut out, &st);
+    out.family(
+        "textgate_accept_duration_seconds",
+        "histogram",
+        "POST /api/v1/messages answered 202, from the request to the answer.",
+    );
+    out.histogram(
+        "textgate_accept_duration_seconds",
+        &[],
+        &st.http.accept.snapshot(),
+    );
     final_statuses(&mut out, &st.dispatcher.counters);
     let depth = queue_depth(&st).await;
     out.family(
@@ -121,6 +132,10 @@ pub async fn metrics(State(st): State<AppState>, headers: axum::http::HeaderMap)
     port_server_metrics(&mut out, &st.ports);
     if let Some(c) = st.cluster.get() {
         node_metrics(&mut out, c);
+    }
+    let url = st.config.server.database_url.clone();
+    if let Ok(Some(d)) = tokio::task::spawn_blocking(move || Disk::read(&url)).await {
+        d.write(&mut out);
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out.0).into_response()
 }
@@ -168,6 +183,98 @@ impl Exposition {
         self.family(name, "counter", help);
         self.sample(name, &[], v.load(Ordering::Relaxed));
     }
+
+    /// One histogram's series: `NAME_bucket{…, le}` cumulative up to `+Inf`, `NAME_sum`
+    /// (seconds) and `NAME_count`.
+    fn histogram(&mut self, name: &str, labels: &[(&str, &str)], h: &Snapshot) {
+        let bucket = format!("{name}_bucket");
+        for (le, n) in &h.buckets {
+            let le = if le.is_finite() {
+                le.to_string()
+            } else {
+                "+Inf".to_string()
+            };
+            let mut with_le = labels.to_vec();
+            with_le.push(("le", &le));
+            self.sample(&bucket, &with_le, n);
+        }
+        self.sample(&format!("{name}_sum"), labels, h.sum);
+        self.sample(&format!("{name}_count"), labels, h.count);
+    }
+}
+
+/// The SQLite database's files and the space of the filesystem that holds them: what a
+/// "disk filling" alert watches. Nothing on PostgreSQL, whose files are on its own server.
+struct Disk {
+    /// The database, its write-ahead log and its shared-memory index, in bytes.
+    store_bytes: u64,
+    /// The filesystem's space free for textgate (not root's reserve), and its size.
+    filesystem: Option<(u64, u64)>,
+}
+
+impl Disk {
+    /// Reads the sizes now (a few `stat`s and one `statvfs`: blocking, but short).
+    fn read(database_url: &str) -> Option<Disk> {
+        let path = std::path::Path::new(database_url.strip_prefix("sqlite://")?);
+        let store_bytes = ["", "-wal", "-shm"]
+            .iter()
+            .filter_map(|suffix| {
+                let mut p = path.as_os_str().to_owned();
+                p.push(suffix);
+                std::fs::metadata(p).ok()
+            })
+            .map(|m| m.len())
+            .sum();
+        let dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."));
+        Some(Disk {
+            store_bytes,
+            filesystem: filesystem_space(dir),
+        })
+    }
+
+    fn write(&self, out: &mut Exposition) {
+        out.family(
+            "textgate_store_size_bytes",
+            "gauge",
+            "The SQLite database's files: the database, its write-ahead log and its index.",
+        );
+        out.sample("textgate_store_size_bytes", &[], self.store_bytes);
+        if let Some((avail, size)) = self.filesystem {
+            out.family(
+                "textgate_store_filesystem_avail_bytes",
+                "gauge",
+                "Space free for textgate on the filesystem that holds the SQLite database.",
+            );
+            out.sample("textgate_store_filesystem_avail_bytes", &[], avail);
+            out.family(
+                "textgate_store_filesystem_size_bytes",
+                "gauge",
+                "The size of the filesystem that holds the SQLite database.",
+            );
+            out.sample("textgate_store_filesystem_size_bytes", &[], size);
+        }
+    }
+}
+
+/// `(available, size)` of the filesystem holding `dir`, in bytes.
+#[cfg(unix)]
+fn filesystem_space(dir: &std::path::Path) -> Option<(u64, u64)> {
+    let s = nix::sys::statvfs::statvfs(dir).ok()?;
+    // Counted in fragments; the types are the platform's (`c_ulong`, `fsblkcnt_t`), all at
+    // most 64 bits.
+    let unit = s.fragment_size() as u64;
+    Some((
+        (s.blocks_available() as u64).saturating_mul(unit),
+        (s.blocks() as u64).saturating_mul(unit),
+    ))
+}
+
+#[cfg(not(unix))]
+fn filesystem_space(_: &std::path::Path) -> Option<(u64, u64)> {
+    None
 }
 
 /// A label value as the text format wants it: backslashes, `"` and line feeds escaped. Names are
@@ -338,6 +445,25 @@ fn device_metrics(out: &mut Exposition, devices: &[textgate_engine::dispatcher::
             out.sample(name, &[("device", e.device.name())], get(e));
         }
     }
+    type Hist = fn(&textgate_engine::dispatcher::DeviceEntry) -> &Histogram;
+    let histograms: [(&str, &str, Hist); 2] = [
+        (
+            "textgate_device_submit_duration_seconds",
+            "From handing a message to the device to its answer, whatever the answer.",
+            |e| &e.stats.submit,
+        ),
+        (
+            "textgate_receipt_delay_seconds",
+            "From a part's submit to its delivery receipt.",
+            |e| &e.stats.receipt_delay,
+        ),
+    ];
+    for (name, help, get) in histograms {
+        out.family(name, "histogram", help);
+        for e in devices {
+            out.histogram(name, &[("device", e.device.name())], &get(e).snapshot());
+        }
+    }
     // The drivers' own: each family's samples together, as the text format wants them.
     let mut own: std::collections::BTreeMap<&'static str, Vec<(String, i64)>> = Default::default();
     for e in devices {
@@ -348,13 +474,23 @@ fn device_metrics(out: &mut Exposition, devices: &[textgate_engine::dispatcher::
         }
     }
     for (k, samples) in own {
+        let name = format!("textgate_device_{k}");
+        // A figure named like one of the dispatcher's families above (a modem's
+        // `received_total`) would repeat that family, which breaks the whole scrape: it is
+        // left to `GET /api/v1/devices`.
+        if families.iter().any(|(f, ..)| *f == name) {
+            continue;
+        }
         let kind = if k.ends_with("_total") {
             "counter"
         } else {
             "gauge"
         };
-        let name = format!("textgate_device_{k}");
-        let _ = writeln!(out.0, "# TYPE {name} {kind}");
+        out.family(
+            &name,
+            kind,
+            &format!("The device driver's `{k}` (GET /api/v1/devices, `details`)."),
+        );
         for (device, v) in samples {
             out.sample(&name, &[("device", &device)], v);
         }
@@ -383,18 +519,23 @@ fn port_server_metrics(out: &mut Exposition, ports: &textgate_port::central::Por
             u8::from(v.connected),
         );
     }
-    out.family(
-        "textgate_port_server_last_seen_seconds",
-        "gauge",
-        "When a frame last came from the port server (Unix time in seconds; 0: never).",
-    );
-    for (e, _) in &views {
-        let ms = e.last_seen_ms().max(0);
-        out.sample(
+    // The same figure twice: `_timestamp_seconds` is the name the conventions give a Unix
+    // time; the older name stays for the dashboards that use it.
+    for (name, help) in [
+        (
+            "textgate_port_server_last_seen_timestamp_seconds",
+            "When a frame last came from the port server (Unix time in seconds; 0: never).",
+        ),
+        (
             "textgate_port_server_last_seen_seconds",
-            &[(label, &e.name)],
-            ms as f64 / 1000.0,
-        );
+            "Deprecated: textgate_port_server_last_seen_timestamp_seconds, under its old name.",
+        ),
+    ] {
+        out.family(name, "gauge", help);
+        for (e, _) in &views {
+            let ms = e.last_seen_ms().max(0);
+            out.sample(name, &[(label, &e.name)], ms as f64 / 1000.0);
+        }
     }
     type Gauge = fn(&textgate_port::central::PortServerView) -> u64;
     let gauges: [(&str, &str, Gauge); 3] = [
@@ -474,14 +615,16 @@ fn node_metrics(out: &mut Exposition, c: &textgate_engine::cluster::Cluster) {
     out.family(
         "textgate_node_lease_held",
         "gauge",
-        "Whether this node holds the lease of work done for all nodes (1), as it last took it.",
+        "Whether this node holds the lease of work done for all nodes (1), as it last took it; always 1 on a store of one node.",
     );
+    // A node alone on its store (SQLite) takes no leases and does all that work itself: 1,
+    // so that an alert on no node holding a lease does not fire for it.
     let held = c.held();
     for lease in ["queue-upkeep", "retention", "spool"] {
         out.sample(
             "textgate_node_lease_held",
             &[("lease", lease)],
-            u8::from(held.iter().any(|h| h == lease)),
+            u8::from(!c.shared() || held.iter().any(|h| h == lease)),
         );
     }
 }
@@ -572,6 +715,40 @@ mod tests {
             out.0,
             "m{device=\"plain-1\"} 1\nm{device=\"a\\\"b\\\\c\\nd\"} 2\n"
         );
+    }
+
+    #[test]
+    fn a_histogram_is_written_with_cumulative_buckets_sum_and_count() {
+        let h = Histogram::new(&[0.01, 1.0]);
+        h.observe(std::time::Duration::from_millis(5));
+        h.observe(std::time::Duration::from_secs(2));
+        let mut out = Exposition::default();
+        out.histogram("t_seconds", &[("device", "d")], &h.snapshot());
+        assert_eq!(
+            out.0,
+            "t_seconds_bucket{device=\"d\",le=\"0.01\"} 1\n\
+             t_seconds_bucket{device=\"d\",le=\"1\"} 1\n\
+             t_seconds_bucket{device=\"d\",le=\"+Inf\"} 2\n\
+             t_seconds_sum{device=\"d\"} 2.005\n\
+             t_seconds_count{device=\"d\"} 2\n"
+        );
+    }
+
+    #[test]
+    fn the_disk_gauges_read_the_sqlite_files_and_their_filesystem() {
+        let dir = std::env::temp_dir().join(format!("textgate-disk-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let db = dir.join("t.db");
+        std::fs::write(&db, [0u8; 1000]).unwrap();
+        std::fs::write(dir.join("t.db-wal"), [0u8; 24]).unwrap();
+        let d = Disk::read(&format!("sqlite://{}", db.display())).unwrap();
+        assert_eq!(d.store_bytes, 1024);
+        if cfg!(unix) {
+            let (avail, size) = d.filesystem.expect("statvfs answers");
+            assert!(size > 0 && avail <= size, "{avail} of {size}");
+        }
+        assert!(Disk::read("postgres://u@h/db").is_none());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[tokio::test]

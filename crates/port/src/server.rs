@@ -145,7 +145,7 @@ pub async fn run(cfg: PortConfig, stop: CancellationToken) -> anyhow::Result<()>
         stopping: AtomicBool::new(false),
     });
     tracing::info!(
-        name = %port.cfg.name,
+        port_server = %port.cfg.name,
         server = %port.cfg.server,
         held = open.len(),
         unacked = port.hold.counts.unacked.load(Ordering::Relaxed),

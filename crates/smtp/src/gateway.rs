@@ -118,7 +118,7 @@ impl Gateway {
                     Ok(Some(u)) => u.name,
                     _ => "(unknown)".to_string(),
                 };
-                tracing::info!(username = %who, %client, "SMTP AUTH refused");
+                tracing::info!(user = %who, %client, "SMTP AUTH refused");
                 let actor = textgate_engine::audit::Actor {
                     name: who.clone(),
                     via: "smtp",
@@ -133,7 +133,7 @@ impl Gateway {
                     .counters
                     .signin_lockouts
                     .fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(username = %c.username, %client, "SMTP AUTH refused: locked out after too many failures");
+                tracing::warn!(user = %c.username, %client, "SMTP AUTH refused: locked out after too many failures");
                 Answer::LockedOut(after)
             }
             Verdict::Unavailable => Answer::Unavailable,

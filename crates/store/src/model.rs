@@ -497,6 +497,8 @@ pub enum ReceiptMatch {
         message_id: Id,
         /// Its new status, if the receipt ended it.
         status: Option<Status>,
+        /// When the part was handed to its device (what a receipt's delay is counted from).
+        submitted_at: Millis,
     },
 }
 

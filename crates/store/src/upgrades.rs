@@ -968,11 +968,13 @@ async fn check(s: &Store, old: Old, r: &Rows) {
         [
             ReceiptMatch::Part {
                 message_id: r.queued,
-                status: Some(Status::Delivered)
+                status: Some(Status::Delivered),
+                submitted_at: T + 20,
             },
             ReceiptMatch::Part {
                 message_id: r.sent,
-                status: Some(Status::Delivered)
+                status: Some(Status::Delivered),
+                submitted_at: T - 500,
             }
         ]
     );

@@ -539,11 +539,13 @@ conformance! {
         vec![
             ReceiptMatch::Part {
                 message_id: ids[0],
-                status: Some(Status::Delivered)
+                status: Some(Status::Delivered),
+                submitted_at: 20,
             },
             ReceiptMatch::Part {
                 message_id: ids[1],
-                status: None
+                status: None,
+                submitted_at: 20,
             },
             ReceiptMatch::Unknown
         ]
@@ -563,7 +565,8 @@ conformance! {
         got,
         vec![ReceiptMatch::Part {
             message_id: ids[1],
-            status: Some(Status::Undelivered)
+            status: Some(Status::Undelivered),
+            submitted_at: 20,
         }]
     );
     let parts = s.message_parts(ids[1]).await.unwrap();
@@ -827,7 +830,8 @@ conformance! {
         s.apply_receipts(vec![r]).await.unwrap(),
         vec![ReceiptMatch::Part {
             message_id: ids[1],
-            status: Some(Status::Delivered)
+            status: Some(Status::Delivered),
+            submitted_at: 20,
         }]
     );
     }
@@ -1518,7 +1522,8 @@ conformance! {
         got,
         vec![ReceiptMatch::Part {
             message_id: ids[1],
-            status: Some(Status::Delivered)
+            status: Some(Status::Delivered),
+            submitted_at: 1100,
         }]
     );
     let old = s.get_message(ids[0]).await.unwrap().unwrap();
@@ -2574,7 +2579,11 @@ conformance! {
         ])
         .await
         .unwrap();
-    let part = |i: usize, st: Option<Status>| ReceiptMatch::Part { message_id: ids[i], status: st };
+    let part = |i: usize, st: Option<Status>| ReceiptMatch::Part {
+        message_id: ids[i],
+        status: st,
+        submitted_at: 20,
+    };
     assert_eq!(
         got,
         vec![

@@ -287,6 +287,9 @@ pub struct App {
     pub metrics: String,
     pub config: PathBuf,
     pub log: PathBuf,
+    /// Whether the next start leaves the log's level to the file's `[log] level` (else the
+    /// tests' `TEXTGATE_LOG`, `warn` by default, wins over it).
+    pub log_from_config: bool,
     child: Option<Child>,
     starts: u32,
     // Dropped last: the server must be gone before its database is.
@@ -371,6 +374,7 @@ pub fn spawn_app_with(opts: Opts<'_>) -> App {
         keys,
         config,
         log,
+        log_from_config: false,
         child: None,
         starts: 0,
         _pg: pg,
@@ -390,7 +394,11 @@ impl App {
             .append(true)
             .open(&self.log)
             .unwrap();
-        let mut child = command()
+        let mut command = command();
+        if self.log_from_config {
+            command.env_remove("TEXTGATE_LOG");
+        }
+        let mut child = command
             .args(["serve", "--config", self.config.to_str().unwrap()])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -496,6 +504,7 @@ impl App {
             keys: HashMap::new(),
             log: dir.path().join("server.log"),
             config,
+            log_from_config: false,
             child: None,
             starts: 0,
             _pg: None,

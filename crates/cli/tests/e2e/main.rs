@@ -21,6 +21,7 @@ mod jobs;
 mod keys;
 mod mailer;
 mod modem;
+mod monitoring;
 mod nodes;
 mod ops;
 mod port;

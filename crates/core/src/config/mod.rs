@@ -8,7 +8,7 @@
 //! - [`devices`]: `[[device]]` and each kind's keys; [`routes`]: `[[route]]`;
 //! - [`smtp`]: `[smtp]`; [`mailer`]: `[mailer]`; [`spool`]: `[spool]`;
 //! - [`inbound`]: `[[inbound_rule]]`, `[inbound]` and `[webhooks]`;
-//! - [`auth`]: `[auth]`; [`retention`]: `[retention]`; [`quotas`]: `[quotas]`;
+//! - [`auth`]: `[auth]`; [`retention`]: `[retention]`; [`quotas`]: `[quotas]`; [`log`]: `[log]`;
 //! - [`units`]: durations, sizes and the backoff.
 //!
 //! - [`port`]: `[[port_server]]`, `kind = "remote"` devices, and the port server's own file.
@@ -16,6 +16,7 @@
 pub mod auth;
 pub mod devices;
 pub mod inbound;
+pub mod log;
 pub mod mailer;
 pub mod port;
 pub mod quotas;
@@ -35,6 +36,7 @@ pub use devices::{
     LongMessages, LoopbackConfig, ModemConfig, ModemMode, SmppConfig,
 };
 pub use inbound::{InboundConfig, InboundRuleConfig, WebhooksConfig};
+pub use log::{LogConfig, LogFormat};
 pub use mailer::{MailerConfig, RelayTls};
 pub use port::{env_var_for_port_server, PortConfig, PortServerConfig, RemoteConfig};
 pub use quotas::QuotasConfig;
@@ -117,6 +119,9 @@ pub struct Config {
     /// `[quotas]`: how many texts users may send, unless they have limits of their own.
     #[serde(default)]
     pub quotas: QuotasConfig,
+    /// `[log]`: the log's format and level.
+    #[serde(default)]
+    pub log: LogConfig,
 }
 
 impl Config {
@@ -144,6 +149,7 @@ impl Config {
             auth: AuthConfig::default(),
             retention: RetentionConfig::default(),
             quotas: QuotasConfig::default(),
+            log: LogConfig::default(),
         }
     }
 
@@ -198,6 +204,7 @@ impl Config {
         self.auth.check()?;
         self.retention.check()?;
         self.quotas.check()?;
+        self.log.check()?;
         if let Some(smtp) = &self.smtp {
             smtp.check()?;
         }

@@ -181,6 +181,9 @@ pub struct PortConfig {
     /// Its devices.
     #[serde(default, rename = "device")]
     pub devices: Vec<DeviceConfig>,
+    /// `[log]`, as the central server's.
+    #[serde(default)]
+    pub log: super::LogConfig,
 }
 
 fn default_port_data_dir() -> String {
@@ -283,6 +286,7 @@ impl PortConfig {
                 ));
             }
         }
+        self.log.check()?;
         devices::check_all(&self.devices)?;
         for d in &self.devices {
             if d.kind == "remote" {

@@ -142,8 +142,25 @@ fn time_field(name: &str, v: &Option<String>) -> ApiResult<Option<Millis>> {
         .transpose()
 }
 
+/// When a request reached its handler, before its caller is checked and its body read: what
+/// the accept latency on `/metrics` is counted from. First among a handler's arguments, so
+/// that it is taken first.
+pub struct Arrived(std::time::Instant);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Arrived {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        _: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Arrived(std::time::Instant::now()))
+    }
+}
+
 /// `POST /api/v1/messages`.
 pub async fn send(
+    Arrived(arrived): Arrived,
     caller: Caller,
     State(st): State<AppState>,
     headers: HeaderMap,
@@ -188,9 +205,13 @@ pub async fn send(
     match accepted {
         Accepted::New { response, .. } => {
             st.http.accepted.fetch_add(count, Ordering::Relaxed);
+            st.http.accept.observe(arrived.elapsed());
             Ok(json_response(StatusCode::ACCEPTED, response))
         }
-        Accepted::Replay { response } => Ok(json_response(StatusCode::ACCEPTED, response)),
+        Accepted::Replay { response } => {
+            st.http.accept.observe(arrived.elapsed());
+            Ok(json_response(StatusCode::ACCEPTED, response))
+        }
         Accepted::KeyReused => Err(ApiError::invalid(
             "idempotency_key_reused",
             "this Idempotency-Key was already used for a different request: use a new key for a new request",

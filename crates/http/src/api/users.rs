@@ -265,6 +265,5 @@ pub async fn password(
     let (req, _) =
         super::json_body::<PasswordRequest>(&headers, body, st.config.server.max_request_bytes.0)?;
     let generated = users::set_password(&st.store, &caller.actor(), id, req.password, None).await?;
-    tracing::info!(user = id, by = %caller.name, "password set; web sessions signed out");
     Ok(Json(json!({ "id": id, "password": generated })))
 }

@@ -294,7 +294,7 @@ pub async fn user_password(
     let keep = (id == me.user.id).then_some(me.token_hash.as_str());
     match users::set_password(&st.store, &me.actor(), id, None, keep).await {
         Ok(pw) => {
-            tracing::info!(user = id, by = %me.user.name, "password reset in the web UI");
+            tracing::info!(user_id = id, by = %me.user.name, "password reset in the web UI");
             page(&SecretPage {
                 layout: Layout::of(&st, &me, "Password reset", "admin").await,
                 heading: "Password reset".into(),

@@ -349,21 +349,24 @@ async fn apply_run(e: &mut impl Exec, run: &[Receipt]) -> Result<Vec<ReceiptMatc
     let devices: Vec<Option<&str>> = run.iter().map(|r| Some(r.device.as_str())).collect();
     let msg_ids: Vec<Option<&str>> = run.iter().map(|r| Some(r.device_msg_id.as_str())).collect();
     let mut hits: Vec<Option<(Id, i64)>> = vec![None; run.len()];
-    for (n, message_id, part_no) in e
+    // When each hit part was submitted, for the receipt's delay.
+    let mut submitted: Vec<Millis> = vec![0; run.len()];
+    for (n, message_id, part_no, submitted_at) in e
         .rows(
-            "SELECT r.n, p.message_id, p.part_no
+            "SELECT r.n, p.message_id, p.part_no, p.submitted_at
              FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS r(device, msg_id, n)
              CROSS JOIN LATERAL (
-               SELECT message_id, part_no FROM message_parts
+               SELECT message_id, part_no, submitted_at FROM message_parts
                WHERE device = r.device AND device_msg_id = r.msg_id
                ORDER BY message_id DESC LIMIT 1) p",
             &[Arg::Texts(&devices), Arg::Texts(&msg_ids)],
-            |r| Ok((r.int(0)?, r.int(1)?, r.int(2)?)),
+            |r| Ok((r.int(0)?, r.int(1)?, r.int(2)?, r.int(3)?)),
         )
         .await?
     {
-        if let Some(h) = usize::try_from(n - 1).ok().and_then(|i| hits.get_mut(i)) {
-            *h = Some((message_id, part_no));
+        if let Some(i) = usize::try_from(n - 1).ok().filter(|&i| i < hits.len()) {
+            hits[i] = Some((message_id, part_no));
+            submitted[i] = submitted_at;
         }
     }
     let mut named: std::collections::HashMap<Id, usize> = std::collections::HashMap::new();
@@ -424,7 +427,7 @@ async fn apply_run(e: &mut impl Exec, run: &[Receipt]) -> Result<Vec<ReceiptMatc
         }
     }
     let mut out = Vec::with_capacity(run.len());
-    for (r, h) in run.iter().zip(&hits) {
+    for ((r, h), &submitted_at) in run.iter().zip(&hits).zip(&submitted) {
         let Some((message_id, _)) = *h else {
             out.push(ReceiptMatch::Unknown);
             continue;
@@ -446,7 +449,11 @@ async fn apply_run(e: &mut impl Exec, run: &[Receipt]) -> Result<Vec<ReceiptMatc
             // A one-part message settled before.
             None => None,
         };
-        out.push(ReceiptMatch::Part { message_id, status });
+        out.push(ReceiptMatch::Part {
+            message_id,
+            status,
+            submitted_at,
+        });
     }
     Ok(out)
 }

@@ -672,13 +672,13 @@ pub(super) async fn apply_receipt(e: &mut impl Exec, r: &Receipt) -> Result<Rece
     // part that has it.
     let hit = row(
         e,
-        "SELECT message_id, part_no FROM message_parts WHERE device = $1 AND device_msg_id = $2
-         ORDER BY message_id DESC LIMIT 1",
+        "SELECT message_id, part_no, submitted_at FROM message_parts
+         WHERE device = $1 AND device_msg_id = $2 ORDER BY message_id DESC LIMIT 1",
         args![&r.device, &r.device_msg_id],
-        |row| Ok((row.int(0)?, row.int(1)?)),
+        |row| Ok((row.int(0)?, row.int(1)?, row.int(2)?)),
     )
     .await?;
-    let Some((message_id, part_no)) = hit else {
+    let Some((message_id, part_no, submitted_at)) = hit else {
         return Ok(ReceiptMatch::Unknown);
     };
     let state = if r.delivered {
@@ -718,11 +718,13 @@ pub(super) async fn apply_receipt(e: &mut impl Exec, r: &Receipt) -> Result<Rece
         return Ok(ReceiptMatch::Part {
             message_id,
             status: Some(st),
+            submitted_at,
         });
     }
     Ok(ReceiptMatch::Part {
         message_id,
         status: settle_from_parts(e, message_id, r).await?,
+        submitted_at,
     })
 }
 
