@@ -29,5 +29,6 @@ mod retention;
 mod routing;
 mod smpp;
 mod smtp;
+mod systemd;
 mod users;
 mod web;
