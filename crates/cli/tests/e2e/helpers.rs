@@ -10,6 +10,7 @@
 #![allow(dead_code)]
 
 use std::collections::HashMap;
+use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -66,6 +67,13 @@ impl Drop for TempDir {
 /// A `Command` for the binary with the environment that would override the config removed.
 pub fn command() -> Command {
     let mut c = Command::new(bin());
+    test_env(&mut c);
+    c
+}
+
+/// The environment of every `textgate` the tests run: what would override the config
+/// removed, the log filter, and the first administrator's password.
+pub fn test_env(c: &mut Command) {
     for k in [
         "TEXTGATE_DATABASE_URL",
         "TEXTGATE_HTTP_LISTEN",
@@ -81,7 +89,6 @@ pub fn command() -> Command {
         std::env::var("TEXTGATE_TEST_LOG").unwrap_or_else(|_| "warn".into()),
     );
     c.env("TEXTGATE_ADMIN_PASSWORD", "admin-password-for-tests");
-    c
 }
 
 /// Runs `textgate ARGS…` with optional standard input; returns its output.
@@ -287,6 +294,9 @@ pub struct App {
     pub metrics: String,
     pub config: PathBuf,
     pub log: PathBuf,
+    /// What runs the server: the binary under test, or another command line that ends in a
+    /// `textgate` (`serve --config FILE` is added).
+    program: Vec<OsString>,
     child: Option<Child>,
     starts: u32,
     // Dropped last: the server must be gone before its database is.
@@ -371,6 +381,7 @@ pub fn spawn_app_with(opts: Opts<'_>) -> App {
         keys,
         config,
         log,
+        program: vec![bin().into()],
         child: None,
         starts: 0,
         _pg: pg,
@@ -390,7 +401,10 @@ impl App {
             .append(true)
             .open(&self.log)
             .unwrap();
-        let mut child = command()
+        let mut command = Command::new(&self.program[0]);
+        command.args(&self.program[1..]);
+        test_env(&mut command);
+        let mut child = command
             .args(["serve", "--config", self.config.to_str().unwrap()])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -487,6 +501,12 @@ impl App {
 
     /// A server on a config of the caller's making (in `dir`), called with `key`.
     pub fn on_config(dir: TempDir, config: PathBuf, key: String) -> App {
+        App::with_program(dir, config, key, vec![bin().into()])
+    }
+
+    /// The same, run by `program`: another `textgate` binary, or a command line that runs
+    /// one (as another user, say).
+    pub fn with_program(dir: TempDir, config: PathBuf, key: String, program: Vec<OsString>) -> App {
         let mut app = App {
             base: String::new(),
             addr: String::new(),
@@ -496,6 +516,7 @@ impl App {
             keys: HashMap::new(),
             log: dir.path().join("server.log"),
             config,
+            program,
             child: None,
             starts: 0,
             _pg: None,

@@ -23,6 +23,7 @@ mod mailer;
 mod modem;
 mod nodes;
 mod ops;
+mod package;
 mod port;
 mod postgres;
 mod retention;
