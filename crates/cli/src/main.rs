@@ -1,7 +1,8 @@
 //! The `textgate` binary: command-line parsing and wiring (docs/operations.md). Each subcommand
 //! lives in its own module; the work is done by the library crates.
 //!
-//! - [`serve`]: the central server (HTTP API, dispatcher, devices).
+//! - [`serve`]: the central server (HTTP API, dispatcher, devices); [`notify`]: its
+//!   readiness, stop and watchdog notifications to systemd.
 //! - [`admin`]: `user add` and `apikey create`, straight on the database.
 //! - [`client`]: `send` and `job submit`, through a running server's HTTP API.
 //! - [`backup`]: `backup` and `restore` of a SQLite store.
@@ -14,6 +15,7 @@
 mod admin;
 mod backup;
 mod client;
+mod notify;
 mod port;
 mod serve;
 

@@ -3,6 +3,9 @@
 //! every task holds a token of one tree ([`Stops`]); intake stops first (no new requests,
 //! mail or files, those in progress finish), then the engine (in-flight sends and deliveries
 //! finish and are recorded), then the store is closed.
+//!
+//! Under systemd (`Type=notify`) it says when it is ready, when it stops, and while it is
+//! healthy pings the watchdog ([`crate::notify`]).
 
 use std::sync::Arc;
 
@@ -14,6 +17,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::bootstrap_admin;
+use crate::notify::{self, Notifier};
 
 /// This node's name, as port servers see it: the host's name.
 fn node_name() -> String {
@@ -104,6 +108,10 @@ async fn join_until<T>(what: &str, task: tokio::task::JoinHandle<T>, deadline: I
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
     init_tracing(&cfg.log);
     let cfg = Arc::new(cfg);
+    let systemd = Notifier::from_env().map(Arc::new);
+    if let Some(n) = &systemd {
+        n.status("opening the store");
+    }
     let store = open_store(&cfg).await?;
     let root = CancellationToken::new();
     let stops = Stops::new(&root);
@@ -206,10 +214,19 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     println!("textgate listening on http://{addr}");
     tracing::info!(%addr, devices = cfg.devices.len(), "serving HTTP");
     let mut http = tokio::spawn(textgate_http::serve(listener, state, stops.intake.clone()));
+    if let Some(n) = &systemd {
+        // Every listener is bound (HTTP requests wait in its backlog until the task above
+        // takes them), so what systemd starts after us can connect.
+        n.ready(&format!("serving HTTP on http://{addr}"));
+        start_watchdog(n, &store, &stops);
+    }
     let http_failed = tokio::select! {
         _ = shutdown_signal() => None,
         r = &mut http => Some(r),
     };
+    if let Some(n) = &systemd {
+        n.stopping("shutting down: finishing what is in flight");
+    }
     let deadline = Instant::now() + cfg.server.shutdown_grace.0;
     let tasks = Tasks {
         http: http_failed.is_none().then_some(http),
@@ -234,6 +251,29 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         Some(Err(e)) => Err(anyhow::Error::new(e).context("the HTTP server stopped")),
         _ => Ok(()),
     }
+}
+
+/// Pings systemd's watchdog while the store answers, if the unit asks for it (`WatchdogSec`),
+/// until shutdown begins.
+fn start_watchdog(n: &Arc<Notifier>, store: &Store, stops: &Stops) {
+    let Some(interval) = notify::watchdog_interval(
+        std::env::var("WATCHDOG_USEC").ok().as_deref(),
+        std::env::var("WATCHDOG_PID").ok().as_deref(),
+        std::process::id(),
+    ) else {
+        return;
+    };
+    tracing::info!(?interval, "pinging systemd's watchdog");
+    let store = store.clone();
+    tokio::spawn(notify::watchdog(
+        n.clone(),
+        interval,
+        move || {
+            let store = store.clone();
+            async move { store.health().await.is_ok() }
+        },
+        stops.intake.clone(),
+    ));
 }
 
 /// Opens (and migrates) the store; the numbering plan loads meanwhile, not when the first

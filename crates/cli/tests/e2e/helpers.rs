@@ -10,6 +10,7 @@
 #![allow(dead_code)]
 
 use std::collections::HashMap;
+use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -66,6 +67,13 @@ impl Drop for TempDir {
 /// A `Command` for the binary with the environment that would override the config removed.
 pub fn command() -> Command {
     let mut c = Command::new(bin());
+    test_env(&mut c);
+    c
+}
+
+/// The environment of every `textgate` the tests run: what would override the config
+/// removed, the log filter, and the first administrator's password.
+pub fn test_env(c: &mut Command) {
     for k in [
         "TEXTGATE_DATABASE_URL",
         "TEXTGATE_HTTP_LISTEN",
@@ -81,7 +89,6 @@ pub fn command() -> Command {
         std::env::var("TEXTGATE_TEST_LOG").unwrap_or_else(|_| "warn".into()),
     );
     c.env("TEXTGATE_ADMIN_PASSWORD", "admin-password-for-tests");
-    c
 }
 
 /// Runs `textgate ARGS…` with optional standard input; returns its output.
@@ -290,6 +297,9 @@ pub struct App {
     /// Whether the next start leaves the log's level to the file's `[log] level` (else the
     /// tests' `TEXTGATE_LOG`, `warn` by default, wins over it).
     pub log_from_config: bool,
+    /// What runs the server: the binary under test, or another command line that ends in a
+    /// `textgate` (`serve --config FILE` is added).
+    program: Vec<OsString>,
     child: Option<Child>,
     starts: u32,
     // Dropped last: the server must be gone before its database is.
@@ -375,6 +385,7 @@ pub fn spawn_app_with(opts: Opts<'_>) -> App {
         config,
         log,
         log_from_config: false,
+        program: vec![bin().into()],
         child: None,
         starts: 0,
         _pg: pg,
@@ -394,7 +405,9 @@ impl App {
             .append(true)
             .open(&self.log)
             .unwrap();
-        let mut command = command();
+        let mut command = Command::new(&self.program[0]);
+        command.args(&self.program[1..]);
+        test_env(&mut command);
         if self.log_from_config {
             command.env_remove("TEXTGATE_LOG");
         }
@@ -495,6 +508,12 @@ impl App {
 
     /// A server on a config of the caller's making (in `dir`), called with `key`.
     pub fn on_config(dir: TempDir, config: PathBuf, key: String) -> App {
+        App::with_program(dir, config, key, vec![bin().into()])
+    }
+
+    /// The same, run by `program`: another `textgate` binary, or a command line that runs
+    /// one (as another user, say).
+    pub fn with_program(dir: TempDir, config: PathBuf, key: String, program: Vec<OsString>) -> App {
         let mut app = App {
             base: String::new(),
             addr: String::new(),
@@ -505,6 +524,7 @@ impl App {
             log: dir.path().join("server.log"),
             config,
             log_from_config: false,
+            program,
             child: None,
             starts: 0,
             _pg: None,
