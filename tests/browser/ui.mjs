@@ -429,14 +429,29 @@ try {
   await admin.page.goto("/admin");
   await admin.page.getByRole("link", { name: "dave" }).click();
   await admin.page.getByLabel(/Disabled/).check();
+  await admin.page.getByLabel("Texts a day (UTC)").fill("100");
   await admin.page.getByRole("button", { name: "Save" }).click();
   await admin.page.waitForURL(/\/admin\/users\/\d+$/);
+  check(await admin.page.getByLabel("Texts a day (UTC)").inputValue() === "100", "dave's daily limit saved");
   await shot(admin.page, "admin-user");
   await accessible(admin.page, "/admin/users/ID");
   await dave.page.goto("/outbox");
   check(new URL(dave.page.url()).pathname === "/login", `a disabled user's session: ${dave.page.url()}`);
   await signIn(dave.page, "dave", davePw);
   await dave.page.getByRole("alert").waitFor();
+
+  begin("the audit log shows who disabled dave and changed his limits");
+  await admin.page.goto("/admin");
+  await admin.page.getByRole("navigation", { name: "Administration" }).getByRole("link", { name: "Audit log" }).click();
+  await admin.page.waitForURL(/\/admin\/audit$/);
+  await admin.page.getByLabel("Action").selectOption("user.");
+  await admin.page.getByRole("button", { name: "Show" }).click();
+  await admin.page.waitForURL(/\/admin\/audit\?action=user\./);
+  const audit = await admin.page.locator("table").innerText();
+  check(/user\.disabled\s+dave\s+limits 100\/day/.test(audit), `the audit log: ${audit}`);
+  check(!audit.includes("signin."), "the filter shows users' changes only");
+  await shot(admin.page, "admin-audit");
+  await accessible(admin.page, "/admin/audit");
 
   begin("the other administration pages show");
   for (const [path, name] of [["/admin/optout", "admin-optout"], ["/admin/deadletters", "admin-deadletters"], ["/admin/config", "admin-config"], ["/account", "account"]]) {

@@ -22,11 +22,13 @@ pub struct Actor {
 
 impl Actor {
     /// Someone at this machine's command line: the operating system's user (through `sudo`,
-    /// the one who ran it).
+    /// the one who ran it); without those variables (a service, a cron job), the process's
+    /// user as /etc/passwd names it.
     pub fn cli() -> Actor {
         let name = ["SUDO_USER", "USER", "LOGNAME"]
             .iter()
             .find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
+            .or_else(process_user)
             .unwrap_or_else(|| "unknown".into());
         Actor {
             name,
@@ -34,6 +36,25 @@ impl Actor {
             address: None,
         }
     }
+}
+
+/// The name of this process's user (`uid 1000` when /etc/passwd does not name it), read
+/// from /proc.
+fn process_user() -> Option<String> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let uid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))?
+        .split_whitespace()
+        .next()?
+        .to_string();
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    let named = passwd.lines().find_map(|l| {
+        let mut f = l.split(':');
+        let name = f.next()?;
+        (f.nth(1)? == uid).then(|| name.to_string())
+    });
+    Some(named.unwrap_or_else(|| format!("uid {uid}")))
 }
 
 /// Appends an entry. The change it records is already stored, so a store that fails here
@@ -64,5 +85,14 @@ pub async fn record(
     );
     if let Err(e) = store.audit(entry).await {
         tracing::error!(error = %e, %action, actor = %by.name, "cannot write the audit entry");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_process_user_is_named() {
+        let name = super::process_user().expect("a /proc");
+        assert!(!name.is_empty() && !name.contains(':'), "{name}");
     }
 }

@@ -237,3 +237,16 @@ pub fn over_quota(
     )
         .into_response()
 }
+
+/// This node among the nodes on the store; `503 starting` until the server listens.
+pub fn cluster(
+    st: &crate::AppState,
+) -> Result<&std::sync::Arc<textgate_engine::cluster::Cluster>, ApiError> {
+    st.cluster.get().ok_or_else(|| {
+        ApiError::new(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "starting",
+            "the server is still starting; try again in a moment",
+        )
+    })
+}

@@ -13,13 +13,7 @@ use crate::AppState;
 /// Lists the nodes, newest start first.
 pub async fn list(caller: Caller, State(st): State<AppState>) -> ApiResult<Json<Value>> {
     super::require_admin(&caller)?;
-    let cluster = st.cluster.get().ok_or_else(|| {
-        ApiError::new(
-            axum::http::StatusCode::SERVICE_UNAVAILABLE,
-            "starting",
-            "the server is still starting; try again in a moment",
-        )
-    })?;
+    let cluster = super::cluster(&st)?;
     let nodes = cluster.nodes().await.map_err(ApiError::not_stored)?;
     Ok(Json(
         json!({ "nodes": nodes, "next_cursor": null, "has_more": false }),

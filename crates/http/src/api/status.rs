@@ -14,13 +14,7 @@ use crate::AppState;
 /// This node's status.
 pub async fn get(caller: Caller, State(st): State<AppState>) -> ApiResult<Json<Value>> {
     super::require_admin(&caller)?;
-    let cluster = st.cluster.get().ok_or_else(|| {
-        ApiError::new(
-            axum::http::StatusCode::SERVICE_UNAVAILABLE,
-            "starting",
-            "the server is still starting; try again in a moment",
-        )
-    })?;
+    let cluster = super::cluster(&st)?;
     let schema = st
         .store
         .schema_version()
