@@ -140,15 +140,16 @@ fn quotas_refuse_what_would_pass_a_limit_with_a_clear_429() {
     assert_eq!(send_as(&app, &bob, &["+15551230011"]).status, 202);
 
     // The web UI: the account page shows the usage, and Compose says why it sent nothing.
+    // (The text she sent without a limit was not counted.)
     let r = app.req(
         "PATCH",
         &format!("/api/v1/users/{alice_id}"),
-        Some(r#"{"quota":{"texts_per_day":6}}"#),
+        Some(r#"{"quota":{"texts_per_day":5}}"#),
     );
     assert_eq!(r.status, 200, "{}", r.text());
     let cookie = web_sign_in(&app, "alice", "alice-password-1");
     let page = web_get(&app, "/account", &cookie).text();
-    assert!(page.contains("6 of 6 today"), "{page}");
+    assert!(page.contains("5 of 5 today"), "{page}");
     let form = web_get(&app, "/compose", &cookie).text();
     let field = |name: &str| {
         form.split(&format!("name=\"{name}\" value=\""))
@@ -166,7 +167,7 @@ fn quotas_refuse_what_would_pass_a_limit_with_a_clear_429() {
     );
     let text = r.text();
     assert!(
-        text.contains("Nothing was sent: the daily limit of 6 texts is reached"),
+        text.contains("Nothing was sent: the daily limit of 5 texts is reached"),
         "{} {text}",
         r.status
     );

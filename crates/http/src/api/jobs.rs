@@ -64,7 +64,12 @@ pub(crate) async fn take_job_quota(
     own: textgate_store::Quota,
     rows: i64,
 ) -> ApiResult<Result<Option<JobQuota>, textgate_engine::quota::Refused>> {
-    let Some(limits) = st.dispatcher.quotas.limits(role, own) else {
+    let Some(limits) = st
+        .dispatcher
+        .quotas
+        .limits(role, own)
+        .filter(|l| l.counted())
+    else {
         return Ok(Ok(None));
     };
     let at = now_ms();
