@@ -59,8 +59,8 @@ impl Refused {
                 self.limit
             ),
             p => format!(
-                "the {}ly limit of {} texts is reached ({} used, {} more asked for); it resets at {}: ask an administrator for a higher limit",
-                if p == "day" { "dai" } else { "month" },
+                "the {} limit of {} texts is reached ({} used, {} more asked for); it resets at {}: ask an administrator for a higher limit",
+                if p == "day" { "daily" } else { "monthly" },
                 self.limit,
                 self.used,
                 self.asked,
