@@ -19,17 +19,28 @@ pub fn load(path: &Path) -> Result<PortConfig, ConfigError> {
     Ok(cfg)
 }
 
-/// Runs the port server until SIGINT or SIGTERM.
+/// Runs the port server until SIGINT or SIGTERM; under systemd (`Type=notify`) it says when
+/// it is ready and when it stops ([`crate::notify`]).
 pub async fn run(cfg: PortConfig) -> anyhow::Result<()> {
     crate::serve::init_tracing(&cfg.log);
+    let systemd = crate::notify::Notifier::from_env().map(std::sync::Arc::new);
     let stop = CancellationToken::new();
     let signal = stop.clone();
+    let on_stop = systemd.clone();
     tokio::spawn(async move {
         crate::serve::shutdown_signal().await;
         tracing::info!("stopping: finishing what is held");
+        if let Some(n) = &on_stop {
+            n.stopping("finishing what is held");
+        }
         signal.cancel();
     });
-    textgate_port::server::run(cfg, stop).await
+    textgate_port::server::run(cfg, stop, |status| {
+        if let Some(n) = &systemd {
+            n.ready(status);
+        }
+    })
+    .await
 }
 
 /// Prints the status a port server last wrote: its link, what it holds, its devices.

@@ -102,8 +102,13 @@ struct Port {
     status: Mutex<PortStatus>,
 }
 
-/// Runs a port server with a checked configuration until `stop` is cancelled.
-pub async fn run(cfg: PortConfig, stop: CancellationToken) -> anyhow::Result<()> {
+/// Runs a port server with a checked configuration until `stop` is cancelled; `ready` is told
+/// once its store is open and its devices are started.
+pub async fn run(
+    cfg: PortConfig,
+    stop: CancellationToken,
+    ready: impl FnOnce(&str),
+) -> anyhow::Result<()> {
     let dir = PathBuf::from(&cfg.data_dir);
     let (hold, open) = Hold::open(&dir)?;
     let built = textgate_drivers::build_devices(&cfg.devices, &|_, _| None)?;
@@ -159,6 +164,8 @@ pub async fn run(cfg: PortConfig, stop: CancellationToken) -> anyhow::Result<()>
     tokio::spawn(port.clone().reporter(ev_rx));
     tokio::spawn(port.clone().housekeeping(stop.clone()));
     let linker = tokio::spawn(port.clone().link_loop(out_rx, take_tx, stop.clone()));
+    // Its store is open and its devices started; the link comes and goes by itself.
+    ready(&format!("linking to {}", port.cfg.server));
     stop.cancelled().await;
     // Finish what is held, and hear that the central server has it, within a grace; the
     // link tells the central server this port server drains.

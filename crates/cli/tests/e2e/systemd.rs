@@ -22,7 +22,7 @@ fn next(socket: &UnixDatagram, log: &std::path::Path) -> Vec<String> {
     let mut buf = [0u8; 4096];
     let len = socket.recv(&mut buf).unwrap_or_else(|e| {
         panic!(
-            "no notification from textgate serve ({e}); log:\n{}",
+            "no notification from textgate ({e}); log:\n{}",
             std::fs::read_to_string(log).unwrap_or_default()
         )
     });
@@ -99,5 +99,54 @@ fn serve_says_ready_pings_the_watchdog_and_says_stopping() {
     };
     assert_eq!(stopping[0], "STOPPING=1", "{stopping:?}");
     let status = server.0.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+}
+
+/// `textgate port` too: ready once its store is open and its devices started (the link to
+/// the central server comes and goes by itself, so it is not waited for), stopping on SIGTERM.
+#[test]
+fn a_port_server_says_ready_and_stopping() {
+    let dir = TempDir::new("notify-port");
+    let socket_path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let config = dir.path().join("port.toml");
+    // A central server that is not there: the port server is ready all the same.
+    std::fs::write(
+        &config,
+        format!(
+            "server = \"http://127.0.0.1:9\"\nname = \"branch\"\ntoken = \"port-token-for-the-notify-test\"\ndata_dir = \"{}\"\n\n[[device]]\nname = \"gsm\"\nkind = \"loopback\"\n",
+            dir.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("port.log");
+    let child = command()
+        .args(["port", "--config", config.to_str().unwrap()])
+        .env("NOTIFY_SOCKET", &socket_path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("start textgate port");
+    let mut port = Server(child);
+    let ready = next(&socket, &log);
+    assert_eq!(
+        ready,
+        [
+            "READY=1".to_string(),
+            "STATUS=linking to http://127.0.0.1:9".to_string(),
+            format!("MAINPID={}", port.0.id()),
+        ]
+    );
+    let ok = Command::new("kill")
+        .args(["-TERM", &port.0.id().to_string()])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "kill -TERM failed");
+    assert_eq!(next(&socket, &log)[0], "STOPPING=1");
+    let status = port.0.wait().unwrap();
     assert!(status.success(), "{status:?}");
 }
