@@ -38,6 +38,28 @@ impl Actor {
     }
 }
 
+/// Records a refused password (`via` `web` or `smtp`, from `address`) as `signin.failed`.
+/// The name given is kept only when it is a user's, else `(unknown)`: what is typed as a name
+/// is sometimes a password. The name recorded, for the caller's log line.
+pub async fn sign_in_failed(
+    store: &Store,
+    given: &str,
+    via: &'static str,
+    address: IpAddr,
+) -> String {
+    let who = match store.user_by_name(given).await {
+        Ok(Some(u)) => u.name,
+        _ => "(unknown)".to_string(),
+    };
+    let actor = Actor {
+        name: who.clone(),
+        via,
+        address: Some(address),
+    };
+    record(store, &actor, "signin.failed", &who, None).await;
+    who
+}
+
 /// The name of this process's user (`uid 1000` when /etc/passwd does not name it), read
 /// from /proc.
 fn process_user() -> Option<String> {

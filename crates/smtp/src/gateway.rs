@@ -113,19 +113,14 @@ impl Gateway {
                     .counters
                     .smtp_auth_failures
                     .fetch_add(1, Ordering::Relaxed);
-                // A name no user has may be a mistyped password: kept nowhere.
-                let who = match self.store.user_by_name(&c.username).await {
-                    Ok(Some(u)) => u.name,
-                    _ => "(unknown)".to_string(),
-                };
+                let who = textgate_engine::audit::sign_in_failed(
+                    &self.store,
+                    &c.username,
+                    "smtp",
+                    client,
+                )
+                .await;
                 tracing::info!(user = %who, %client, "SMTP AUTH refused");
-                let actor = textgate_engine::audit::Actor {
-                    name: who.clone(),
-                    via: "smtp",
-                    address: Some(client),
-                };
-                textgate_engine::audit::record(&self.store, &actor, "signin.failed", who, None)
-                    .await;
                 Answer::Authenticated(None)
             }
             Verdict::LockedOut(after) => {

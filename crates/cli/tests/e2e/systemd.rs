@@ -17,6 +17,27 @@ impl Drop for Server {
     }
 }
 
+impl Server {
+    /// Sends SIGTERM, as systemd stops a service.
+    fn terminate(&self) {
+        let ok = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill -TERM failed");
+    }
+}
+
+/// A socket of the test's own in `dir`, where notifications arrive as systemd's would.
+fn notify_socket(dir: &TempDir) -> (std::path::PathBuf, UnixDatagram) {
+    let path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    (path, socket)
+}
+
 /// The next notification, as its lines.
 fn next(socket: &UnixDatagram, log: &std::path::Path) -> Vec<String> {
     let mut buf = [0u8; 4096];
@@ -34,11 +55,7 @@ fn next(socket: &UnixDatagram, log: &std::path::Path) -> Vec<String> {
 #[test]
 fn serve_says_ready_pings_the_watchdog_and_says_stopping() {
     let dir = TempDir::new("notify");
-    let socket_path = dir.path().join("notify.sock");
-    let socket = UnixDatagram::bind(&socket_path).unwrap();
-    socket
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
+    let (socket_path, socket) = notify_socket(&dir);
     let config = dir.path().join("textgate.toml");
     std::fs::write(
         &config,
@@ -85,11 +102,7 @@ fn serve_says_ready_pings_the_watchdog_and_says_stopping() {
         start.elapsed()
     );
 
-    let ok = Command::new("kill")
-        .args(["-TERM", &server.0.id().to_string()])
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(ok, "kill -TERM failed");
+    server.terminate();
     // Pings sent before the signal may come first.
     let stopping = loop {
         let m = next(&socket, &log);
@@ -107,11 +120,7 @@ fn serve_says_ready_pings_the_watchdog_and_says_stopping() {
 #[test]
 fn a_port_server_says_ready_and_stopping() {
     let dir = TempDir::new("notify-port");
-    let socket_path = dir.path().join("notify.sock");
-    let socket = UnixDatagram::bind(&socket_path).unwrap();
-    socket
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
+    let (socket_path, socket) = notify_socket(&dir);
     let config = dir.path().join("port.toml");
     // A central server that is not there: the port server is ready all the same.
     std::fs::write(
@@ -141,11 +150,7 @@ fn a_port_server_says_ready_and_stopping() {
             format!("MAINPID={}", port.0.id()),
         ]
     );
-    let ok = Command::new("kill")
-        .args(["-TERM", &port.0.id().to_string()])
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(ok, "kill -TERM failed");
+    port.terminate();
     assert_eq!(next(&socket, &log)[0], "STOPPING=1");
     let status = port.0.wait().unwrap();
     assert!(status.success(), "{status:?}");

@@ -196,15 +196,6 @@ impl FromRequestParts<AppState> for Signed {
     }
 }
 
-/// The name a failed sign-in gave, when it is a user's; else `(unknown)`. What is typed as a
-/// name is sometimes a password, and a name no user has is kept nowhere.
-pub async fn known_name(st: &AppState, name: &str) -> String {
-    match st.store.user_by_name(name).await {
-        Ok(Some(u)) => u.name,
-        _ => "(unknown)".to_string(),
-    }
-}
-
 /// Where to go after signing in: a path of this site only, never another site's URL.
 fn safe_next(next: Option<&str>) -> &str {
     match next {
@@ -289,14 +280,9 @@ pub async fn login(
     let user = match st.signin.check_password(peer.ip(), name, &f.password).await {
         Verdict::Accepted(u) => u,
         Verdict::Refused => {
-            let who = known_name(&st, name).await;
+            let who =
+                textgate_engine::audit::sign_in_failed(&st.store, name, "web", peer.ip()).await;
             tracing::info!(user = %who, client = %peer.ip(), "web sign-in refused");
-            let actor = textgate_engine::audit::Actor {
-                name: who.clone(),
-                via: "web",
-                address: Some(peer.ip()),
-            };
-            textgate_engine::audit::record(&st.store, &actor, "signin.failed", &who, None).await;
             return again(
                 StatusCode::UNAUTHORIZED,
                 "The user name or the password is wrong.".into(),

@@ -160,16 +160,11 @@ pub fn backup(
         return Err(BackupError::Exists(to.into()));
     }
     // Held to the end, so that no restore replaces the store under the copy.
-    let _open = lock::shared(db).map_err(|r| match r {
-        lock::Refused::Busy(lock) => BackupError::Restoring {
+    let _open = lock::shared(db).map_err(|r| {
+        lock_refused(r, |lock| BackupError::Restoring {
             db: db.into(),
             lock,
-        },
-        lock::Refused::Io(path, source) => BackupError::Io {
-            what: "cannot lock",
-            path,
-            source,
-        },
+        })
     })?;
     let src = Connection::open_with_flags(
         db,
@@ -221,16 +216,11 @@ pub fn restore(from: &Path, db: &Path) -> Result<Restored> {
     if let Some(dir) = db.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(io("cannot create the folder", dir))?;
     }
-    let _alone = lock::exclusive(db).map_err(|r| match r {
-        lock::Refused::Busy(lock) => BackupError::InUse {
+    let _alone = lock::exclusive(db).map_err(|r| {
+        lock_refused(r, |lock| BackupError::InUse {
             db: db.into(),
             lock,
-        },
-        lock::Refused::Io(path, source) => BackupError::Io {
-            what: "cannot lock",
-            path,
-            source,
-        },
+        })
     })?;
     let restoring = with_suffix(db, ".restoring");
     remove_with_sidecars(&restoring);
@@ -522,6 +512,18 @@ fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> BackupE
 fn sqlite(what: &'static str, path: &Path) -> impl FnOnce(rusqlite::Error) -> BackupError {
     let path = path.to_path_buf();
     move |source| BackupError::Sqlite { what, path, source }
+}
+
+/// A lock not taken: `busy` names who holds it; an I/O error is one.
+fn lock_refused(r: lock::Refused, busy: impl FnOnce(PathBuf) -> BackupError) -> BackupError {
+    match r {
+        lock::Refused::Busy(lock) => busy(lock),
+        lock::Refused::Io(path, source) => BackupError::Io {
+            what: "cannot lock",
+            path,
+            source,
+        },
+    }
 }
 
 #[cfg(test)]
